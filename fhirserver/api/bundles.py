@@ -1,0 +1,247 @@
+"""Batch and transaction Bundles (R4 http.html#transaction).
+
+A transaction runs in one database transaction: ids are assigned first, `urn:uuid:` and
+conditional references are rewritten, entries run in the spec's order (DELETE, POST, PUT/PATCH,
+GET/HEAD), and any failure rolls the whole Bundle back. Batch entries run each in their own
+transaction and fail alone.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+from typing import Any, Iterator
+from urllib.parse import parse_qsl, urlsplit
+
+from fhirserver.api.formats import Raw
+from fhirserver.api.interactions import (
+    Context, FhirRequest, FhirResponse, WRITE_METHODS, dispatch, find_matches, http_date,
+)
+from fhirserver.api.outcome import FhirError, outcome
+from fhirserver.model.jsonio import loads
+from fhirserver.model.types import R4_RESOURCE_TYPES
+from fhirserver.model.validate import Issue, is_valid_id
+from fhirserver.storage import Repository, Tx
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+@dataclasses.dataclass
+class _Entry:
+    index: int
+    full_url: str | None
+    request: FhirRequest
+    prefer: str
+
+
+def _entry_error(index: int, exc: FhirError) -> FhirError:
+    issues = [Issue(i.severity, i.code, f"Bundle.entry[{index}]: {i.diagnostics}",
+                    i.expression and f"Bundle.entry[{index}].resource.{i.expression.split('.', 1)[-1]}")
+              for i in exc.issues]
+    return FhirError(exc.status, issues, headers=exc.headers)
+
+
+def _parse_url(url: str, base: str) -> tuple[list[str], list[tuple[str, str]]]:
+    if url.startswith(base + "/"):
+        url = url[len(base) + 1:]
+    elif "://" in url:
+        parts = urlsplit(url)
+        url = parts.path.split("/fhir/", 1)[-1] + (("?" + parts.query) if parts.query else "")
+    path, _, query = url.lstrip("/").partition("?")
+    return [p for p in path.split("/") if p], parse_qsl(query, keep_blank_values=True)
+
+
+def to_request(entry: dict[str, Any], index: int, base: str) -> _Entry:
+    """Turn one Bundle entry into an interaction request."""
+    req = entry.get("request")
+    if not isinstance(req, dict) or not req.get("method") or not req.get("url"):
+        raise FhirError(400, f"Bundle.entry[{index}] has no request.method and request.url", "required")
+    method = str(req["method"]).upper()
+    if method not in _ORDER:
+        raise FhirError(400, f"Bundle.entry[{index}].request.method '{method}' is not an HTTP verb of FHIR")
+    segments, params = _parse_url(str(req["url"]), base)
+    fr = FhirRequest(method=method, params=params)
+    if segments:
+        fr.res_type = segments[0]
+        if segments[0].startswith("$"):
+            fr.res_type, fr.operation = None, segments[0]
+    if len(segments) >= 2:
+        if segments[1] in ("_history", "_search") or segments[1].startswith("$"):
+            fr.operation = segments[1]
+        else:
+            fr.res_id = segments[1]
+    if len(segments) >= 3:
+        fr.operation = segments[2]
+    if len(segments) >= 4:
+        fr.version_id = segments[3]
+    for key, header in (("ifMatch", "if-match"), ("ifNoneMatch", "if-none-match"),
+                        ("ifNoneExist", "if-none-exist"), ("ifModifiedSince", "if-modified-since")):
+        if req.get(key):
+            fr.headers[header] = str(req[key])
+    resource = entry.get("resource")
+    if method == "PATCH" and isinstance(resource, dict) and resource.get("resourceType") == "Binary":
+        try:
+            fr.body, fr.body_kind = loads(base64.b64decode(resource.get("data", ""))), "json-patch"
+        except (ValueError, TypeError):
+            raise FhirError(400, f"Bundle.entry[{index}]: the Binary does not hold a JSON Patch") from None
+    else:
+        fr.body = resource
+    return _Entry(index, entry.get("fullUrl"), fr, "")
+
+
+def _response_entry(resp: FhirResponse, prefer: str) -> dict[str, Any]:
+    status_text = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
+    r: dict[str, Any] = {"status": status_text.get(resp.status, str(resp.status))}
+    if resp.location:
+        r["location"] = resp.location
+    if resp.stored is not None:
+        r["etag"] = resp.stored.etag
+        r["lastModified"] = resp.stored.last_updated.isoformat(timespec="milliseconds")
+    out: dict[str, Any] = {}
+    if resp.stored is not None and not resp.stored.deleted:
+        out["fullUrl"] = ""  # filled by the caller with the base
+    if resp.body is not None and resp.status != 304 and prefer != "minimal":
+        out["resource"] = Raw(resp.body) if isinstance(resp.body, str) else resp.body
+    if prefer == "operationoutcome" and resp.outcome:
+        r["outcome"] = resp.outcome
+    out["response"] = r
+    return out
+
+
+def _walk_references(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if isinstance(node.get("reference"), str):
+            yield node
+        for value in node.values():
+            if isinstance(value, (dict, list)):
+                yield from _walk_references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk_references(item)
+
+
+def _prefer_return(headers: dict[str, str]) -> str:
+    for part in (headers.get("prefer") or "").lower().replace(" ", "").split(";"):
+        for p in part.split(","):
+            if p.startswith("return="):
+                return p[len("return="):]
+    return "representation"
+
+
+def process(ctx: Context, repo: Repository, bundle: Any, headers: dict[str, str]) -> dict[str, Any]:
+    """Run a batch or transaction Bundle; returns the response Bundle (raises for a failed transaction)."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise FhirError(400, "POST to the base URL takes a batch or transaction Bundle", "invalid")
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise FhirError(400, f"Bundle.type must be batch or transaction, not '{kind}'", "invalid")
+    raw_entries = bundle.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise FhirError(400, "Bundle.entry must be an array", "structure")
+    prefer = _prefer_return(headers)
+    if kind == "transaction":
+        return _transaction(ctx, repo, raw_entries, prefer)
+    return _batch(ctx, repo, raw_entries, prefer)
+
+
+def _batch(ctx: Context, repo: Repository, raw_entries: list, prefer: str) -> dict[str, Any]:
+    out: list[dict[str, Any]] = []
+    for i, raw in enumerate(raw_entries):
+        try:
+            entry = to_request(raw if isinstance(raw, dict) else {}, i, ctx.base)
+            with repo.transaction(write=entry.request.method in WRITE_METHODS) as tx:
+                resp = dispatch(ctx, tx, entry.request)
+            out.append(_finish(ctx, _response_entry(resp, prefer), resp))
+        except FhirError as exc:
+            out.append({"response": {"status": str(exc.status), "outcome": outcome(exc.issues)}})
+    return {"resourceType": "Bundle", "type": "batch-response", "entry": out}
+
+
+def _finish(ctx: Context, item: dict[str, Any], resp: FhirResponse) -> dict[str, Any]:
+    if "fullUrl" in item:
+        if resp.stored is not None:
+            item["fullUrl"] = f"{ctx.base}/{resp.stored.res_type}/{resp.stored.res_id}"
+        else:
+            del item["fullUrl"]
+    return item
+
+
+def _transaction(ctx: Context, repo: Repository, raw_entries: list, prefer: str) -> dict[str, Any]:
+    entries = [to_request(raw if isinstance(raw, dict) else {}, i, ctx.base)
+               for i, raw in enumerate(raw_entries)]
+    results: dict[int, dict[str, Any]] = {}
+    with repo.transaction(write=True) as tx:
+        mapping = _assign_identities(ctx, tx, entries)
+        for e in entries:
+            if e.request.body is not None and e.request.body_kind == "resource":
+                try:
+                    _rewrite_references(ctx, tx, e.request.body, mapping)
+                except FhirError as exc:
+                    raise _entry_error(e.index, exc) from None
+        for e in sorted(entries, key=lambda x: (_ORDER[x.request.method], x.index)):
+            try:
+                resp = dispatch(ctx, tx, e.request)
+            except FhirError as exc:
+                raise _entry_error(e.index, exc) from None
+            results[e.index] = _finish(ctx, _response_entry(resp, prefer), resp)
+    return {"resourceType": "Bundle", "type": "transaction-response",
+            "entry": [results[i] for i in range(len(entries))]}
+
+
+def _assign_identities(ctx: Context, tx: Tx, entries: list[_Entry]) -> dict[str, str]:
+    """Map each entry's fullUrl to the Type/id it will have once the transaction is done."""
+    import uuid
+
+    mapping: dict[str, str] = {}
+    seen_targets: set[str] = set()
+    for e in entries:
+        r = e.request
+        target = None
+        try:
+            if r.method == "POST" and r.res_type and r.res_id is None and not r.operation:
+                cond = r.header("if-none-exist")
+                matches = find_matches(ctx, tx, r.res_type, cond.split("?", 1)[-1]) if cond else []
+                if len(matches) == 1:
+                    target = f"{r.res_type}/{matches[0].res_id}"
+                elif not matches:
+                    r.assigned_id = str(uuid.uuid4())
+                    target = f"{r.res_type}/{r.assigned_id}"
+            elif r.method == "PUT" and r.res_type and r.res_id:
+                target = f"{r.res_type}/{r.res_id}"
+            elif r.method == "PUT" and r.res_type and r.res_id is None:
+                matches = find_matches(ctx, tx, r.res_type, r.params)
+                if len(matches) == 1:
+                    target = f"{r.res_type}/{matches[0].res_id}"
+                elif not matches:
+                    body_id = r.body.get("id") if isinstance(r.body, dict) else None
+                    r.assigned_id = body_id if is_valid_id(body_id) else str(uuid.uuid4())
+                    target = f"{r.res_type}/{r.assigned_id}"
+        except FhirError as exc:
+            raise _entry_error(e.index, exc) from None
+        if target and r.method in ("PUT", "POST") and r.res_id is None and target in seen_targets:
+            raise FhirError(400, f"Bundle.entry[{e.index}]: two entries of this transaction resolve to "
+                            f"{target}", "duplicate")
+        if target:
+            seen_targets.add(target)
+        if e.full_url and target:
+            mapping[e.full_url] = target
+    return mapping
+
+
+def _rewrite_references(ctx: Context, tx: Tx, resource: Any, mapping: dict[str, str]) -> None:
+    for ref in _walk_references(resource):
+        value = ref["reference"]
+        if value in mapping:
+            ref["reference"] = mapping[value]
+        elif value.startswith("urn:uuid:") or value.startswith("urn:oid:"):
+            raise FhirError(400, f"Reference '{value}' names no entry of this transaction", "not-found")
+        elif "?" in value and value.split("?", 1)[0] in R4_RESOURCE_TYPES:
+            res_type, query = value.split("?", 1)
+            matches = find_matches(ctx, tx, res_type, query)
+            if len(matches) != 1:
+                raise FhirError(412 if matches else 404,
+                                f"Conditional reference '{value}' matches {len(matches)} resources "
+                                "(exactly one is required)", "multiple-matches" if matches else "not-found")
+            ref["reference"] = f"{res_type}/{matches[0].res_id}"
+
+
+__all__ = ["process", "http_date"]

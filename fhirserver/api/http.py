@@ -1,0 +1,194 @@
+"""The FHIR REST blueprint: HTTP in, `FhirRequest` to the handlers, FHIR bodies and headers out."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from fhirserver.api import bundles
+from fhirserver.api.formats import OutputFormat, choose_output, header_map, parse_body, render
+from fhirserver.api.interactions import (
+    Context, FhirRequest, FhirResponse, WRITE_METHODS, dispatch, http_date,
+)
+from fhirserver.api.outcome import FhirError, info, outcome
+from fhirserver.model.validate import Issue
+
+log = logging.getLogger("fhirserver.request")
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def _services() -> Any:
+    return current_app.extensions["fhirserver"]
+
+
+def _context() -> Context:
+    s = _services()
+    return Context(base=s.fhir_base(), default_count=s.settings.default_page_size,
+                   max_count=s.settings.max_page_size, postgres=s.repo.postgres)
+
+
+def _output() -> OutputFormat:
+    fmt = getattr(g, "fhir_output", None)
+    if fmt is None:
+        fmt = choose_output(None, None)
+    return fmt
+
+
+def _respond(status: int, body: Any, fmt: OutputFormat, headers: dict[str, str] | None = None) -> Response:
+    data = b"" if body is None else render(body, fmt)
+    resp = Response(data, status=status, content_type=f"{fmt.mime}; charset=utf-8" if body is not None else None)
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    if request.method == "HEAD":
+        resp.set_data(b"")
+    return resp
+
+
+def error_response(exc: FhirError) -> Response:
+    try:
+        fmt = _output()
+    except FhirError:
+        fmt = choose_output(None, None)
+    return _respond(exc.status, outcome(exc.issues), fmt, exc.headers)
+
+
+def _prefer_return() -> str | None:
+    for part in request.headers.get("Prefer", "").lower().replace(" ", "").split(";"):
+        for p in part.split(","):
+            if p.startswith("return="):
+                return p[len("return="):]
+    return None
+
+
+def _build_request(segments: list[str]) -> FhirRequest:
+    params = [(k, v) for k, v in request.args.items(multi=True)]
+    req = FhirRequest(method=request.method, params=params, headers=header_map(request.headers))
+    if segments and segments[0].startswith("$"):
+        req.operation = segments[0]
+    elif segments and segments[0] == "_history":
+        req.operation = "_history"
+    elif segments:
+        req.res_type = segments[0]
+    if len(segments) >= 2:
+        if segments[1] in ("_history", "_search") or segments[1].startswith("$"):
+            req.operation = segments[1]
+        else:
+            req.res_id = segments[1]
+    if len(segments) >= 3:
+        third = segments[2]
+        if third == "_history" or third.startswith("$"):
+            req.operation = third
+        else:
+            raise FhirError(404, f"Compartment search ({'/'.join(segments)}) is not supported yet", "not-supported")
+    if len(segments) == 4 and req.operation == "_history":
+        req.version_id = segments[3]
+    elif len(segments) > 3:
+        raise FhirError(404, f"Unknown URL /fhir/{'/'.join(segments)}", "not-found")
+    if request.method in ("POST", "PUT", "PATCH"):
+        body, kind = parse_body(request.content_type, request.get_data(cache=False))
+        if kind == "form":
+            req.params.extend((k, v) for k, v in request.form.items(multi=True))
+        else:
+            req.body, req.body_kind = body, kind
+    return req
+
+
+def _finish(req: FhirRequest, resp: FhirResponse, fmt: OutputFormat) -> Response:
+    headers = dict(resp.headers)
+    if resp.stored is not None:
+        headers["ETag"] = resp.stored.etag
+        headers["Last-Modified"] = http_date(resp.stored.last_updated)
+    if resp.location:
+        headers["Location"] = resp.location
+        headers["Content-Location"] = resp.location
+    if resp.status == 304:
+        return _respond(304, None, fmt, headers)
+    prefer = _prefer_return()
+    is_write = req.method in WRITE_METHODS
+    if req.method == "DELETE":
+        if prefer == "operationoutcome" or (prefer == "representation"):
+            return _respond(200, resp.outcome or info("Deleted"), fmt, headers)
+        return _respond(204, None, fmt, headers)
+    if is_write and prefer == "minimal":
+        return _respond(resp.status, None, fmt, headers)
+    if is_write and prefer == "operationoutcome":
+        return _respond(resp.status, resp.outcome or info("Done"), fmt, headers)
+    return _respond(resp.status, resp.body, fmt, headers)
+
+
+def _handle(path: str = "") -> Response:
+    g.fhir_output = choose_output(request.args.get("_format"), request.headers.get("Accept"),
+                                  request.args.get("_pretty"), request.args.get("_summary"),
+                                  request.args.get("_elements"))
+    segments = [s for s in path.split("/") if s]
+    services = _services()
+    ctx = _context()
+    req = _build_request(segments)
+    if not segments and req.method == "POST":
+        result = bundles.process(ctx, services.repo, req.body, req.headers)
+        return _respond(200, result, g.fhir_output)
+    with services.repo.transaction(write=req.method in WRITE_METHODS) as tx:
+        resp = dispatch(ctx, tx, req)
+    return _finish(req, resp, g.fhir_output)
+
+
+def _metadata() -> Response:
+    g.fhir_output = choose_output(request.args.get("_format"), request.headers.get("Accept"),
+                                  request.args.get("_pretty"))
+    if request.method not in ("GET", "HEAD"):
+        raise FhirError(405, "metadata takes GET", "not-supported")
+    return _respond(200, _services().capability_statement(), g.fhir_output)
+
+
+def blueprint() -> Blueprint:
+    bp = Blueprint("fhir", __name__)
+    bp.add_url_rule("/metadata", "metadata", _metadata, methods=METHODS)
+    bp.add_url_rule("", "base", _handle, methods=METHODS, strict_slashes=False)
+    bp.add_url_rule("/<path:path>", "fhir", _handle, methods=METHODS)
+    return bp
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Every failure leaves as an OperationOutcome; a bug is a 500 without its traceback."""
+
+    @app.errorhandler(FhirError)
+    def _fhir_error(exc: FhirError) -> Response:
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}.get(
+            exc.code or 500, "processing")
+        msg = exc.description or exc.name
+        if exc.code == 413:
+            msg = f"The request body is larger than the limit of {app.config.get('MAX_CONTENT_LENGTH')} bytes"
+        if not request.path.startswith("/fhir"):
+            return exc.get_response()
+        return error_response(FhirError(exc.code or 500, [Issue("error", code, msg)]))
+
+    @app.errorhandler(Exception)
+    def _bug(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(FhirError(500, "Internal server error; the request was not applied", "exception"))
+
+
+def install_request_log(app: Flask) -> None:
+    """One structured JSON line per request."""
+
+    @app.before_request
+    def _start() -> None:
+        g.t0 = time.perf_counter()
+
+    @app.after_request
+    def _log(resp: Response) -> Response:
+        if app.extensions["fhirserver"].settings.log_requests:
+            took = (time.perf_counter() - getattr(g, "t0", time.perf_counter())) * 1000
+            log.info(orjson.dumps({
+                "method": request.method, "path": request.full_path.rstrip("?"), "status": resp.status_code,
+                "ms": round(took, 2), "bytes": resp.calculate_content_length() or 0,
+                "remote": request.remote_addr}).decode())
+        return resp

@@ -1,0 +1,495 @@
+"""The FHIR interactions as small handlers over one storage transaction.
+
+Each handler takes a `FhirRequest` (already parsed from HTTP or from a Bundle entry) and returns a
+`FhirResponse`; the HTTP layer and the batch/transaction processor both call `dispatch`, so a
+Bundle entry behaves exactly like the same request sent alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import datetime, timezone
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any, Callable
+from urllib.parse import urlencode
+
+from fhirserver.api.formats import Raw
+from fhirserver.api.outcome import FhirError, bad_request, info, not_found
+from fhirserver.model import patch as patching
+from fhirserver.model.jsonio import loads
+from fhirserver.model.types import NOT_STORABLE, R4_RESOURCE_TYPES
+from fhirserver.model.validate import InvalidResource, Issue, is_valid_id, validate_resource
+from fhirserver.search import SearchError, compile_search, date_range
+from fhirserver.search.dates import split_prefix
+from fhirserver.storage import Stored, Tx, VersionConflict
+
+
+@dataclasses.dataclass
+class FhirRequest:
+    """One interaction, independent of how it arrived."""
+
+    method: str
+    res_type: str | None = None
+    res_id: str | None = None
+    version_id: str | None = None
+    operation: str | None = None          # "_history", "_search", "$op"
+    params: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # lower-case names
+    body: Any = None                       # parsed resource / patch document
+    body_kind: str = "resource"            # resource | json-patch
+    assigned_id: str | None = None         # id chosen ahead of a create (transaction urn:uuid)
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name.lower())
+        return value if value not in (None, "") else None
+
+    def param(self, name: str) -> str | None:
+        for k, v in self.params:
+            if k == name:
+                return v
+        return None
+
+
+@dataclasses.dataclass
+class FhirResponse:
+    """What an interaction produced: a status, a body, the headers that describe it."""
+
+    status: int
+    body: Any = None                       # dict, stored JSON text, or None
+    stored: Stored | None = None           # the version the body is (for ETag/Last-Modified)
+    location: str | None = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    outcome: dict | None = None            # OperationOutcome to show under Prefer: return=OperationOutcome
+
+
+@dataclasses.dataclass
+class Context:
+    """What handlers need besides the transaction: the base URL and paging limits."""
+
+    base: str
+    default_count: int = 50
+    max_count: int = 1000
+    postgres: bool = False
+
+
+def http_date(t: datetime) -> str:
+    return format_datetime(t.astimezone(timezone.utc), usegmt=True)
+
+
+_ETAG_RE = re.compile(r'^(?:W/)?"?([^"]+)"?$')
+
+
+def parse_etag(value: str) -> int:
+    m = _ETAG_RE.match(value.strip())
+    if not m or not m.group(1).isdigit():
+        raise bad_request(f"'{value}' is not a version ETag (expected W/\"<versionId>\")")
+    return int(m.group(1))
+
+
+def check_type(res_type: str | None) -> str:
+    if not res_type or res_type not in R4_RESOURCE_TYPES:
+        raise FhirError(404, f"Unknown resource type '{res_type}'", "not-supported")
+    return res_type
+
+
+def check_id(res_id: str | None) -> str:
+    if not is_valid_id(res_id):
+        raise bad_request(f"'{res_id}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})")
+    return res_id  # type: ignore[return-value]
+
+
+def _stored_response(status: int, stored: Stored, base: str, with_location: bool = False) -> FhirResponse:
+    loc = f"{base}/{stored.res_type}/{stored.res_id}/_history/{stored.version_id}" if with_location else None
+    return FhirResponse(status, stored.body, stored, loc)
+
+
+def _validated(body: Any, res_type: str) -> dict[str, Any]:
+    if body is None:
+        raise bad_request("A resource body is required")
+    if res_type in NOT_STORABLE:
+        raise FhirError(405, f"{res_type} resources are not stored", "not-supported")
+    try:
+        return validate_resource(body, res_type)
+    except InvalidResource as exc:
+        raise FhirError(exc.status, exc.issues) from None
+
+
+def _strict(req: FhirRequest) -> bool:
+    prefer = (req.header("prefer") or "").replace(" ", "").lower()
+    return "handling=strict" in prefer
+
+
+def find_matches(ctx: Context, tx: Tx, res_type: str, query: str | list[tuple[str, str]],
+                 limit: int = 2) -> list[Stored]:
+    """Resources matching a conditional query (`identifier=...`); unknown parameters are errors."""
+    from urllib.parse import parse_qsl
+
+    params = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else query
+    params = [(k, v) for k, v in params if not k.startswith("_format")]
+    if not params:
+        raise bad_request("A conditional interaction needs search parameters")
+    try:
+        compiled = compile_search(res_type, params, postgres=ctx.postgres, strict=True)
+    except SearchError as exc:
+        raise FhirError(400, str(exc), "not-supported") from None
+    rows, _total, _more = tx.search(res_type, compiled.where, count=limit, with_total=False)
+    return rows
+
+
+# -- read ------------------------------------------------------------------------------------
+def read(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
+    res_type, res_id = check_type(req.res_type), check_id(req.res_id)
+    cur = tx.current(res_type, res_id)
+    if cur is None:
+        raise not_found(res_type, res_id)
+    if cur.deleted:
+        raise FhirError(410, f"Resource {res_type}/{res_id} was deleted", "deleted",
+                        headers={"ETag": cur.etag, "Last-Modified": http_date(cur.last_updated)})
+    return _conditional_read(req, FhirResponse(200, cur.body, cur))
+
+
+def vread(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
+    res_type, res_id = check_type(req.res_type), check_id(req.res_id)
+    if not (req.version_id or "").isdigit():
+        raise not_found(res_type, f"{res_id}/_history/{req.version_id}")
+    ver = tx.version(res_type, res_id, int(req.version_id or 0))
+    if ver is None:
+        if tx.current(res_type, res_id) is None:
+            raise not_found(res_type, res_id)
+        raise FhirError(404, f"Version {req.version_id} of {res_type}/{res_id} is not known", "not-found")
+    if ver.deleted:
+        raise FhirError(410, f"Version {req.version_id} of {res_type}/{res_id} is a deletion", "deleted")
+    return _conditional_read(req, FhirResponse(200, ver.body, ver))
+
+
+def _conditional_read(req: FhirRequest, resp: FhirResponse) -> FhirResponse:
+    stored = resp.stored
+    assert stored is not None
+    inm = req.header("if-none-match")
+    if inm:
+        tags = [t.strip() for t in inm.split(",")]
+        if "*" in tags or any(_same_version(t, stored.version_id) for t in tags):
+            return FhirResponse(304, None, stored)
+    ims = req.header("if-modified-since")
+    if ims and not inm:
+        since = _parse_http_or_fhir_date(ims)
+        if since is not None and stored.last_updated.replace(microsecond=0) <= since:
+            return FhirResponse(304, None, stored)
+    return resp
+
+
+def _same_version(tag: str, vid: int) -> bool:
+    try:
+        return parse_etag(tag) == vid
+    except FhirError:
+        return False
+
+
+def _parse_http_or_fhir_date(value: str) -> datetime | None:
+    try:
+        t = parsedate_to_datetime(value)
+        return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        pass
+    try:
+        return date_range(value)[0]
+    except ValueError:
+        return None
+
+
+# -- create / update / patch / delete -----------------------------------------------------------
+def create(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
+    res_type = check_type(req.res_type)
+    body = _validated(req.body, res_type)
+    cond = req.header("if-none-exist")
+    if cond:
+        matches = find_matches(ctx, tx, res_type, cond.split("?", 1)[-1])
+        if len(matches) > 1:
+            raise FhirError(412, f"If-None-Exist '{cond}' matches more than one {res_type}", "multiple-matches")
+        if matches:
+            return FhirResponse(200, matches[0].body, matches[0],
+                                outcome=info(f"{res_type}/{matches[0].res_id} already exists; nothing created"))
+    body = {k: v for k, v in body.items() if k != "id"}  # the server assigns ids on create
+    stored = tx.create(res_type, body, req.assigned_id)
+    return _stored_response(201, stored, ctx.base, with_location=True)
+
+
+def update(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
+    res_type = check_type(req.res_type)
+    body = _validated(req.body, res_type)
+    if req.res_id is None:
+        return _conditional_update(ctx, tx, req, res_type, body)
+    res_id = check_id(req.res_id)
+    if "id" not in body:
+        raise bad_request(f"The {res_type} in the body has no id; it must be '{res_id}'")
+    if body["id"] != res_id:
+        raise bad_request(f"The id in the body ('{body['id']}') differs from the id in the URL ('{res_id}')")
+    return _write_version(ctx, tx, req, res_type, res_id, body, "PUT")
+
+
+def _write_version(ctx: Context, tx: Tx, req: FhirRequest, res_type: str, res_id: str,
+                   body: dict, method: str) -> FhirResponse:
+    if_match = req.header("if-match")
+    try:
+        stored, created = tx.update(res_type, res_id, body,
+                                    parse_etag(if_match) if if_match else None, method=method)
+    except VersionConflict as exc:
+        if exc.actual is None:
+            raise FhirError(412 if method != "PATCH" else 404,
+                            f"{res_type}/{res_id} does not exist, so If-Match cannot match", "conflict") from None
+        raise FhirError(412, f"Version conflict on {res_type}/{res_id}: If-Match asked for version "
+                        f"{exc.expected}, the current version is {exc.actual}", "conflict") from None
+    return _stored_response(201 if created else 200, stored, ctx.base, with_location=created)
+
+
+def _conditional_update(ctx: Context, tx: Tx, req: FhirRequest, res_type: str,
+                        body: dict) -> FhirResponse:
+    matches = find_matches(ctx, tx, res_type, req.params)
+    if len(matches) > 1:
+        raise FhirError(412, f"The conditional update matches more than one {res_type}", "multiple-matches")
+    if matches:
+        target = matches[0].res_id
+        if "id" in body and body["id"] != target:
+            raise bad_request(f"The id in the body ('{body['id']}') differs from the matched resource ({target})")
+    else:
+        target = body.get("id") or req.assigned_id or _new_id()
+    return _write_version(ctx, tx, req, res_type, target, {**body, "id": target}, "PUT")
+
+
+def _new_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
+    res_type = check_type(req.res_type)
+    if req.res_id is None:
+        matches = find_matches(ctx, tx, res_type, req.params)
+        if len(matches) != 1:
+            raise FhirError(412 if matches else 404,
+                            f"The conditional patch matches {len(matches) or 'no'} {res_type}"
+                            + ("" if matches else " resource"), "multiple-matches" if matches else "not-found")
+        res_id = matches[0].res_id
+    else:
+        res_id = check_id(req.res_id)
+    cur = tx.current(res_type, res_id)
+    if cur is None:
+        raise not_found(res_type, res_id)
+    if cur.deleted:
+        raise FhirError(410, f"Resource {res_type}/{res_id} was deleted", "deleted")
+    current = loads(cur.body or "{}")
+    try:
+        if req.body_kind == "json-patch":
+            if not isinstance(req.body, list):
+                raise bad_request("A JSON Patch document must be a JSON array of operations")
+            patched = patching.apply_json_patch(current, req.body)
+        else:
+            if not (isinstance(req.body, dict) and req.body.get("resourceType") == "Parameters"):
+                raise FhirError(415, "PATCH takes application/json-patch+json, or a FHIRPath Patch "
+                                "Parameters resource as application/fhir+json or +xml", "not-supported")
+            patched = patching.apply_fhirpath_patch(current, req.body)
+    except patching.PatchError as exc:
+        raise FhirError(exc.status, str(exc), "invalid" if exc.status == 400 else "processing") from None
+    if not isinstance(patched, dict):
+        raise FhirError(422, "The patch does not leave a resource", "processing")
+    if patched.get("resourceType") != res_type or patched.get("id") != res_id:
+        raise FhirError(422, "A patch may not change resourceType or id", "processing")
+    body = _validated(patched, res_type)
+    return _write_version(ctx, tx, req, res_type, res_id, body, "PATCH")
+
+
+def delete(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
+    res_type = check_type(req.res_type)
+    if req.res_id is None:
+        matches = find_matches(ctx, tx, res_type, req.params)
+        if len(matches) > 1:
+            raise FhirError(412, f"The conditional delete matches more than one {res_type}", "multiple-matches")
+        if not matches:
+            return FhirResponse(204, outcome=info("No resource matched; nothing deleted"))
+        res_id = matches[0].res_id
+    else:
+        res_id = check_id(req.res_id)
+    if_match = req.header("if-match")
+    try:
+        stored = tx.delete(res_type, res_id, parse_etag(if_match) if if_match else None)
+    except VersionConflict as exc:
+        raise FhirError(412, f"Version conflict on {res_type}/{res_id}: If-Match asked for version "
+                        f"{exc.expected}, the current version is {exc.actual}", "conflict") from None
+    if stored is None:
+        return FhirResponse(204, outcome=info(f"{res_type}/{res_id} did not exist or was already deleted"))
+    return FhirResponse(204, None, stored, outcome=info(f"Deleted {res_type}/{res_id}"),
+                        headers={"ETag": stored.etag})
+
+
+# -- history and search -------------------------------------------------------------------------
+def _count(ctx: Context, req: FhirRequest) -> int:
+    raw = req.param("_count")
+    if raw is None:
+        return ctx.default_count
+    if not raw.isdigit():
+        raise bad_request(f"_count must be a non-negative integer, not '{raw}'")
+    return min(int(raw), ctx.max_count)
+
+
+def _int_param(req: FhirRequest, name: str) -> int | None:
+    raw = req.param(name)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise bad_request(f"{name} must be a paging cursor from a link of this server")
+    return int(raw)
+
+
+def history(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
+    res_type = check_type(req.res_type) if req.res_type else None
+    res_id = check_id(req.res_id) if req.res_id else None
+    if res_id and tx.current(res_type or "", res_id) is None:
+        raise not_found(res_type or "", res_id)
+    since = at = None
+    if req.param("_since"):
+        try:
+            since = date_range(req.param("_since") or "")[0]
+        except ValueError as exc:
+            raise bad_request(f"_since: {exc}") from None
+    if req.param("_at"):
+        try:
+            at = date_range(split_prefix(req.param("_at") or "")[1])
+        except ValueError as exc:
+            raise bad_request(f"_at: {exc}") from None
+    count = _count(ctx, req)
+    before = _int_param(req, "_page_before")
+    rows, total = tx.history(res_type, res_id, since=since, at=at, count=count + 1, before_pk=before)
+    more = len(rows) > count
+    rows = rows[:count]
+    path = "/".join(p for p in (res_type, res_id, "_history") if p)
+    keep = [(k, v) for k, v in req.params if k in ("_since", "_at", "_count", "_format")]
+    links = [("self", _url(ctx.base, path, keep + ([("_page_before", str(before))] if before else [])))]
+    if more and rows:
+        links.append(("next", _url(ctx.base, path, keep + [("_page_before", str(rows[-1].pk))])))
+    entries = []
+    for row in rows:
+        entry: dict[str, Any] = {"fullUrl": f"{ctx.base}/{row.res_type}/{row.res_id}"}
+        if row.body is not None:
+            entry["resource"] = Raw(row.body)
+        method = "POST" if row.method == "POST" else ("DELETE" if row.deleted else "PUT")
+        method = "PATCH" if row.method == "PATCH" else method
+        url = row.res_type if method == "POST" else f"{row.res_type}/{row.res_id}"
+        entry["request"] = {"method": method, "url": url}
+        status = {"POST": "201 Created", "DELETE": "204 No Content"}.get(method, "200 OK")
+        entry["response"] = {"status": status, "etag": row.etag,
+                             "lastModified": row.last_updated.isoformat(timespec="milliseconds")}
+        entries.append(entry)
+    bundle = {"resourceType": "Bundle", "type": "history", "total": total,
+              "link": [{"relation": r, "url": u} for r, u in links], "entry": entries}
+    if not entries:
+        del bundle["entry"]
+    return FhirResponse(200, bundle)
+
+
+def _url(base: str, path: str, params: list[tuple[str, str]]) -> str:
+    url = f"{base}/{path}" if path else base
+    return url + ("?" + urlencode(params) if params else "")
+
+
+def search(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
+    res_type = check_type(req.res_type) if req.res_type else None
+    types_param = req.param("_type")
+    if res_type is None and types_param:
+        for t in types_param.split(","):
+            check_type(t)
+    summary = req.param("_summary")
+    if summary not in (None, "true", "false", "text", "data", "count"):
+        raise bad_request(f"_summary must be true, text, data, count or false, not '{summary}'")
+    total_mode = req.param("_total") or "accurate"
+    if total_mode not in ("none", "estimate", "accurate"):
+        raise bad_request(f"_total must be none, estimate or accurate, not '{total_mode}'")
+    try:
+        compiled = compile_search(res_type, req.params, postgres=ctx.postgres, strict=_strict(req))
+    except SearchError as exc:
+        raise FhirError(400, str(exc), "not-supported" if "nknown" in str(exc) else "invalid") from None
+    where = list(compiled.where)
+    if res_type is None and types_param:
+        from fhirserver.storage import resource as rtable
+
+        where.append(rtable.c.res_type.in_(types_param.split(",")))
+    count = 0 if summary == "count" else _count(ctx, req)
+    after, before = _int_param(req, "_page_after"), _int_param(req, "_page_before")
+    rows, total, more = tx.search(res_type, where, count=count, after_pk=after, before_pk=before,
+                                  with_total=total_mode != "none")
+    path = res_type or ""
+    keep = [(k, v) for k, v in req.params if k in ("_type", "_summary", "_elements", "_total",
+                                                     "_format", "_pretty")]
+    base_params = list(compiled.used) + keep + [("_count", str(count))]
+    self_params = base_params + ([("_page_after", str(after))] if after is not None else []) \
+        + ([("_page_before", str(before))] if before is not None else [])
+    links = [("self", _url(ctx.base, path, self_params))]
+    if rows:
+        has_next = more if before is None else True
+        has_prev = (before is not None and more) or (
+            before is None and tx.exists_before(res_type, where, rows[0].pk))
+        if has_next:
+            links.append(("next", _url(ctx.base, path, base_params + [("_page_after", str(rows[-1].pk))])))
+        if has_prev:
+            links.append(("previous", _url(ctx.base, path, base_params + [("_page_before", str(rows[0].pk))])))
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = [{"relation": r, "url": u} for r, u in links]
+    entries = [{"fullUrl": f"{ctx.base}/{r.res_type}/{r.res_id}", "resource": Raw(r.body or "{}"),
+                "search": {"mode": "match"}} for r in rows]
+    if compiled.ignored and not _strict(req):
+        warning = {"resourceType": "OperationOutcome", "issue": [{
+            "severity": "warning", "code": "not-supported",
+            "diagnostics": "Ignored search parameters: " + ", ".join(compiled.ignored)}]}
+        entries.append({"resource": warning, "search": {"mode": "outcome"}})
+    if entries:
+        bundle["entry"] = entries
+    return FhirResponse(200, bundle)
+
+
+# -- dispatch -----------------------------------------------------------------------------------
+Handler = Callable[[Context, Tx, FhirRequest], FhirResponse]
+
+
+def route(req: FhirRequest) -> Handler:
+    """Which handler serves this request (405 when the method makes no sense for the URL)."""
+    m = req.method
+    if req.operation and req.operation.startswith("$"):
+        raise FhirError(404 if m in ("GET", "POST") else 405,
+                        f"Operation {req.operation} is not supported", "not-supported")
+    if req.operation == "_history":
+        if m == "GET":
+            return vread if req.version_id else history
+        raise FhirError(405, f"{m} is not allowed on a history URL", "not-supported")
+    if req.operation == "_search":
+        if m == "POST":
+            return search
+        raise FhirError(405, "_search takes POST", "not-supported")
+    if req.res_type is None:
+        if m == "GET":
+            return search
+        raise FhirError(405, f"{m} is not allowed on the base URL here", "not-supported")
+    if req.res_id is None:
+        table = {"GET": search, "POST": create, "PUT": update, "DELETE": delete, "PATCH": patch}
+    else:
+        table = {"GET": read, "PUT": update, "DELETE": delete, "PATCH": patch}
+    if m == "HEAD":
+        m = "GET"
+    if m not in table:
+        raise FhirError(405, f"{m} is not allowed on this URL", "not-supported",
+                        headers={"Allow": ", ".join(table)})
+    if req.res_id is None and m in ("PUT", "DELETE", "PATCH") and not [
+            p for p in req.params if not p[0].startswith("_format")]:
+        raise FhirError(405 if m != "PUT" else 400,
+                        f"{m} on a type needs search parameters (conditional {m.lower()})", "not-supported")
+    return table[m]
+
+
+def dispatch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
+    return route(req)(ctx, tx, req)
+
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+__all__ = ["Context", "FhirRequest", "FhirResponse", "Issue", "WRITE_METHODS", "dispatch",
+           "find_matches", "http_date", "route"]

@@ -1,0 +1,126 @@
+"""`fhirserver serve | db upgrade | load`: the one console script."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from fhirserver.config import Settings, settings_from_env
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite under --data-dir)")
+    p.add_argument("--data-dir", type=Path, help="data folder (default ./var)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    keys = ("host", "port", "dicom_port", "dicom_ae", "data_dir", "database_url", "base_url", "workers")
+    return settings_from_env(**{k: getattr(args, k, None) for k in keys})
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return all(ipaddress.ip_address(info[4][0]).is_loopback
+                   for info in socket.getaddrinfo(host, None))
+    except (socket.gaierror, ValueError):
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from fhirserver.app import create_app
+    from fhirserver.storage import make_engine, upgrade
+
+    settings = _settings(args)
+    if args.insecure_no_auth and not _is_loopback(settings.host):
+        print("--insecure-no-auth only listens on a loopback address (127.0.0.1, ::1)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    engine.dispose()
+
+    class _Server(BaseApplication):  # gunicorn's documented embedding API
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{settings.host}:{settings.port}")
+            self.cfg.set("workers", settings.workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("timeout", 120)
+            self.cfg.set("keepalive", 30)
+            self.cfg.set("accesslog", None)
+
+        def load(self) -> Any:
+            return create_app(settings)
+
+    print(f"fhirserver: FHIR base http://{settings.host}:{settings.port}/fhir "
+          f"({settings.workers} workers, database {settings.effective_database_url.split('@')[-1]})",
+          file=sys.stderr, flush=True)
+    _Server().run()
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from fhirserver.storage import make_engine, upgrade
+    from fhirserver.storage.migrate import current_revision
+
+    settings = _settings(args)
+    engine = make_engine(settings.effective_database_url)
+    if args.action == "upgrade":
+        upgrade(engine)
+    print(f"schema revision: {current_revision(engine)}")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from fhirserver.load import run_load
+
+    return run_load(args, _settings(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fhirserver", description="FHIR R4 server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--dicom-port", type=int)
+    serve.add_argument("--dicom-ae")
+    serve.add_argument("--base-url", help="public base URL (default http://HOST:PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 2)")
+    serve.add_argument("--threads", type=int, default=4, help="threads per worker")
+    serve.add_argument("--insecure-no-auth", action="store_true",
+                       help="no authentication (loopback only, for local experiments)")
+    _add_common(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade", "current"])
+    _add_common(db)
+    db.set_defaults(func=cmd_db)
+
+    load = sub.add_parser("load", help="load Bundles and NDJSON files")
+    load.add_argument("files", nargs="+", type=Path)
+    load.add_argument("--url", help="FHIR base of a running server (default: straight into the database)")
+    load.add_argument("--stop-on-error", action="store_true")
+    load.add_argument("--journal", type=Path, help="resume journal (default DATA_DIR/load-journal.json)")
+    load.add_argument("--batch-size", type=int, default=500, help="NDJSON resources per request")
+    load.add_argument("--no-progress", action="store_true")
+    _add_common(load)
+    load.set_defaults(func=cmd_load)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

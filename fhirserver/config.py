@@ -1,0 +1,62 @@
+"""One settings object for the whole server, from command-line flags and FHIRSERVER_* variables."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything that varies between deployments; nothing else is read from the environment."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    dicom_port: int = 11112
+    dicom_ae: str = "FHIRSERVER"
+    data_dir: Path = Path("./var")
+    database_url: str = ""
+    base_url: str = ""
+    smtp_url: str = ""
+    workers: int = 2
+    max_body_bytes: int = 64 * 1024 * 1024
+    default_page_size: int = 50
+    max_page_size: int = 1000
+    insecure_no_auth: bool = True
+    log_requests: bool = True
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file under the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(Path(self.data_dir) / 'fhirserver.sqlite3').resolve()}"
+
+    @property
+    def fhir_base(self) -> str:
+        """Absolute FHIR base URL used in Location headers and Bundle links."""
+        base = self.base_url.rstrip("/") if self.base_url else f"http://{self.host}:{self.port}"
+        return base if base.endswith("/fhir") else base + "/fhir"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+_ENV_FIELDS = {
+    "host": str, "port": int, "dicom_port": int, "dicom_ae": str, "data_dir": Path,
+    "database_url": str, "base_url": str, "smtp_url": str, "workers": int,
+    "max_body_bytes": int, "default_page_size": int, "max_page_size": int,
+}
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from FHIRSERVER_* variables, then apply explicit overrides (flags win)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, conv in _ENV_FIELDS.items():
+        raw = env.get("FHIRSERVER_" + name.upper())
+        if raw not in (None, ""):
+            values[name] = conv(raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)

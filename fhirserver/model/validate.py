@@ -1,0 +1,133 @@
+"""Parsing and validating resources with fhir.resources' R4B models.
+
+The models only validate: what is stored is the client's JSON (decimals kept exactly), never a
+re-serialised model, so content round-trips unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from functools import lru_cache
+from typing import Any
+
+from pydantic import ValidationError
+
+from fhirserver.model.types import R4_ONLY_SHAPES, R4_RESOURCE_TYPES
+
+ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Issue:
+    """One problem, in OperationOutcome terms."""
+
+    severity: str
+    code: str
+    diagnostics: str
+    expression: str | None = None
+
+
+class InvalidResource(ValueError):
+    """The content is not a valid resource; `status` is 400 (not a resource at all) or 422."""
+
+    def __init__(self, issues: list[Issue], status: int = 422) -> None:
+        super().__init__("; ".join(i.diagnostics for i in issues))
+        self.issues = issues
+        self.status = status
+
+
+def is_valid_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(ID_RE.match(value))
+
+
+@lru_cache(maxsize=None)
+def _model(resource_type: str) -> Any:
+    from fhir.resources.R4B import get_fhir_model_class
+
+    return get_fhir_model_class(resource_type)
+
+
+def _path(resource_type: str, loc: tuple[Any, ...]) -> str:
+    out = resource_type
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = str(part)
+        if name.endswith("__ext"):
+            name = "_" + name[: -len("__ext")]
+        if name.startswith("function-") or name in ("__root__",):
+            continue
+        out += "." + name
+    return out
+
+
+def _issues_from(resource_type: str, exc: ValidationError) -> list[Issue]:
+    issues = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err.get("loc") or ())
+        path = _path(resource_type, loc)
+        kind = err.get("type", "")
+        code = "required" if "missing" in kind else ("structure" if "extra" in kind else "value")
+        msg = err.get("msg", "invalid")
+        issues.append(Issue("error", code, f"{path}: {msg}", path))
+    return issues or [Issue("error", "invalid", f"{resource_type}: {exc}", resource_type)]
+
+
+def resource_type_of(data: Any) -> str:
+    """The resourceType of a parsed body, or InvalidResource(400) when it is not a resource."""
+    if not isinstance(data, dict):
+        raise InvalidResource([Issue("error", "structure", "The body must be a JSON object (a FHIR resource)")], 400)
+    rt = data.get("resourceType")
+    if not isinstance(rt, str) or not rt:
+        raise InvalidResource([Issue("error", "structure", "The body has no resourceType", "resourceType")], 400)
+    if rt not in R4_RESOURCE_TYPES:
+        raise InvalidResource([Issue("error", "not-supported", f"Unknown resource type '{rt}'", "resourceType")], 400)
+    return rt
+
+
+def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, Any]:
+    """Check a parsed body is a valid R4 resource (of `expected_type` when given); return it."""
+    rt = resource_type_of(data)
+    if expected_type and rt != expected_type:
+        raise InvalidResource([Issue(
+            "error", "invalid",
+            f"The body is a {rt} but the URL names {expected_type}", "resourceType")], 400)
+    issues: list[Issue] = []
+    if "id" in data and not is_valid_id(data["id"]):
+        issues.append(Issue("error", "value", f"{rt}.id: '{data['id']}' is not a valid id "
+                            "([A-Za-z0-9-.]{1,64})", f"{rt}.id"))
+    _check_nulls(data, rt, issues)
+    if rt not in R4_ONLY_SHAPES:
+        try:
+            _model(rt).model_validate(data)
+        except ValidationError as exc:
+            issues.extend(_issues_from(rt, exc))
+        except (TypeError, ValueError) as exc:  # model-level checks raising plain errors
+            issues.append(Issue("error", "invalid", f"{rt}: {exc}", rt))
+    if issues:
+        raise InvalidResource(issues, 422)
+    return data
+
+
+def _check_nulls(node: Any, path: str, issues: list[Issue]) -> None:
+    """FHIR JSON never has null properties or empty objects/arrays/strings (R4 json.html)."""
+    if isinstance(node, dict):
+        if not node:
+            issues.append(Issue("error", "value", f"{path}: empty objects are not allowed", path))
+        for key, value in node.items():
+            if value is None:
+                issues.append(Issue("error", "value", f"{path}.{key}: null is not allowed", f"{path}.{key}"))
+            elif key == "div" or (isinstance(value, str) and not value.strip() and value == ""):
+                if value == "":
+                    issues.append(Issue("error", "value", f"{path}.{key}: empty strings are not allowed",
+                                        f"{path}.{key}"))
+            elif isinstance(value, (dict, list)):
+                _check_nulls(value, f"{path}.{key}", issues)
+    elif isinstance(node, list):
+        if not node:
+            issues.append(Issue("error", "value", f"{path}: empty arrays are not allowed", path))
+        for i, item in enumerate(node):
+            # null is allowed inside arrays only to pair primitives with their `_x` extensions
+            if isinstance(item, (dict, list)):
+                _check_nulls(item, f"{path}[{i}]", issues)

@@ -1,0 +1,10 @@
+"""Storage: SQLAlchemy tables and the versioned repository (never looks at HTTP)."""
+from fhirserver.storage.db import is_postgres, make_engine
+from fhirserver.storage.migrate import upgrade
+from fhirserver.storage.repository import (
+    Repository, StorageError, Stored, Tx, VersionConflict, format_instant, now_utc,
+)
+from fhirserver.storage.tables import resource, resource_history
+
+__all__ = ["Repository", "StorageError", "Stored", "Tx", "VersionConflict", "format_instant",
+           "is_postgres", "make_engine", "now_utc", "resource", "resource_history", "upgrade"]

@@ -1,0 +1,264 @@
+"""The repository: versioned create/read/update/delete/history over the two resource tables.
+
+Every write happens inside a `Tx`; a transaction Bundle is one `Tx`, so it commits or rolls back
+whole. Versions of one resource serialize on the row lock (`SELECT ... FOR UPDATE` on PostgreSQL,
+`BEGIN IMMEDIATE` on SQLite), so concurrent updates never lose one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
+
+from fhirserver.model.jsonio import dumps
+from fhirserver.storage.tables import resource, resource_history
+
+
+class StorageError(Exception):
+    """Base of the errors a caller can cause."""
+
+
+class VersionConflict(StorageError):
+    """If-Match named a version that is not the current one."""
+
+    def __init__(self, expected: int, actual: int | None) -> None:
+        super().__init__(f"Version {expected} was expected but the current version is {actual}")
+        self.expected, self.actual = expected, actual
+
+
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """One stored version of a resource; `body` is its JSON text (None for a deletion)."""
+
+    pk: int
+    res_type: str
+    res_id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    body: str | None
+    method: str = ""
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+
+def now_utc() -> datetime:
+    """Current time in UTC, truncated to milliseconds so meta.lastUpdated and the row agree."""
+    t = datetime.now(timezone.utc)
+    return t.replace(microsecond=(t.microsecond // 1000) * 1000)
+
+
+def format_instant(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def stamp(resource_json: dict[str, Any], res_id: str, version_id: int, when: datetime) -> dict:
+    """Return the resource with server-owned id and meta.versionId/lastUpdated, id and meta first."""
+    meta = dict(resource_json.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = format_instant(when)
+    out: dict[str, Any] = {"resourceType": resource_json["resourceType"], "id": res_id, "meta": meta}
+    for key, value in resource_json.items():
+        if key not in out:
+            out[key] = value
+    return out
+
+
+_CURRENT_COLS = (resource.c.pk, resource.c.res_type, resource.c.res_id, resource.c.version_id,
+                 resource.c.last_updated, resource.c.deleted, resource.c.body)
+_HISTORY_COLS = (resource_history.c.pk, resource_history.c.res_type, resource_history.c.res_id,
+                 resource_history.c.version_id, resource_history.c.last_updated,
+                 resource_history.c.deleted, resource_history.c.body, resource_history.c.method)
+
+
+def _row(row: Any) -> Stored:
+    return Stored(row.pk, row.res_type, row.res_id, row.version_id, _utc(row.last_updated),
+                  bool(row.deleted), row.body, getattr(row, "method", ""))
+
+
+class Tx:
+    """Operations inside one database transaction."""
+
+    def __init__(self, conn: Connection, postgres: bool) -> None:
+        self.conn = conn
+        self.postgres = postgres
+
+    # -- reads ---------------------------------------------------------------------------
+    def current(self, res_type: str, res_id: str, for_update: bool = False) -> Stored | None:
+        q = select(*_CURRENT_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
+        if for_update and self.postgres:
+            q = q.with_for_update()
+        row = self.conn.execute(q).first()
+        return _row(row) if row else None
+
+    def version(self, res_type: str, res_id: str, version_id: int) -> Stored | None:
+        q = select(*_HISTORY_COLS).where(
+            resource_history.c.res_type == res_type, resource_history.c.res_id == res_id,
+            resource_history.c.version_id == version_id)
+        row = self.conn.execute(q).first()
+        return _row(row) if row else None
+
+    # -- writes --------------------------------------------------------------------------
+    def create(self, res_type: str, body: dict[str, Any], res_id: str | None = None) -> Stored:
+        """Insert version 1 under a new server id (or the given id, which must be free)."""
+        rid = res_id or new_id()
+        when = now_utc()
+        text = dumps(stamp(body, rid, 1, when)).decode()
+        pk = self.conn.execute(insert(resource).values(
+            res_type=res_type, res_id=rid, version_id=1, last_updated=when, deleted=False,
+            body=text).returning(resource.c.pk)).scalar_one()
+        self._history(res_type, rid, 1, when, "POST", text)
+        return Stored(pk, res_type, rid, 1, when, False, text, "POST")
+
+    def update(self, res_type: str, res_id: str, body: dict[str, Any],
+               if_match: int | None = None, method: str = "PUT") -> tuple[Stored, bool]:
+        """Write a new version (or version 1 under a client id). Returns (stored, created)."""
+        for _attempt in range(5):
+            cur = self.current(res_type, res_id, for_update=True)
+            if cur is None:
+                if if_match is not None:
+                    raise VersionConflict(if_match, None)
+                try:
+                    with self.conn.begin_nested():
+                        return self.create(res_type, body, res_id), True
+                except IntegrityError:
+                    continue  # someone created it concurrently: lock it and update instead
+            if if_match is not None and if_match != cur.version_id:
+                raise VersionConflict(if_match, cur.version_id)
+            vid = cur.version_id + 1
+            when = max(now_utc(), cur.last_updated)
+            text = dumps(stamp(body, res_id, vid, when)).decode()
+            self.conn.execute(update(resource).where(resource.c.pk == cur.pk).values(
+                version_id=vid, last_updated=when, deleted=False, body=text))
+            self._history(res_type, res_id, vid, when, method, text)
+            return Stored(cur.pk, res_type, res_id, vid, when, False, text, method), cur.deleted
+        raise StorageError("could not lock the resource row")
+
+    def delete(self, res_type: str, res_id: str, if_match: int | None = None) -> Stored | None:
+        """Soft-delete: a new version marked deleted. None if there was nothing to delete."""
+        cur = self.current(res_type, res_id, for_update=True)
+        if cur is None or cur.deleted:
+            if if_match is not None:
+                raise VersionConflict(if_match, None)
+            return None
+        if if_match is not None and if_match != cur.version_id:
+            raise VersionConflict(if_match, cur.version_id)
+        vid = cur.version_id + 1
+        when = max(now_utc(), cur.last_updated)
+        self.conn.execute(update(resource).where(resource.c.pk == cur.pk).values(
+            version_id=vid, last_updated=when, deleted=True, body=None))
+        self._history(res_type, res_id, vid, when, "DELETE", None)
+        return Stored(cur.pk, res_type, res_id, vid, when, True, None, "DELETE")
+
+    def _history(self, res_type: str, res_id: str, vid: int, when: datetime, method: str,
+                 text: str | None) -> None:
+        self.conn.execute(insert(resource_history).values(
+            res_type=res_type, res_id=res_id, version_id=vid, last_updated=when, method=method,
+            deleted=text is None, body=text))
+
+    # -- history -------------------------------------------------------------------------
+    def history(self, res_type: str | None = None, res_id: str | None = None, *,
+                since: datetime | None = None, at: tuple[datetime, datetime] | None = None,
+                count: int = 50, before_pk: int | None = None,
+                with_total: bool = True) -> tuple[list[Stored], int | None]:
+        """Versions newest first; paged by keyset on the history sequence (`before_pk`)."""
+        h = resource_history
+        conds: list[ColumnElement[bool]] = []
+        if res_type:
+            conds.append(h.c.res_type == res_type)
+        if res_id:
+            conds.append(h.c.res_id == res_id)
+        if since is not None:
+            conds.append(h.c.last_updated >= since)
+        if at is not None:
+            low, high = at
+            later = h.alias("later")
+            conds.append(h.c.last_updated < high)
+            conds.append(~exists().where(
+                later.c.res_type == h.c.res_type, later.c.res_id == h.c.res_id,
+                later.c.version_id > h.c.version_id, later.c.last_updated <= low))
+        total = None
+        if with_total:
+            total = self.conn.execute(select(func.count()).select_from(h).where(*conds)).scalar_one()
+        page_conds = list(conds)
+        if before_pk is not None:
+            page_conds.append(h.c.pk < before_pk)
+        q = select(*_HISTORY_COLS).where(*page_conds).order_by(h.c.pk.desc()).limit(count)
+        return [_row(r) for r in self.conn.execute(q)], total
+
+    # -- search --------------------------------------------------------------------------
+    def search(self, res_type: str | None, where: Sequence[ColumnElement[bool]], *,
+               count: int, after_pk: int | None = None, before_pk: int | None = None,
+               with_total: bool = True) -> tuple[list[Stored], int | None, bool]:
+        """Current, not-deleted resources matching `where`, in storage order, keyset-paged.
+
+        Returns (page, total, more) where `more` says a further page exists in the paging
+        direction (after `after_pk`, or before `before_pk`).
+        """
+        r = resource
+        conds = [r.c.deleted.is_(False), *where]
+        if res_type:
+            conds.insert(0, r.c.res_type == res_type)
+        total = None
+        if with_total:
+            total = self.conn.execute(select(func.count()).select_from(r).where(*conds)).scalar_one()
+        if count == 0:
+            return [], total, False
+        q = select(*_CURRENT_COLS).where(*conds)
+        if before_pk is not None:
+            q = q.where(r.c.pk < before_pk).order_by(r.c.pk.desc())
+        else:
+            if after_pk is not None:
+                q = q.where(r.c.pk > after_pk)
+            q = q.order_by(r.c.pk.asc())
+        rows = [_row(x) for x in self.conn.execute(q.limit(count + 1))]
+        more = len(rows) > count
+        rows = rows[:count]
+        if before_pk is not None:
+            rows.reverse()
+        return rows, total, more
+
+    def exists_before(self, res_type: str | None, where: Sequence[ColumnElement[bool]],
+                      pk: int) -> bool:
+        r = resource
+        conds = [r.c.deleted.is_(False), r.c.pk < pk, *where]
+        if res_type:
+            conds.insert(0, r.c.res_type == res_type)
+        return self.conn.execute(select(r.c.pk).where(*conds).limit(1)).first() is not None
+
+
+class Repository:
+    """Entry point of storage: hands out transactions on one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def transaction(self, write: bool = False) -> Iterator[Tx]:
+        """One database transaction; commits when the block ends, rolls back on any exception."""
+        with self.engine.connect() as conn:
+            if write:
+                conn = conn.execution_options(fhir_write=True)
+            with conn.begin():
+                yield Tx(conn, self.postgres)
+
+
+__all__ = ["Repository", "Tx", "Stored", "StorageError", "VersionConflict", "format_instant", "now_utc"]

@@ -1,0 +1,1 @@
+"""SMART on FHIR authorization server. Not built yet: see issue 6."""

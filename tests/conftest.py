@@ -1,0 +1,134 @@
+"""Shared fixtures: a database per test run (SQLite file, or PostgreSQL when
+FHIRSERVER_TEST_DATABASE_URL is set), the app on it, a test client, and a live server."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from fhirserver.app import create_app
+from fhirserver.config import Settings
+from fhirserver.storage import make_engine, upgrade
+
+DATA = Path(__file__).parent / "data"
+BASE = "http://testserver/fhir"
+
+
+def _pg_admin_url(url: str) -> tuple[str, str]:
+    head, _, dbname = url.rpartition("/")
+    return head + "/postgres", dbname.split("?")[0]
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[str]:
+    pg = os.environ.get("FHIRSERVER_TEST_DATABASE_URL")
+    if not pg:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'fhir.sqlite3'}"
+        return
+    admin_url, dbname = _pg_admin_url(pg)
+    name = f"{dbname}_{worker_id}".replace("-", "_")
+    admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    yield f"{admin_url.rpartition('/')[0]}/{name}"
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith("postgres")
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(database_url=database_url, base_url="http://testserver",
+                    data_dir=tmp_path_factory.mktemp("data"), log_requests=False,
+                    max_body_bytes=2 * 1024 * 1024)
+
+
+@pytest.fixture(scope="session")
+def session_app(settings: Settings):  # noqa: ANN201
+    return create_app(settings, upgrade_schema=True)
+
+
+@pytest.fixture()
+def app(session_app):  # noqa: ANN001, ANN201
+    """The app on an emptied database."""
+    repo = session_app.extensions["fhirserver"].repo
+    with repo.engine.begin() as conn:
+        conn.execute(text("DELETE FROM resource_history"))
+        conn.execute(text("DELETE FROM resource"))
+    return session_app
+
+
+@pytest.fixture()
+def client(app):  # noqa: ANN001, ANN201
+    return app.test_client()
+
+
+@pytest.fixture()
+def repo(app):  # noqa: ANN001, ANN201
+    return app.extensions["fhirserver"].repo
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """`fhirserver serve` in a subprocess (real gunicorn workers)."""
+
+    def __init__(self, database_url: str, data_dir: Path, workers: int = 2) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}/fhir"
+        env = dict(os.environ, FHIRSERVER_DATABASE_URL=database_url, FHIRSERVER_DATA_DIR=str(data_dir))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fhirserver.cli", "serve", "--insecure-no-auth", "--port",
+             str(self.port), "--workers", str(workers)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited: " + (self.proc.stderr.read() or b"").decode()[-2000:])
+            try:
+                if requests.get(self.base + "/metadata", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(session_app, database_url: str, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+    server = LiveServer(database_url, tmp_path_factory.mktemp("live"))
+    yield server
+    server.stop()
+
+
+def fhir_json(resp) -> dict:  # noqa: ANN001
+    """Parse a test-client response body as JSON."""
+    import json
+
+    return json.loads(resp.data)
