@@ -141,8 +141,10 @@ def _prepare_entry(entry: Any, fmt: OutputFormat) -> Any:
 
 def render(body: Any, fmt: OutputFormat) -> bytes:
     """Serialise a resource (dict or stored text) in the chosen format."""
-    if isinstance(body, str) and not fmt.transforms:
-        return body.encode()
+    if isinstance(body, str):
+        if not fmt.transforms:
+            return body.encode()
+        body = loads(body)
     prepared = _prepare(body, fmt, True)
     if fmt.kind == "xml":
         from fhirserver.model.xml import resource_to_xml

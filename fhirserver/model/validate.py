@@ -105,6 +105,7 @@ def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, 
             issues.extend(_issues_from(rt, exc))
         except (TypeError, ValueError) as exc:  # model-level checks raising plain errors
             issues.append(Issue("error", "invalid", f"{rt}: {exc}", rt))
+        check_codes(data, _model(rt), rt, issues)
     if issues:
         raise InvalidResource(issues, 422)
     return data
@@ -131,3 +132,63 @@ def _check_nulls(node: Any, path: str, issues: list[Issue]) -> None:
             # null is allowed inside arrays only to pair primitives with their `_x` extensions
             if isinstance(item, (dict, list)):
                 _check_nulls(item, f"{path}[{i}]", issues)
+
+
+# -- required code bindings -------------------------------------------------------------------
+# fhir.resources records each code element's allowed values (`enum_values`, with "+" when the
+# binding is extensible) but does not enforce them; required bindings are checked here.
+def _field_plan(cls: Any) -> dict[str, tuple[frozenset[str] | None, Any, bool]]:
+    plan = _PLANS.get(cls)
+    if plan is not None:
+        return plan
+    import typing
+
+    from pydantic import BaseModel
+
+    plan = {}
+    for name, field in cls.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        enum = extra.get("enum_values")
+        allowed = frozenset(enum) if enum and "+" not in enum else None
+        if allowed and "mime" in allowed:  # CapabilityStatement.format: a MimeType, mis-listed
+            allowed = None
+        child, is_resource = None, False
+        stack = [field.annotation]
+        while stack:
+            ann = stack.pop()
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                child = ann
+                is_resource = hasattr(ann, "get_resource_type") and ann.__name__ in ("Resource", "DomainResource")
+                break
+            stack.extend(typing.get_args(ann))
+        if allowed is not None or child is not None:
+            plan[field.alias or name] = (allowed, child, is_resource)
+    _PLANS[cls] = plan
+    return plan
+
+
+_PLANS: dict[Any, dict[str, tuple[frozenset[str] | None, Any, bool]]] = {}
+
+
+def check_codes(data: dict[str, Any], cls: Any, path: str, issues: list[Issue]) -> None:
+    """Report code values outside a required binding's value set."""
+    plan = _field_plan(cls)
+    for key, value in data.items():
+        spec = plan.get(key)
+        if spec is None:
+            continue
+        allowed, child, is_resource = spec
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            where = f"{path}.{key}" + (f"[{i}]" if isinstance(value, list) else "")
+            if allowed is not None and isinstance(item, str) and item not in allowed:
+                issues.append(Issue("error", "code-invalid",
+                                    f"{where}: '{item}' is not one of {', '.join(sorted(allowed))}", where))
+            elif isinstance(item, dict) and child is not None:
+                target = child
+                if is_resource or item.get("resourceType"):
+                    rt = item.get("resourceType")
+                    if rt in R4_ONLY_SHAPES or rt not in R4_RESOURCE_TYPES:
+                        continue
+                    target = _model(rt)
+                check_codes(item, target, where, issues)

@@ -88,12 +88,13 @@ def test_patient_xml_shape():
 
 def test_decimals_keep_their_text():
     obs = load("Observation-f003.json")
-    assert obs["valueQuantity"]["value"] == Decimal("6.0")
+    assert str(obs["referenceRange"][0]["high"]["value"]) == "6.0"
     xml = resource_to_xml(obs)
     assert b'<value value="6.0"/>' in xml
     back = xml_to_resource(xml)
-    value = back["valueQuantity"]["value"]
+    value = back["referenceRange"][0]["high"]["value"]
     assert isinstance(value, Decimal) and str(value) == "6.0"
+    assert str(back["valueQuantity"]["value"]) == "6.2"
 
     dec = load("Observation-decimal.json")
     texts = [c["valueQuantity"]["value"] for c in xml_to_resource(resource_to_xml(dec))["component"]]
@@ -255,6 +256,21 @@ def test_r4_only_types_and_r4b_differences():
         )
 
 
+def test_comments_and_extension_only_primitives():
+    xml = b"""<!-- leading comment --><Patient xmlns="http://hl7.org/fhir">
+      <!-- a comment -->
+      <id value="c"/>
+      <name><given><extension url="http://e"><valueCode value="x"/></extension></given></name>
+    </Patient>"""
+    res = xml_to_resource(xml)
+    assert res == {
+        "resourceType": "Patient",
+        "id": "c",
+        "name": [{"_given": [{"extension": [{"url": "http://e", "valueCode": "x"}]}]}],
+    }
+    assert roundtrip(res) == res
+
+
 def test_str_input_with_declaration():
     xml = '<?xml version="1.0" encoding="UTF-8"?>\n<Patient xmlns="http://hl7.org/fhir"><id value="é"/></Patient>'
     assert xml_to_resource(xml) == {"resourceType": "Patient", "id": "é"}
@@ -293,6 +309,15 @@ def test_str_input_with_declaration():
             "invalid integer",
         ),
         (b"<Patient xmlns='http://hl7.org/fhir' resourceType='Patient'/>", "attribute"),
+        (
+            b"<Patient xmlns='http://hl7.org/fhir'><multipleBirthInteger value='99999999999'/></Patient>",
+            "invalid integer",
+        ),
+        (
+            b"<MedicinalProduct xmlns='http://hl7.org/fhir'><name><productName value='x'/>"
+            b"<bogus value='1'/></name></MedicinalProduct>",
+            "MedicinalProduct.name[0].bogus",
+        ),
     ],
 )
 def test_invalid_xml_raises(xml, fragment):
