@@ -44,8 +44,12 @@ def _parse_url(url: str, base: str) -> tuple[list[str], list[tuple[str, str]]]:
     if url.startswith(base + "/"):
         url = url[len(base) + 1:]
     elif "://" in url:
+        # An absolute URL (another server's base, as in HL7's ussg-fht example): keep the
+        # trailing `Type[/id[/_history/vid]]` part.
         parts = urlsplit(url)
-        url = parts.path.split("/fhir/", 1)[-1] + (("?" + parts.query) if parts.query else "")
+        segs = [p for p in parts.path.split("/") if p]
+        start = next((i for i in range(len(segs)) if segs[i] in R4_RESOURCE_TYPES and len(segs) - i <= 4), len(segs))
+        return segs[start:], parse_qsl(parts.query, keep_blank_values=True)
     path, _, query = url.lstrip("/").partition("?")
     return [p for p in path.split("/") if p], parse_qsl(query, keep_blank_values=True)
 

@@ -12,6 +12,17 @@ class JsonFormatError(ValueError):
     """The body is not JSON, or not a JSON object."""
 
 
+class JsonDecimal(Decimal):
+    """A Decimal that remembers the exact text it was parsed from (`1e3` stays `1e3`)."""
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str) -> "JsonDecimal":
+        obj = super().__new__(cls, text)
+        obj.text = text
+        return obj
+
+
 def _reject_constant(name: str) -> Any:
     raise JsonFormatError(f"{name} is not allowed in FHIR JSON")
 
@@ -19,7 +30,7 @@ def _reject_constant(name: str) -> Any:
 def loads(data: bytes | str) -> Any:
     """Parse JSON; decimals become Decimal so their text survives a round trip."""
     try:
-        return json.loads(data, parse_float=Decimal, parse_constant=_reject_constant)
+        return json.loads(data, parse_float=JsonDecimal, parse_constant=_reject_constant)
     except JsonFormatError:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
@@ -28,10 +39,8 @@ def loads(data: bytes | str) -> Any:
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
-        text = str(obj)
-        if "E" in text or "e" in text:  # JSON allows exponents, FHIR decimals are plain
-            text = format(obj, "f")
-        return orjson.Fragment(text)
+        # the text as written (6.0, 1.50, 1E-22); a computed Decimal prints itself
+        return orjson.Fragment(getattr(obj, "text", None) or str(obj))
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 

@@ -41,5 +41,6 @@ SubstanceNucleicAcid SubstancePolymer SubstanceProtein SubstanceReferenceInforma
 SubstanceSourceMaterial SubstanceSpecification
 """.split())
 
-# Types that are not stored as ordinary resources through the REST API.
-NOT_STORABLE: frozenset[str] = frozenset({"OperationOutcome", "Parameters"})
+# Types that are not stored as ordinary resources through the REST API. Empty: R4 lets servers
+# store even OperationOutcome and Parameters, and the HL7 examples include both.
+NOT_STORABLE: frozenset[str] = frozenset()

@@ -2,7 +2,7 @@
 
 The full SearchParameter-driven engine (issue 3) replaces the body of `compile_search`; the
 contract stays: request parameters in, SQL conditions plus the list of parameters used out.
-`identifier` is matched in the stored JSON (JSONB containment on PostgreSQL, json_each on SQLite)
+`identifier` is matched in the stored JSON (JSONB containment over the `json` column on PostgreSQL, json_each on SQLite)
 because conditional create/update/delete and conditional references depend on it.
 """
 from __future__ import annotations
@@ -115,11 +115,11 @@ def _identifier_clause(value: str, postgres: bool) -> ColumnElement[bool]:
         probe["value"] = code
     no_system = system == ""
     if postgres:
-        as_list = resource.c.body.op("@>")(cast(bindparam(None, dumps({"identifier": [probe]}).decode()), JSONB))
-        as_one = resource.c.body.op("@>")(cast(bindparam(None, dumps({"identifier": probe}).decode()), JSONB))
+        as_list = cast(resource.c.body, JSONB).op("@>")(cast(bindparam(None, dumps({"identifier": [probe]}).decode()), JSONB))
+        as_one = cast(resource.c.body, JSONB).op("@>")(cast(bindparam(None, dumps({"identifier": probe}).decode()), JSONB))
         clause = or_(as_list, as_one)
         if no_system:
-            clause = and_(clause, not_(text("jsonb_path_exists(resource.body, '$.identifier[*] ? (@.system != null)')")))
+            clause = and_(clause, not_(text("jsonb_path_exists(CAST(resource.body AS JSONB), '$.identifier[*] ? (@.system != null)')")))
         return clause
     conds = []
     binds = {}

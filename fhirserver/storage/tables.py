@@ -1,7 +1,7 @@
 """The tables: current resources and every version.
 
-`resource.body` is JSONB on PostgreSQL and TEXT on SQLite; it is always read back as text so a
-read returns stored bytes without re-serialising.
+`resource.body` is `json` on PostgreSQL (exact text, castable to JSONB) and TEXT on SQLite; it is
+read back as text, so a read returns stored bytes without re-serialising.
 """
 from __future__ import annotations
 
@@ -18,17 +18,18 @@ metadata = MetaData()
 PK = BigInteger().with_variant(Integer(), "sqlite")
 
 
-class _JsonbColumn(UserDefinedType):
-    """DDL type JSONB with no driver-side processing: values travel as JSON text."""
+class _JsonColumn(UserDefinedType):
+    """PostgreSQL `json`: validated, stored verbatim (so decimals such as 1E-22 keep their text,
+    which JSONB would normalise), castable to JSONB in queries. No driver-side processing."""
 
     cache_ok = True
 
     def get_col_spec(self, **kw: object) -> str:
-        return "JSONB"
+        return "JSON"
 
 
 class _to_json_storage(FunctionElement):
-    """Wraps a bound JSON text so PostgreSQL stores it as JSONB; a no-op elsewhere."""
+    """Wraps a bound JSON text so PostgreSQL takes it as `json`; a no-op elsewhere."""
 
     inherit_cache = True
     type = Text()
@@ -41,18 +42,18 @@ def _to_json_default(element, compiler, **kw):  # noqa: ANN001
 
 @compiles(_to_json_storage, "postgresql")
 def _to_json_pg(element, compiler, **kw):  # noqa: ANN001
-    return "CAST(%s AS JSONB)" % compiler.process(element.clauses, **kw)
+    return "CAST(%s AS JSON)" % compiler.process(element.clauses, **kw)
 
 
 class JsonText(TypeDecorator):
-    """Resource JSON: JSONB on PostgreSQL, TEXT elsewhere; the Python side is always a str."""
+    """Resource JSON: `json` on PostgreSQL, TEXT elsewhere; the Python side is always a str."""
 
     impl = Text
     cache_ok = True
 
     def load_dialect_impl(self, dialect):  # noqa: ANN001
         if dialect.name == "postgresql":
-            return _JsonbColumn()
+            return _JsonColumn()
         return dialect.type_descriptor(Text())
 
     def bind_expression(self, bindvalue):  # noqa: ANN001
