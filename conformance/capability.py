@@ -38,7 +38,8 @@ def capability_statement(base: str, search_params: Callable[[str], list[tuple[st
         "implementation": {"description": "fhirserver FHIR R4 server", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/fhir+xml", "json", "xml"],
-        "patchFormat": ["application/json-patch+json", "application/fhir+json", "application/fhir+xml"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json", "application/fhir+xml",
+                        "application/merge-patch+json"],
         "rest": [{
             "mode": "server",
             "resource": resources,

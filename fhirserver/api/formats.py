@@ -13,6 +13,7 @@ from fhirserver.model.summary import apply_summary
 JSON_MIMES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
 XML_MIMES = ("application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml")
 JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
 FORM = "application/x-www-form-urlencoded"
 _FORMAT_ALIASES = {"json": "json", "xml": "xml", "html": "json", "text/html": "json"}
 
@@ -90,9 +91,9 @@ def parse_body(content_type: str | None, data: bytes) -> tuple[Any, str]:
         return None, "form"
     if not data.strip():
         return None, "resource"
-    if mime == JSON_PATCH:
+    if mime in (JSON_PATCH, MERGE_PATCH):
         try:
-            return loads(data), "json-patch"
+            return loads(data), "json-patch" if mime == JSON_PATCH else "merge-patch"
         except JsonFormatError as exc:
             raise FhirError(400, str(exc), "structure") from None
     kind = _mime_kind(mime) if mime else None
@@ -109,7 +110,8 @@ def parse_body(content_type: str | None, data: bytes) -> tuple[Any, str]:
         except XmlFormatError as exc:
             raise FhirError(400, f"Body is not valid FHIR XML: {exc}", "structure") from None
     raise FhirError(415, f"Unsupported Content-Type '{content_type or ''}': send application/fhir+json "
-                    "or application/fhir+xml", "not-supported")
+                    "or application/fhir+xml (and for PATCH also application/json-patch+json or "
+                    "application/merge-patch+json)", "not-supported")
 
 
 class Raw(str):

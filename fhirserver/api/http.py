@@ -89,11 +89,10 @@ def _build_request(segments: list[str]) -> FhirRequest:
     elif len(segments) > 3:
         raise FhirError(404, f"Unknown URL /fhir/{'/'.join(segments)}", "not-found")
     if request.method in ("POST", "PUT", "PATCH"):
-        body, kind = parse_body(request.content_type, request.get_data(cache=False))
-        if kind == "form":
+        if request.mimetype == "application/x-www-form-urlencoded":
             req.params.extend((k, v) for k, v in request.form.items(multi=True))
         else:
-            req.body, req.body_kind = body, kind
+            req.body, req.body_kind = parse_body(request.content_type, request.get_data(cache=False))
     return req
 
 

@@ -284,6 +284,11 @@ def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
             if not isinstance(req.body, list):
                 raise bad_request("A JSON Patch document must be a JSON array of operations")
             patched = patching.apply_json_patch(current, req.body)
+        elif req.body_kind == "merge-patch" or (
+                isinstance(req.body, dict) and req.body.get("resourceType") != "Parameters"
+                and (req.header("content-type") or "").split(";")[0].strip() in ("application/json", "application/fhir+json")):
+            # RFC 7396 JSON Merge Patch: not an R4 format, but what fhirpy's resource.patch() sends
+            patched = merge_patch(current, req.body)
         else:
             if not (isinstance(req.body, dict) and req.body.get("resourceType") == "Parameters"):
                 raise FhirError(415, "PATCH takes application/json-patch+json, or a FHIRPath Patch "
@@ -297,6 +302,19 @@ def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         raise FhirError(422, "A patch may not change resourceType or id", "processing")
     body = _validated(patched, res_type)
     return _write_version(ctx, tx, req, res_type, res_id, body, "PATCH")
+
+
+def merge_patch(target: Any, patch_doc: Any) -> Any:
+    """RFC 7396: objects merge recursively, null removes, anything else replaces."""
+    if not isinstance(patch_doc, dict):
+        return patch_doc
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch_doc.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
 
 
 def delete(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:

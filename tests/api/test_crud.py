@@ -204,3 +204,15 @@ def test_decimals_round_trip_exactly(client) -> None:  # noqa: ANN001
     assert r.status_code == 201
     text = client.get(f"/fhir/Observation/{fhir_json(r)['id']}").data.decode()
     assert "6.0" in text and "3.10" in text
+
+
+def test_merge_patch_as_fhirpy_sends_it(client) -> None:  # noqa: ANN001
+    pid = fhir_json(post(client, "/fhir/Patient", patient(gender="female")))["id"]
+    r = client.patch(f"/fhir/Patient/{pid}", data=json.dumps({"birthDate": "1970-07-07", "gender": None}),
+                     headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.data
+    body = fhir_json(r)
+    assert body["birthDate"] == "1970-07-07" and "gender" not in body and body["name"][0]["family"] == "Doe"
+    r = client.patch(f"/fhir/Patient/{pid}", data=json.dumps({"id": "other"}),
+                     headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 422
