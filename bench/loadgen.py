@@ -27,7 +27,8 @@ class Result:
     statuses: dict[int, int]
     errors: int
     client_cpu_s: float
-    captured: list[bytes]  # response heads (status line + headers) when capture=True
+    captured: list[bytes]  # whole responses (head + body) when capture=True
+    total_completed: int = 0  # including the warm-up, for CPU per request
 
     @property
     def count(self) -> int:
@@ -113,6 +114,7 @@ def run(host: str, port: int, next_request: RequestSource, *, connections: int =
     captured: list[bytes] = []
     errors = 0
     sent = 0
+    completed = 0
     cpu0 = time.process_time()
     t_start = time.perf_counter_ns()
     if max_requests is not None:
@@ -168,6 +170,7 @@ def run(host: str, port: int, next_request: RequestSource, *, connections: int =
                         continue
                     end = c.need
                 t1 = perf()
+                completed += 1
                 if c.t0 >= t_measure and t1 <= t_end:
                     lat.append(t1 - c.t0)
                     statuses[c.status] = statuses.get(c.status, 0) + 1
@@ -192,7 +195,7 @@ def run(host: str, port: int, next_request: RequestSource, *, connections: int =
         sel.close()
     t_stop = min(perf(), t_end)
     seconds = (t_stop - t_measure) / 1e9
-    return Result(seconds, lat, statuses, errors, time.process_time() - cpu0, captured)
+    return Result(seconds, lat, statuses, errors, time.process_time() - cpu0, captured, completed)
 
 
 def cycle(items: list[bytes]) -> RequestSource:

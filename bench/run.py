@@ -186,17 +186,71 @@ class Proc:
             return []
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime+stime of the given processes (Linux /proc), for the CPU-share columns."""
-    tck = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
+_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int | str) -> float:
+    """utime+stime of one process (all its threads), in seconds; 0 if it is gone."""
+    try:
+        parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / _TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def machine_busy() -> float:
+    """CPU-seconds the whole machine has been busy (all cores), from /proc/stat."""
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / _TCK
+    except (OSError, ValueError):
+        return 0.0
+
+
+class CpuMeter:
+    """CPU used during a phase by the app processes, the PostgreSQL backends of a database, this
+    process (the client) and everything else on the machine (other = machine - the three)."""
+
+    def __init__(self, app_pids: list[int], db_pids: Callable[[], list[int]]) -> None:
+        self.app_pids, self.db_pids = app_pids, db_pids
+
+    def __enter__(self) -> "CpuMeter":
+        self._db0 = {p: proc_cpu(p) for p in self.db_pids()}
+        self._app0 = sum(proc_cpu(p) for p in self.app_pids)
+        self._me0 = proc_cpu("self")
+        self._m0 = machine_busy()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._t0
+        self.machine = machine_busy() - self._m0
+        self.client = proc_cpu("self") - self._me0
+        self.app = sum(proc_cpu(p) for p in self.app_pids) - self._app0
+        pids = set(self._db0) | set(self.db_pids())
+        self.db = sum(proc_cpu(p) - self._db0.get(p, 0.0) for p in pids)
+        self.other = max(0.0, self.machine - self.app - self.db - self.client)
+
+    def per_request(self, n: int) -> dict[str, float]:
+        n = max(1, n)
+        return {k: round(1000 * getattr(self, k) / n, 3) for k in ("app", "db", "client", "other")}
+
+    def busy_share(self) -> float:
+        return round(self.machine / (self.wall * loadgen.cpu_count()), 3) if self.wall else 0.0
+
+
+def backend_pids(admin_url: str, dbname: str) -> Callable[[], list[int]]:
+    """PostgreSQL backend pids connected to `dbname` (readable in /proc only on a local server)."""
+    def get() -> list[int]:
+        import psycopg
+
         try:
-            parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(parts[11]) + int(parts[12])) / tck
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                return [r[0] for r in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s", (dbname,))]
+        except Exception:  # noqa: BLE001 - accounting only
+            return []
+    return get
 
 
 # -- HTTP phases ---------------------------------------------------------------------------------

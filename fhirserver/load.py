@@ -103,7 +103,8 @@ class Target(Protocol):
 
     def describe(self) -> str: ...
 
-    def send(self, bundle: dict[str, Any] | None, raw: bytes | None = None) -> Result: ...
+    def send(self, bundle: dict[str, Any], raw: bytes | None = None) -> Result:
+        """Send one Bundle (`raw`: its file bytes, sent as is over HTTP to skip re-serialising)."""
 
     def close(self) -> None: ...
 
@@ -126,7 +127,7 @@ class HttpTarget:
     def describe(self) -> str:
         return "url:" + self.base
 
-    def send(self, bundle: dict[str, Any] | None, raw: bytes | None = None) -> Result:
+    def send(self, bundle: dict[str, Any], raw: bytes | None = None) -> Result:
         data = raw if raw is not None else dumps(bundle)
         try:
             resp = self.session.post(self.base, data=data, timeout=self.timeout)
@@ -162,8 +163,8 @@ class DirectTarget:
             self.shown_url = make_url(self.url).render_as_string(hide_password=True)
         except Exception:  # noqa: BLE001 - only used for display
             self.shown_url = self.url.split("@")[-1]
-        self.engine = make_engine(self.url)
         try:
+            self.engine = make_engine(self.url)
             upgrade(self.engine)
         except Exception as exc:  # noqa: BLE001 - any connection/migration problem is fatal
             raise FatalLoadError(f"cannot open database {self.shown_url}: {_short_exc(exc)}") from None
@@ -173,14 +174,12 @@ class DirectTarget:
     def describe(self) -> str:
         return "db:" + self.shown_url
 
-    def send(self, bundle: dict[str, Any] | None, raw: bytes | None = None) -> Result:
+    def send(self, bundle: dict[str, Any], raw: bytes | None = None) -> Result:
         from sqlalchemy.exc import InterfaceError, OperationalError
 
         from fhirserver.api import bundles
         from fhirserver.api.outcome import FhirError
 
-        if bundle is None:
-            bundle = loads(raw or b"")
         try:
             response = bundles.process(self.ctx, self.repo, bundle, {"prefer": "return=minimal"})
         except FhirError as exc:

@@ -17,8 +17,9 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` (idempotent)."""
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Bring the schema to `revision` (idempotent). Each package (search, dicom, smart_auth...)
+    may keep its own branch of migrations off the core, so the default is every head."""
     command.upgrade(alembic_config(engine), revision)
 
 

@@ -6,8 +6,8 @@ read back as text, so a read returns stored bytes without re-serialising.
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text,
-    UniqueConstraint, cast,
+    BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer, MetaData, Numeric, String,
+    Table, Text, UniqueConstraint, cast,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -91,3 +91,61 @@ resource_history = Table(
     Index("ix_history_updated", "last_updated"),
     Index("ix_history_type_pk", "res_type", "pk"),
 )
+
+
+# -- search index (issue 3): one table per SearchParameter type, rows replaced on every write --
+def _idx(name: str, *cols: Column, indexes: tuple[tuple[str, ...], ...] = ()) -> Table:
+    table = Table(
+        name, metadata,
+        Column("res_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), nullable=False),
+        Column("res_type", String(64), nullable=False),
+        Column("param", String(100), nullable=False),
+        *cols,
+    )
+    Index(f"ix_{name}_pk", table.c.res_pk)
+    for i, idx_cols in enumerate(indexes):
+        Index(f"ix_{name}_{i}", *[table.c[c] for c in idx_cols])
+    return table
+
+
+idx_string = _idx("idx_string", Column("value", String(255), nullable=False),
+                  Column("exact", Text, nullable=False),
+                  indexes=(("res_type", "param", "value"),))
+idx_token = _idx("idx_token", Column("system", String(255), nullable=True),
+                 Column("code", String(255), nullable=True), Column("text", String(255), nullable=True),
+                 indexes=(("res_type", "param", "code", "system"), ("res_type", "param", "system")))
+idx_reference = _idx("idx_reference", Column("target_type", String(64), nullable=True),
+                     Column("target_id", String(64), nullable=True), Column("url", Text, nullable=True),
+                     indexes=(("res_type", "param", "target_id", "target_type"),
+                              ("target_type", "target_id")))
+idx_date = _idx("idx_date", Column("low", DateTime(timezone=True), nullable=True),
+                Column("high", DateTime(timezone=True), nullable=True),
+                indexes=(("res_type", "param", "low", "high"),))
+idx_number = _idx("idx_number", Column("low", Numeric(36, 18), nullable=True),
+                  Column("high", Numeric(36, 18), nullable=True),
+                  indexes=(("res_type", "param", "low"),))
+idx_quantity = _idx("idx_quantity", Column("system", String(255), nullable=True),
+                    Column("code", String(255), nullable=True),
+                    Column("low", Numeric(36, 18), nullable=True),
+                    Column("high", Numeric(36, 18), nullable=True),
+                    indexes=(("res_type", "param", "code", "low"),))
+idx_uri = _idx("idx_uri", Column("uri", Text, nullable=False), indexes=(("res_type", "param"),))
+idx_text = Table(
+    "idx_text", metadata,
+    Column("res_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), primary_key=True),
+    Column("res_type", String(64), nullable=False),
+    Column("narrative", Text, nullable=True),
+    Column("content", Text, nullable=True),
+)
+# Compartment membership (Patient, Practitioner, RelatedPerson, Encounter, Device), derived at
+# write time from the HL7 CompartmentDefinitions: compartment search and access rules use it.
+resource_compartment = Table(
+    "resource_compartment", metadata,
+    Column("res_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), nullable=False),
+    Column("comp_type", String(64), nullable=False),
+    Column("comp_id", String(64), nullable=False),
+    Index("ix_resource_compartment_pk", "res_pk"),
+    Index("ix_resource_compartment_owner", "comp_type", "comp_id", "res_pk"),
+)
+INDEX_TABLES = (idx_string, idx_token, idx_reference, idx_date, idx_number, idx_quantity, idx_uri,
+                idx_text, resource_compartment)
