@@ -18,6 +18,7 @@ postgresql://postgres@127.0.0.1:5432/postgres), BENCH_KEEP_LOGS=1 (keep the serv
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -198,18 +199,19 @@ def proc_cpu(pid: int | str) -> float:
         return 0.0
 
 
-def machine_busy() -> float:
-    """CPU-seconds the whole machine has been busy (all cores), from /proc/stat."""
+def machine_busy(irq_only: bool = False) -> float:
+    """CPU-seconds the whole machine has been busy (all cores), or in (soft)irq, from /proc/stat."""
     try:
         v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return (sum(v[:8]) - v[3] - v[4]) / _TCK
+        return (v[5] + v[6] if irq_only else sum(v[:8]) - v[3] - v[4]) / _TCK
     except (OSError, ValueError):
         return 0.0
 
 
 class CpuMeter:
     """CPU used during a phase by the app processes, the PostgreSQL backends of a database, this
-    process (the client) and everything else on the machine (other = machine - the three)."""
+    process (the client), the kernel's (soft)irq work (loopback TCP) and everything else on the
+    machine (other = machine - the four: other processes, PostgreSQL's WAL writer...)."""
 
     def __init__(self, app_pids: list[int], db_pids: Callable[[], list[int]]) -> None:
         self.app_pids, self.db_pids = app_pids, db_pids
@@ -219,21 +221,23 @@ class CpuMeter:
         self._app0 = sum(proc_cpu(p) for p in self.app_pids)
         self._me0 = proc_cpu("self")
         self._m0 = machine_busy()
+        self._irq0 = machine_busy(irq_only=True)
         self._t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self._t0
         self.machine = machine_busy() - self._m0
+        self.irq = machine_busy(irq_only=True) - self._irq0
         self.client = proc_cpu("self") - self._me0
         self.app = sum(proc_cpu(p) for p in self.app_pids) - self._app0
         pids = set(self._db0) | set(self.db_pids())
         self.db = sum(proc_cpu(p) - self._db0.get(p, 0.0) for p in pids)
-        self.other = max(0.0, self.machine - self.app - self.db - self.client)
+        self.other = max(0.0, self.machine - self.app - self.db - self.client - self.irq)
 
     def per_request(self, n: int) -> dict[str, float]:
         n = max(1, n)
-        return {k: round(1000 * getattr(self, k) / n, 3) for k in ("app", "db", "client", "other")}
+        return {k: round(1000 * getattr(self, k) / n, 3) for k in ("app", "db", "client", "irq", "other")}
 
     def busy_share(self) -> float:
         return round(self.machine / (self.wall * loadgen.cpu_count()), 3) if self.wall else 0.0
@@ -253,16 +257,38 @@ def backend_pids(admin_url: str, dbname: str) -> Callable[[], list[int]]:
     return get
 
 
-# -- HTTP phases ---------------------------------------------------------------------------------
+# -- phases ----------------------------------------------------------------------------------------
 _LOC_RE = re.compile(rb"\r\nlocation: [^\r]*/Patient/([A-Za-z0-9\-.]+)/_history/", re.I)
 
 
-def http_phase(port: int, source: loadgen.RequestSource, seconds: float, warmup: float,
-               capture: bool = False, pids: list[int] | None = None) -> tuple[loadgen.Result, float]:
-    c0 = cpu_seconds(pids or [])
-    res = loadgen.run("127.0.0.1", port, source, connections=CLIENTS, duration=seconds, warmup=warmup,
-                      capture=capture)
-    return res, cpu_seconds(pids or []) - c0
+@dataclasses.dataclass
+class Phase:
+    """One measured phase: the latencies of its window and the CPU it cost."""
+
+    name: str
+    res: loadgen.Result
+    cpu: CpuMeter
+
+    @property
+    def rps(self) -> float:
+        return self.res.rps
+
+    def summary(self) -> dict[str, Any]:
+        return {"rps": round(self.res.rps, 1), "p50_ms": round(self.res.pct_ms(50), 2),
+                "p99_ms": round(self.res.pct_ms(99), 2), "n": self.res.count, "errors": self.res.errors,
+                "cpu_ms_per_req": self.cpu.per_request(self.res.total_completed),
+                "machine_busy": self.cpu.busy_share()}
+
+
+def http_phase(name: str, port: int, source: loadgen.RequestSource, seconds: float, warmup: float,
+               meter: CpuMeter, capture: bool = False) -> Phase:
+    with meter:
+        res = loadgen.run("127.0.0.1", port, source, connections=CLIENTS, duration=seconds, warmup=warmup,
+                          capture=capture)
+    ph = Phase(name, res, meter)
+    log(f"{name:<18} {res.rps:8.0f} req/s  p50 {res.pct_ms(50):6.2f} ms  p99 {res.pct_ms(99):6.2f} ms  "
+        f"CPU ms/req {ph.cpu.per_request(res.total_completed)}  errors {res.errors}")
+    return ph
 
 
 # -- raw psycopg reference -----------------------------------------------------------------------
@@ -290,62 +316,29 @@ def now_ms() -> datetime:
     return t.replace(microsecond=(t.microsecond // 1000) * 1000)
 
 
-def raw_phase(url: str, op: Callable[[Any, random.Random, int], None], seconds: float,
-              warmup: float) -> loadgen.Result:
-    """8 threads, one psycopg connection each (autocommit off), each looping `op` for the window."""
-    import psycopg
+class RawClients:
+    """CLIENTS psycopg connections (autocommit off), each driven by its own thread.
 
-    conns = [psycopg.connect(url, autocommit=False) for _ in range(CLIENTS)]
-    lats: list[list[int]] = [[] for _ in range(CLIENTS)]
-    errors = [0] * CLIENTS
-    barrier = threading.Barrier(CLIENTS + 1)
-    t_bounds: dict[str, int] = {}
+    The threads only wait on PostgreSQL most of the time (psycopg releases the GIL), so this
+    measures the database; the client's own CPU is reported beside it.
+    """
 
-    def work(k: int) -> None:
-        conn, rnd, out = conns[k], random.Random(k), lats[k]
-        perf = time.perf_counter_ns
-        barrier.wait()
-        t_measure, t_end = t_bounds["measure"], t_bounds["end"]
-        n = 0
-        while True:
-            t0 = perf()
-            if t0 >= t_end:
-                break
-            try:
-                op(conn, rnd, k * 1_000_000 + n)
-            except Exception:  # noqa: BLE001 - counted, the phase goes on
-                conn.rollback()
-                errors[k] += 1
-            n += 1
-            t1 = perf()
-            if t0 >= t_measure and t1 <= t_end:
-                out.append(t1 - t0)
+    def __init__(self, url: str, template: dict[str, Any]) -> None:
+        import psycopg
 
-    threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    cpu0 = time.process_time()
-    t0 = time.perf_counter_ns()
-    t_bounds["measure"] = t0 + int(warmup * 1e9)
-    t_bounds["end"] = t_bounds["measure"] + int(seconds * 1e9)
-    barrier.wait()
-    for t in threads:
-        t.join()
-    for c in conns:
-        c.close()
-    all_lat = [x for xs in lats for x in xs]
-    return loadgen.Result(seconds, all_lat, {200: len(all_lat)}, sum(errors), time.process_time() - cpu0, [])
-
-
-class RawOps:
-    """The server's statements for create / read / update, issued straight through psycopg."""
-
-    def __init__(self, template: dict[str, Any]) -> None:
+        self.conns = [psycopg.connect(url, autocommit=False) for _ in range(CLIENTS)]
         self.template = template
         self.ids: list[str] = []
-        self._lock = threading.Lock()
 
-    def create(self, conn: Any, _rnd: random.Random, _n: int) -> None:
+    def pids(self) -> list[int]:
+        return [c.info.backend_pid for c in self.conns]
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.close()
+
+    # the server's statements for create / read / update -------------------------------------------
+    def create(self, conn: Any, _rnd: random.Random) -> None:
         rid = str(uuid.uuid4())
         when = now_ms()
         text = stamped_text(self.template, rid, 1, when)
@@ -356,7 +349,7 @@ class RawOps:
         conn.commit()
         self.ids.append(rid)  # list.append is atomic under the GIL
 
-    def read(self, conn: Any, rnd: random.Random, _n: int) -> None:
+    def read(self, conn: Any, rnd: random.Random) -> None:
         rid = self.ids[rnd.randrange(len(self.ids))]
         with conn.cursor() as cur:
             cur.execute(SQL_SELECT, ("Patient", rid))
@@ -365,7 +358,7 @@ class RawOps:
         if row is None:
             raise LookupError(rid)
 
-    def update(self, conn: Any, rnd: random.Random, _n: int) -> None:
+    def update(self, conn: Any, rnd: random.Random) -> None:
         rid = self.ids[rnd.randrange(len(self.ids))]
         with conn.cursor() as cur:
             cur.execute(SQL_SELECT + " FOR UPDATE", ("Patient", rid))
@@ -377,10 +370,55 @@ class RawOps:
             cur.execute(SQL_HISTORY, ("Patient", rid, vid, when, "PUT", text))
         conn.commit()
 
+    def phase(self, name: str, op: Callable[[Any, random.Random], None], seconds: float,
+              warmup: float) -> Phase:
+        """Every connection loops `op` for warmup+seconds; the window after warm-up counts."""
+        lats: list[list[int]] = [[] for _ in self.conns]
+        errors = [0] * len(self.conns)
+        done = [0] * len(self.conns)
+        bounds: dict[str, int] = {}
+        barrier = threading.Barrier(len(self.conns) + 1)
+
+        def work(k: int) -> None:
+            conn, rnd, out, perf = self.conns[k], random.Random(k), lats[k], time.perf_counter_ns
+            barrier.wait()
+            t_measure, t_end = bounds["measure"], bounds["end"]
+            while True:
+                t0 = perf()
+                if t0 >= t_end:
+                    break
+                try:
+                    op(conn, rnd)
+                except Exception:  # noqa: BLE001 - counted, the phase goes on
+                    conn.rollback()
+                    errors[k] += 1
+                t1 = perf()
+                done[k] += 1
+                if t0 >= t_measure and t1 <= t_end:
+                    out.append(t1 - t0)
+
+        meter = CpuMeter([], self.pids)
+        threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(len(self.conns))]
+        for t in threads:
+            t.start()
+        with meter:
+            t0 = time.perf_counter_ns()
+            bounds["measure"] = t0 + int(warmup * 1e9)
+            bounds["end"] = bounds["measure"] + int(seconds * 1e9)
+            barrier.wait()
+            for t in threads:
+                t.join()
+        lat = [x for xs in lats for x in xs]
+        res = loadgen.Result(seconds, lat, {200: len(lat)}, sum(errors), meter.client, [], sum(done))
+        ph = Phase(name, res, meter)
+        log(f"{name:<18} {res.rps:8.0f} tx/s   p50 {res.pct_ms(50):6.2f} ms  p99 {res.pct_ms(99):6.2f} ms  "
+            f"CPU ms/tx {meter.per_request(res.total_completed)}  errors {res.errors}")
+        return ph
+
 
 # -- Synthea ingest ------------------------------------------------------------------------------
-def synthea_ingest(port: int, files: list[Path]) -> dict[str, Any]:
-    """POST every bundle as a transaction with INGEST_CLIENTS concurrent clients."""
+def synthea_ingest(port: int, files: list[Path], meter: CpuMeter) -> dict[str, Any]:
+    """POST every bundle as a transaction, INGEST_CLIENTS at a time; resources/s over wall time."""
     import http.client
 
     bundles = []
@@ -390,7 +428,7 @@ def synthea_ingest(port: int, files: list[Path]) -> dict[str, Any]:
     bundles.sort(key=lambda b: -len(b[1]))  # largest first: the clients finish together
     queue = list(bundles)
     lock = threading.Lock()
-    done = {"resources": 0, "bundles": 0, "failed": []}
+    done: dict[str, Any] = {"resources": 0, "bundles": 0, "failed": []}
     lat: list[float] = []
 
     def work() -> None:
@@ -421,38 +459,62 @@ def synthea_ingest(port: int, files: list[Path]) -> dict[str, Any]:
                     done["failed"].append(f"{name}: HTTP {resp.status} {body[:300]!r}")
         conn.close()
 
-    t0 = time.perf_counter()
     threads = [threading.Thread(target=work, daemon=True) for _ in range(INGEST_CLIENTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    with meter:
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
     lat.sort()
-    return {"resources": done["resources"], "bundles": done["bundles"], "seconds": wall,
-            "resources_per_s": done["resources"] / wall if wall else 0.0, "failed": done["failed"],
-            "bundle_p50_ms": lat[len(lat) // 2] * 1000 if lat else float("nan"),
-            "bundle_max_ms": lat[-1] * 1000 if lat else float("nan")}
+    out = {"resources": done["resources"], "bundles": done["bundles"], "seconds": round(wall, 2),
+           "resources_per_s": round(done["resources"] / wall, 1) if wall else 0.0,
+           "failed": done["failed"],
+           "bundle_p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
+           "bundle_max_ms": round(lat[-1] * 1000, 1) if lat else None,
+           "cpu_ms_per_resource": meter.per_request(done["resources"]),
+           "machine_busy": meter.busy_share()}
+    log(f"{'synthea ingest':<18} {out['resources_per_s']:8.0f} resources/s ({out['resources']} in "
+        f"{wall:.1f}s)  CPU ms/resource {out['cpu_ms_per_resource']}")
+    return out
 
 
 # -- output --------------------------------------------------------------------------------------
-def fig(res: loadgen.Result) -> dict[str, float]:
-    return {"rps": round(res.rps, 1), "p50_ms": round(res.pct_ms(50), 2), "p99_ms": round(res.pct_ms(99), 2),
-            "n": res.count, "errors": res.errors}
-
-
-def table(rows: list[tuple[str, str, loadgen.Result, loadgen.Result]]) -> str:
-    head = (f"{'phase':<8} {'reference':<16} {'server req/s':>12} {'ref req/s':>10} {'ratio':>6} "
-            f"{'srv p50':>8} {'srv p99':>8} {'ref p50':>8} {'ref p99':>8}  (ms)")
+def render_table(rows: list[tuple[str, str, Phase, Phase, float]], ingest: dict[str, Any]) -> str:
+    head = (f"{'phase':<7} {'reference':<11} {'server/s':>9} {'ref/s':>8} {'ratio':>6} {'target':>7}  "
+            f"{'srv p50':>7} {'srv p99':>7} {'ref p50':>7} {'ref p99':>7}  "
+            f"{'srv CPU app+db':>14} {'ref CPU':>8}")
     lines = [head, "-" * len(head)]
-    for phase, ref_name, srv, ref in rows:
+    for phase, ref_name, srv, ref, target in rows:
         ratio = srv.rps / ref.rps if ref.rps else float("nan")
-        lines.append(f"{phase:<8} {ref_name:<16} {srv.rps:>12.0f} {ref.rps:>10.0f} {ratio:>6.2f} "
-                     f"{srv.pct_ms(50):>8.2f} {srv.pct_ms(99):>8.2f} {ref.pct_ms(50):>8.2f} {ref.pct_ms(99):>8.2f}")
+        tgt = f">={target:.2f}{'' if ratio >= target else '!'}" if target else ""
+        sc, rc = srv.cpu.per_request(srv.res.total_completed), ref.cpu.per_request(ref.res.total_completed)
+        ref_cpu = rc["app"] + rc["db"] + (rc["client"] if ref_name.startswith("raw") else 0)
+        lines.append(
+            f"{phase:<7} {ref_name:<11} {srv.rps:>9.0f} {ref.rps:>8.0f} {ratio:>6.2f} {tgt:>7}  "
+            f"{srv.res.pct_ms(50):>7.2f} {srv.res.pct_ms(99):>7.2f} {ref.res.pct_ms(50):>7.2f} "
+            f"{ref.res.pct_ms(99):>7.2f}  {sc['app']:>6.2f}+{sc['db']:<5.2f}ms {ref_cpu:>6.2f}ms")
+    tgt = TARGETS["synthea_resources_per_s"]
+    rps = ingest["resources_per_s"]
+    c = ingest["cpu_ms_per_resource"]
+    lines.append(
+        f"{'ingest':<7} {'target':<11} {rps:>9.0f} {tgt:>8.0f} {rps / tgt:>6.2f} "
+        f"{'>=1.00' + ('' if rps >= tgt else '!'):>7}  {'bundle p50 ' + str(ingest['bundle_p50_ms']):>15} "
+        f"{'max ' + str(ingest['bundle_max_ms']):>15}  {c['app']:>6.2f}+{c['db']:<5.2f}ms")
+    lines.append("(req/s; ingest in Synthea resources/s; latencies in ms; CPU = CPU-ms per request of the "
+                 "server workers + PostgreSQL backends; '!' = target missed)")
     return "\n".join(lines)
 
 
 # -- main ----------------------------------------------------------------------------------------
+def idle_share(seconds: float = 1.0) -> float:
+    """How busy the machine is before the run (other engineers' tests skew every figure)."""
+    m0, t0 = machine_busy(), time.perf_counter()
+    time.sleep(seconds)
+    return (machine_busy() - m0) / ((time.perf_counter() - t0) * loadgen.cpu_count())
+
+
 def main() -> int:
     seconds = float(os.environ.get("BENCH_SECONDS", "8"))
     warmup = float(os.environ.get("BENCH_WARMUP", "1"))
@@ -466,18 +528,22 @@ def main() -> int:
         raise SystemExit(143)
 
     signal.signal(signal.SIGTERM, _term)
+    busy_before = idle_share()
+    if busy_before > 0.15:
+        log(f"WARNING: the machine is {busy_before:.0%} busy before the run; figures will be low and noisy")
     tmp = Path(tempfile.mkdtemp(prefix="fhirbench-"))
     keep_logs = os.environ.get("BENCH_KEEP_LOGS") == "1"
     scratch = Scratch(admin_url)
-    failed = True
+    state = {"failed": True}
     with ExitStack() as stack:
-        stack.callback(lambda: shutil.rmtree(tmp, ignore_errors=True) if not (keep_logs or failed) else
-                       log(f"logs kept in {tmp}"))
+        stack.callback(lambda: log(f"logs kept in {tmp}") if (keep_logs or state["failed"])
+                       else shutil.rmtree(tmp, ignore_errors=True))
         stack.callback(scratch.drop_all)
         pid = os.getpid()
+        srv_db, raw_db = f"fhirbench_{pid}", f"fhirbench_{pid}_raw"
         try:
-            srv_url = scratch.create(f"fhirbench_{pid}")
-            raw_url = scratch.create(f"fhirbench_{pid}_raw")
+            srv_url = scratch.create(srv_db)
+            raw_url = scratch.create(raw_db)
         except Exception as exc:  # noqa: BLE001
             log(f"cannot create scratch databases on {admin_url}: {exc}")
             return 2
@@ -496,116 +562,97 @@ def main() -> int:
         stack.callback(server.stop)
         server.wait_http(f"http://127.0.0.1:{port}/fhir/metadata")
         spids = server.worker_pids()
+        srv_backends = backend_pids(scratch.admin_url, srv_db)
         host = f"127.0.0.1:{port}"
-        log(f"server up on :{port} (workers {spids}); {seconds:g}s per phase after {warmup:g}s warm-up")
+        log(f"server up on :{port} (workers {spids}); {seconds:g}s per phase after {warmup:g}s warm-up; "
+            f"{CLIENTS} clients")
+
+        variants = [patient(i) for i in range(64)]
+        log(f"Patient body {len(dumps(variants[0]))} bytes")
+        raw = RawClients(raw_url, variants[0])
+        stack.callback(raw.close)
 
         # create
-        variants = [patient(i) for i in range(64)]
         create_reqs = [loadgen.build_request("POST", "/fhir/Patient", host, dumps(p)) for p in variants]
-        log(f"Patient body {len(dumps(variants[0]))} bytes")
-        s_create, s_create_cpu = http_phase(port, loadgen.cycle(create_reqs), seconds, warmup, capture=True,
-                                            pids=spids)
-        ids = [m.group(1).decode() for h in s_create.captured if (m := _LOC_RE.search(h))]
+        s_create = http_phase("server create", port, loadgen.cycle(create_reqs), seconds, warmup,
+                              CpuMeter(spids, srv_backends), capture=True)
+        ids = [m.group(1).decode() for h in s_create.res.captured if (m := _LOC_RE.search(h))]
+        s_create.res.captured.clear()
         if not ids:
-            raise RuntimeError(f"no ids from the create phase: {s_create.statuses} {s_create.captured[:1]!r}")
-        log(f"server create {s_create.rps:.0f}/s ({len(ids)} ids)")
+            raise RuntimeError(f"no ids from the create phase: {s_create.res.statuses}")
+        r_create = raw.phase("raw insert", raw.create, seconds, warmup)
 
-        raw = RawOps(variants[0])
-        r_create = raw_phase(raw_url, raw.create, seconds, warmup)
-        log(f"raw insert {r_create.rps:.0f}/s")
-
-        # read: capture one server answer for the bare app
+        # read; the bare app answers with the bytes of one server read
         one = loadgen.run("127.0.0.1", port, loadgen.cycle([loadgen.build_request("GET", f"/fhir/Patient/{ids[0]}", host)]),
                           connections=1, max_requests=1, capture=True).captured[0]
         head, _, body = one.partition(b"\r\n\r\n")
-        hdrs = dict(line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:])
-        hdrs = {k.lower(): v for k, v in hdrs.items()}
+        hdrs = {k.lower(): v for k, v in (line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:])}
         (tmp / "read_body.json").write_bytes(body)
         bare_port = loadgen.free_port()
         bare = Proc("bare", [sys.executable, "-m", "bench.bare_app", "--port", str(bare_port),
                              "--workers", str(WORKERS), "--threads", str(THREADS),
-                             "--body-file", str(tmp / "read_body.json"),
-                             "--content-type", hdrs["content-type"],
+                             "--body-file", str(tmp / "read_body.json"), "--content-type", hdrs["content-type"],
                              "--header", f"ETag: {hdrs['etag']}",
                              "--header", f"Last-Modified: {hdrs['last-modified']}"], env, tmp)
         stack.callback(bare.stop)
         bare.wait_http(f"http://127.0.0.1:{bare_port}/fhir/metadata")
 
         read_reqs = [loadgen.build_request("GET", f"/fhir/Patient/{i}", host) for i in ids]
-        s_read, s_read_cpu = http_phase(port, loadgen.random_pick(read_reqs.__getitem__, len(read_reqs)),
-                                        seconds, warmup, pids=spids)
-        log(f"server read {s_read.rps:.0f}/s")
+        s_read = http_phase("server read", port, loadgen.random_pick(read_reqs.__getitem__, len(read_reqs)),
+                            seconds, warmup, CpuMeter(spids, srv_backends))
         bare_host = f"127.0.0.1:{bare_port}"
         bare_reqs = [loadgen.build_request("GET", f"/fhir/Patient/{i}", bare_host) for i in ids]
-        b_read, b_read_cpu = http_phase(bare_port, loadgen.random_pick(bare_reqs.__getitem__, len(bare_reqs)),
-                                        seconds, warmup, pids=bare.worker_pids())
-        log(f"bare Flask read {b_read.rps:.0f}/s")
-        r_read = raw_phase(raw_url, raw.read, seconds, warmup)
-        log(f"raw select {r_read.rps:.0f}/s")
-
-        # update
-        upd_reqs = [loadgen.build_request("PUT", f"/fhir/Patient/{rid}", host,
-                                          dumps({**variants[k % 64], "id": rid}))
-                    for k, rid in enumerate(ids)]
-        s_update, s_update_cpu = http_phase(port, loadgen.random_pick(upd_reqs.__getitem__, len(upd_reqs), seed=7),
-                                            seconds, warmup, pids=spids)
-        log(f"server update {s_update.rps:.0f}/s")
-        r_update = raw_phase(raw_url, raw.update, seconds, warmup)
-        log(f"raw update {r_update.rps:.0f}/s")
-
-        # Synthea ingest
+        b_read = http_phase("bare Flask read", bare_port, loadgen.random_pick(bare_reqs.__getitem__, len(bare_reqs)),
+                            seconds, warmup, CpuMeter(bare.worker_pids(), lambda: []))
         bare.stop()
-        c0 = cpu_seconds(spids)
-        ingest = synthea_ingest(port, files)
-        ingest_cpu = cpu_seconds(spids) - c0
-        log(f"Synthea ingest {ingest['resources']} resources in {ingest['seconds']:.1f}s")
+        r_read = raw.phase("raw select", raw.read, seconds, warmup)
 
-        rows = [("create", "raw INSERT", s_create, r_create),
-                ("read", "bare Flask", s_read, b_read),
-                ("update", "raw UPDATE", s_update, r_update),
-                ("read", "raw SELECT", s_read, r_read)]
-        print(table(rows))
-        print(f"Synthea transaction ingest: {ingest['resources']} resources / {ingest['bundles']} bundles "
-              f"in {ingest['seconds']:.1f}s = {ingest['resources_per_s']:.0f} resources/s "
-              f"({INGEST_CLIENTS} clients; bundle p50 {ingest['bundle_p50_ms']:.0f} ms, "
-              f"max {ingest['bundle_max_ms']:.0f} ms)")
+        # update, spread over every id created above
+        upd_reqs = [loadgen.build_request("PUT", f"/fhir/Patient/{rid}", host, dumps({**variants[k % 64], "id": rid}))
+                    for k, rid in enumerate(ids)]
+        s_update = http_phase("server update", port, loadgen.random_pick(upd_reqs.__getitem__, len(upd_reqs), seed=7),
+                              seconds, warmup, CpuMeter(spids, srv_backends))
+        r_update = raw.phase("raw update", raw.update, seconds, warmup)
+        raw.close()
+
+        # Synthea transaction ingest
+        ingest = synthea_ingest(port, files, CpuMeter(spids, srv_backends))
+
+        rows = [("create", "raw INSERT", s_create, r_create, TARGETS["create_ratio"]),
+                ("read", "bare Flask", s_read, b_read, TARGETS["read_ratio"]),
+                ("update", "raw UPDATE", s_update, r_update, TARGETS["update_ratio"]),
+                ("read", "raw SELECT", s_read, r_read, 0.0)]
+        print(render_table(rows, ingest))
         for f in ingest["failed"]:
             print(f"  FAILED {f}")
-        ratios = {
-            "read_ratio": round(s_read.rps / b_read.rps, 3) if b_read.rps else None,
-            "create_ratio": round(s_create.rps / r_create.rps, 3) if r_create.rps else None,
-            "update_ratio": round(s_update.rps / r_update.rps, 3) if r_update.rps else None,
-            "read_vs_raw_select_ratio": round(s_read.rps / r_read.rps, 3) if r_read.rps else None,
-            "synthea_resources_per_s": round(ingest["resources_per_s"], 1),
-        }
+
+        def ratio(a: Phase, b: Phase) -> float | None:
+            return round(a.rps / b.rps, 3) if b.rps else None
+
+        ratios = {"read_ratio": ratio(s_read, b_read), "create_ratio": ratio(s_create, r_create),
+                  "update_ratio": ratio(s_update, r_update), "read_vs_raw_select_ratio": ratio(s_read, r_read),
+                  "synthea_resources_per_s": ingest["resources_per_s"]}
         met = {k: (ratios[k] is not None and ratios[k] >= v) for k, v in TARGETS.items()}
-        errors = sum(r.errors for r in (s_create, s_read, s_update, b_read, r_create, r_read, r_update))
+        phases = (s_create, s_read, s_update, b_read, r_create, r_read, r_update)
+        errors = sum(p.res.errors for p in phases)
+        state["failed"] = bool(errors or ingest["failed"])
         result = {
             **ratios,
             "targets": TARGETS,
             "targets_met": met,
             "all_targets_met": all(met.values()),
-            "server": {"create": fig(s_create), "read": fig(s_read), "update": fig(s_update)},
-            "reference": {"raw_insert": fig(r_create), "bare_flask_read": fig(b_read),
-                          "raw_select": fig(r_read), "raw_update": fig(r_update)},
-            "synthea": {k: (round(v, 2) if isinstance(v, float) else v) for k, v in ingest.items()
-                        if k != "failed"} | {"failed": len(ingest["failed"])},
-            "server_cpu_s_per_1k_req": {
-                "create": round(1000 * s_create_cpu / max(1, s_create.count), 3),
-                "read": round(1000 * s_read_cpu / max(1, s_read.count), 3),
-                "update": round(1000 * s_update_cpu / max(1, s_update.count), 3),
-                "bare_read": round(1000 * b_read_cpu / max(1, b_read.count), 3),
-                "synthea_per_1k_resources": round(1000 * ingest_cpu / max(1, ingest["resources"]), 3),
-            },
-            "client_cpu_share": {"server_read": round(s_read.client_cpu_s / (seconds + warmup), 3),
-                                 "bare_read": round(b_read.client_cpu_s / (seconds + warmup), 3)},
+            "server": {"create": s_create.summary(), "read": s_read.summary(), "update": s_update.summary()},
+            "reference": {"raw_insert": r_create.summary(), "bare_flask_read": b_read.summary(),
+                          "raw_select": r_read.summary(), "raw_update": r_update.summary()},
+            "synthea": {**ingest, "failed": len(ingest["failed"])},
             "errors": errors,
+            "machine_busy_before": round(busy_before, 3),
             "config": {"clients": CLIENTS, "workers": WORKERS, "threads": THREADS, "seconds": seconds,
-                       "warmup": warmup, "cpus": loadgen.cpu_count(), "ingest_clients": INGEST_CLIENTS},
+                       "warmup": warmup, "cpus": loadgen.cpu_count(), "ingest_clients": INGEST_CLIENTS,
+                       "patient_bytes": len(dumps(variants[0])), "read_body_bytes": len(body)},
         }
-        failed = bool(errors or ingest["failed"])
         print(json.dumps(result, separators=(",", ":")), flush=True)
-    return 1 if failed else 0
+    return 1 if state["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -1,1 +1,4 @@
-"""The access policy (who may see what). Until SMART (issue 6) lands, the API is open."""
+"""The access policy (who may see what), called by every entry point."""
+from fhirserver.access.policy import OpenPolicy, Policy
+
+__all__ = ["OpenPolicy", "Policy"]

@@ -13,6 +13,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Callable
 from urllib.parse import urlencode
 
+from fhirserver.access import OpenPolicy, Policy
 from fhirserver.api.formats import Raw
 from fhirserver.api.outcome import FhirError, bad_request, info, not_found
 from fhirserver.model import patch as patching
@@ -70,6 +71,7 @@ class Context:
     default_count: int = 50
     max_count: int = 1000
     postgres: bool = False
+    access: Policy = dataclasses.field(default_factory=OpenPolicy)
 
 
 def http_date(t: datetime) -> str:
@@ -132,14 +134,21 @@ def find_matches(ctx: Context, tx: Tx, res_type: str, query: str | list[tuple[st
         compiled = compile_search(res_type, params, postgres=ctx.postgres, strict=True)
     except SearchError as exc:
         raise FhirError(400, str(exc), "not-supported") from None
-    rows, _total, _more = tx.search(res_type, compiled.where, count=limit, with_total=False)
+    where = [*compiled.where, *ctx.access.row_filter(res_type)]
+    rows, _total, _more = tx.search(res_type, where, count=limit, with_total=False)
     return rows
 
 
 # -- read ------------------------------------------------------------------------------------
+def _visible(ctx: Context, tx: Tx, res_type: str, res_id: str, for_update: bool = False) -> Stored | None:
+    """The current row if it exists and the caller may see it (else None: no existence leak)."""
+    return tx.current(res_type, res_id, for_update=for_update, where=ctx.access.row_filter(res_type))
+
+
 def read(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type, res_id = check_type(req.res_type), check_id(req.res_id)
-    cur = tx.current(res_type, res_id)
+    ctx.access.check_interaction("read", res_type)
+    cur = _visible(ctx, tx, res_type, res_id)
     if cur is None:
         raise not_found(res_type, res_id)
     if cur.deleted:
@@ -150,12 +159,13 @@ def read(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
 
 def vread(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type, res_id = check_type(req.res_type), check_id(req.res_id)
+    ctx.access.check_interaction("vread", res_type)
     if not (req.version_id or "").isdigit():
         raise not_found(res_type, f"{res_id}/_history/{req.version_id}")
+    if _visible(ctx, tx, res_type, res_id) is None:
+        raise not_found(res_type, res_id)
     ver = tx.version(res_type, res_id, int(req.version_id or 0))
     if ver is None:
-        if tx.current(res_type, res_id) is None:
-            raise not_found(res_type, res_id)
         raise FhirError(404, f"Version {req.version_id} of {res_type}/{res_id} is not known", "not-found")
     if ver.deleted:
         raise FhirError(410, f"Version {req.version_id} of {res_type}/{res_id} is a deletion", "deleted")
@@ -200,7 +210,9 @@ def _parse_http_or_fhir_date(value: str) -> datetime | None:
 # -- create / update / patch / delete -----------------------------------------------------------
 def create(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type = check_type(req.res_type)
+    ctx.access.check_interaction("create", res_type)
     body = _validated(req.body, res_type)
+    ctx.access.check_write(res_type, body)
     cond = req.header("if-none-exist")
     if cond:
         matches = find_matches(ctx, tx, res_type, cond.split("?", 1)[-1])
@@ -216,7 +228,9 @@ def create(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
 
 def update(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type = check_type(req.res_type)
+    ctx.access.check_interaction("update", res_type)
     body = _validated(req.body, res_type)
+    ctx.access.check_write(res_type, body)
     if req.res_id is None:
         return _conditional_update(ctx, tx, req, res_type, body)
     res_id = check_id(req.res_id)
@@ -229,6 +243,10 @@ def update(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
 
 def _write_version(ctx: Context, tx: Tx, req: FhirRequest, res_type: str, res_id: str,
                    body: dict, method: str) -> FhirResponse:
+    if ctx.access.row_filter(res_type):
+        existing = tx.current(res_type, res_id)
+        if existing is not None and not existing.deleted and _visible(ctx, tx, res_type, res_id) is None:
+            raise FhirError(403, f"Not permitted to write {res_type}/{res_id}", "forbidden")
     if_match = req.header("if-match")
     try:
         stored, created = tx.update(res_type, res_id, body,
@@ -264,6 +282,7 @@ def _new_id() -> str:
 
 def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type = check_type(req.res_type)
+    ctx.access.check_interaction("patch", res_type)
     if req.res_id is None:
         matches = find_matches(ctx, tx, res_type, req.params)
         if len(matches) != 1:
@@ -273,7 +292,7 @@ def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         res_id = matches[0].res_id
     else:
         res_id = check_id(req.res_id)
-    cur = tx.current(res_type, res_id)
+    cur = _visible(ctx, tx, res_type, res_id)
     if cur is None:
         raise not_found(res_type, res_id)
     if cur.deleted:
@@ -301,6 +320,7 @@ def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     if patched.get("resourceType") != res_type or patched.get("id") != res_id:
         raise FhirError(422, "A patch may not change resourceType or id", "processing")
     body = _validated(patched, res_type)
+    ctx.access.check_write(res_type, body)
     return _write_version(ctx, tx, req, res_type, res_id, body, "PATCH")
 
 
@@ -319,6 +339,7 @@ def merge_patch(target: Any, patch_doc: Any) -> Any:
 
 def delete(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type = check_type(req.res_type)
+    ctx.access.check_interaction("delete", res_type)
     if req.res_id is None:
         matches = find_matches(ctx, tx, res_type, req.params)
         if len(matches) > 1:
@@ -328,6 +349,8 @@ def delete(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         res_id = matches[0].res_id
     else:
         res_id = check_id(req.res_id)
+        if ctx.access.row_filter(res_type) and _visible(ctx, tx, res_type, res_id) is None:
+            return FhirResponse(204, outcome=info(f"{res_type}/{res_id} did not exist or was already deleted"))
     if_match = req.header("if-match")
     try:
         stored = tx.delete(res_type, res_id, parse_etag(if_match) if if_match else None)
@@ -362,7 +385,8 @@ def _int_param(req: FhirRequest, name: str) -> int | None:
 def history(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type = check_type(req.res_type) if req.res_type else None
     res_id = check_id(req.res_id) if req.res_id else None
-    if res_id and tx.current(res_type or "", res_id) is None:
+    ctx.access.check_interaction("history", res_type)
+    if res_id and _visible(ctx, tx, res_type or "", res_id) is None:
         raise not_found(res_type or "", res_id)
     since = at = None
     if req.param("_since"):
@@ -377,7 +401,8 @@ def history(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
             raise bad_request(f"_at: {exc}") from None
     count = _count(ctx, req)
     before = _int_param(req, "_page_before")
-    rows, total = tx.history(res_type, res_id, since=since, at=at, count=count + 1, before_pk=before)
+    rows, total = tx.history(res_type, res_id, since=since, at=at, count=count + 1, before_pk=before,
+                             where=ctx.access.row_filter(res_type))
     more = len(rows) > count
     rows = rows[:count]
     path = "/".join(p for p in (res_type, res_id, "_history") if p)
@@ -426,7 +451,8 @@ def search(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         compiled = compile_search(res_type, req.params, postgres=ctx.postgres, strict=_strict(req))
     except SearchError as exc:
         raise FhirError(400, str(exc), "not-supported" if "nknown" in str(exc) else "invalid") from None
-    where = list(compiled.where)
+    ctx.access.check_interaction("search", res_type)
+    where = [*compiled.where, *ctx.access.row_filter(res_type)]
     if res_type is None and types_param:
         from fhirserver.storage import resource as rtable
 

@@ -101,8 +101,10 @@ class Tx:
         self.postgres = postgres
 
     # -- reads ---------------------------------------------------------------------------
-    def current(self, res_type: str, res_id: str, for_update: bool = False) -> Stored | None:
-        q = select(*_CURRENT_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
+    def current(self, res_type: str, res_id: str, for_update: bool = False,
+                where: Sequence[ColumnElement[bool]] = ()) -> Stored | None:
+        """The current row of a resource (deleted or not); `where` adds access conditions."""
+        q = select(*_CURRENT_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id, *where)
         if for_update and self.postgres:
             q = q.with_for_update()
         row = self.conn.execute(q).first()
@@ -176,11 +178,18 @@ class Tx:
     # -- history -------------------------------------------------------------------------
     def history(self, res_type: str | None = None, res_id: str | None = None, *,
                 since: datetime | None = None, at: tuple[datetime, datetime] | None = None,
-                count: int = 50, before_pk: int | None = None,
-                with_total: bool = True) -> tuple[list[Stored], int | None]:
-        """Versions newest first; paged by keyset on the history sequence (`before_pk`)."""
+                count: int = 50, before_pk: int | None = None, with_total: bool = True,
+                where: Sequence[ColumnElement[bool]] = ()) -> tuple[list[Stored], int | None]:
+        """Versions newest first; paged by keyset on the history sequence (`before_pk`).
+
+        `where` holds access conditions on the `resource` table: a version is listed when the
+        resource's current row satisfies them.
+        """
         h = resource_history
         conds: list[ColumnElement[bool]] = []
+        if where:
+            conds.append(exists().where(resource.c.res_type == h.c.res_type,
+                                        resource.c.res_id == h.c.res_id, *where))
         if res_type:
             conds.append(h.c.res_type == res_type)
         if res_id:
