@@ -19,7 +19,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     keys = ("host", "port", "dicom_port", "dicom_ae", "data_dir", "database_url", "base_url", "workers")
-    return settings_from_env(**{k: getattr(args, k, None) for k in keys})
+    settings = settings_from_env(**{k: getattr(args, k, None) for k in keys})
+    if getattr(args, "insecure_no_auth", False):  # issue 6: auth is on unless asked off
+        settings = settings.replace(insecure_no_auth=True)
+    return settings
 
 
 def _is_loopback(host: str) -> bool:
@@ -114,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--no-progress", action="store_true")
     _add_common(load)
     load.set_defaults(func=cmd_load)
+    from smart_auth.cli import add_commands  # issue 6: `client` and `user`
+
+    add_commands(sub, _add_common, _settings)
     return parser
 
 

@@ -15,6 +15,8 @@ class Settings:
     port: int = 8080
     dicom_port: int = 11112
     dicom_ae: str = "FHIRSERVER"
+    dicom_host: str = ""                 # DICOM listen address (default: host)
+    dicom_reject_unknown: bool = True    # reject calling AEs missing from `dicom-node` registry
     data_dir: Path = Path("./var")
     database_url: str = ""
     base_url: str = ""
@@ -23,7 +25,10 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     default_page_size: int = 50
     max_page_size: int = 1000
-    insecure_no_auth: bool = True
+    insecure_no_auth: bool = False
+    access_token_seconds: int = 3600
+    refresh_token_seconds: int = 90 * 24 * 3600  # offline_access
+    online_refresh_seconds: int = 8 * 3600  # online_access
     log_requests: bool = True
 
     @property
@@ -44,7 +49,8 @@ class Settings:
 
 
 _ENV_FIELDS = {
-    "host": str, "port": int, "dicom_port": int, "dicom_ae": str, "data_dir": Path,
+    "host": str, "port": int, "dicom_port": int, "dicom_ae": str, "dicom_host": str,
+    "dicom_reject_unknown": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "data_dir": Path,
     "database_url": str, "base_url": str, "smtp_url": str, "workers": int,
     "max_body_bytes": int, "default_page_size": int, "max_page_size": int,
 }

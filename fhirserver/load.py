@@ -168,8 +168,11 @@ class DirectTarget:
             upgrade(self.engine)
         except Exception as exc:  # noqa: BLE001 - any connection/migration problem is fatal
             raise FatalLoadError(f"cannot open database {self.shown_url}: {_short_exc(exc)}") from None
-        self.repo = Repository(self.engine)
-        self.ctx = Context(base=settings.fhir_base, postgres=self.repo.postgres)
+        from fhirserver.search import SearchEngine
+
+        search = SearchEngine(settings.fhir_base if settings.base_url else None)
+        self.repo = Repository(self.engine, indexer=search.index_rows)
+        self.ctx = Context(base=settings.fhir_base, postgres=self.repo.postgres, search=search)
 
     def describe(self) -> str:
         return "db:" + self.shown_url

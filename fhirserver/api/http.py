@@ -26,9 +26,12 @@ def _services() -> Any:
 
 
 def _context() -> Context:
+    from smart_auth import access_for_request
+
     s = _services()
     return Context(base=s.fhir_base(), default_count=s.settings.default_page_size,
-                   max_count=s.settings.max_page_size, postgres=s.repo.postgres)
+                   max_count=s.settings.max_page_size, postgres=s.repo.postgres, search=s.search,
+                   access=access_for_request())  # issue 6: the request's SMART policy
 
 
 def _output() -> OutputFormat:
@@ -82,11 +85,20 @@ def _build_request(segments: list[str]) -> FhirRequest:
         third = segments[2]
         if third == "_history" or third.startswith("$"):
             req.operation = third
-        else:
-            raise FhirError(404, f"Compartment search ({'/'.join(segments)}) is not supported yet", "not-supported")
+        else:  # compartment search: /Patient/123/Observation or /Patient/123/*
+            if request.method not in ("GET", "HEAD", "POST"):
+                raise FhirError(405, "A compartment takes GET (search)", "not-supported")
+            req.compartment = (req.res_type or "", req.res_id or "")
+            req.res_type, req.res_id = (None if third == "*" else third), None
+            if len(segments) == 4 and segments[3] == "_search":
+                req.operation = "_search"
+            elif len(segments) > 3:
+                raise FhirError(404, f"Unknown URL /fhir/{'/'.join(segments)}", "not-found")
+            if request.method == "POST" and req.operation != "_search":
+                raise FhirError(405, "A compartment takes GET, or POST to _search", "not-supported")
     if len(segments) == 4 and req.operation == "_history":
         req.version_id = segments[3]
-    elif len(segments) > 3:
+    elif len(segments) > 3 and not req.compartment:
         raise FhirError(404, f"Unknown URL /fhir/{'/'.join(segments)}", "not-found")
     if request.method in ("POST", "PUT", "PATCH"):
         if request.mimetype == "application/x-www-form-urlencoded":
@@ -127,6 +139,8 @@ def _handle(path: str = "") -> Response:
     services = _services()
     ctx = _context()
     req = _build_request(segments)
+    with services.repo.engine.connect() as conn:
+        services.search.refresh(conn)  # custom SearchParameters (cheap; at most every 2 s)
     if not segments and req.method == "POST":
         result = bundles.process(ctx, services.repo, req.body, req.headers)
         return _respond(200, result, g.fhir_output)
@@ -145,6 +159,10 @@ def _metadata() -> Response:
 
 def blueprint() -> Blueprint:
     bp = Blueprint("fhir", __name__)
+    from smart_auth import after_fhir_request, before_fhir_request  # issue 6: authentication, CORS
+
+    bp.before_request(before_fhir_request)
+    bp.after_request(after_fhir_request)
     bp.add_url_rule("/metadata", "metadata", _metadata, methods=METHODS)
     bp.add_url_rule("", "base", _handle, methods=METHODS, strict_slashes=False)
     bp.add_url_rule("/<path:path>", "fhir", _handle, methods=METHODS)

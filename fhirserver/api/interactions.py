@@ -20,7 +20,7 @@ from fhirserver.model import patch as patching
 from fhirserver.model.jsonio import loads
 from fhirserver.model.types import NOT_STORABLE, R4_RESOURCE_TYPES
 from fhirserver.model.validate import InvalidResource, Issue, is_valid_id, validate_resource
-from fhirserver.search import SearchError, compile_search, date_range
+from fhirserver.search import SearchError, date_range
 from fhirserver.search.dates import split_prefix
 from fhirserver.storage import Stored, Tx, VersionConflict
 
@@ -37,7 +37,8 @@ class FhirRequest:
     params: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     headers: dict[str, str] = dataclasses.field(default_factory=dict)  # lower-case names
     body: Any = None                       # parsed resource / patch document
-    body_kind: str = "resource"            # resource | json-patch
+    body_kind: str = "resource"            # resource | json-patch | merge-patch
+    compartment: tuple[str, str] | None = None  # /Patient/123/Observation
     assigned_id: str | None = None         # id chosen ahead of a create (transaction urn:uuid)
 
     def header(self, name: str) -> str | None:
@@ -72,6 +73,10 @@ class Context:
     max_count: int = 1000
     postgres: bool = False
     access: Policy = dataclasses.field(default_factory=OpenPolicy)
+    search: Any = None                     # fhirserver.search.SearchEngine
+
+    def page_size(self, req: "FhirRequest") -> int:
+        return _count(self, req)
 
 
 def http_date(t: datetime) -> str:
@@ -131,11 +136,12 @@ def find_matches(ctx: Context, tx: Tx, res_type: str, query: str | list[tuple[st
     if not params:
         raise bad_request("A conditional interaction needs search parameters")
     try:
-        compiled = compile_search(res_type, params, postgres=ctx.postgres, strict=True)
+        compiled = ctx.search.compile(res_type, params, postgres=ctx.postgres, strict=True,
+                                      access=ctx.access.row_filter)
     except SearchError as exc:
         raise FhirError(400, str(exc), "not-supported") from None
     where = [*compiled.where, *ctx.access.row_filter(res_type)]
-    rows, _total, _more = tx.search(res_type, where, count=limit, with_total=False)
+    rows, _total, _more, _cursors = tx.search(res_type, where, count=limit, with_total=False)
     return rows
 
 
@@ -436,60 +442,27 @@ def _url(base: str, path: str, params: list[tuple[str, str]]) -> str:
 
 
 def search(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
-    res_type = check_type(req.res_type) if req.res_type else None
-    types_param = req.param("_type")
-    if res_type is None and types_param:
-        for t in types_param.split(","):
-            check_type(t)
-    summary = req.param("_summary")
-    if summary not in (None, "true", "false", "text", "data", "count"):
-        raise bad_request(f"_summary must be true, text, data, count or false, not '{summary}'")
-    total_mode = req.param("_total") or "accurate"
-    if total_mode not in ("none", "estimate", "accurate"):
-        raise bad_request(f"_total must be none, estimate or accurate, not '{total_mode}'")
-    try:
-        compiled = compile_search(res_type, req.params, postgres=ctx.postgres, strict=_strict(req))
-    except SearchError as exc:
-        raise FhirError(400, str(exc), "not-supported" if "nknown" in str(exc) else "invalid") from None
-    ctx.access.check_interaction("search", res_type)
-    where = [*compiled.where, *ctx.access.row_filter(res_type)]
-    if res_type is None and types_param:
-        from fhirserver.storage import resource as rtable
+    from fhirserver.api.searching import run_search
 
-        where.append(rtable.c.res_type.in_(types_param.split(",")))
-    count = 0 if summary == "count" else _count(ctx, req)
-    after, before = _int_param(req, "_page_after"), _int_param(req, "_page_before")
-    rows, total, more = tx.search(res_type, where, count=count, after_pk=after, before_pk=before,
-                                  with_total=total_mode != "none")
-    path = res_type or ""
-    keep = [(k, v) for k, v in req.params if k in ("_type", "_summary", "_elements", "_total",
-                                                     "_format", "_pretty")]
-    base_params = list(compiled.used) + keep + [("_count", str(count))]
-    self_params = base_params + ([("_page_after", str(after))] if after is not None else []) \
-        + ([("_page_before", str(before))] if before is not None else [])
-    links = [("self", _url(ctx.base, path, self_params))]
-    if rows:
-        has_next = more if before is None else True
-        has_prev = (before is not None and more) or (
-            before is None and tx.exists_before(res_type, where, rows[0].pk))
-        if has_next:
-            links.append(("next", _url(ctx.base, path, base_params + [("_page_after", str(rows[-1].pk))])))
-        if has_prev:
-            links.append(("previous", _url(ctx.base, path, base_params + [("_page_before", str(rows[0].pk))])))
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    if total is not None:
-        bundle["total"] = total
-    bundle["link"] = [{"relation": r, "url": u} for r, u in links]
-    entries = [{"fullUrl": f"{ctx.base}/{r.res_type}/{r.res_id}", "resource": Raw(r.body or "{}"),
-                "search": {"mode": "match"}} for r in rows]
-    if compiled.ignored and not _strict(req):
-        warning = {"resourceType": "OperationOutcome", "issue": [{
-            "severity": "warning", "code": "not-supported",
-            "diagnostics": "Ignored search parameters: " + ", ".join(compiled.ignored)}]}
-        entries.append({"resource": warning, "search": {"mode": "outcome"}})
-    if entries:
-        bundle["entry"] = entries
-    return FhirResponse(200, bundle)
+    res_type = check_type(req.res_type) if req.res_type else None
+    for t in (req.param("_type") or "").split(","):
+        if t and res_type is None:
+            check_type(t)
+    if req.compartment:
+        check_type(req.compartment[0])
+    ctx.access.check_interaction("search", res_type)
+    return FhirResponse(200, run_search(ctx, tx, req, _strict(req)))
+
+
+def reindex(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
+    """`$reindex`: rebuild index rows (after SearchParameters were added), for a type or all."""
+    ctx.access.check_interaction("operation", req.res_type)
+    res_type = check_type(req.res_type) if req.res_type else None
+    ctx.search.refresh(tx.conn, force=True)
+    n = tx.reindex_all(res_type)
+    return FhirResponse(200, {"resourceType": "Parameters", "parameter": [
+        {"name": "count", "valueInteger": n},
+        {"name": "message", "valueString": f"Reindexed {n} resources" + (f" of type {res_type}" if res_type else "")}]})
 
 
 # -- dispatch -----------------------------------------------------------------------------------
@@ -500,8 +473,13 @@ def route(req: FhirRequest) -> Handler:
     """Which handler serves this request (405 when the method makes no sense for the URL)."""
     m = req.method
     if req.operation and req.operation.startswith("$"):
-        raise FhirError(404 if m in ("GET", "POST") else 405,
-                        f"Operation {req.operation} is not supported", "not-supported")
+        op = OPERATIONS.get(req.operation)
+        if op is None:
+            raise FhirError(404 if m in ("GET", "POST") else 405,
+                            f"Operation {req.operation} is not supported", "not-supported")
+        if m not in ("GET", "POST"):
+            raise FhirError(405, f"{req.operation} takes POST", "not-supported")
+        return op
     if req.operation == "_history":
         if m == "GET":
             return vread if req.version_id else history
@@ -534,6 +512,7 @@ def dispatch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     return route(req)(ctx, tx, req)
 
 
+OPERATIONS: dict[str, Handler] = {"$reindex": reindex}
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 __all__ = ["Context", "FhirRequest", "FhirResponse", "Issue", "WRITE_METHODS", "dispatch",
            "find_matches", "http_date", "route"]

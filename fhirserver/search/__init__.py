@@ -1,8 +1,22 @@
-"""Search: parameters in, SQL conditions out (never looks at HTTP)."""
-from fhirserver.search.basic import (
-    RESULT_PARAMS, CompiledSearch, SearchError, compile_search, supported_params,
+"""Search: SearchParameter registry, index extraction, query compiler (never looks at HTTP)."""
+from fhirserver.search.compiler import (
+    RESULT_PARAMS, CompiledSearch, Compiler, Include, SearchError, SortKey, split_values,
 )
-from fhirserver.search.dates import date_range
+from fhirserver.search.dates import date_range, split_prefix
+from fhirserver.search.engine import SearchEngine
+from fhirserver.search.extract import normalize, split_reference
 
-__all__ = ["RESULT_PARAMS", "CompiledSearch", "SearchError", "compile_search", "date_range",
-           "supported_params"]
+__all__ = ["RESULT_PARAMS", "CompiledSearch", "Compiler", "Include", "SearchEngine", "SearchError",
+           "SortKey", "date_range", "normalize", "split_prefix", "split_reference", "split_values"]
+
+
+def compile_search(res_type: str | None, params: list[tuple[str, str]], *, postgres: bool,
+                   strict: bool) -> CompiledSearch:
+    """Compile with the HL7 registry alone (no custom parameters, no access conditions): for
+    internal lookups such as DICOM patient matching or scope query restrictions."""
+    from fhirserver.search.registry import base_registry
+
+    return Compiler(base_registry(), postgres=postgres).compile(res_type, params, strict=strict)
+
+
+__all__ += ["compile_search"]

@@ -10,15 +10,29 @@ import dataclasses
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhirserver.model.jsonio import dumps
-from fhirserver.storage.tables import resource, resource_history
+from fhirserver.storage.tables import (
+    idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_text, idx_token, idx_uri,
+    resource, resource_compartment, resource_history,
+)
+
+# Index rows come from the search package (injected into the Repository, so storage does not
+# depend on search): {"string": [...], "token": [...], ..., "text": [...], "compartment": [...]}.
+Indexer = Callable[[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]
+_INDEX_TABLES = {"string": idx_string, "token": idx_token, "reference": idx_reference,
+                 "date": idx_date, "number": idx_number, "quantity": idx_quantity, "uri": idx_uri,
+                 "text": idx_text, "compartment": resource_compartment}
+_INSERT_RESOURCE = insert(resource).returning(resource.c.pk)
+_INSERT_HISTORY = insert(resource_history)
+_INSERT_INDEX = {name: insert(table) for name, table in _INDEX_TABLES.items()}
+_DELETE_INDEX = [table.delete().where(table.c.res_pk == bindparam("pk_")) for table in _INDEX_TABLES.values()]
 
 
 class StorageError(Exception):
@@ -96,9 +110,10 @@ def _row(row: Any) -> Stored:
 class Tx:
     """Operations inside one database transaction."""
 
-    def __init__(self, conn: Connection, postgres: bool) -> None:
+    def __init__(self, conn: Connection, postgres: bool, indexer: Indexer | None = None) -> None:
         self.conn = conn
         self.postgres = postgres
+        self.indexer = indexer
 
     # -- reads ---------------------------------------------------------------------------
     def current(self, res_type: str, res_id: str, for_update: bool = False,
@@ -117,16 +132,25 @@ class Tx:
         row = self.conn.execute(q).first()
         return _row(row) if row else None
 
+    def by_pks(self, pks: Sequence[int]) -> list[Stored]:
+        """Current rows by storage key, in the given order."""
+        if not pks:
+            return []
+        rows = {r.pk: _row(r) for r in self.conn.execute(select(*_CURRENT_COLS).where(resource.c.pk.in_(list(pks))))}
+        return [rows[pk] for pk in pks if pk in rows]
+
     # -- writes --------------------------------------------------------------------------
     def create(self, res_type: str, body: dict[str, Any], res_id: str | None = None) -> Stored:
         """Insert version 1 under a new server id (or the given id, which must be free)."""
         rid = res_id or new_id()
         when = now_utc()
-        text = dumps(stamp(body, rid, 1, when)).decode()
-        pk = self.conn.execute(insert(resource).values(
-            res_type=res_type, res_id=rid, version_id=1, last_updated=when, deleted=False,
-            body=text).returning(resource.c.pk)).scalar_one()
+        stamped = stamp(body, rid, 1, when)
+        text = dumps(stamped).decode()
+        pk = self.conn.execute(_INSERT_RESOURCE, {
+            "res_type": res_type, "res_id": rid, "version_id": 1, "last_updated": when,
+            "deleted": False, "body": text}).scalar_one()
         self._history(res_type, rid, 1, when, "POST", text)
+        self._index(pk, res_type, stamped, replace=False)
         return Stored(pk, res_type, rid, 1, when, False, text, "POST")
 
     def update(self, res_type: str, res_id: str, body: dict[str, Any],
@@ -146,10 +170,12 @@ class Tx:
                 raise VersionConflict(if_match, cur.version_id)
             vid = cur.version_id + 1
             when = max(now_utc(), cur.last_updated)
-            text = dumps(stamp(body, res_id, vid, when)).decode()
+            stamped = stamp(body, res_id, vid, when)
+            text = dumps(stamped).decode()
             self.conn.execute(update(resource).where(resource.c.pk == cur.pk).values(
                 version_id=vid, last_updated=when, deleted=False, body=text))
             self._history(res_type, res_id, vid, when, method, text)
+            self._index(cur.pk, res_type, stamped, replace=True)
             return Stored(cur.pk, res_type, res_id, vid, when, False, text, method), cur.deleted
         raise StorageError("could not lock the resource row")
 
@@ -167,13 +193,54 @@ class Tx:
         self.conn.execute(update(resource).where(resource.c.pk == cur.pk).values(
             version_id=vid, last_updated=when, deleted=True, body=None))
         self._history(res_type, res_id, vid, when, "DELETE", None)
+        self._unindex(cur.pk)
         return Stored(cur.pk, res_type, res_id, vid, when, True, None, "DELETE")
 
     def _history(self, res_type: str, res_id: str, vid: int, when: datetime, method: str,
                  text: str | None) -> None:
-        self.conn.execute(insert(resource_history).values(
-            res_type=res_type, res_id=res_id, version_id=vid, last_updated=when, method=method,
-            deleted=text is None, body=text))
+        self.conn.execute(_INSERT_HISTORY, {
+            "res_type": res_type, "res_id": res_id, "version_id": vid, "last_updated": when,
+            "method": method, "deleted": text is None, "body": text})
+
+    def _unindex(self, pk: int) -> None:
+        for stmt in _DELETE_INDEX:
+            self.conn.execute(stmt, {"pk_": pk})
+
+    def _index(self, pk: int, res_type: str, body: dict[str, Any], replace: bool) -> None:
+        """Replace the index rows of one resource, in the same transaction as its version."""
+        if self.indexer is None:
+            return
+        if replace:
+            self._unindex(pk)
+        for name, rows in self.indexer(res_type, body).items():
+            if rows:
+                for row in rows:
+                    row["res_pk"] = pk
+                    if name != "compartment":
+                        row["res_type"] = res_type
+                self.conn.execute(_INSERT_INDEX[name], rows)
+
+    def reindex_all(self, res_type: str | None = None, batch: int = 500) -> int:
+        """Rebuild the index rows of every current resource (of one type); returns the count."""
+        from fhirserver.model.jsonio import loads
+
+        n, last = 0, 0
+        while True:
+            q = select(resource.c.pk, resource.c.res_type, resource.c.body).where(
+                resource.c.deleted.is_(False), resource.c.pk > last)
+            if res_type:
+                q = q.where(resource.c.res_type == res_type)
+            rows = list(self.conn.execute(q.order_by(resource.c.pk).limit(batch)))
+            if not rows:
+                return n
+            for pk, rtype, body in rows:
+                self._index(pk, rtype, loads(body), replace=True)
+                n += 1
+            last = rows[-1][0]
+
+    def reindex(self, pk: int, res_type: str, body: dict[str, Any]) -> None:
+        """Recompute one resource's index rows (after the registry changed)."""
+        self._index(pk, res_type, body, replace=True)
 
     # -- history -------------------------------------------------------------------------
     def history(self, res_type: str | None = None, res_id: str | None = None, *,
@@ -214,12 +281,15 @@ class Tx:
 
     # -- search --------------------------------------------------------------------------
     def search(self, res_type: str | None, where: Sequence[ColumnElement[bool]], *,
-               count: int, after_pk: int | None = None, before_pk: int | None = None,
-               with_total: bool = True) -> tuple[list[Stored], int | None, bool]:
-        """Current, not-deleted resources matching `where`, in storage order, keyset-paged.
+               count: int, after: Sequence[Any] | None = None, before: Sequence[Any] | None = None,
+               sort: Sequence[Any] = (), with_total: bool = True,
+               ) -> tuple[list[Stored], int | None, bool, list[list[Any]]]:
+        """Current, not-deleted resources matching `where`, keyset-paged.
 
-        Returns (page, total, more) where `more` says a further page exists in the paging
-        direction (after `after_pk`, or before `before_pk`).
+        `sort` holds objects with `.expr` (SQL on `resource`) and `.desc`; the storage sequence
+        (pk) breaks ties. `after`/`before` are cursors previously returned for a row. Returns
+        (page, total, more, cursors) where `more` says a further page exists in the paging
+        direction and `cursors[i]` is the cursor of page[i].
         """
         r = resource
         conds = [r.c.deleted.is_(False), *where]
@@ -229,36 +299,65 @@ class Tx:
         if with_total:
             total = self.conn.execute(select(func.count()).select_from(r).where(*conds)).scalar_one()
         if count == 0:
-            return [], total, False
-        q = select(*_CURRENT_COLS).where(*conds)
-        if before_pk is not None:
-            q = q.where(r.c.pk < before_pk).order_by(r.c.pk.desc())
-        else:
-            if after_pk is not None:
-                q = q.where(r.c.pk > after_pk)
-            q = q.order_by(r.c.pk.asc())
-        rows = [_row(x) for x in self.conn.execute(q.limit(count + 1))]
+            return [], total, False, []
+        keys: list[tuple[Any, bool]] = []
+        for k in sort:
+            keys.append((case((k.expr.is_(None), 1), else_=0), False))  # nulls last either way
+            keys.append((func.coalesce(k.expr, _SORT_DEFAULT[k.kind]), k.desc))
+        keys.append((r.c.pk, False))
+        backwards = before is not None
+        cursor = before if backwards else after
+        q = select(*_CURRENT_COLS, *[k.label(f"k{i}") for i, (k, _d) in enumerate(keys)]).where(*conds)
+        if cursor is not None:
+            q = q.where(_keyset(keys, list(cursor), backwards))
+        order = []
+        for k, desc in keys:
+            d = desc != backwards
+            order.append(k.desc() if d else k.asc())
+        rows = list(self.conn.execute(q.order_by(*order).limit(count + 1)))
         more = len(rows) > count
         rows = rows[:count]
-        if before_pk is not None:
+        if backwards:
             rows.reverse()
-        return rows, total, more
+        cursors = [[getattr(row, f"k{i}") for i in range(len(keys))] for row in rows]
+        return [_row(x) for x in rows], total, more, cursors
 
     def exists_before(self, res_type: str | None, where: Sequence[ColumnElement[bool]],
-                      pk: int) -> bool:
+                      cursor: Sequence[Any], sort: Sequence[Any] = ()) -> bool:
+        """Whether any matching resource sorts before the row with this cursor."""
         r = resource
-        conds = [r.c.deleted.is_(False), r.c.pk < pk, *where]
+        conds = [r.c.deleted.is_(False), *where]
         if res_type:
             conds.insert(0, r.c.res_type == res_type)
-        return self.conn.execute(select(r.c.pk).where(*conds).limit(1)).first() is not None
+        keys: list[tuple[Any, bool]] = []
+        for k in sort:
+            keys.append((case((k.expr.is_(None), 1), else_=0), False))
+            keys.append((func.coalesce(k.expr, _SORT_DEFAULT[k.kind]), k.desc))
+        keys.append((r.c.pk, False))
+        q = select(r.c.pk).where(*conds, _keyset(keys, list(cursor), True)).limit(1)
+        return self.conn.execute(q).first() is not None
+
+
+_SORT_DEFAULT = {"str": "", "date": datetime(1, 1, 2, tzinfo=timezone.utc), "num": 0, "int": 0}
+
+
+def _keyset(keys: list[tuple[Any, bool]], values: list[Any], backwards: bool) -> ColumnElement[bool]:
+    """Rows strictly after (or before) the cursor in the sort order: a lexicographic comparison."""
+    alternatives = []
+    for i, (col, desc) in enumerate(keys):
+        equal = [keys[j][0] == values[j] for j in range(i)]
+        greater = (col < values[i]) if (desc != backwards) else (col > values[i])
+        alternatives.append(and_(*equal, greater))
+    return or_(*alternatives)
 
 
 class Repository:
     """Entry point of storage: hands out transactions on one engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, indexer: Indexer | None = None) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
+        self.indexer = indexer
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[Tx]:
@@ -267,7 +366,7 @@ class Repository:
             if write:
                 conn = conn.execution_options(fhir_write=True)
             with conn.begin():
-                yield Tx(conn, self.postgres)
+                yield Tx(conn, self.postgres, self.indexer)
 
 
 __all__ = ["Repository", "Tx", "Stored", "StorageError", "VersionConflict", "format_instant", "now_utc"]

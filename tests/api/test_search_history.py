@@ -60,7 +60,10 @@ def test_search_by_last_updated(client) -> None:  # noqa: ANN001
     year = stamp[:4]
     assert fhir_json(client.get(f"/fhir/Patient?_lastUpdated={year}"))["total"] == 3
     assert fhir_json(client.get(f"/fhir/Patient?_lastUpdated=lt{year}"))["total"] == 0
-    assert client.get("/fhir/Patient?_lastUpdated=notadate").status_code == 400
+    lenient = fhir_json(client.get("/fhir/Patient?_lastUpdated=notadate"))  # malformed: ignored...
+    assert lenient["total"] == 3 and lenient["entry"][-1]["search"]["mode"] == "outcome"
+    strict = client.get("/fhir/Patient?_lastUpdated=notadate", headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400  # ...unless the client asks for strict handling
 
 
 def test_unknown_parameters_lenient_and_strict(client) -> None:  # noqa: ANN001

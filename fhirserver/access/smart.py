@@ -1,0 +1,265 @@
+"""The SMART policy: a token's Principal and scopes turned into 403s and SQL conditions.
+
+Who sees what (the audience of each scope):
+- `patient/` scopes: the compartment of the patient in context, or of every patient the user
+  acts for when none was chosen (a guardian's children).
+- `user/` scopes: what the user may see: a patient or guardian their own patients' compartments,
+  staff the patients of their organizations, an admin everything.
+- `system/` scopes (Backend Services): the client's organization's patients, or everything for a
+  client bound to no organization.
+Data outside every Patient compartment (Practitioner, Organization, Medication...) is shared
+reference data; Patient-compartment types without a patient (e.g. an unassigned report) are
+visible to staff only. Everything is a SQL condition on `resource`, so counts, includes, history
+and paging can never see more than a read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from sqlalchemy import and_, exists, false, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from fhirserver.access.scopes import INTERACTION_PERM, Scope
+
+_DEF = Path(__file__).resolve().parents[2] / "conformance" / "definitions" / "CompartmentDefinition-patient.json"
+
+
+def _compartment_types() -> frozenset[str]:
+    try:
+        d = json.loads(_DEF.read_text())
+        return frozenset(r["code"] for r in d["resource"] if r.get("param")) | {"Patient"}
+    except (OSError, ValueError, KeyError):  # pragma: no cover - shipped with the package
+        return frozenset({"Patient", "Observation", "Condition", "DiagnosticReport", "Encounter"})
+
+
+PATIENT_COMPARTMENT_TYPES = _compartment_types()
+# Types outside the Patient compartment that hold patient data anyway: only a full-access
+# principal sees them until they are linked to a patient (e.g. Binary via securityContext).
+RESTRICTED_TYPES = frozenset({"Binary", "Task", "Bundle", "Parameters"})
+_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user through an app, or a system client, with granted scopes."""
+
+    client_id: str
+    role: str  # patient | guardian | staff | admin | system
+    scopes: tuple[Scope, ...]
+    scope_text: str = ""
+    patient: str | None = None  # the patient in context (launch or picker)
+    patients: tuple[str, ...] = ()  # every patient the user acts for
+    organizations: tuple[str, ...] = ()
+    fhir_user: str | None = None
+    user_pk: int | None = None
+    token_pk: int | None = None
+
+    @property
+    def unrestricted(self) -> bool:
+        return self.role == "admin" or (self.role == "system" and not self.organizations)
+
+
+def resource_pk_true() -> ColumnElement[bool]:
+    from fhirserver.storage.tables import resource
+
+    return resource.c.pk.isnot(None)
+
+
+def _forbidden(msg: str) -> Exception:
+    from fhirserver.api.outcome import FhirError
+
+    return FhirError(403, msg, "forbidden")
+
+
+def patient_refs(body: Any) -> set[str]:
+    """Ids of every Patient a resource body references."""
+    found: set[str] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k == "reference" and isinstance(x, str):
+                    m = _PATIENT_REF.search(x)
+                    if m:
+                        found.add(m.group(1))
+                elif k != "contained":
+                    walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(body)
+    return found
+
+
+class SmartPolicy:
+    """Implements `fhirserver.access.Policy` for one request's Principal."""
+
+    def __init__(self, principal: Principal, *, postgres: bool = False,
+                 org_patients: Callable[[Sequence[str], Sequence[str]], set[str]] | None = None) -> None:
+        self.p = principal
+        self.postgres = postgres
+        self._org_patients = org_patients  # (orgs, candidate patient ids) -> those in the orgs
+        self._cache: dict[tuple[str | None, str], tuple[ColumnElement[bool], ...]] = {}
+
+    # -- interactions -----------------------------------------------------------------
+    def _scopes_for(self, perm: str, res_type: str | None) -> list[Scope]:
+        return [s for s in self.p.scopes if s.allows(perm, res_type)]
+
+    def check_interaction(self, interaction: str, res_type: str | None) -> None:
+        perm = INTERACTION_PERM.get(interaction, "r")
+        if not self._scopes_for(perm, res_type):
+            what = res_type or "the whole server"
+            raise _forbidden(f"The token's scopes do not allow '{interaction}' on {what}")
+
+    # -- audiences as SQL ----------------------------------------------------------------
+    def _patient_ids(self, context: str) -> tuple[str, ...] | None:
+        """Patients a scope context reaches; None = every patient."""
+        p = self.p
+        if context == "patient":
+            if p.patient:
+                return (p.patient,)
+            return p.patients
+        if p.unrestricted:
+            return None
+        if p.role in ("patient", "guardian"):
+            return p.patients
+        return p.patients  # staff/system: explicit shares; organizations are added in SQL
+
+    def _audience(self, context: str) -> ColumnElement[bool] | None:
+        """None: no restriction."""
+        from fhirserver.storage.tables import idx_reference, resource, resource_compartment
+
+        r, rc = resource, resource_compartment
+        p = self.p
+        if context != "patient" and p.unrestricted:
+            return None
+        ids = self._patient_ids(context) or ()
+        org_scope = context != "patient" and p.role in ("staff", "system") and p.organizations
+        members: list[ColumnElement[bool]] = []
+        if ids:
+            members.append(and_(r.c.res_type == "Patient", r.c.res_id.in_(ids)))
+            members.append(exists(select(1).where(
+                rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient", rc.c.comp_id.in_(ids))))
+        if org_scope:
+            pat = resource.alias("org_patient")
+            ref = idx_reference.alias("org_ref")
+            org_ids = select(pat.c.res_id).where(
+                pat.c.pk == ref.c.res_pk, ref.c.res_type == "Patient", ref.c.param == "organization",
+                ref.c.target_type == "Organization", ref.c.target_id.in_(p.organizations))
+            members.append(and_(r.c.res_type == "Patient", r.c.pk.in_(
+                select(ref.c.res_pk).where(ref.c.res_type == "Patient", ref.c.param == "organization",
+                                           ref.c.target_type == "Organization",
+                                           ref.c.target_id.in_(p.organizations)))))
+            members.append(exists(select(1).where(
+                rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient", rc.c.comp_id.in_(org_ids))))
+        shared = r.c.res_type.notin_(PATIENT_COMPARTMENT_TYPES | RESTRICTED_TYPES)
+        members.append(shared)
+        if context != "patient" and p.role in ("staff", "system"):
+            # patient-compartment data not yet attached to any patient (issue 7: reports found later)
+            members.append(and_(r.c.res_type.notin_(("Patient",) + tuple(RESTRICTED_TYPES)),
+                                ~exists(select(1).where(rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient"))))
+        return or_(*members)
+
+    def _query_filter(self, scope: Scope, res_type: str) -> ColumnElement[bool]:
+        from fhirserver.search import SearchError, compile_search
+
+        try:
+            compiled = compile_search(res_type, list(scope.query), postgres=self.postgres, strict=True)
+        except SearchError:
+            return false()  # a restriction we cannot evaluate grants nothing
+        if not compiled.where:
+            return false() if not scope.query else resource_pk_true()
+        return and_(*compiled.where)
+
+    def _filter(self, res_type: str | None, perms: str) -> tuple[ColumnElement[bool], ...]:
+        key = (res_type, perms)
+        if key in self._cache:
+            return self._cache[key]
+        from fhirserver.storage.tables import resource
+
+        scopes = [s for s in self.p.scopes if s.perms & set(perms)
+                  and (res_type is None or s.res_type in ("*", res_type))]
+        if not scopes:
+            result: tuple[ColumnElement[bool], ...] = (false(),)
+        else:
+            branches: list[ColumnElement[bool]] = []
+            open_ = False
+            for s in scopes:
+                aud = self._audience(s.context)
+                types = None if s.res_type == "*" else s.res_type
+                conds: list[ColumnElement[bool]] = []
+                if types is not None and res_type is None:
+                    conds.append(resource.c.res_type == types)
+                if aud is not None:
+                    conds.append(aud)
+                if s.query:
+                    if types is None:  # a query on '*' cannot be compiled per type: grants nothing
+                        continue
+                    conds.append(self._query_filter(s, types))
+                if not conds:
+                    open_ = True
+                    break
+                branches.append(and_(*conds) if len(conds) > 1 else conds[0])
+            if open_:
+                result = ()
+            else:
+                result = (or_(*branches),) if branches else (false(),)
+        self._cache[key] = result
+        return result
+
+    def row_filter(self, res_type: str | None) -> Sequence[ColumnElement[bool]]:
+        return self._filter(res_type, "rs")
+
+    # -- writes -------------------------------------------------------------------------
+    def check_write(self, res_type: str, body: dict[str, Any]) -> None:
+        p = self.p
+        scopes = [s for s in self.p.scopes if s.perms & {"c", "u"} and s.res_type in ("*", res_type)]
+        if not scopes:
+            raise _forbidden(f"The token's scopes do not allow writing {res_type}")
+        errors = []
+        for s in scopes:
+            msg = self._write_error(s, res_type, body)
+            if msg is None:
+                return
+            errors.append(msg)
+        raise _forbidden(errors[0])
+
+    def _write_error(self, s: Scope, res_type: str, body: dict[str, Any]) -> str | None:
+        p = self.p
+        if s.context != "patient" and p.unrestricted:
+            return None
+        ids = set(self._patient_ids(s.context) or ())
+        if res_type == "Patient":
+            rid = body.get("id")
+            if rid and rid in ids:
+                return None
+            if s.context != "patient" and p.role in ("staff", "system") and p.organizations:
+                org = ((body.get("managingOrganization") or {}).get("reference") or "").rsplit("/", 1)[-1]
+                if org in p.organizations:
+                    return None
+                return "A Patient written with this token must belong to one of its organizations"
+            return "This token may not write Patient resources other than its own patients"
+        if res_type not in PATIENT_COMPARTMENT_TYPES:
+            if s.context != "patient" and p.role in ("staff", "system"):
+                return None
+            return f"This token may not write {res_type} resources"
+        refs = patient_refs(body)
+        if not refs:
+            if s.context != "patient" and p.role in ("staff", "system"):
+                return None
+            return f"The {res_type} must reference the token's patient"
+        outside = refs - ids
+        if outside and s.context != "patient" and p.role in ("staff", "system") and p.organizations \
+                and self._org_patients is not None:
+            outside -= self._org_patients(p.organizations, sorted(outside))
+        if outside:
+            return f"The {res_type} references patients outside the token's access"
+        return None
+
+
+__all__ = ["PATIENT_COMPARTMENT_TYPES", "Principal", "SmartPolicy", "patient_refs"]

@@ -1,0 +1,545 @@
+"""The query compiler: FHIR search parameters -> SQL conditions on the `resource` table.
+
+One predicate builder per parameter type; each predicate is an EXISTS over that type's index
+table, so conditions combine freely (AND across parameters, OR across comma-separated values),
+nest for chains (`subject:Patient.name=`) and reverse chains (`_has:Observation:patient:code=`),
+and carry the caller's access conditions into every table they touch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Sequence
+
+from sqlalchemy import and_, exists, func, literal, not_, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.util import ClauseAdapter
+
+from fhirserver.model.types import R4_RESOURCE_TYPES
+from fhirserver.search.dates import date_range, split_prefix
+from fhirserver.search.extract import normalize, split_reference
+from fhirserver.search.registry import Registry, SearchParam, compartment_params
+from fhirserver.storage.tables import (
+    idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_text, idx_token, idx_uri,
+    resource, resource_compartment,
+)
+
+# Result parameters: they shape the answer, they do not filter.
+RESULT_PARAMS = frozenset({
+    "_count", "_sort", "_total", "_summary", "_elements", "_format", "_pretty", "_include",
+    "_revinclude", "_contained", "_containedType", "_page_after", "_page_before", "_type",
+})
+FAR_PAST = datetime(1, 1, 2, tzinfo=timezone.utc)
+FAR_FUTURE = datetime(9999, 12, 30, tzinfo=timezone.utc)
+MAX_CHAIN = 4
+
+AccessFilter = Callable[[str | None], Sequence[ColumnElement[bool]]]
+
+
+class SearchError(ValueError):
+    """A parameter the server cannot honour (unknown under strict handling, or malformed)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Include:
+    source_type: str | None     # `*` -> None
+    param: str                  # reference parameter code, or `*`
+    target_type: str | None
+    iterate: bool
+    reverse: bool
+
+
+@dataclasses.dataclass
+class SortKey:
+    expr: ColumnElement[Any]
+    desc: bool
+    kind: str                   # str | date | num | int
+
+
+@dataclasses.dataclass
+class CompiledSearch:
+    where: list[ColumnElement[bool]]
+    used: list[tuple[str, str]]            # filter parameters applied (for the self link)
+    ignored: list[str]                     # parameters left out (lenient handling)
+    sort: list[SortKey] = dataclasses.field(default_factory=list)
+    sort_param: str | None = None
+    includes: list[Include] = dataclasses.field(default_factory=list)
+
+
+def split_values(raw: str) -> list[str]:
+    """Comma-separated OR values, honouring `\\,` escapes."""
+    out, cur, esc = [], [], False
+    for ch in raw:
+        if esc:
+            cur.append(ch)
+            esc = False
+        elif ch == "\\":
+            esc = True
+        elif ch == ",":
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return out
+
+
+def _split_escaped(value: str, sep: str) -> list[str]:
+    out, cur, esc = [], [], False
+    for ch in value:
+        if esc:
+            cur.append(ch)
+            esc = False
+        elif ch == "\\":
+            esc = True
+        elif ch == sep:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return out
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise SearchError(f"'{text}' is not a number") from None
+    if not d.is_finite():
+        raise SearchError(f"'{text}' is not a number")
+    return d
+
+
+def _precision_range(d: Decimal) -> tuple[Decimal, Decimal]:
+    """The implicit range of a number as written: 100 -> [99.5, 100.5), 1.0 -> [0.95, 1.05)."""
+    exp = d.as_tuple().exponent
+    half = Decimal(5) * (Decimal(10) ** (int(exp) - 1)) if isinstance(exp, int) else Decimal(0)
+    return d - half, d + half
+
+
+class Compiler:
+    """Compiles searches for one registry; `access` gives the caller's conditions per type."""
+
+    def __init__(self, registry: Registry, *, postgres: bool, base_url: str | None = None,
+                 access: AccessFilter | None = None) -> None:
+        self.registry = registry
+        self.postgres = postgres
+        self.base_url = base_url
+        self.access = access or (lambda _t: ())
+
+    # -- entry point ---------------------------------------------------------------------------
+    def compile(self, res_type: str | None, params: Sequence[tuple[str, str]], *,
+                strict: bool) -> CompiledSearch:
+        where: list[ColumnElement[bool]] = []
+        used: list[tuple[str, str]] = []
+        ignored: list[str] = []
+        types = [res_type] if res_type else None
+        for name, value in params:
+            base = name.split(":", 1)[0].split(".", 1)[0]
+            if base in RESULT_PARAMS:
+                continue
+            try:
+                cond = self.param(resource, types, name, value)
+            except SearchError:
+                if strict:
+                    raise
+                ignored.append(name)
+                continue
+            where.append(cond)
+            used.append((name, value))
+        out = CompiledSearch(where, used, ignored)
+        for name, value in params:
+            if name == "_sort":
+                out.sort = self.sort_keys(res_type, value)
+                out.sort_param = value
+            elif name in ("_include", "_revinclude") or name.startswith("_include:") or name.startswith("_revinclude:"):
+                out.includes.append(self.include(name, value))
+        return out
+
+    # -- one parameter -------------------------------------------------------------------------
+    def param(self, r: Any, types: list[str] | None, name: str, raw: str) -> ColumnElement[bool]:
+        """The condition of one `name=raw` on the resource table (or alias) `r`."""
+        if name.startswith("_has:"):
+            return self._has(r, types, name, raw)
+        head, dot, chain = name.partition(".")
+        code, _, modifier = head.partition(":")
+        if dot:
+            return self._chain(r, types, code, modifier, chain, raw)
+        if code == "_id":
+            return self._id(r, modifier, raw)
+        if code == "_lastUpdated":
+            if modifier:
+                raise SearchError(f"_lastUpdated takes no modifier ':{modifier}'")
+            return or_(*[self._date_on(r.c.last_updated, r.c.last_updated, v, exclusive_high=False)
+                         for v in split_values(raw)])
+        if code in ("_text", "_content"):
+            return self._fulltext(r, code, modifier, raw)
+        param = self._lookup(types, code)
+        if modifier == "missing":
+            if raw not in ("true", "false"):
+                raise SearchError(f"{name} must be true or false")
+            present = self._any_row(r, param)
+            return not_(present) if raw == "true" else present
+        values = split_values(raw)
+        if not values or any(v == "" for v in values) and param.type != "token":
+            raise SearchError(f"Parameter '{name}' has an empty value")
+        builder = {
+            "string": self._string, "token": self._token, "reference": self._reference,
+            "date": self._date, "number": self._number, "quantity": self._quantity, "uri": self._uri,
+            "composite": self._composite,
+        }.get(param.type)
+        if builder is None:
+            raise SearchError(f"Search parameter '{code}' of type {param.type} is not supported")
+        if param.type == "token" and modifier == "not":
+            return not_(or_(*[self._token(r, param, "", v) for v in values]))
+        return or_(*[builder(r, param, modifier, v) for v in values])
+
+    def _lookup(self, types: list[str] | None, code: str) -> SearchParam:
+        candidates = types or ["Resource"]
+        for t in candidates:
+            p = self.registry.get(t, code) if t != "Resource" else self.registry.common(code)
+            if p is not None:
+                return p
+        where = ", ".join(types) if types else "every resource type"
+        raise SearchError(f"Unknown search parameter '{code}' for {where}")
+
+    def _type_cond(self, table: Any, param: SearchParam) -> ColumnElement[bool]:
+        return table.c.param == param.code
+
+    def _rows(self, r: Any, table: Any, param: SearchParam, *conds: ColumnElement[bool]) -> ColumnElement[bool]:
+        t = table.alias()
+        extra = [ClauseAdapter(t).traverse(c) for c in conds]
+        return exists().where(t.c.res_pk == r.c.pk, t.c.param == param.code, *extra)
+
+    def _any_row(self, r: Any, param: SearchParam) -> ColumnElement[bool]:
+        table = {"string": idx_string, "token": idx_token, "reference": idx_reference, "date": idx_date,
+                 "number": idx_number, "quantity": idx_quantity, "uri": idx_uri}.get(param.type)
+        if table is None:
+            raise SearchError(f":missing is not supported on '{param.code}'")
+        return self._rows(r, table, param)
+
+    # -- builders per type ---------------------------------------------------------------------
+    def _id(self, r: Any, modifier: str, raw: str) -> ColumnElement[bool]:
+        if modifier not in ("", "not"):
+            raise SearchError(f"_id takes no modifier ':{modifier}'")
+        ids = [v for v in split_values(raw) if v]
+        cond = r.c.res_id.in_(ids)
+        return not_(cond) if modifier == "not" else cond
+
+    def _string(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
+        t = idx_string
+        if modifier == "exact":
+            return self._rows(r, t, p, t.c.exact == v)
+        n = _like_escape(normalize(v)[:255])
+        if modifier == "contains":
+            return self._rows(r, t, p, t.c.value.like(f"%{n}%", escape="\\"))
+        if modifier:
+            raise SearchError(f"Modifier ':{modifier}' is not supported on string parameter '{p.code}'")
+        return self._rows(r, t, p, t.c.value.like(f"{n}%", escape="\\"))
+
+    def _token(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
+        t = idx_token
+        if modifier == "text":
+            n = _like_escape(normalize(v))
+            return self._rows(r, t, p, t.c.text.like(f"{n}%", escape="\\"))
+        if modifier == "of-type":
+            parts = _split_escaped(v, "|")
+            if len(parts) != 3:
+                raise SearchError(":of-type takes system|code|value")
+            return self._rows(r, t, p, t.c.system == f"of-type:{parts[0]}|{parts[1]}", t.c.code == parts[2])
+        if modifier in ("in", "not-in", "above", "below"):
+            raise SearchError(f"Modifier ':{modifier}' needs terminology services, which this server does not have")
+        if modifier:
+            raise SearchError(f"Modifier ':{modifier}' is not supported on token parameter '{p.code}'")
+        if v == "":
+            raise SearchError(f"Parameter '{p.code}' has an empty value")
+        lower = "telecom" in (p.expression or "")
+        parts = _split_escaped(v, "|")
+        if len(parts) == 1:
+            code = parts[0].lower() if lower else parts[0]
+            return self._rows(r, t, p, t.c.code == code, not_(t.c.system.like("of-type:%")) | t.c.system.is_(None))
+        system, code = parts[0], "|".join(parts[1:])
+        code = code.lower() if lower else code
+        conds: list[ColumnElement[bool]] = []
+        if system == "":
+            conds.append(t.c.system.is_(None))
+        else:
+            conds.append(t.c.system == system)
+        if code:
+            conds.append(t.c.code == code)
+        return self._rows(r, t, p, *conds)
+
+    def _reference(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
+        t = idx_reference
+        if modifier == "identifier":
+            ident = dataclasses.replace(p, code=f"{p.code}:identifier", type="token")
+            return self._token(r, ident, "", v)
+        if modifier and modifier not in R4_RESOURCE_TYPES:
+            raise SearchError(f"Modifier ':{modifier}' is not supported on reference parameter '{p.code}'")
+        ttype, tid, url = split_reference(v, self.base_url)
+        if ttype is None and url is None:  # a bare id
+            tid = v
+        if url is not None and ttype is None:
+            if "/" not in v:
+                tid = v
+            else:
+                return self._rows(r, t, p, t.c.url == url)
+        conds = [t.c.target_id == tid]
+        wanted = modifier or ttype
+        if wanted:
+            conds.append(t.c.target_type == wanted)
+        return self._rows(r, t, p, *conds)
+
+    def _date_on(self, low_col: Any, high_col: Any, v: str, exclusive_high: bool = True) -> ColumnElement[bool]:
+        prefix, raw = split_prefix(v)
+        try:
+            lo, hi = date_range(raw)
+        except ValueError as exc:
+            raise SearchError(str(exc)) from None
+        low = func.coalesce(low_col, FAR_PAST) if low_col is not None else None
+        high = func.coalesce(high_col, FAR_FUTURE)
+        if not exclusive_high:  # a point in time (lastUpdated): its range is [t, t]
+            low = low_col
+            if prefix == "eq":
+                return and_(low >= lo, low < hi)
+            if prefix == "ne":
+                return or_(low < lo, low >= hi)
+            if prefix in ("gt", "sa"):
+                return low >= hi
+            if prefix in ("lt", "eb"):
+                return low < lo
+            if prefix == "ge":
+                return low >= lo
+            if prefix == "le":
+                return low < hi
+            slack = max(timedelta(days=1), (hi - lo) / 10)
+            return and_(low >= lo - slack, low < hi + slack)
+        if prefix == "eq":
+            return and_(low >= lo, high <= hi)
+        if prefix == "ne":
+            return not_(and_(low >= lo, high <= hi))
+        if prefix == "gt":
+            return high > hi
+        if prefix == "lt":
+            return low < lo
+        if prefix == "ge":
+            return high > lo
+        if prefix == "le":
+            return low < hi
+        if prefix == "sa":
+            return low >= hi
+        if prefix == "eb":
+            return high <= lo
+        slack = max(timedelta(days=1), (hi - lo) / 10)  # ap
+        return and_(low < hi + slack, high > lo - slack)
+
+    def _date(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
+        if modifier:
+            raise SearchError(f"Modifier ':{modifier}' is not supported on date parameter '{p.code}'")
+        t = idx_date
+        return self._rows(r, t, p, self._date_on(t.c.low, t.c.high, v))
+
+    def _num_cond(self, col: Any, v: str) -> ColumnElement[bool]:
+        prefix, raw = split_prefix(v)
+        d = _decimal(raw)
+        lo, hi = _precision_range(d)
+        if prefix == "eq":
+            return and_(col >= lo, col < hi)
+        if prefix == "ne":
+            return or_(col < lo, col >= hi)
+        if prefix in ("gt", "sa"):
+            return col > d
+        if prefix in ("lt", "eb"):
+            return col < d
+        if prefix == "ge":
+            return col >= d
+        if prefix == "le":
+            return col <= d
+        slack = abs(d) / 10  # ap
+        return and_(col >= d - slack, col <= d + slack)
+
+    def _number(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
+        if modifier:
+            raise SearchError(f"Modifier ':{modifier}' is not supported on number parameter '{p.code}'")
+        return self._rows(r, idx_number, p, self._num_cond(idx_number.c.low, v))
+
+    def _quantity(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
+        if modifier:
+            raise SearchError(f"Modifier ':{modifier}' is not supported on quantity parameter '{p.code}'")
+        t = idx_quantity
+        parts = _split_escaped(v, "|")
+        conds = [self._num_cond(t.c.low, parts[0])]
+        if len(parts) == 3:
+            system, code = parts[1], parts[2]
+            if system:
+                conds.append(t.c.system == system)
+            if code:
+                conds.append(t.c.code == code)
+        elif len(parts) != 1:
+            raise SearchError("A quantity is number, or number|system|code")
+        return self._rows(r, t, p, *conds)
+
+    def _uri(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
+        t = idx_uri
+        if modifier == "below":
+            return self._rows(r, t, p, t.c.uri.like(_like_escape(v.rstrip("/")) + "%", escape="\\"))
+        if modifier == "above":
+            return self._rows(r, t, p, literal(v).like(func.replace(t.c.uri, "%", "") + "%"))
+        if modifier:
+            raise SearchError(f"Modifier ':{modifier}' is not supported on uri parameter '{p.code}'")
+        return self._rows(r, t, p, t.c.uri == v)
+
+    def _composite(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
+        """Composite values `a$b`: each component must match (on the same resource)."""
+        if modifier:
+            raise SearchError(f"Modifier ':{modifier}' is not supported on composite parameter '{p.code}'")
+        values = _split_escaped(v, "$")
+        if len(values) != len(p.components):
+            raise SearchError(f"'{p.code}' takes {len(p.components)} values separated by $")
+        conds = []
+        for comp, value in zip(p.components, values):
+            sub = self.registry.get(p.base, comp.code)
+            if sub is None:
+                raise SearchError(f"Composite '{p.code}' uses an unknown parameter '{comp.code}'")
+            conds.append(self.param(r, [p.base], comp.code, value.replace(",", "\\,")))
+        return and_(*conds)
+
+    def _fulltext(self, r: Any, code: str, modifier: str, raw: str) -> ColumnElement[bool]:
+        if modifier:
+            raise SearchError(f"{code} takes no modifier")
+        alts = []
+        for value in split_values(raw):
+            words = [w for w in normalize(value).split() if w]
+            if not words:
+                raise SearchError(f"{code} needs words to look for")
+            t = idx_text.alias()
+            tc = t.c.narrative if code == "_text" else t.c.content
+            alts.append(exists().where(t.c.res_pk == r.c.pk, *[tc.like(f"%{_like_escape(w)}%", escape="\\")
+                                                                for w in words]))
+        return or_(*alts)
+
+    # -- chains --------------------------------------------------------------------------------
+    def _chain(self, r: Any, types: list[str] | None, code: str, modifier: str, rest: str,
+               raw: str, depth: int = 1) -> ColumnElement[bool]:
+        if depth > MAX_CHAIN:
+            raise SearchError(f"Chains deeper than {MAX_CHAIN} are not supported")
+        p = self._lookup(types, code)
+        if p.type != "reference":
+            raise SearchError(f"'{code}' is not a reference parameter, so it cannot be chained")
+        if modifier and modifier not in R4_RESOURCE_TYPES:
+            raise SearchError(f"'{code}:{modifier}' is not a resource type for a chain")
+        next_name = rest.split(".", 1)[0].split(":", 1)[0]
+        targets = [modifier] if modifier else [t for t in (p.targets or sorted(R4_RESOURCE_TYPES))
+                                              if self.registry.get(t, next_name) or next_name in ("_id", "_lastUpdated")]
+        if not targets:
+            raise SearchError(f"No target of '{code}' has a search parameter '{next_name}'")
+        ref = idx_reference.alias()
+        target = resource.alias()
+        inner = self.param(target, targets, rest, raw)
+        access = [ClauseAdapter(target).traverse(c) for c in self.access(targets[0] if len(targets) == 1 else None)]
+        return exists().where(
+            ref.c.res_pk == r.c.pk, ref.c.param == p.code, ref.c.target_type.in_(targets),
+            target.c.res_type == ref.c.target_type, target.c.res_id == ref.c.target_id,
+            target.c.deleted.is_(False), inner, *access)
+
+    def _has(self, r: Any, types: list[str] | None, name: str, raw: str) -> ColumnElement[bool]:
+        parts = name.split(":", 3)
+        if len(parts) < 4 or parts[1] not in R4_RESOURCE_TYPES:
+            raise SearchError(f"'{name}' is not _has:Type:reference:parameter")
+        _, src_type, ref_code, rest = parts
+        p = self.registry.get(src_type, ref_code)
+        if p is None or p.type != "reference":
+            raise SearchError(f"'{ref_code}' is not a reference parameter of {src_type}")
+        src = resource.alias()
+        ref = idx_reference.alias()
+        inner = self.param(src, [src_type], rest, raw)
+        access = [ClauseAdapter(src).traverse(c) for c in self.access(src_type)]
+        conds = [src.c.res_type == src_type, src.c.deleted.is_(False), ref.c.res_pk == src.c.pk,
+                 ref.c.param == ref_code, ref.c.target_id == r.c.res_id, inner, *access]
+        conds.append(ref.c.target_type == r.c.res_type)
+        return exists().where(*conds)
+
+    # -- compartments --------------------------------------------------------------------------
+    @staticmethod
+    def compartment(comp_type: str, comp_id: str, res_type: str | None) -> ColumnElement[bool]:
+        """Membership of the searched resources in one compartment (`/Patient/123/Observation`)."""
+        defs = compartment_params().get(comp_type)
+        if defs is None:
+            raise SearchError(f"{comp_type} is not a compartment")
+        if res_type is not None and res_type not in defs and res_type != comp_type:
+            raise SearchError(f"{res_type} is not in the {comp_type} compartment")
+        rc = resource_compartment.alias()
+        return exists().where(rc.c.res_pk == resource.c.pk, rc.c.comp_type == comp_type, rc.c.comp_id == comp_id)
+
+    @staticmethod
+    def compartment_types(comp_type: str) -> list[str]:
+        return sorted(set(compartment_params().get(comp_type, {})) | {comp_type})
+
+    # -- sorting and includes ------------------------------------------------------------------
+    def sort_keys(self, res_type: str | None, raw: str) -> list[SortKey]:
+        keys = []
+        for item in [s.strip() for s in raw.split(",") if s.strip()]:
+            desc = item.startswith("-")
+            code = item.lstrip("-")
+            if code == "_id":
+                keys.append(SortKey(resource.c.res_id, desc, "str"))
+                continue
+            if code == "_lastUpdated":
+                keys.append(SortKey(resource.c.last_updated, desc, "date"))
+                continue
+            p = self._lookup([res_type] if res_type else None, code)
+            agg = func.max if desc else func.min
+            if p.type == "string":
+                t = idx_string.alias()
+                col, kind = t.c.value, "str"
+            elif p.type == "token":
+                t = idx_token.alias()
+                col, kind = t.c.code, "str"
+            elif p.type == "date":
+                t = idx_date.alias()
+                col, kind = (t.c.high if desc else t.c.low), "date"
+            elif p.type == "number":
+                t = idx_number.alias()
+                col, kind = t.c.low, "num"
+            elif p.type == "quantity":
+                t = idx_quantity.alias()
+                col, kind = t.c.low, "num"
+            elif p.type == "reference":
+                t = idx_reference.alias()
+                col, kind = t.c.target_id, "str"
+            elif p.type == "uri":
+                t = idx_uri.alias()
+                col, kind = t.c.uri, "str"
+            else:
+                raise SearchError(f"Cannot sort by '{code}' ({p.type})")
+            sub = select(agg(col)).where(t.c.res_pk == resource.c.pk, t.c.param == p.code).scalar_subquery()
+            keys.append(SortKey(sub, desc, kind))
+        return keys
+
+    def include(self, name: str, value: str) -> Include:
+        reverse = name.startswith("_revinclude")
+        iterate = name.endswith(":iterate") or name.endswith(":recurse")
+        if value == "*":
+            return Include(None, "*", None, iterate, reverse)
+        parts = value.split(":")
+        if len(parts) not in (2, 3) or (parts[0] not in R4_RESOURCE_TYPES and parts[0] != "*"):
+            raise SearchError(f"{name}={value} is not Type:parameter[:targetType]")
+        src = None if parts[0] == "*" else parts[0]
+        if parts[1] != "*" and src is not None:
+            p = self.registry.get(src, parts[1])
+            if p is None or p.type != "reference":
+                raise SearchError(f"{name}: '{parts[1]}' is not a reference parameter of {src}")
+        target = parts[2] if len(parts) == 3 else None
+        if target is not None and target not in R4_RESOURCE_TYPES:
+            raise SearchError(f"{name}: '{target}' is not a resource type")
+        return Include(src, parts[1], target, iterate, reverse)
+
+
+__all__ = ["Compiler", "CompiledSearch", "Include", "RESULT_PARAMS", "SearchError", "SortKey",
+           "split_values"]

@@ -1,0 +1,58 @@
+"""The server's services, built once per process from Settings: what every entry point shares.
+
+Use `build_services` anywhere a Repository is needed (HTTP app, loader, DICOM node, operations):
+it wires the search engine's indexer into the repository, so every write is indexed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+from typing import Any
+
+from fhirserver.config import Settings
+from fhirserver.search import SearchEngine
+from fhirserver.storage import Repository, make_engine, upgrade
+
+
+@dataclasses.dataclass
+class Services:
+    settings: Settings
+    repo: Repository
+    search: SearchEngine
+    started: str
+
+    def fhir_base(self) -> str:
+        """The FHIR base URL: configured, or from the current HTTP request."""
+        if self.settings.base_url:
+            return self.settings.fhir_base
+        try:
+            from flask import has_request_context, request
+
+            if has_request_context():
+                return request.host_url.rstrip("/") + "/fhir"
+        except ImportError:  # pragma: no cover
+            pass
+        return self.settings.fhir_base
+
+    def context(self, access: Any = None) -> Any:
+        """An interaction Context for internal callers (loader, DICOM bridge, operations)."""
+        from fhirserver.access import OpenPolicy
+        from fhirserver.api.interactions import Context
+
+        return Context(base=self.fhir_base(), default_count=self.settings.default_page_size,
+                       max_count=self.settings.max_page_size, postgres=self.repo.postgres,
+                       access=access or OpenPolicy(), search=self.search)
+
+    def capability_statement(self) -> dict[str, Any]:
+        from conformance import capability_statement
+
+        return capability_statement(self.fhir_base(), self.search.supported_params, self.started)
+
+
+def build_services(settings: Settings, *, upgrade_schema: bool = False) -> Services:
+    engine = make_engine(settings.effective_database_url)
+    if upgrade_schema:
+        upgrade(engine)
+    search = SearchEngine(settings.fhir_base if settings.base_url else None)
+    return Services(settings, Repository(engine, indexer=search.index_rows), search,
+                    datetime.now(timezone.utc).isoformat(timespec="seconds"))
