@@ -336,7 +336,9 @@ class Compiler:
             return low >= hi
         if prefix == "eb":
             return high <= lo
-        slack = max(timedelta(days=1), (hi - lo) / 10)  # ap
+        # ap: within 10% of the gap between now and the value (at least a day), as R4 suggests
+        gap = abs(datetime.now(timezone.utc) - lo)
+        slack = max(timedelta(days=1), gap / 10)
         return and_(low < hi + slack, high > lo - slack)
 
     def _date(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
