@@ -64,7 +64,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"fhirserver: FHIR base http://{settings.host}:{settings.port}/fhir "
           f"({settings.workers} workers, database {settings.effective_database_url.split('@')[-1]})",
           file=sys.stderr, flush=True)
-    _Server().run()
+    from dicom.cli import spawn_node, stop_node  # issue 4: the DICOM node in its own process
+
+    dicom_proc = spawn_node(settings)
+    try:
+        _Server().run()
+    finally:
+        stop_node(dicom_proc)
     return 0
 
 
@@ -93,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--dicom-port", type=int)
+    serve.add_argument("--dicom-port", type=int, help="DICOM node port (default 11112; 0: no node)")
     serve.add_argument("--dicom-ae")
     serve.add_argument("--base-url", help="public base URL (default http://HOST:PORT)")
     serve.add_argument("--workers", type=int, help="worker processes (default 2)")
@@ -117,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--no-progress", action="store_true")
     _add_common(load)
     load.set_defaults(func=cmd_load)
+    from dicom.cli import add_commands as add_dicom_commands  # issue 4: `dicom`, `dicom-node`
+
+    add_dicom_commands(sub, _add_common, _settings)
     from smart_auth.cli import add_commands  # issue 6: `client` and `user`
 
     add_commands(sub, _add_common, _settings)

@@ -154,7 +154,12 @@ def _metadata() -> Response:
                                   request.args.get("_pretty"))
     if request.method not in ("GET", "HEAD"):
         raise FhirError(405, "metadata takes GET", "not-supported")
-    return _respond(200, _services().capability_statement(), g.fhir_output)
+    statement = _services().capability_statement()
+    if not _services().settings.insecure_no_auth:  # issue 6: SMART security section
+        from conformance.capability import with_smart_security
+
+        statement = with_smart_security(statement, _services().fhir_base())
+    return _respond(200, statement, g.fhir_output)
 
 
 def blueprint() -> Blueprint:

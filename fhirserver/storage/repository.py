@@ -114,11 +114,29 @@ class Tx:
         self.conn = conn
         self.postgres = postgres
         self.indexer = indexer
+        # History and index rows are buffered and written in one executemany per table: a
+        # 500-entry transaction Bundle costs ~500 + 10 round trips, not ~4,000. Anything that
+        # reads those tables flushes first.
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+
+    def flush(self) -> None:
+        """Write buffered history and index rows."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        history = pending.pop("history", None)
+        if history:  # executemany: psycopg pipelines the rows (10x faster than multi-VALUES here)
+            self.conn.execute(_INSERT_HISTORY, history)
+        for name, rows in pending.items():
+            if rows:
+                self.conn.execute(_INSERT_INDEX[name], rows)
 
     # -- reads ---------------------------------------------------------------------------
     def current(self, res_type: str, res_id: str, for_update: bool = False,
                 where: Sequence[ColumnElement[bool]] = ()) -> Stored | None:
         """The current row of a resource (deleted or not); `where` adds access conditions."""
+        if where:
+            self.flush()
         q = select(*_CURRENT_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id, *where)
         if for_update and self.postgres:
             q = q.with_for_update()
@@ -126,6 +144,7 @@ class Tx:
         return _row(row) if row else None
 
     def version(self, res_type: str, res_id: str, version_id: int) -> Stored | None:
+        self.flush()
         q = select(*_HISTORY_COLS).where(
             resource_history.c.res_type == res_type, resource_history.c.res_id == res_id,
             resource_history.c.version_id == version_id)
@@ -136,6 +155,7 @@ class Tx:
         """Current rows by storage key, in the given order."""
         if not pks:
             return []
+        self.flush()
         rows = {r.pk: _row(r) for r in self.conn.execute(select(*_CURRENT_COLS).where(resource.c.pk.in_(list(pks))))}
         return [rows[pk] for pk in pks if pk in rows]
 
@@ -198,11 +218,12 @@ class Tx:
 
     def _history(self, res_type: str, res_id: str, vid: int, when: datetime, method: str,
                  text: str | None) -> None:
-        self.conn.execute(_INSERT_HISTORY, {
+        self._pending.setdefault("history", []).append({
             "res_type": res_type, "res_id": res_id, "version_id": vid, "last_updated": when,
             "method": method, "deleted": text is None, "body": text})
 
     def _unindex(self, pk: int) -> None:
+        self.flush()
         for stmt in _DELETE_INDEX:
             self.conn.execute(stmt, {"pk_": pk})
 
@@ -218,7 +239,7 @@ class Tx:
                     row["res_pk"] = pk
                     if name != "compartment":
                         row["res_type"] = res_type
-                self.conn.execute(_INSERT_INDEX[name], rows)
+                self._pending.setdefault(name, []).extend(rows)
 
     def reindex_all(self, res_type: str | None = None, batch: int = 500) -> int:
         """Rebuild the index rows of every current resource (of one type); returns the count."""
@@ -252,6 +273,7 @@ class Tx:
         `where` holds access conditions on the `resource` table: a version is listed when the
         resource's current row satisfies them.
         """
+        self.flush()
         h = resource_history
         conds: list[ColumnElement[bool]] = []
         if where:
@@ -291,6 +313,7 @@ class Tx:
         (page, total, more, cursors) where `more` says a further page exists in the paging
         direction and `cursors[i]` is the cursor of page[i].
         """
+        self.flush()
         r = resource
         conds = [r.c.deleted.is_(False), *where]
         if res_type:
@@ -325,6 +348,7 @@ class Tx:
     def exists_before(self, res_type: str | None, where: Sequence[ColumnElement[bool]],
                       cursor: Sequence[Any], sort: Sequence[Any] = ()) -> bool:
         """Whether any matching resource sorts before the row with this cursor."""
+        self.flush()
         r = resource
         conds = [r.c.deleted.is_(False), *where]
         if res_type:
@@ -366,7 +390,9 @@ class Repository:
             if write:
                 conn = conn.execution_options(fhir_write=True)
             with conn.begin():
-                yield Tx(conn, self.postgres, self.indexer)
+                tx = Tx(conn, self.postgres, self.indexer)
+                yield tx
+                tx.flush()
 
 
 __all__ = ["Repository", "Tx", "Stored", "StorageError", "VersionConflict", "format_instant", "now_utc"]

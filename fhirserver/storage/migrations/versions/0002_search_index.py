@@ -20,6 +20,10 @@ def upgrade() -> None:
     if bind.dialect.name == "postgresql":
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         op.execute("CREATE INDEX IF NOT EXISTS ix_idx_string_trgm ON idx_string USING gin (value gin_trgm_ops)")
+        # prefix LIKE 'abc%' uses a B-tree only with pattern ops under a non-C collation
+        op.execute("CREATE INDEX IF NOT EXISTS ix_idx_string_prefix ON idx_string "
+                   "(res_type, param, value varchar_pattern_ops)")
+        op.execute("CREATE INDEX IF NOT EXISTS ix_idx_uri_prefix ON idx_uri (res_type, param, uri text_pattern_ops)")
 
 
 def downgrade() -> None:
