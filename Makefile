@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test bench install clean
+.PHONY: run test bench install clean chromium dcmtk
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,16 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/fhirserver serve --insecure-no-auth
 
-test: $(STAMP)
+chromium:  # Debian's chromium for the Playwright browser tests (no browser download)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+dcmtk:  # Debian's dcmtk: the real DICOM peers of the DICOM node tests and bench
+	command -v storescu >/dev/null || (apt-get update && apt-get install -y dcmtk)
+
+test: $(STAMP) chromium dcmtk
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) dcmtk
 	$(BIN)/python -m bench.run
 
 clean:

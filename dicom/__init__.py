@@ -1,1 +1,7 @@
-"""The DICOM node (C-STORE/FIND/MOVE/GET, worklist, DICOMweb). Not built yet: see issues 4 and 5."""
+"""The DICOM node (issue 4): C-ECHO/STORE/FIND/MOVE/GET and Modality Worklist over pynetdicom,
+a content-addressed instance store, a tag index in the server's database, and the ImagingStudy
+bridge that writes through the FHIR repository. DICOMweb (issue 5) reuses the store and index.
+
+Public API: `DicomNode` (dicom.scp), `file_store`/`InstanceStore` (dicom.store), the index
+query `find`/`retrieve` (dicom.query), `update_studies` (dicom.bridge), node registry
+(dicom.nodes). Submodules are imported lazily so `import dicom` stays cheap."""

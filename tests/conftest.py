@@ -55,7 +55,7 @@ def is_postgres(database_url: str) -> bool:
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(database_url=database_url, base_url="http://testserver",
                     data_dir=tmp_path_factory.mktemp("data"), log_requests=False,
-                    max_body_bytes=2 * 1024 * 1024)
+                    max_body_bytes=2 * 1024 * 1024, insecure_no_auth=True)
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +98,7 @@ class LiveServer:
         env = dict(os.environ, FHIRSERVER_DATABASE_URL=database_url, FHIRSERVER_DATA_DIR=str(data_dir))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fhirserver.cli", "serve", "--insecure-no-auth", "--port",
-             str(self.port), "--workers", str(workers)],
+             str(self.port), "--workers", str(workers), "--dicom-port", "0"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 60
         while time.time() < deadline:

@@ -1,0 +1,289 @@
+"""ImagingStudy bridge: after an association, each touched study gets its ImagingStudy created or
+updated through the repository, linked to the matched (or a new, unreconciled) Patient, the
+DICOMweb Endpoint and the ServiceRequest whose accession matches.
+
+"Never two ImagingStudies for one study UID": the `dicom_study` row (unique on the UID) is
+locked for the whole update (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite write transactions
+are serialised by BEGIN IMMEDIATE), and it holds the ImagingStudy id.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy import select, text, update
+
+from dicom.fhir import has_identifier, ref_id, search
+from dicom.index import study_summary
+from dicom.tables import dicom_study
+from fhirserver.model.validate import validate_resource
+from fhirserver.storage import Repository, Tx, now_utc
+
+log = logging.getLogger("fhirserver.dicom")
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+TAG_SYSTEM = "http://fhirserver.local/CodeSystem/tags"
+UNRECONCILED = {"system": TAG_SYSTEM, "code": "unreconciled",
+                "display": "Created from DICOM demographics; to be merged into the real patient"}
+PATIENT_ID_SYSTEM = "urn:dicom:patient-id"
+ENDPOINT_ID = "dicomweb"
+
+
+def identifier_system(issuer: str | None) -> str | None:
+    """Patient.identifier.system for an IssuerOfPatientID (None: any system matches)."""
+    if not issuer:
+        return None
+    if issuer.startswith(("urn:", "http://", "https://")):
+        return issuer
+    if all(part.isdigit() for part in issuer.split(".")) and "." in issuer:
+        return "urn:oid:" + issuer
+    return f"urn:dicom:issuer:{issuer}"
+
+
+def _fhir_date(da: str | None) -> str | None:
+    if not da or len(da) < 8 or not da[:8].isdigit():
+        return None
+    return f"{da[:4]}-{da[4:6]}-{da[6:8]}"
+
+
+def _fhir_datetime(da: str | None, tm: str | None) -> str | None:
+    date = _fhir_date(da)
+    if not date:
+        return None
+    digits = (tm or "").replace(":", "").split(".")[0]
+    if len(digits) < 4 or not digits.isdigit():
+        return date
+    hh, mm, ss = digits[0:2], digits[2:4], (digits[4:6] or "00")
+    try:
+        local = datetime(int(date[:4]), int(date[5:7]), int(date[8:10]), int(hh), int(mm), int(ss))
+    except ValueError:
+        return date
+    return local.astimezone().isoformat(timespec="seconds")  # the node's local zone
+
+
+def _human_name(pn: str | None) -> list[dict[str, Any]]:
+    if not pn:
+        return []
+    alpha = pn.split("=")[0]
+    parts = (alpha.split("^") + [""] * 5)[:5]
+    family, given, middle, prefix, suffix = (p.strip() for p in parts)
+    name: dict[str, Any] = {"text": " ".join(p for p in (prefix, given, middle, family, suffix) if p)}
+    if family:
+        name["family"] = family
+    givens = [g for g in (given, middle) if g]
+    if givens:
+        name["given"] = givens
+    if prefix:
+        name["prefix"] = [prefix]
+    if suffix:
+        name["suffix"] = [suffix]
+    return [name] if name["text"] else []
+
+
+def _pg_lock(tx: Tx, key: str) -> None:
+    if tx.postgres:
+        n = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        tx.conn.execute(text("SELECT pg_advisory_xact_lock(:n)"), {"n": n})
+
+
+def match_patient(tx: Tx, study: Any) -> str:
+    """The id of the Patient for the study's PatientID/issuer, creating an unreconciled one."""
+    pid, issuer = study.patient_id, study.issuer
+    system = identifier_system(issuer)
+    if pid:
+        _pg_lock(tx, f"dicom-patient|{issuer or ''}|{pid}")
+        token = f"{system}|{pid}" if system else pid
+        found = list(search(tx, "Patient", [("identifier", token)],
+                            lambda b: has_identifier(b, pid, system), limit=10))
+        if not found and system is None:
+            found = []
+        if found:
+            reconciled = [f for f in found if not _is_unreconciled(f[1])]
+            return (reconciled or found)[0][0]
+    body: dict[str, Any] = {"resourceType": "Patient", "meta": {"tag": [UNRECONCILED]}}
+    if pid:
+        ident: dict[str, Any] = {"system": system or PATIENT_ID_SYSTEM, "value": pid}
+        if issuer:
+            ident["assigner"] = {"display": issuer}
+        body["identifier"] = [ident]
+    name = _human_name(study.patient_name)
+    if name:
+        body["name"] = name
+    sex = {"M": "male", "F": "female", "O": "other"}.get((study.sex or "").upper())
+    if sex:
+        body["gender"] = sex
+    birth = _fhir_date(study.birth_date)
+    if birth:
+        body["birthDate"] = birth
+    validate_resource(body)
+    return tx.create("Patient", body).res_id
+
+
+def _is_unreconciled(body: dict[str, Any]) -> bool:
+    return any(t.get("code") == "unreconciled" and t.get("system") == TAG_SYSTEM
+               for t in (body.get("meta") or {}).get("tag") or [])
+
+
+def ensure_endpoint(tx: Tx, dicomweb_base: str) -> str:
+    cur = tx.current("Endpoint", ENDPOINT_ID)
+    if cur is not None and not cur.deleted:
+        return ENDPOINT_ID
+    body = {
+        "resourceType": "Endpoint", "status": "active",
+        "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+                           "code": "dicom-wado-rs"},
+        "name": "DICOMweb (WADO-RS, QIDO-RS, STOW-RS)",
+        "payloadType": [{"text": "DICOM"}],
+        "payloadMimeType": ["application/dicom"],
+        "address": dicomweb_base,
+    }
+    validate_resource(body)
+    tx.update("Endpoint", ENDPOINT_ID, body)
+    return ENDPOINT_ID
+
+
+def find_service_request(tx: Tx, accession: str | None) -> tuple[str, dict] | None:
+    if not accession:
+        return None
+    for rid, body in search(tx, "ServiceRequest", [("identifier", accession)],
+                            lambda b: has_identifier(b, accession), limit=5):
+        return rid, body
+    return None
+
+
+def complete_appointments(tx: Tx, sr_id: str) -> None:
+    """Appointments based on the ServiceRequest are fulfilled by the arriving study."""
+    ref = f"ServiceRequest/{sr_id}"
+    for aid, body in list(search(tx, "Appointment", [("based-on", ref)],
+                                 lambda b: any(ref_id(r, "ServiceRequest") == sr_id
+                                               for r in b.get("basedOn") or []), limit=50)):
+        if body.get("status") in ("fulfilled", "cancelled", "entered-in-error", "noshow"):
+            continue
+        body = {k: v for k, v in body.items() if k not in ("meta", "id")}
+        body["status"] = "fulfilled"
+        validate_resource(body)
+        tx.update("Appointment", aid, body)
+
+
+def build_imaging_study(study: Any, series: list[Any], instances: list[Any], patient_id: str,
+                        endpoint_id: str, sr: tuple[str, dict] | None) -> dict[str, Any]:
+    by_series: dict[str, list[Any]] = {}
+    for inst in instances:
+        by_series.setdefault(inst.series_uid, []).append(inst)
+    modalities: list[str] = []
+    out_series = []
+    for s in series:
+        insts = by_series.get(s.series_uid, [])
+        if not insts:
+            continue
+        entry: dict[str, Any] = {"uid": s.series_uid}
+        if s.series_number is not None:
+            entry["number"] = s.series_number
+        entry["modality"] = {"system": DCM, "code": s.modality or "OT"}
+        if s.modality and s.modality not in modalities:
+            modalities.append(s.modality)
+        if s.description:
+            entry["description"] = s.description
+        entry["numberOfInstances"] = len(insts)
+        if s.body_part:
+            entry["bodySite"] = {"display": s.body_part}
+        started = _fhir_datetime(s.series_date, s.series_time)
+        if started:
+            entry["started"] = started
+        entry["instance"] = []
+        for i in insts:
+            item: dict[str, Any] = {"uid": i.sop_uid,
+                                    "sopClass": {"system": "urn:ietf:rfc:3986",
+                                                 "code": "urn:oid:" + i.sop_class_uid}}
+            if i.instance_number is not None:
+                item["number"] = i.instance_number
+            entry["instance"].append(item)
+        out_series.append(entry)
+    body: dict[str, Any] = {
+        "resourceType": "ImagingStudy",
+        "identifier": [{"use": "official", "system": "urn:dicom:uid",
+                        "value": "urn:oid:" + study.study_uid}],
+        "status": "available",
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+    if study.accession:
+        body["identifier"].append({"type": {"coding": [{"system": V2_0203, "code": "ACSN"}]},
+                                   "value": study.accession})
+    started = _fhir_datetime(study.study_date, study.study_time)
+    if started:
+        body["started"] = started
+    if sr:
+        body["basedOn"] = [{"reference": f"ServiceRequest/{sr[0]}"}]
+    referrer = " ".join((study.referring_physician or "").split("=")[0].replace("^", " ").split())
+    if referrer:
+        body["referrer"] = {"display": referrer}
+    if modalities:
+        body["modality"] = [{"system": DCM, "code": m} for m in modalities]
+    body["endpoint"] = [{"reference": f"Endpoint/{endpoint_id}"}]
+    body["numberOfSeries"] = len(out_series)
+    body["numberOfInstances"] = sum(e["numberOfInstances"] for e in out_series)
+    if study.description:
+        body["description"] = study.description
+    body["series"] = out_series
+    return body
+
+
+def update_study(repo: Repository, study_uid: str, dicomweb_base: str) -> str | None:
+    """Create or update the ImagingStudy of one study; returns its id."""
+    with repo.transaction(write=True) as tx:
+        q = select(dicom_study).where(dicom_study.c.study_uid == study_uid)
+        if tx.postgres:
+            q = q.with_for_update()
+        study = tx.conn.execute(q).first()
+        if study is None:
+            return None
+        series, instances = study_summary(tx.conn, study_uid)
+        if not instances:
+            return study.imaging_study_id
+        patient_id = study.patient_res_id
+        if patient_id:
+            cur = tx.current("Patient", patient_id)
+            if cur is None or cur.deleted:
+                patient_id = None
+        patient_id = patient_id or match_patient(tx, study)
+        endpoint_id = ensure_endpoint(tx, dicomweb_base)
+        sr = find_service_request(tx, study.accession)
+        body = build_imaging_study(study, series, instances, patient_id, endpoint_id, sr)
+        validate_resource(body)
+        is_id = study.imaging_study_id
+        existing = tx.current("ImagingStudy", is_id, for_update=True) if is_id else None
+        if existing is not None and not existing.deleted:
+            from fhirserver.model.jsonio import loads
+
+            old = loads(existing.body)
+            # keep what staff changed on the FHIR side: the subject after a merge, notes
+            if old.get("subject"):
+                body["subject"] = old["subject"]
+            for keep in ("note", "procedureCode", "reasonCode", "encounter", "location"):
+                if keep in old:
+                    body[keep] = old[keep]
+            tx.update("ImagingStudy", is_id, body)
+        else:
+            is_id = tx.create("ImagingStudy", body).res_id
+        if sr:
+            complete_appointments(tx, sr[0])
+        tx.conn.execute(update(dicom_study).where(dicom_study.c.pk == study.pk).values(
+            imaging_study_id=is_id, patient_res_id=patient_id,
+            modalities="\\".join(sorted({s.modality for s in series if s.modality})) or None,
+            num_series=body["numberOfSeries"], num_instances=body["numberOfInstances"],
+            updated=now_utc()))
+        return is_id
+
+
+def update_studies(repo: Repository, study_uids: Iterable[str], dicomweb_base: str) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for uid in sorted(set(study_uids)):
+        try:
+            out[uid] = update_study(repo, uid, dicomweb_base)
+        except Exception:  # one bad study must not block the others
+            log.exception("dicom: ImagingStudy update failed for study %s", uid)
+            out[uid] = None
+    return out

@@ -1,0 +1,343 @@
+"""C-FIND (and QIDO) matching over the index, per PS3.4 C.2.2.2: single value, universal,
+wildcard (* ?), range (DA/TM/DT), UID lists, multi-valued attributes; return keys filled in."""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Any, Callable, Iterable, Iterator
+
+from pydicom.dataset import Dataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from sqlalchemy import distinct, func, select
+from sqlalchemy.engine import Connection
+
+from dicom.tables import dicom_instance, dicom_series, dicom_study
+
+PATIENT_ATTRS = {
+    "PatientName": "patient_name", "PatientID": "patient_id", "IssuerOfPatientID": "issuer",
+    "PatientBirthDate": "birth_date", "PatientSex": "sex",
+}
+STUDY_ATTRS = {
+    "StudyInstanceUID": "study_uid", "StudyDate": "study_date", "StudyTime": "study_time",
+    "AccessionNumber": "accession", "StudyID": "study_id", "StudyDescription": "description",
+    "ReferringPhysicianName": "referring_physician",
+}
+SERIES_ATTRS = {
+    "SeriesInstanceUID": "series_uid", "Modality": "modality", "SeriesNumber": "series_number",
+    "SeriesDescription": "description", "BodyPartExamined": "body_part",
+    "SeriesDate": "series_date", "SeriesTime": "series_time",
+}
+INSTANCE_ATTRS = {
+    "SOPInstanceUID": "sop_uid", "SOPClassUID": "sop_class_uid", "InstanceNumber": "instance_number",
+    "NumberOfFrames": "number_of_frames", "Rows": "rows", "Columns": "columns",
+}
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+_SKIP = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "InstanceAvailability",
+         "TimezoneOffsetFromUTC"}
+
+
+class QueryError(ValueError):
+    """An identifier the SCP cannot process (C-FIND status 0xA900 / 0xC000)."""
+
+
+# -- matching ------------------------------------------------------------------------------
+def _vr(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    try:
+        return dictionary_VR(tag) if tag is not None else "LO"
+    except KeyError:
+        return "LO"
+
+
+def _norm(value: Any, vr: str) -> str:
+    text = "" if value is None else str(value).strip()
+    if vr == "PN":
+        text = text.rstrip("^ =").upper()
+    return text
+
+
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    out = []
+    for ch in pattern:
+        out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
+    return re.compile("".join(out) + r"\Z", re.S)
+
+
+def match_value(stored: Any, query: Any, vr: str) -> bool:
+    """Does one stored value (possibly multi-valued, as list or backslash text) match the query?"""
+    if query is None:
+        return True
+    if isinstance(query, (list, tuple)) or type(query).__name__ == "MultiValue":
+        options = [str(q) for q in query]
+        q = "\\".join(options)
+    else:
+        q = str(query)
+    q = q.strip()
+    if q == "" or q == "*":
+        return True  # universal matching
+    if stored is None or str(stored).strip() == "":
+        return False
+    values = [str(v) for v in stored] if isinstance(stored, (list, tuple)) else str(stored).split("\\")
+    values = [_norm(v, vr) for v in values]
+    options = [o for o in q.split("\\")] if vr in ("UI", "DA", "TM", "DT", "CS", "SH", "LO", "PN", "IS",
+                                                   "AE") else [q]
+    for option in options:
+        opt = _norm(option, vr)
+        for v in values:
+            if _match_one(v, opt, vr):
+                return True
+    return False
+
+
+def _match_one(value: str, q: str, vr: str) -> bool:
+    if vr in ("DA", "TM", "DT"):
+        value = value.replace(":", "") if vr == "TM" else value
+        q = q.replace(":", "") if vr == "TM" else q
+        if "-" in q and (vr != "DT" or q.count("-") == 1):
+            low, _, high = q.partition("-")
+            if low and value < low:
+                return False
+            if high and value[:len(high)] > high:
+                return False
+            return True
+        if vr == "TM" and len(q) < len(value):
+            return value[:len(q)] == q  # "10" matches 10:xx:xx
+        return value == q
+    if vr == "UI":
+        return value == q
+    if "*" in q or "?" in q:
+        return bool(_wildcard(q).match(value))
+    if vr in ("IS", "DS", "US", "UL", "SS", "SL"):
+        try:
+            return float(value) == float(q)
+        except ValueError:
+            return False
+    return value == q
+
+
+def match_dataset(item: dict[str, Any], query: Dataset) -> bool:
+    """Does a candidate (keyword -> value; sequences as lists of dicts) match every query key?"""
+    for elem in query:
+        kw = elem.keyword
+        if not kw or kw in _SKIP:
+            continue
+        if elem.VR == "SQ":
+            if not elem.value:
+                continue
+            items = item.get(kw) or []
+            if not any(match_dataset(i, elem.value[0]) for i in items):
+                return False
+            continue
+        if elem.value in (None, "") or (isinstance(elem.value, (list, tuple)) and not elem.value):
+            continue
+        if kw not in item:
+            continue  # unsupported matching key: treated as a return key (PS3.4 C.2.2.1.1)
+        if not match_value(item.get(kw), elem.value, elem.VR):
+            return False
+    return True
+
+
+def response_for(item: dict[str, Any], query: Dataset, extra: dict[str, Any] | None = None) -> Dataset:
+    """The identifier to return: every requested key, with its value or empty."""
+    ds = Dataset()
+    for elem in query:
+        kw = elem.keyword
+        if not kw:
+            continue
+        if elem.VR == "SQ":
+            items = item.get(kw) or []
+            seq = []
+            for it in items[:1] if elem.value else items[:1]:
+                template = elem.value[0] if elem.value else Dataset()
+                seq.append(response_for(it, template))
+            setattr(ds, kw, seq)
+            continue
+        value = item.get(kw)
+        if value is None:
+            value = elem.value if kw in ("QueryRetrieveLevel", "SpecificCharacterSet") else None
+        setattr(ds, kw, _as_dicom(value, elem.VR))
+    for kw, value in (extra or {}).items():
+        setattr(ds, kw, value)
+    return ds
+
+
+def _as_dicom(value: Any, vr: str) -> Any:
+    if value is None:
+        return None if vr not in ("SQ",) else []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if vr in ("IS", "US", "UL", "SS", "SL"):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+    text = str(value)
+    if "\\" in text and vr in ("CS", "UI", "LO", "SH"):
+        return text.split("\\")
+    return text
+
+
+# -- candidates from the index -----------------------------------------------------------------
+def _uids(query: Dataset, keyword: str) -> list[str] | None:
+    value = query.get(keyword)
+    if value in (None, ""):
+        return None
+    vals = [str(v) for v in value] if not isinstance(value, str) else str(value).split("\\")
+    vals = [v.strip() for v in vals if v.strip()]
+    return vals or None
+
+
+def _exact(query: Dataset, keyword: str) -> str | None:
+    value = query.get(keyword)
+    if value in (None, "") or not isinstance(value, str):
+        return None
+    if any(c in value for c in "*?\\"):
+        return None
+    return value.strip() or None
+
+
+def _study_where(query: Dataset) -> list[Any]:
+    where = []
+    uids = _uids(query, "StudyInstanceUID")
+    if uids:
+        where.append(dicom_study.c.study_uid.in_(uids))
+    pid = _exact(query, "PatientID")
+    if pid:
+        where.append(dicom_study.c.patient_id == pid)
+    acc = _exact(query, "AccessionNumber")
+    if acc:
+        where.append(dicom_study.c.accession == acc)
+    return where
+
+
+def _row_attrs(row: Any, mapping: dict[str, str]) -> dict[str, Any]:
+    m = row._mapping
+    return {kw: m[col] for kw, col in mapping.items()}
+
+
+def _chunks(seq: list[str], n: int = 500) -> Iterator[list[str]]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _study_stats(conn: Connection, study_uids: list[str]) -> dict[str, dict[str, Any]]:
+    stats: dict[str, dict[str, Any]] = defaultdict(lambda: {"series": 0, "instances": 0,
+                                                            "modalities": set(), "classes": set()})
+    for chunk in _chunks(study_uids):
+        for uid, modality in conn.execute(select(dicom_series.c.study_uid, dicom_series.c.modality)
+                                          .where(dicom_series.c.study_uid.in_(chunk))):
+            stats[uid]["series"] += 1
+            if modality:
+                stats[uid]["modalities"].add(modality)
+        for uid, cls, n in conn.execute(
+                select(dicom_instance.c.study_uid, dicom_instance.c.sop_class_uid, func.count())
+                .where(dicom_instance.c.study_uid.in_(chunk))
+                .group_by(dicom_instance.c.study_uid, dicom_instance.c.sop_class_uid)):
+            stats[uid]["instances"] += n
+            stats[uid]["classes"].add(cls)
+    return stats
+
+
+def candidates(conn: Connection, level: str, query: Dataset) -> Iterator[dict[str, Any]]:
+    """Index entries at `level` as keyword -> value dicts, pre-filtered on the UID keys."""
+    if level not in LEVELS:
+        raise QueryError(f"unknown QueryRetrieveLevel {level!r}")
+    studies = {r.study_uid: r for r in conn.execute(select(dicom_study).where(*_study_where(query)))}
+    if not studies:
+        return
+    if level in ("PATIENT", "STUDY"):
+        stats = _study_stats(conn, list(studies))
+        if level == "STUDY":
+            for uid, row in studies.items():
+                st = stats[uid]
+                if not st["instances"]:
+                    continue
+                item = {**_row_attrs(row, PATIENT_ATTRS), **_row_attrs(row, STUDY_ATTRS)}
+                item["ModalitiesInStudy"] = sorted(st["modalities"])
+                item["SOPClassesInStudy"] = sorted(st["classes"])
+                item["NumberOfStudyRelatedSeries"] = st["series"]
+                item["NumberOfStudyRelatedInstances"] = st["instances"]
+                yield item
+            return
+        patients: dict[tuple, dict[str, Any]] = {}
+        for uid, row in studies.items():
+            st = stats[uid]
+            if not st["instances"]:
+                continue
+            key = (row.patient_id, row.issuer)
+            p = patients.setdefault(key, {**_row_attrs(row, PATIENT_ATTRS),
+                                          "NumberOfPatientRelatedStudies": 0,
+                                          "NumberOfPatientRelatedSeries": 0,
+                                          "NumberOfPatientRelatedInstances": 0})
+            p["NumberOfPatientRelatedStudies"] += 1
+            p["NumberOfPatientRelatedSeries"] += st["series"]
+            p["NumberOfPatientRelatedInstances"] += st["instances"]
+        yield from patients.values()
+        return
+    series_where = [dicom_series.c.study_uid.in_(list(studies))] if len(studies) <= 500 else []
+    s_uids = _uids(query, "SeriesInstanceUID")
+    if s_uids:
+        series_where.append(dicom_series.c.series_uid.in_(s_uids))
+    series = {r.series_uid: r for r in conn.execute(select(dicom_series).where(*series_where))
+              if r.study_uid in studies}
+    if level == "SERIES":
+        counts: dict[str, int] = {}
+        for chunk in _chunks(list(series)):
+            counts.update(conn.execute(select(dicom_instance.c.series_uid, func.count())
+                                       .where(dicom_instance.c.series_uid.in_(chunk))
+                                       .group_by(dicom_instance.c.series_uid)).all())
+        for uid, row in series.items():
+            if not counts.get(uid):
+                continue
+            st = studies[row.study_uid]
+            yield {**_row_attrs(st, PATIENT_ATTRS), **_row_attrs(st, STUDY_ATTRS),
+                   **_row_attrs(row, SERIES_ATTRS), "NumberOfSeriesRelatedInstances": counts[uid]}
+        return
+    inst_where = [dicom_instance.c.series_uid.in_(list(series))] if len(series) <= 500 else []
+    i_uids = _uids(query, "SOPInstanceUID")
+    if i_uids:
+        inst_where.append(dicom_instance.c.sop_uid.in_(i_uids))
+    for row in conn.execute(select(dicom_instance).where(*inst_where)
+                            .order_by(dicom_instance.c.series_uid, dicom_instance.c.instance_number)):
+        se = series.get(row.series_uid)
+        if se is None:
+            continue
+        st = studies[row.study_uid]
+        item = {**_row_attrs(st, PATIENT_ATTRS), **_row_attrs(st, STUDY_ATTRS),
+                **_row_attrs(se, SERIES_ATTRS), **_row_attrs(row, INSTANCE_ATTRS)}
+        item["_storage_key"] = row.storage_key
+        item["_transfer_syntax"] = row.transfer_syntax
+        yield item
+
+
+def find(conn: Connection, query: Dataset, *, root: str = "patient",
+         retrieve_ae: str | None = None) -> Iterator[Dataset]:
+    """C-FIND: the response identifiers for `query` at its QueryRetrieveLevel."""
+    level = str(query.get("QueryRetrieveLevel", "")).strip().upper()
+    if root == "study" and level == "PATIENT":
+        raise QueryError("PATIENT level is not part of the Study Root information model")
+    extra = {"RetrieveAETitle": retrieve_ae} if retrieve_ae and "RetrieveAETitle" not in query else {}
+    for item in candidates(conn, level, query):
+        if match_dataset(item, query):
+            item = {**item, "QueryRetrieveLevel": level}
+            if retrieve_ae:
+                item["RetrieveAETitle"] = retrieve_ae
+            yield response_for(item, query, extra)
+
+
+def retrieve(conn: Connection, query: Dataset) -> list[dict[str, Any]]:
+    """C-MOVE/C-GET: the instances selected by the unique keys of `query`."""
+    level = str(query.get("QueryRetrieveLevel", "")).strip().upper()
+    if level not in LEVELS:
+        raise QueryError(f"unknown QueryRetrieveLevel {level!r}")
+    keys = Dataset()
+    for kw in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if kw in query and query.get(kw) not in (None, ""):
+            setattr(keys, kw, query.get(kw))
+    if len(keys) == 0:
+        raise QueryError("no unique key to retrieve")
+    return [item for item in candidates(conn, "IMAGE", keys) if match_dataset(item, keys)]
+
+
+__all__ = ["QueryError", "find", "match_dataset", "match_value", "response_for", "retrieve",
+           "candidates"]
