@@ -139,8 +139,9 @@ def _handle(path: str = "") -> Response:
     services = _services()
     ctx = _context()
     req = _build_request(segments)
-    with services.repo.engine.connect() as conn:
-        services.search.refresh(conn)  # custom SearchParameters (cheap; at most every 2 s)
+    if services.search.due():
+        with services.repo.engine.connect() as conn:
+            services.search.refresh(conn)  # custom SearchParameters (cheap; at most every 2 s)
     if not segments and req.method == "POST":
         result = bundles.process(ctx, services.repo, req.body, req.headers)
         return _respond(200, result, g.fhir_output)

@@ -112,8 +112,8 @@ def run_search(ctx: Any, tx: Tx, req: Any, strict: bool) -> dict[str, Any]:
     links = [("self", _url(ctx.base, path, self_params))]
     if rows:
         has_next = more if before is None else True
-        has_prev = (before is not None and more) or (
-            before is None and tx.exists_before(res_type, where, cursors[0], compiled.sort))
+        # a page reached through `next` has one before it; the first page has none (no query)
+        has_prev = (before is not None and more) or after is not None
         if has_next:
             links.append(("next", _url(ctx.base, path, base_params + [("_page_after", encode_cursor(cursors[-1]))])))
         if has_prev:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from sqlalchemy import and_, exists, func, literal, not_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.util import ClauseAdapter
+from sqlalchemy.sql.util import ClauseAdapter  # re-targets access conditions onto aliases
 
 from fhirserver.model.types import R4_RESOURCE_TYPES
 from fhirserver.search.dates import date_range, split_prefix
@@ -132,6 +132,7 @@ class Compiler:
         self.postgres = postgres
         self.base_url = base_url
         self.access = access or (lambda _t: ())
+        self._single_type: dict[int, str] = {}  # id(resource alias) -> the one type it holds
 
     # -- entry point ---------------------------------------------------------------------------
     def compile(self, res_type: str | None, params: Sequence[tuple[str, str]], *,
@@ -165,6 +166,8 @@ class Compiler:
     # -- one parameter -------------------------------------------------------------------------
     def param(self, r: Any, types: list[str] | None, name: str, raw: str) -> ColumnElement[bool]:
         """The condition of one `name=raw` on the resource table (or alias) `r`."""
+        if types and len(types) == 1:
+            self._single_type[id(r)] = types[0]
         if name.startswith("_has:"):
             return self._has(r, types, name, raw)
         head, dot, chain = name.partition(".")
@@ -212,10 +215,15 @@ class Compiler:
     def _type_cond(self, table: Any, param: SearchParam) -> ColumnElement[bool]:
         return table.c.param == param.code
 
-    def _rows(self, r: Any, table: Any, param: SearchParam, *conds: ColumnElement[bool]) -> ColumnElement[bool]:
+    def _rows(self, r: Any, table: Any, param: SearchParam,
+              build: Callable[[Any], list[ColumnElement[bool]]] | None = None) -> ColumnElement[bool]:
+        """EXISTS over `table` rows of `param` for the resource `r`; `build(alias)` adds conditions."""
         t = table.alias()
-        extra = [ClauseAdapter(t).traverse(c) for c in conds]
-        return exists().where(t.c.res_pk == r.c.pk, t.c.param == param.code, *extra)
+        extra = build(t) if build else []
+        # the constant type lets the planner use the (res_type, param, value) indexes
+        typed = [t.c.res_type == param.base] if param.base in R4_RESOURCE_TYPES and \
+            self._single_type.get(id(r)) == param.base else []
+        return exists().where(t.c.res_pk == r.c.pk, t.c.param == param.code, *typed, *extra)
 
     def _any_row(self, r: Any, param: SearchParam) -> ColumnElement[bool]:
         table = {"string": idx_string, "token": idx_token, "reference": idx_reference, "date": idx_date,
@@ -235,24 +243,24 @@ class Compiler:
     def _string(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         t = idx_string
         if modifier == "exact":
-            return self._rows(r, t, p, t.c.exact == v)
+            return self._rows(r, t, p, lambda t: [t.c.exact == v])
         n = _like_escape(normalize(v)[:255])
         if modifier == "contains":
-            return self._rows(r, t, p, t.c.value.like(f"%{n}%", escape="\\"))
+            return self._rows(r, t, p, lambda t: [t.c.value.like(f"%{n}%", escape="\\")])
         if modifier:
             raise SearchError(f"Modifier ':{modifier}' is not supported on string parameter '{p.code}'")
-        return self._rows(r, t, p, t.c.value.like(f"{n}%", escape="\\"))
+        return self._rows(r, t, p, lambda t: [t.c.value.like(f"{n}%", escape="\\")])
 
     def _token(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         t = idx_token
         if modifier == "text":
             n = _like_escape(normalize(v))
-            return self._rows(r, t, p, t.c.text.like(f"{n}%", escape="\\"))
+            return self._rows(r, t, p, lambda t: [t.c.text.like(f"{n}%", escape="\\")])
         if modifier == "of-type":
             parts = _split_escaped(v, "|")
             if len(parts) != 3:
                 raise SearchError(":of-type takes system|code|value")
-            return self._rows(r, t, p, t.c.system == f"of-type:{parts[0]}|{parts[1]}", t.c.code == parts[2])
+            return self._rows(r, t, p, lambda t: [t.c.system == f"of-type:{parts[0]}|{parts[1]}", t.c.code == parts[2]])
         if modifier in ("in", "not-in", "above", "below"):
             raise SearchError(f"Modifier ':{modifier}' needs terminology services, which this server does not have")
         if modifier:
@@ -263,17 +271,17 @@ class Compiler:
         parts = _split_escaped(v, "|")
         if len(parts) == 1:
             code = parts[0].lower() if lower else parts[0]
-            return self._rows(r, t, p, t.c.code == code, not_(t.c.system.like("of-type:%")) | t.c.system.is_(None))
+            return self._rows(r, t, p, lambda t: [t.c.code == code,
+                                                  not_(t.c.system.like("of-type:%")) | t.c.system.is_(None)])
         system, code = parts[0], "|".join(parts[1:])
         code = code.lower() if lower else code
-        conds: list[ColumnElement[bool]] = []
-        if system == "":
-            conds.append(t.c.system.is_(None))
-        else:
-            conds.append(t.c.system == system)
-        if code:
-            conds.append(t.c.code == code)
-        return self._rows(r, t, p, *conds)
+        def build(t: Any) -> list[ColumnElement[bool]]:
+            conds = [t.c.system.is_(None) if system == "" else t.c.system == system]
+            if code:
+                conds.append(t.c.code == code)
+            return conds
+
+        return self._rows(r, t, p, build)
 
     def _reference(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         t = idx_reference
@@ -289,12 +297,9 @@ class Compiler:
             if "/" not in v:
                 tid = v
             else:
-                return self._rows(r, t, p, t.c.url == url)
-        conds = [t.c.target_id == tid]
+                return self._rows(r, t, p, lambda t: [t.c.url == url])
         wanted = modifier or ttype
-        if wanted:
-            conds.append(t.c.target_type == wanted)
-        return self._rows(r, t, p, *conds)
+        return self._rows(r, t, p, lambda t: [t.c.target_id == tid] + ([t.c.target_type == wanted] if wanted else []))
 
     def _date_on(self, low_col: Any, high_col: Any, v: str, exclusive_high: bool = True) -> ColumnElement[bool]:
         prefix, raw = split_prefix(v)
@@ -344,8 +349,11 @@ class Compiler:
     def _date(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         if modifier:
             raise SearchError(f"Modifier ':{modifier}' is not supported on date parameter '{p.code}'")
-        t = idx_date
-        return self._rows(r, t, p, self._date_on(t.c.low, t.c.high, v))
+        try:  # validate the value now (the condition itself is built per alias)
+            date_range(split_prefix(v)[1])
+        except ValueError as exc:
+            raise SearchError(str(exc)) from None
+        return self._rows(r, idx_date, p, lambda t: [self._date_on(t.c.low, t.c.high, v)])
 
     def _num_cond(self, col: Any, v: str) -> ColumnElement[bool]:
         prefix, raw = split_prefix(v)
@@ -369,33 +377,37 @@ class Compiler:
     def _number(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         if modifier:
             raise SearchError(f"Modifier ':{modifier}' is not supported on number parameter '{p.code}'")
-        return self._rows(r, idx_number, p, self._num_cond(idx_number.c.low, v))
+        self._num_cond(literal(0), v)  # validate the value now
+        return self._rows(r, idx_number, p, lambda t: [self._num_cond(t.c.low, v)])
 
     def _quantity(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         if modifier:
             raise SearchError(f"Modifier ':{modifier}' is not supported on quantity parameter '{p.code}'")
-        t = idx_quantity
         parts = _split_escaped(v, "|")
-        conds = [self._num_cond(t.c.low, parts[0])]
-        if len(parts) == 3:
-            system, code = parts[1], parts[2]
-            if system:
-                conds.append(t.c.system == system)
-            if code:
-                conds.append(t.c.code == code)
-        elif len(parts) != 1:
+        if len(parts) not in (1, 3):
             raise SearchError("A quantity is number, or number|system|code")
-        return self._rows(r, t, p, *conds)
+        self._num_cond(literal(0), parts[0])  # validate the number now
+
+        def build(t: Any) -> list[ColumnElement[bool]]:
+            conds = [self._num_cond(t.c.low, parts[0])]
+            if len(parts) == 3:
+                if parts[1]:
+                    conds.append(t.c.system == parts[1])
+                if parts[2]:
+                    conds.append(t.c.code == parts[2])
+            return conds
+
+        return self._rows(r, idx_quantity, p, build)
 
     def _uri(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         t = idx_uri
         if modifier == "below":
-            return self._rows(r, t, p, t.c.uri.like(_like_escape(v.rstrip("/")) + "%", escape="\\"))
+            return self._rows(r, t, p, lambda t: [t.c.uri.like(_like_escape(v.rstrip("/")) + "%", escape="\\")])
         if modifier == "above":
-            return self._rows(r, t, p, literal(v).like(func.replace(t.c.uri, "%", "") + "%"))
+            return self._rows(r, t, p, lambda t: [literal(v).like(func.replace(t.c.uri, "%", "") + "%")])
         if modifier:
             raise SearchError(f"Modifier ':{modifier}' is not supported on uri parameter '{p.code}'")
-        return self._rows(r, t, p, t.c.uri == v)
+        return self._rows(r, t, p, lambda t: [t.c.uri == v])
 
     def _composite(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         """Composite values `a$b`: each component must match (on the same resource)."""

@@ -34,6 +34,10 @@ class SearchEngine:
     def registry(self) -> Registry:
         return self._registry
 
+    def due(self) -> bool:
+        """Whether `refresh` would look at the database now (so callers can skip a connection)."""
+        return time.monotonic() - self._checked >= REFRESH_SECONDS
+
     def refresh(self, conn: Any, force: bool = False) -> None:
         """Pick up custom SearchParameters stored in the database (cheap check, at most every 2 s)."""
         now = time.monotonic()
