@@ -49,3 +49,26 @@ def capability_statement(base: str, search_params: Callable[[str], list[tuple[st
                             for n, t, d in search_params("Resource")],
         }],
     }
+
+
+def with_smart_security(statement: dict[str, Any], base: str) -> dict[str, Any]:
+    """The statement with the SMART security section (issue 6): service coding and the
+    `oauth-uris` extension (deprecated in SMART 2, but clients such as fhirclient read only it)."""
+    root = base.rstrip("/")
+    root = root[: -len("/fhir")] if root.endswith("/fhir") else root
+    security = {
+        "cors": True,
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                 "code": "SMART-on-FHIR", "display": "SMART-on-FHIR"}],
+                     "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)"}],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": name, "valueUri": f"{root}/auth/{path}"} for name, path in (
+                ("authorize", "authorize"), ("token", "token"), ("register", "register"),
+                ("introspect", "introspect"), ("revoke", "revoke"))],
+        }],
+        "description": "SMART App Launch 2.x and Backend Services; discovery at "
+                       f"{root}/fhir/.well-known/smart-configuration",
+    }
+    rest = [dict(r, security=security) if r.get("mode") == "server" else r for r in statement.get("rest", [])]
+    return {**statement, "rest": rest}

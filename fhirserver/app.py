@@ -21,6 +21,9 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     import smart_auth  # issue 6: /auth, /.well-known/openid-configuration, smart-configuration
 
     smart_auth.install(app)
+    from dicom.web import blueprint as dicomweb_blueprint  # issue 5: DICOMweb (PS3.18)
+
+    app.register_blueprint(dicomweb_blueprint(), url_prefix="/dicomweb")
     install_error_handlers(app)
     install_request_log(app)
 

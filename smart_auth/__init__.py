@@ -1,1 +1,41 @@
-"""SMART on FHIR authorization server. Not built yet: see issue 6."""
+"""SMART on FHIR authorization server: clients, users, grants, tokens, scopes, launch, keys.
+
+`install(app)` adds `/auth/*`, `/.well-known/openid-configuration` and
+`/fhir/.well-known/smart-configuration`; `before_fhir_request`/`after_fhir_request` guard the
+FHIR blueprint; `access_for_request()` is the policy of the current FHIR request.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from smart_auth.fhir import access_for_request, after_fhir_request, before_fhir_request, policy_for
+from smart_auth.store import add_client, add_initial_token, add_user, mint_launch, rotate_key
+
+
+def install(app: Any) -> None:
+    from flask import jsonify
+
+    from smart_auth.views import _cors, blueprint, openid_configuration, smart_configuration
+
+    from pathlib import Path
+
+    from smart_auth import store
+
+    settings = app.extensions["fhirserver"].settings
+    store.REVOCATION_FILE = Path(settings.data_dir).resolve() / "auth-revocations"
+    app.register_blueprint(blueprint(), url_prefix="/auth")
+
+    def _smart_config():  # noqa: ANN202
+        return _cors(jsonify(smart_configuration()), any_origin=True)
+
+    def _oidc_config():  # noqa: ANN202
+        return _cors(jsonify(openid_configuration()), any_origin=True)
+
+    app.add_url_rule("/fhir/.well-known/smart-configuration", "smart_configuration", _smart_config,
+                     methods=["GET"])
+    app.add_url_rule("/.well-known/openid-configuration", "openid_configuration", _oidc_config,
+                     methods=["GET"])
+
+
+__all__ = ["access_for_request", "add_client", "add_initial_token", "add_user", "after_fhir_request",
+           "before_fhir_request", "install", "mint_launch", "policy_for", "rotate_key"]

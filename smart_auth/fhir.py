@@ -1,0 +1,110 @@
+"""Enforcement on the FHIR API: bearer token -> Principal -> SmartPolicy for the request."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from flask import Response, current_app, g, make_response, request
+from sqlalchemy import select
+
+from fhirserver.access import OpenPolicy, Principal, SmartPolicy
+from smart_auth import store
+from smart_auth.bearer import InvalidToken, authenticate
+
+OPEN_PATHS = ("/fhir/metadata", "/fhir/.well-known/")
+
+
+def _services() -> Any:
+    return current_app.extensions["fhirserver"]
+
+
+def _org_patients_fn(engine: Any):  # noqa: ANN202
+    def org_patients(orgs: Sequence[str], candidates: Sequence[str]) -> set[str]:
+        from fhirserver.storage.tables import idx_reference, resource
+
+        q = select(resource.c.res_id).where(
+            resource.c.res_type == "Patient", resource.c.res_id.in_(list(candidates)),
+            resource.c.pk == idx_reference.c.res_pk, idx_reference.c.param == "organization",
+            idx_reference.c.target_type == "Organization", idx_reference.c.target_id.in_(list(orgs)))
+        with engine.connect() as c:
+            return set(c.execute(q).scalars())
+    return org_patients
+
+
+def policy_for(principal: Principal) -> SmartPolicy:
+    repo = _services().repo
+    return SmartPolicy(principal, postgres=repo.postgres, org_patients=_org_patients_fn(repo.engine))
+
+
+def _unauthorized(message: str, error: str | None) -> Exception:
+    from fhirserver.api.outcome import FhirError
+
+    challenge = 'Bearer realm="fhirserver"'
+    if error:
+        challenge += f', error="{error}", error_description="{message}"'
+    return FhirError(401, message, "login", headers={"WWW-Authenticate": challenge})
+
+
+def before_fhir_request() -> Response | None:
+    """Runs before every FHIR request: sets g.fhir_access (and g.fhir_principal) or refuses."""
+    if request.method == "OPTIONS":
+        return _preflight()
+    services = _services()
+    if services.settings.insecure_no_auth:
+        g.fhir_access = OpenPolicy()
+        return None
+    if request.path.startswith(OPEN_PATHS) or request.path.rstrip("/") == "/fhir/metadata":
+        g.fhir_access = OpenPolicy()
+        return None
+    auth = request.headers.get("Authorization", "")
+    if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+        raise _unauthorized("An access token is required (Authorization: Bearer ...)", None)
+    try:
+        principal = authenticate(services.repo.engine, auth[7:].strip())
+    except InvalidToken as exc:
+        raise _unauthorized(str(exc), "invalid_token") from None
+    g.fhir_principal = principal
+    g.fhir_access = policy_for(principal)
+    return None
+
+
+def access_for_request() -> Any:
+    """The policy of the current FHIR request (fails closed when authentication did not run)."""
+    policy = getattr(g, "fhir_access", None)
+    if policy is not None:
+        return policy
+    if _services().settings.insecure_no_auth:
+        return OpenPolicy()
+    raise _unauthorized("An access token is required", None)
+
+
+def _cors_headers(resp: Response, origin: str) -> None:
+    resp.headers["Access-Control-Allow-Origin"] = origin
+    resp.headers["Vary"] = "Origin"
+    resp.headers["Access-Control-Allow-Methods"] = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+    resp.headers["Access-Control-Allow-Headers"] = ("Authorization, Content-Type, Accept, Prefer, If-Match, "
+                                                    "If-None-Match, If-None-Exist, If-Modified-Since")
+    resp.headers["Access-Control-Expose-Headers"] = "Location, ETag, Content-Location, Last-Modified, WWW-Authenticate"
+    resp.headers["Access-Control-Max-Age"] = "600"
+
+
+def _preflight() -> Response:
+    resp = make_response("", 204)
+    origin = request.headers.get("Origin")
+    if origin and (request.path.startswith(OPEN_PATHS) or store.origin_allowed(_services().repo.engine, origin)):
+        _cors_headers(resp, origin)
+    return resp
+
+
+def after_fhir_request(resp: Response) -> Response:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return resp
+    if request.path.startswith(OPEN_PATHS) or request.path.rstrip("/") == "/fhir/metadata":
+        resp.headers["Access-Control-Allow-Origin"] = "*"
+        return resp
+    principal = getattr(g, "fhir_principal", None)
+    if principal is not None:
+        client = store.get_client(_services().repo.engine, principal.client_id)
+        if client and origin in client["origins"]:
+            _cors_headers(resp, origin)
+    return resp
