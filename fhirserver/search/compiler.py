@@ -33,6 +33,11 @@ RESULT_PARAMS = frozenset({
 FAR_PAST = datetime(1, 1, 2, tzinfo=timezone.utc)
 FAR_FUTURE = datetime(9999, 12, 30, tzinfo=timezone.utc)
 MAX_CHAIN = 4
+# parameter type -> (index table, column sorted on, cursor value kind)
+_SORT_COLUMNS = {"string": (idx_string, "value", "str"), "token": (idx_token, "code", "str"),
+                 "date": (idx_date, "low", "date"), "number": (idx_number, "low", "num"),
+                 "quantity": (idx_quantity, "low", "num"), "reference": (idx_reference, "target_id", "str"),
+                 "uri": (idx_uri, "uri", "str")}
 
 AccessFilter = Callable[[str | None], Sequence[ColumnElement[bool]]]
 
@@ -509,29 +514,12 @@ class Compiler:
                 continue
             p = self._lookup([res_type] if res_type else None, code)
             agg = func.max if desc else func.min
-            if p.type == "string":
-                t = idx_string.alias()
-                col, kind = t.c.value, "str"
-            elif p.type == "token":
-                t = idx_token.alias()
-                col, kind = t.c.code, "str"
-            elif p.type == "date":
-                t = idx_date.alias()
-                col, kind = (t.c.high if desc else t.c.low), "date"
-            elif p.type == "number":
-                t = idx_number.alias()
-                col, kind = t.c.low, "num"
-            elif p.type == "quantity":
-                t = idx_quantity.alias()
-                col, kind = t.c.low, "num"
-            elif p.type == "reference":
-                t = idx_reference.alias()
-                col, kind = t.c.target_id, "str"
-            elif p.type == "uri":
-                t = idx_uri.alias()
-                col, kind = t.c.uri, "str"
-            else:
+            spec = _SORT_COLUMNS.get(p.type)
+            if spec is None:
                 raise SearchError(f"Cannot sort by '{code}' ({p.type})")
+            table, column, kind = spec
+            t = table.alias()
+            col = t.c.high if (p.type == "date" and desc) else t.c[column]
             sub = select(agg(col)).where(t.c.res_pk == resource.c.pk, t.c.param == p.code).scalar_subquery()
             keys.append(SortKey(sub, desc, kind))
         return keys

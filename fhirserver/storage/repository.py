@@ -323,11 +323,7 @@ class Tx:
             total = self.conn.execute(select(func.count()).select_from(r).where(*conds)).scalar_one()
         if count == 0:
             return [], total, False, []
-        keys: list[tuple[Any, bool]] = []
-        for k in sort:
-            keys.append((case((k.expr.is_(None), 1), else_=0), False))  # nulls last either way
-            keys.append((func.coalesce(k.expr, _SORT_DEFAULT[k.kind]), k.desc))
-        keys.append((r.c.pk, False))
+        keys = _sort_columns(sort)
         backwards = before is not None
         cursor = before if backwards else after
         q = select(*_CURRENT_COLS, *[k.label(f"k{i}") for i, (k, _d) in enumerate(keys)]).where(*conds)
@@ -345,24 +341,18 @@ class Tx:
         cursors = [[getattr(row, f"k{i}") for i in range(len(keys))] for row in rows]
         return [_row(x) for x in rows], total, more, cursors
 
-    def exists_before(self, res_type: str | None, where: Sequence[ColumnElement[bool]],
-                      cursor: Sequence[Any], sort: Sequence[Any] = ()) -> bool:
-        """Whether any matching resource sorts before the row with this cursor."""
-        self.flush()
-        r = resource
-        conds = [r.c.deleted.is_(False), *where]
-        if res_type:
-            conds.insert(0, r.c.res_type == res_type)
-        keys: list[tuple[Any, bool]] = []
-        for k in sort:
-            keys.append((case((k.expr.is_(None), 1), else_=0), False))
-            keys.append((func.coalesce(k.expr, _SORT_DEFAULT[k.kind]), k.desc))
-        keys.append((r.c.pk, False))
-        q = select(r.c.pk).where(*conds, _keyset(keys, list(cursor), True)).limit(1)
-        return self.conn.execute(q).first() is not None
-
 
 _SORT_DEFAULT = {"str": "", "date": datetime(1, 1, 2, tzinfo=timezone.utc), "num": 0, "int": 0}
+
+
+def _sort_columns(sort: Sequence[Any]) -> list[tuple[Any, bool]]:
+    """(SQL expression, descending) per ordering column: missing values last, pk breaks ties."""
+    keys: list[tuple[Any, bool]] = []
+    for k in sort:
+        keys.append((case((k.expr.is_(None), 1), else_=0), False))
+        keys.append((func.coalesce(k.expr, _SORT_DEFAULT[k.kind]), k.desc))
+    keys.append((resource.c.pk, False))
+    return keys
 
 
 def _keyset(keys: list[tuple[Any, bool]], values: list[Any], backwards: bool) -> ColumnElement[bool]:
