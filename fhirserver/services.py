@@ -20,6 +20,7 @@ class Services:
     repo: Repository
     search: SearchEngine
     started: str
+    audit: Any = None                      # fhirserver.audit.AuditTrail
 
     def fhir_base(self) -> str:
         """The FHIR base URL: configured, or from the current HTTP request."""
@@ -53,6 +54,9 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False) -> Servi
     engine = make_engine(settings.effective_database_url)
     if upgrade_schema:
         upgrade(engine)
+    from fhirserver.audit import AuditTrail
+
     search = SearchEngine(settings.fhir_base if settings.base_url else None)
-    return Services(settings, Repository(engine, indexer=search.index_rows), search,
-                    datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    repo = Repository(engine, indexer=search.index_rows)
+    return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    AuditTrail(repo))

@@ -144,10 +144,41 @@ def _handle(path: str = "") -> Response:
             services.search.refresh(conn)  # custom SearchParameters (cheap; at most every 2 s)
     if not segments and req.method == "POST":
         result = bundles.process(ctx, services.repo, req.body, req.headers)
+        _audit(req, result)
         return _respond(200, result, g.fhir_output)
     with services.repo.transaction(write=req.method in WRITE_METHODS) as tx:
         resp = dispatch(ctx, tx, req)
+    _audit(req, resp.body if resp.stored is None else None, resp)
     return _finish(req, resp, g.fhir_output)
+
+
+_ACTIONS = {"GET": "R", "HEAD": "R", "POST": "C", "PUT": "U", "PATCH": "U", "DELETE": "D"}
+
+
+def _audit(req: FhirRequest, bundle: Any, resp: FhirResponse | None = None) -> None:
+    """Queue an AuditEvent for an authenticated access (see fhirserver.audit)."""
+    principal = getattr(g, "fhir_principal", None)
+    if principal is None or req.res_type == "AuditEvent":
+        return
+    refs: list[str] = []
+    if resp is not None and resp.stored is not None:
+        refs.append(f"{resp.stored.res_type}/{resp.stored.res_id}")
+    elif isinstance(bundle, dict):
+        for e in bundle.get("entry") or []:
+            url = e.get("fullUrl") or (e.get("response") or {}).get("location") or ""
+            if "/fhir/" in url:
+                refs.append("/".join(url.split("/fhir/", 1)[1].split("/")[:2]))
+    if not refs and resp is not None and resp.status >= 300:
+        return
+    searching = isinstance(bundle, dict) and bundle.get("type") == "searchset"
+    action = "E" if searching or (isinstance(bundle, dict) and req.res_type is None) else _ACTIONS.get(req.method, "E")
+    interaction = ("search-type" if searching else "history-instance" if req.operation == "_history"
+                   else "vread" if req.version_id else {"R": "read", "C": "create", "U": "update",
+                                                         "D": "delete"}.get(action, "transaction"))
+    who = {"reference": principal.fhir_user, "client_id": principal.client_id}
+    query = request.query_string.decode()[:1000] if searching else None
+    _services().audit.record(who=who, action=action, interaction=interaction, references=refs,
+                             query=query, remote=request.remote_addr)
 
 
 def _metadata() -> Response:

@@ -1,0 +1,132 @@
+"""The access audit trail: one AuditEvent per authenticated request that touched resources.
+
+Requests only queue a small record; a writer thread of each process turns the queue into
+AuditEvent resources in one transaction every half second (so a read stays a read-only
+transaction and costs no extra round trip). Each event names the patients whose compartment
+the accessed resources belong to, so a patient's access log is `AuditEvent?patient=Patient/x`.
+At most half a second of events can be lost if a process dies abruptly; a clean stop flushes.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections import deque
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from sqlalchemy import and_, or_, select
+
+from fhirserver.storage import Repository
+from fhirserver.storage.tables import resource, resource_compartment
+
+log = logging.getLogger("fhirserver.audit")
+MAX_ENTITIES = 100
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_REST = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
+         "display": "RESTful Operation"}
+_INTERACTION = "http://hl7.org/fhir/restful-interaction"
+
+
+class AuditTrail:
+    def __init__(self, repo: Repository, interval: float = 0.5) -> None:
+        self.repo = repo
+        self.interval = interval
+        self._queue: deque[dict[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def record(self, *, who: dict[str, Any], action: str, interaction: str, references: Iterable[str],
+               query: str | None = None, remote: str | None = None, outcome: str = "0") -> None:
+        """Queue one access (action C R U D E; interaction read, search-type, create ...)."""
+        refs = list(dict.fromkeys(r for r in references if r))[:MAX_ENTITIES]
+        self._queue.append({"who": who, "action": action, "interaction": interaction, "refs": refs,
+                            "query": query, "remote": remote, "outcome": outcome,
+                            "recorded": datetime.now(timezone.utc).isoformat(timespec="milliseconds")})
+        self._ensure_writer()
+
+    def _ensure_writer(self) -> None:
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()  # a forked worker starts its own writer
+            self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+            self._thread.start()
+            atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # never let auditing take the worker down; retried next round
+                log.exception("could not write audit events")
+
+    def flush(self) -> int:
+        """Write every queued record now; returns how many AuditEvents were written."""
+        items = []
+        while self._queue:
+            items.append(self._queue.popleft())
+        if not items:
+            return 0
+        with self.repo.transaction(write=True) as tx:
+            owners = self._patients(tx.conn, {r for it in items for r in it["refs"]})
+            for it in items:
+                tx.create("AuditEvent", _event(it, owners))
+        return len(items)
+
+    @staticmethod
+    def _patients(conn: Any, refs: set[str]) -> dict[str, set[str]]:
+        """Patient compartment owners of the referenced resources."""
+        pairs = [r.split("/", 1) for r in refs if "/" in r]
+        if not pairs:
+            return {}
+        by_type: dict[str, list[str]] = {}
+        for t, i in pairs:
+            by_type.setdefault(t, []).append(i)
+        q = select(resource.c.res_type, resource.c.res_id, resource_compartment.c.comp_id).join(
+            resource_compartment, resource_compartment.c.res_pk == resource.c.pk).where(
+            resource_compartment.c.comp_type == "Patient",
+            or_(*[and_(resource.c.res_type == t, resource.c.res_id.in_(ids)) for t, ids in by_type.items()]))
+        out: dict[str, set[str]] = {}
+        for t, i, owner in conn.execute(q):
+            out.setdefault(f"{t}/{i}", set()).add(owner)
+        return out
+
+
+def _event(it: dict[str, Any], owners: dict[str, set[str]]) -> dict[str, Any]:
+    who = it["who"]
+    agent: dict[str, Any] = {"requestor": True,
+                             "type": {"coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]}}
+    if who.get("reference"):
+        agent["who"] = {"reference": who["reference"]}
+    else:
+        agent["who"] = {"identifier": {"system": "urn:fhirserver:oauth-client", "value": who.get("client_id") or "?"}}
+    if who.get("client_id"):
+        agent["altId"] = who["client_id"]
+    if it.get("remote"):
+        agent["network"] = {"address": it["remote"], "type": "2"}
+    patients = sorted({p for r in it["refs"] for p in owners.get(r, ())})
+    entities = [{"what": {"reference": f"Patient/{p}"},
+                 "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
+                 "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"}}
+                for p in patients]
+    entities += [{"what": {"reference": r}} for r in it["refs"] if r.split("/", 1)[0] != "Patient" or
+                 r.split("/", 1)[1] not in patients]
+    if it.get("query"):
+        entities.append({"what": {"display": "search"}, "description": it["query"][:1000]})
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent", "type": _REST,
+        "subtype": [{"system": _INTERACTION, "code": it["interaction"]}],
+        "action": it["action"], "recorded": it["recorded"], "outcome": it["outcome"],
+        "agent": [agent], "source": {"observer": {"display": "fhirserver"}},
+    }
+    if entities:
+        event["entity"] = entities
+    return event

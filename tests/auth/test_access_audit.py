@@ -1,0 +1,31 @@
+"""Every authenticated access to patient data leaves an AuditEvent the patient can find."""
+from __future__ import annotations
+
+from smart_helpers import bearer, seed, standard_data
+from test_smart_oauth import _login_token, _user
+
+
+def _events(open_client, query: str) -> list[dict]:  # noqa: ANN001
+    b = open_client.get(f"/fhir/AuditEvent?{query}&_count=200").get_json()
+    return [e["resource"] for e in b.get("entry", []) if e["resource"]["resourceType"] == "AuditEvent"]
+
+
+def test_reads_searches_and_writes_are_audited(sapp, engine, open_client) -> None:  # noqa: ANN001
+    seed(open_client, standard_data())
+    _user(engine)
+    c = sapp.test_client()
+    _cid, tok = _login_token(c, engine)
+    h = bearer(tok["access_token"])
+    assert c.get("/fhir/Patient/a", headers=h).status_code == 200
+    assert c.get("/fhir/Observation?patient=Patient/a", headers=h).status_code == 200
+    assert c.get("/fhir/Patient/b", headers=h).status_code == 404   # refused: nothing read
+    trail = sapp.extensions["fhirserver"].audit
+    assert trail.flush() >= 2
+    events = [e for e in _events(open_client, "patient=Patient/a") if e["type"]["code"] == "rest"]
+    kinds = {e["subtype"][0]["code"] for e in events}
+    assert {"read", "search-type"} <= kinds
+    read = next(e for e in events if e["subtype"][0]["code"] == "read")
+    assert read["action"] == "R" and read["agent"][0]["who"]["reference"] == "Patient/a"
+    search = next(e for e in events if e["subtype"][0]["code"] == "search-type")
+    assert any(ent["what"].get("reference", "").startswith("Observation/") for ent in search["entity"])
+    assert not [e for e in _events(open_client, "patient=Patient/b") if e["type"]["code"] == "rest"]
