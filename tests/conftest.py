@@ -107,7 +107,7 @@ class LiveServer:
             try:
                 if requests.get(self.base + "/metadata", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError("server did not start")
