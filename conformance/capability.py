@@ -28,6 +28,7 @@ def capability_statement(base: str, search_params: Callable[[str], list[tuple[st
             "conditionalDelete": "single",
             "searchParam": [{"name": n, "type": t, "documentation": d} for n, t, d in search_params(rt)],
         })
+    _declare_operations(resources, base)  # issue 7: lifecycle operations with their OperationDefinitions
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -49,6 +50,20 @@ def capability_statement(base: str, search_params: Callable[[str], list[tuple[st
                             for n, t, d in search_params("Resource")],
         }],
     }
+
+
+def _declare_operations(resources: list[dict[str, Any]], base: str) -> None:
+    try:
+        from fhirserver.operations import OPERATION_DEFINITIONS
+    except ImportError:  # pragma: no cover
+        return
+    by_type = {r["type"]: r for r in resources}
+    for name, (def_id, types) in OPERATION_DEFINITIONS.items():
+        for rt in types:
+            if rt in by_type:
+                by_type[rt].setdefault("operation", []).append({
+                    "name": name,
+                    "definition": f"http://fhirserver.local/fhir/OperationDefinition/{def_id}"})
 
 
 def with_smart_security(statement: dict[str, Any], base: str) -> dict[str, Any]:

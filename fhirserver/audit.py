@@ -14,7 +14,7 @@ import os
 import threading
 from collections import deque
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import and_, or_, select
 
@@ -38,6 +38,7 @@ class AuditTrail:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
 
     def record(self, *, who: dict[str, Any], action: str, interaction: str, references: Iterable[str],
                query: str | None = None, remote: str | None = None, outcome: str = "0") -> None:
@@ -46,6 +47,12 @@ class AuditTrail:
         self._queue.append({"who": who, "action": action, "interaction": interaction, "refs": refs,
                             "query": query, "remote": remote, "outcome": outcome,
                             "recorded": datetime.now(timezone.utc).isoformat(timespec="milliseconds")})
+        self._ensure_writer()
+
+    def defer(self, build: Callable[[Any], list[dict[str, Any]]]) -> None:
+        """Queue events built later, in the writer's transaction: `build(tx)` returns AuditEvent
+        bodies (for callers such as DICOMweb that look up what a UID stands for)."""
+        self._queue.append({"build": build})
         self._ensure_writer()
 
     def _ensure_writer(self) -> None:
@@ -69,17 +76,23 @@ class AuditTrail:
                 log.exception("could not write audit events")
 
     def flush(self) -> int:
-        """Write every queued record now; returns how many AuditEvents were written."""
-        items = []
-        while self._queue:
-            items.append(self._queue.popleft())
-        if not items:
-            return 0
-        with self.repo.transaction(write=True) as tx:
-            owners = self._patients(tx.conn, {r for it in items for r in it["refs"]})
-            for it in items:
-                tx.create("AuditEvent", _event(it, owners))
-        return len(items)
+        """Write every queued record now (waiting for a write in flight); returns the count."""
+        with self._flush_lock:
+            items = []
+            while self._queue:
+                items.append(self._queue.popleft())
+            if not items:
+                return 0
+            written = 0
+            with self.repo.transaction(write=True) as tx:
+                plain = [it for it in items if "build" not in it]
+                owners = self._patients(tx.conn, {r for it in plain for r in it["refs"]})
+                for it in items:
+                    bodies = it["build"](tx) if "build" in it else [_event(it, owners)]
+                    for body in bodies:
+                        tx.create("AuditEvent", body)
+                        written += 1
+            return written
 
     @staticmethod
     def _patients(conn: Any, refs: set[str]) -> dict[str, set[str]]:

@@ -30,6 +30,8 @@ class Settings:
     refresh_token_seconds: int = 90 * 24 * 3600  # offline_access
     online_refresh_seconds: int = 8 * 3600  # online_access
     log_requests: bool = True
+    guardian_age_limit: int = 18         # issue 7: a guardian's access ends at this age of the child
+    invitation_seconds: int = 72 * 3600  # issue 7: activation links expire after this
 
     @property
     def effective_database_url(self) -> str:
@@ -53,6 +55,7 @@ _ENV_FIELDS = {
     "dicom_reject_unknown": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "data_dir": Path,
     "database_url": str, "base_url": str, "smtp_url": str, "workers": int,
     "max_body_bytes": int, "default_page_size": int, "max_page_size": int,
+    "guardian_age_limit": int, "invitation_seconds": int,
 }
 
 

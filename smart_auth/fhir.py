@@ -32,7 +32,11 @@ def _org_patients_fn(engine: Any):  # noqa: ANN202
 
 def policy_for(principal: Principal) -> SmartPolicy:
     repo = _services().repo
-    return SmartPolicy(principal, postgres=repo.postgres, org_patients=_org_patients_fn(repo.engine))
+    from fhirserver.operations.sharing import email_owners_fn, with_live_shares  # issue 7
+
+    principal = with_live_shares(repo.engine, principal, _services().settings)
+    return SmartPolicy(principal, postgres=repo.postgres, org_patients=_org_patients_fn(repo.engine),
+                       email_owners=email_owners_fn(repo.engine))
 
 
 def _unauthorized(message: str, error: str | None) -> Exception:
@@ -64,6 +68,10 @@ def before_fhir_request() -> Response | None:
         raise _unauthorized(str(exc), "invalid_token") from None
     g.fhir_principal = principal
     g.fhir_access = policy_for(principal)
+    if request.method == "DELETE":  # issue 7: staff cannot delete a profile its patient owns
+        from fhirserver.operations.sharing import check_delete
+
+        check_delete(services.repo.engine, principal, request.path)
     return None
 
 

@@ -418,6 +418,11 @@ def login() -> Response:
         user = store.check_login(_engine(), username, request.form.get("password", ""))
     except store.LoginError as exc:
         return _login_page(pending_raw, str(exc), username, 401)
+    from smart_auth import activation  # issue 7: a temporary password must be changed first
+
+    if activation.must_change_password(_engine(), user["pk"]):
+        return activation.password_page("Your password is temporary: choose a new one, then sign in again.",
+                                        username, 403)
     sid, csrf = store.new_session(_engine(), user["pk"])
     sess = {"csrf": csrf}
     resp = _consent_page(req, pending_raw, user, sess)
@@ -715,6 +720,9 @@ def blueprint() -> Blueprint:
     bp.add_url_rule("/register", "register", register, methods=["POST"])
     bp.add_url_rule("/jwks", "jwks", jwks, methods=["GET"])
     bp.add_url_rule("/launch", "launch", launch, methods=["POST"])
+    from smart_auth import activation  # issue 7: first access and password change
+
+    activation.register(bp)
 
     @bp.after_request
     def _headers(resp: Response) -> Response:

@@ -2,11 +2,9 @@
 see, the instance rows of a study/series/instance, the base URL, and the per-request AuditEvent."""
 from __future__ import annotations
 
-import atexit
+import functools
+
 import logging
-import os
-import queue
-import threading
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
@@ -164,12 +162,13 @@ def audit(kind: str, study_uids: Iterable[str], detail: str, outcome: str = "0")
         "remote": request.remote_addr or "unknown", "what": f"{request.method} {request.path}"[:200],
         "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    _writer.submit(services().repo, info)
+    services().audit.defer(functools.partial(_build_events, info))
 
 
-def flush_audits(timeout: float = 10.0) -> None:
-    """Wait until every AuditEvent queued by this process is written (tests, shutdown)."""
-    _writer.flush(timeout)
+def flush_audits(*apps: Any) -> None:
+    """Write the queued AuditEvents of these apps (default: the current app) now."""
+    for app in apps or (current_app,):
+        app.extensions["fhirserver"].audit.flush()
 
 
 def _event(info: dict[str, Any], refs: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
@@ -210,75 +209,13 @@ def _event(info: dict[str, Any], refs: list[tuple[str, str | None, str | None]])
     }
 
 
-class _AuditWriter:
-    """A daemon thread per process writing queued AuditEvents in batches (one transaction each)."""
+def _build_events(info: dict[str, Any], tx: Any) -> list[dict[str, Any]]:
+    """Runs in the audit writer's transaction: resolve study UIDs, then build the event."""
+    refs: dict[str, tuple[str, str | None, str | None]] = {}
+    for chunk in _chunks(sorted(set(info["uids"]))):
+        for r in tx.conn.execute(select(dicom_study.c.study_uid, dicom_study.c.imaging_study_id,
+                                        dicom_study.c.patient_res_id)
+                                 .where(dicom_study.c.study_uid.in_(list(chunk)))):
+            refs[r[0]] = (r[0], r[1], r[2])
+    return [_event(info, [refs.get(u, (u, None, None)) for u in info["uids"]])]
 
-    BATCH = 200
-    LINGER = 0.05
-
-    def __init__(self) -> None:
-        self.q: "queue.Queue[tuple[Any, dict[str, Any]]]" = queue.Queue()
-        self.lock = threading.Lock()
-        self.pid = -1
-        self.thread: threading.Thread | None = None
-
-    def submit(self, repo: Any, info: dict[str, Any]) -> None:
-        with self.lock:
-            if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
-                if self.pid != os.getpid():
-                    self.q = queue.Queue()  # after a fork: the parent's queue is not ours
-                self.pid = os.getpid()
-                self.thread = threading.Thread(target=self._run, name="dicomweb-audit", daemon=True)
-                self.thread.start()
-                atexit.register(self.flush, 5.0)
-        self.q.put((repo, info))
-
-    def flush(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.q.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    def _run(self) -> None:
-        while True:
-            batch = [self.q.get()]
-            time.sleep(self.LINGER)
-            while len(batch) < self.BATCH:
-                try:
-                    batch.append(self.q.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                by_repo: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
-                for repo, info in batch:
-                    by_repo.setdefault(id(repo), (repo, []))[1].append(info)
-                for repo, infos in by_repo.values():
-                    self._write(repo, infos)
-            except Exception:  # noqa: BLE001 - logged; the writer keeps running
-                log.exception("dicomweb: audit write failed (%d events)", len(batch))
-            finally:
-                for _ in batch:
-                    self.q.task_done()
-
-    @staticmethod
-    def _write(repo: Any, infos: list[dict[str, Any]]) -> None:
-        uids = sorted({u for i in infos for u in i["uids"]})
-        refs: dict[str, tuple[str, str | None, str | None]] = {}
-        with repo.engine.connect() as conn:
-            for chunk in _chunks(uids):
-                for r in conn.execute(select(dicom_study.c.study_uid, dicom_study.c.imaging_study_id,
-                                             dicom_study.c.patient_res_id)
-                                      .where(dicom_study.c.study_uid.in_(list(chunk)))):
-                    refs[r[0]] = (r[0], r[1], r[2])
-        for attempt in range(3):
-            try:
-                with repo.transaction(write=True) as tx:
-                    for info in infos:
-                        tx.create("AuditEvent", _event(info, [refs.get(u, (u, None, None)) for u in info["uids"]]))
-                return
-            except Exception:  # noqa: BLE001
-                if attempt == 2:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
-
-
-_writer = _AuditWriter()

@@ -40,6 +40,7 @@ PATIENT_COMPARTMENT_TYPES = _compartment_types()
 # Types outside the Patient compartment that hold patient data anyway: only a full-access
 # principal sees them until they are linked to a patient (e.g. Binary via securityContext).
 RESTRICTED_TYPES = frozenset({"Binary", "Task", "Bundle", "Parameters"})
+IMAGING_TYPES = ("ImagingStudy", "Media")  # what an imaging-only Consent shares (with the Patient)
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
@@ -57,6 +58,8 @@ class Principal:
     fhir_user: str | None = None
     user_pk: int | None = None
     token_pk: int | None = None
+    # issue 7: patients whose imaging only is shared with this staff member/organization (Consent)
+    shared_imaging: tuple[str, ...] = ()
 
     @property
     def unrestricted(self) -> bool:
@@ -100,8 +103,10 @@ class SmartPolicy:
     """Implements `fhirserver.access.Policy` for one request's Principal."""
 
     def __init__(self, principal: Principal, *, postgres: bool = False,
-                 org_patients: Callable[[Sequence[str], Sequence[str]], set[str]] | None = None) -> None:
+                 org_patients: Callable[[Sequence[str], Sequence[str]], set[str]] | None = None,
+                 email_owners: Callable[[Sequence[str]], dict[str, tuple[str, str]]] | None = None) -> None:
         self.p = principal
+        self._email_owners = email_owners  # issue 7: reserved emails -> (res_type, res_id)
         self.postgres = postgres
         self._org_patients = org_patients  # (orgs, candidate patient ids) -> those in the orgs
         self._cache: dict[tuple[str | None, str], tuple[ColumnElement[bool], ...]] = {}
@@ -157,6 +162,12 @@ class SmartPolicy:
                                            ref.c.target_id.in_(p.organizations)))))
             members.append(exists(select(1).where(
                 rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient", rc.c.comp_id.in_(org_ids))))
+        if context != "patient" and p.role in ("staff", "system") and p.shared_imaging:
+            # issue 7: imaging-only Consents: the Patient and its imaging, nothing else
+            img = p.shared_imaging
+            members.append(and_(r.c.res_type == "Patient", r.c.res_id.in_(img)))
+            members.append(and_(r.c.res_type.in_(IMAGING_TYPES), exists(select(1).where(
+                rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient", rc.c.comp_id.in_(img)))))
         shared = r.c.res_type.notin_(PATIENT_COMPARTMENT_TYPES | RESTRICTED_TYPES)
         members.append(shared)
         if context != "patient" and p.role in ("staff", "system"):
@@ -218,6 +229,8 @@ class SmartPolicy:
     # -- writes -------------------------------------------------------------------------
     def check_write(self, res_type: str, body: dict[str, Any]) -> None:
         p = self.p
+        if res_type == "Patient" and self._email_owners is not None:
+            self._check_reserved_email(body)
         scopes = [s for s in self.p.scopes if s.perms & {"c", "u"} and s.res_type in ("*", res_type)]
         if not scopes:
             raise _forbidden(f"The token's scopes do not allow writing {res_type}")
@@ -228,6 +241,19 @@ class SmartPolicy:
                 return
             errors.append(msg)
         raise _forbidden(errors[0])
+
+    def _check_reserved_email(self, body: dict[str, Any]) -> None:
+        """issue 7: an email owned by an account, or of an unlinked/closed profile, is not reusable."""
+        emails = [t["value"].strip().lower() for t in body.get("telecom") or []
+                  if t.get("system") == "email" and isinstance(t.get("value"), str)]
+        if not emails or self._email_owners is None:
+            return
+        for email, (owner_type, owner_id) in self._email_owners(emails).items():
+            if owner_type == "Patient" and owner_id != body.get("id"):
+                from fhirserver.api.outcome import FhirError
+
+                raise FhirError(409, f"The email address {email} is reserved by another profile; find the patient "
+                                "by email and request access, or have the account reactivated", "duplicate")
 
     def _write_error(self, s: Scope, res_type: str, body: dict[str, Any]) -> str | None:
         p = self.p

@@ -513,6 +513,9 @@ def dispatch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
 
 
 OPERATIONS: dict[str, Handler] = {"$reindex": reindex}
+import fhirserver.operations  # noqa: E402  (issue 7: lifecycle operations)
+
+OPERATIONS.update(fhirserver.operations.registry())
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 __all__ = ["Context", "FhirRequest", "FhirResponse", "Issue", "WRITE_METHODS", "dispatch",
            "find_matches", "http_date", "route"]

@@ -16,7 +16,7 @@ def dw(app, client):  # noqa: ANN001, ANN201
         for table in reversed(DICOM_TABLES):
             conn.execute(delete(table))
     yield client
-    flush_audits()  # no AuditEvent of this test lands in the next test's database
+    flush_audits(app)  # no AuditEvent of this test lands in the next test's database
 
 
 @pytest.fixture(scope="session")
@@ -29,4 +29,5 @@ def dw_secure(dw_secure_app, dw):  # noqa: ANN001, ANN201
     """The auth-on app on the same (emptied) database; tokens made directly in the token table."""
     with dw_secure_app.extensions["fhirserver"].repo.engine.begin() as c:
         c.execute(text("DELETE FROM auth_token"))
-    return dw_secure_app
+    yield dw_secure_app
+    flush_audits(dw_secure_app)

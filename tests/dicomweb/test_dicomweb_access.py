@@ -77,7 +77,7 @@ def test_patient_token_sees_only_its_studies(dw_secure, dw):
     obs = _token(engine, "patient/Observation.rs", {"role": "patient", "patient": "a", "patients": ["a"]})
     assert c.get(f"{DW}/studies", headers={"Authorization": f"Bearer {obs}"}).status_code == 403
     # each access audited with the client and the user
-    flush_audits()  # written in batches by a background thread
+    flush_audits(dw_secure)  # written in batches by a background thread
     events = dw.get("/fhir/AuditEvent?_count=500").get_json()["entry"]
     mine = [e["resource"] for e in events
             if any(a["who"].get("identifier", {}).get("value") == "viewer-app" for a in e["resource"]["agent"])]

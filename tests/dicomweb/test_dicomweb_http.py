@@ -143,7 +143,7 @@ def test_stow_then_qido_wado_metadata_frames(dw, repo):
     assert dw.get(f"{DW}/wado?{q}").headers["Content-Type"] == "image/jpeg"
 
     # every request audited, with the ImagingStudy and Patient as entities
-    flush_audits()  # written in batches by a background thread
+    flush_audits(dw.application)  # written in batches by a background thread
     events = dw.get("/fhir/AuditEvent?_count=500").get_json()
     kinds = [e["resource"]["type"]["code"] for e in events.get("entry", [])]
     assert kinds.count("110107") >= 2 and kinds.count("110112") >= 10 and kinds.count("110106") >= 10

@@ -77,7 +77,7 @@ def test_new_user_flow(session_app, database_url, tmp_path):  # noqa: ANN001
                                   capture_output=True)
             try:
                 up = requests.get(base + "/metadata", timeout=2).status_code == 200
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still starting its workers
                 up = False
             if echo.returncode == 0 and up:
                 break

@@ -1,0 +1,45 @@
+"""FHIR operations of the patients' lifecycle (issue 7); one module per operation.
+
+`registry()` maps `$name` to its handler for `fhirserver.api.interactions.OPERATIONS`;
+`OPERATION_DEFINITIONS` names the OperationDefinition of each (conformance/definitions) with the
+resource types it applies to, for the CapabilityStatement.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def registry() -> dict[str, Callable[..., Any]]:
+    from fhirserver.operations import erase, invite, merge, sharing, unlink
+
+    return {
+        "$invite": invite.invite,
+        "$find-by-email": sharing.find_by_email,
+        "$request-access": sharing.request_access,
+        "$access-requests": sharing.access_requests,
+        "$respond-access": sharing.respond_access,
+        "$access-log": sharing.access_log,
+        "$unlink": unlink.unlink,
+        "$close": unlink.close,
+        "$reactivate": unlink.reactivate,
+        "$merge": merge.merge,
+        "$erase": erase.erase,
+    }
+
+
+# name -> (OperationDefinition id, resource types)
+OPERATION_DEFINITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "invite": ("Patient-invite", ("Patient", "RelatedPerson")),
+    "find-by-email": ("Patient-find-by-email", ("Patient",)),
+    "request-access": ("Patient-request-access", ("Patient",)),
+    "access-requests": ("Patient-access-requests", ("Patient",)),
+    "respond-access": ("Patient-respond-access", ("Patient",)),
+    "access-log": ("Patient-access-log", ("Patient",)),
+    "unlink": ("Patient-unlink", ("Patient",)),
+    "close": ("Patient-close", ("Patient",)),
+    "reactivate": ("Patient-reactivate", ("Patient",)),
+    "merge": ("Patient-merge", ("Patient",)),
+    "erase": ("Patient-erase", ("Patient",)),
+}
+
+__all__ = ["OPERATION_DEFINITIONS", "registry"]

@@ -1,0 +1,163 @@
+"""Helpers shared by the lifecycle operations: parameters, principal, audit, emails."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from fhirserver.api.outcome import FhirError
+
+EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+SHARING = "urn:fhirserver:sharing"
+IMAGING_TYPES = ("ImagingStudy", "Media")
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def instant() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def services() -> Any:
+    from flask import current_app
+
+    return current_app.extensions["fhirserver"]
+
+
+def principal(ctx: Any) -> Any:
+    """The SMART Principal of the request, or None (no-auth mode / internal callers)."""
+    return getattr(ctx.access, "p", None)
+
+
+def role(ctx: Any) -> str:
+    p = principal(ctx)
+    return "admin" if p is None else p.role
+
+
+def params(req: Any) -> dict[str, Any]:
+    """Operation parameters from the query string and a Parameters body (body wins)."""
+    out: dict[str, Any] = {k: v for k, v in req.params}
+    body = req.body
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        for p in body.get("parameter") or []:
+            name = p.get("name")
+            if not name:
+                continue
+            if "resource" in p:
+                out[name] = p["resource"]
+                continue
+            for k, v in p.items():
+                if k.startswith("value"):
+                    out[name] = v
+                    break
+    return out
+
+
+def truthy(v: Any) -> bool:
+    return v is True or (isinstance(v, str) and v.strip().lower() in ("true", "1", "yes"))
+
+
+def ref_id(v: Any, res_type: str) -> str | None:
+    """The id in 'Patient/1', {'reference': 'Patient/1'} or '1'."""
+    if isinstance(v, dict):
+        v = v.get("reference")
+    if not isinstance(v, str) or not v:
+        return None
+    v = v.split("/_history/")[0]
+    if "/" in v:
+        t, _, i = v.rstrip("/").rpartition("/")
+        if t.rsplit("/", 1)[-1] != res_type:
+            return None
+        return i
+    return v
+
+
+def emails_of(body: dict[str, Any]) -> list[str]:
+    return [t["value"].strip().lower() for t in body.get("telecom") or []
+            if t.get("system") == "email" and isinstance(t.get("value"), str) and t["value"].strip()]
+
+
+def check_email(email: str | None) -> str:
+    if not email:
+        raise FhirError(422, "An email address is required", "required")
+    email = email.strip().lower()
+    if len(email) > 254 or not EMAIL_RE.match(email):
+        raise FhirError(422, f"'{email}' is not a valid email address", "value")
+    return email
+
+
+def visible(ctx: Any, tx: Any, res_type: str, res_id: str) -> dict[str, Any]:
+    """The current body the caller may see, else 404 (no existence leak)."""
+    from fhirserver.api.interactions import check_id
+
+    check_id(res_id)
+    cur = tx.current(res_type, res_id, where=ctx.access.row_filter(res_type))
+    if cur is None or cur.deleted or cur.body is None:
+        raise FhirError(404, f"{res_type}/{res_id} is not known", "not-found")
+    return json.loads(cur.body)
+
+
+def require(ctx: Any, *roles: str) -> Any:
+    p = principal(ctx)
+    if p is not None and p.role not in roles and p.role != "admin":
+        raise FhirError(403, f"This operation is for {' or '.join(roles)} users", "forbidden")
+    return p
+
+
+def audit(tx: Any, ctx: Any, action: str, refs: Iterable[str], what: str, detail: str = "") -> None:
+    """An AuditEvent in the operation's own transaction."""
+    p = principal(ctx)
+    agent: list[dict[str, Any]] = [{
+        "type": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110150",
+                             "display": "Application"}]},
+        "who": {"identifier": {"system": "urn:fhirserver:oauth-client",
+                               "value": getattr(p, "client_id", None) or "internal"}},
+        "requestor": not getattr(p, "fhir_user", None)}]
+    if getattr(p, "fhir_user", None):
+        agent.append({"who": {"reference": p.fhir_user}, "requestor": True})
+    entity = [{"what": {"reference": r}} for r in refs]
+    if detail:
+        entity.append({"what": {"display": what}, "description": detail[:1000]})
+    tx.create("AuditEvent", {
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
+                 "display": "RESTful Operation"},
+        "subtype": [{"system": "urn:fhirserver:audit", "code": what}],
+        "action": action, "recorded": instant(), "outcome": "0", "agent": agent,
+        "source": {"observer": {"display": "fhirserver"}}, "entity": entity})
+
+
+def parameters(*pairs: tuple[str, Any]) -> dict[str, Any]:
+    out = []
+    for name, v in pairs:
+        if isinstance(v, bool):
+            out.append({"name": name, "valueBoolean": v})
+        elif isinstance(v, int):
+            out.append({"name": name, "valueInteger": v})
+        elif isinstance(v, dict) and "resourceType" in v:
+            out.append({"name": name, "resource": v})
+        elif isinstance(v, dict) and "reference" in v:
+            out.append({"name": name, "valueReference": v})
+        else:
+            out.append({"name": name, "valueString": str(v)})
+    return {"resourceType": "Parameters", "parameter": out}
+
+
+def root_url() -> str:
+    base = services().fhir_base().rstrip("/")
+    return base[: -len("/fhir")] if base.endswith("/fhir") else base
+
+
+def revoke_user_tokens(conn: Any, user_pk: int) -> None:
+    from sqlalchemy import update
+
+    from smart_auth import store
+    from smart_auth.tables import auth_token
+
+    conn.execute(update(auth_token).where(auth_token.c.user_pk == user_pk).values(revoked=True))
+    store.bump_revocations()

@@ -1,0 +1,120 @@
+"""`Patient/[id]/$unlink` (staff remove a patient from their organization), `$close` (the patient
+closes their account), `$reactivate` (staff or admin bring a closed/unlinked profile back).
+
+The email of an unlinked, closed or deleted profile stays reserved: a new profile with it is
+refused (409) until the account is reactivated.
+"""
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select, update
+
+from fhirserver.api.interactions import FhirResponse
+from fhirserver.api.outcome import FhirError
+from fhirserver.operations import _common as c
+from fhirserver.operations.tables import lifecycle_account, lifecycle_email
+from fhirserver.storage.tables import idx_reference, resource
+
+
+def _reserve_all(conn, body: dict, pid: str, status: str) -> None:  # noqa: ANN001
+    from sqlalchemy import insert
+
+    for email in c.emails_of(body):
+        row = conn.execute(select(lifecycle_email).where(lifecycle_email.c.email == email)).mappings().first()
+        if row is None:
+            conn.execute(insert(lifecycle_email).values(email=email, res_type="Patient", res_id=pid, status=status))
+        elif row["res_type"] == "Patient" and row["res_id"] == pid:
+            conn.execute(update(lifecycle_email).where(lifecycle_email.c.email == email).values(status=status))
+
+
+def _owned(conn, pid: str) -> dict | None:  # noqa: ANN001
+    row = conn.execute(select(lifecycle_account).where(lifecycle_account.c.res_type == "Patient",
+                                                       lifecycle_account.c.res_id == pid)).mappings().first()
+    return dict(row) if row else None
+
+
+def unlink(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
+    ctx.access.check_interaction("operation", "Patient")
+    p = c.require(ctx, "staff")
+    pid = req.res_id
+    body = c.visible(ctx, tx, "Patient", pid)
+    orgs = set(p.organizations) if p is not None else set()
+    org = c.ref_id(body.get("managingOrganization"), "Organization")
+    changed = False
+    if org and (p is None or p.role == "admin" or org in orgs):
+        body = {k: v for k, v in body.items() if k != "managingOrganization"}
+        tx.update("Patient", pid, body)
+        changed = True
+    # consents that share the patient with the unlinking organization end too
+    tx.flush()
+    for cid, text in tx.conn.execute(select(resource.c.res_id, resource.c.body).where(
+            resource.c.res_type == "Consent", resource.c.deleted.is_(False),
+            resource.c.pk.in_(select(idx_reference.c.res_pk).where(
+                idx_reference.c.param == "patient", idx_reference.c.target_id == pid)))).all():
+        consent = json.loads(text)
+        actors = {c.ref_id(a.get("reference"), "Organization") for a in (consent.get("provision") or {}).get("actor") or []}
+        if consent.get("status") == "active" and actors & orgs:
+            tx.update("Consent", cid, {**consent, "status": "inactive"})
+            changed = True
+    if not changed:
+        raise FhirError(422, "This patient is not on your organization's list", "processing")
+    _reserve_all(tx.conn, body, pid, "owned" if (_owned(tx.conn, pid) or {}).get("status") == "active" else "unlinked")
+    c.audit(tx, ctx, "U", [f"Patient/{pid}"], "unlink", "removed from the organization")
+    return FhirResponse(200, c.parameters(("result", True), ("message", f"Patient/{pid} was removed from your list")))
+
+
+def close(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
+    ctx.access.check_interaction("operation", "Patient")
+    pid = req.res_id
+    body = c.visible(ctx, tx, "Patient", pid)
+    p = c.principal(ctx)
+    if p is not None and p.role not in ("admin",) and not (p.role == "patient" and pid in p.patients):
+        raise FhirError(403, "Only the patient closes their own account", "forbidden")
+    acct = _owned(tx.conn, pid)
+    tx.update("Patient", pid, {**body, "active": False})
+    if acct:
+        from smart_auth.tables import auth_user
+
+        tx.conn.execute(update(auth_user).where(auth_user.c.pk == acct["user_pk"]).values(active=False))
+        tx.conn.execute(update(lifecycle_account).where(lifecycle_account.c.user_pk == acct["user_pk"])
+                        .values(status="closed"))
+        c.revoke_user_tokens(tx.conn, acct["user_pk"])
+    _reserve_all(tx.conn, body, pid, "closed")
+    c.audit(tx, ctx, "U", [f"Patient/{pid}"], "close", "account closed")
+    return FhirResponse(200, c.parameters(("result", True), ("message", "The account is closed")))
+
+
+def reactivate(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
+    ctx.access.check_interaction("operation", "Patient")
+    p = c.require(ctx, "staff")
+    pid = req.res_id
+    cur = tx.current("Patient", pid)
+    if cur is None or cur.deleted or cur.body is None:
+        raise FhirError(404, f"Patient/{pid} is not known", "not-found")
+    body = json.loads(cur.body)
+    new = {**body, "active": True}
+    if p is not None and p.role != "admin":
+        if not p.organizations:
+            raise FhirError(403, "Reactivating needs an organization", "forbidden")
+        if "managingOrganization" not in new:
+            new["managingOrganization"] = {"reference": f"Organization/{p.organizations[0]}"}
+    ctx.access.check_write("Patient", {**new, "id": pid})
+    tx.update("Patient", pid, new)
+    acct = _owned(tx.conn, pid)
+    if acct:
+        from smart_auth.tables import auth_user
+
+        status = "active" if acct["activated"] else "invited"
+        tx.conn.execute(update(lifecycle_account).where(lifecycle_account.c.user_pk == acct["user_pk"])
+                        .values(status=status))
+        tx.conn.execute(update(auth_user).where(auth_user.c.pk == acct["user_pk"]).values(active=bool(acct["activated"])))
+        for email in c.emails_of(body):
+            tx.conn.execute(update(lifecycle_email).where(lifecycle_email.c.email == email,
+                                                          lifecycle_email.c.res_id == pid).values(status="owned"))
+    else:
+        for email in c.emails_of(body):
+            tx.conn.execute(lifecycle_email.delete().where(lifecycle_email.c.email == email,
+                                                           lifecycle_email.c.res_id == pid))
+    c.audit(tx, ctx, "U", [f"Patient/{pid}"], "reactivate", "account reactivated")
+    return FhirResponse(200, c.parameters(("result", True), ("message", f"Patient/{pid} is active again")))
