@@ -93,19 +93,96 @@ def _chunked_end(buf: bytearray, start: int) -> int:
             return -1
 
 
+def _connect(host: str, port: int) -> socket.socket:
+    s = socket.create_connection((host, port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def _server_sockets(port: int) -> tuple[int | None, dict[int, int]]:
+    """(inode of the listening socket on `port`, {client port: inode of the accepted socket})."""
+    listen, accepted = None, {}
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            p = line.split()
+            if int(p[1].rsplit(":", 1)[1], 16) != port:
+                continue
+            if p[3] == "0A":
+                listen = int(p[9])
+            else:
+                accepted[int(p[2].rsplit(":", 1)[1], 16)] = int(p[9])
+    return listen, accepted
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    out = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                out.add(int(link[8:-1]))
+    except OSError:
+        pass
+    return out
+
+
+def owners(socks: list[socket.socket], port: int, pids: list[int]) -> tuple[list[int | None], list[int]]:
+    """Which worker process accepted each client socket, and the pids that are workers (those
+    holding the listening socket). Linux /proc only."""
+    listen, accepted = _server_sockets(port)
+    fds = {pid: _socket_inodes(pid) for pid in pids}
+    workers = [pid for pid in pids if listen in fds[pid]]
+    where = []
+    for s in socks:
+        inode = accepted.get(s.getsockname()[1])
+        where.append(next((pid for pid in workers if inode in fds[pid]), None))
+    return where, workers
+
+
+def balanced(host: str, port: int, n: int, pids: list[int] | None, attempts: int = 200) -> list[socket.socket]:
+    """`n` keep-alive connections spread evenly over the server's worker processes.
+
+    gunicorn's workers race to accept; with a handful of long-lived connections one worker often
+    gets nearly all of them (7-8 of 8 here), which halves throughput at random. The bench wants
+    reproducible figures, so it reconnects until the workers hold n/len(workers) each (as many
+    independent clients would on average). `pids`=None: no balancing.
+    """
+    socks = [_connect(host, port) for _ in range(n)]
+    if not pids or not os.path.exists("/proc/net/tcp"):
+        return socks
+    for _ in range(attempts):
+        where, workers = owners(socks, port, pids)
+        if len(workers) < 2:
+            return socks
+        if None in where:  # not accepted yet
+            time.sleep(0.002)
+            continue
+        load = {w: where.count(w) for w in workers}
+        hi, lo = max(load, key=load.get), min(load, key=load.get)
+        if load[hi] - load[lo] <= 1:
+            return socks
+        i = where.index(hi)
+        socks[i].close()
+        socks[i] = _connect(host, port)
+    return socks
+
+
 def run(host: str, port: int, next_request: RequestSource, *, connections: int = 8,
         duration: float = 8.0, warmup: float = 1.0, capture: bool = False,
-        max_requests: int | None = None) -> Result:
+        max_requests: int | None = None, balance_pids: list[int] | None = None) -> Result:
     """Drive `connections` keep-alive clients for warmup+duration seconds (or max_requests).
 
     Only requests started after the warm-up and finished before the end count. With
-    `max_requests`, every request counts and the run stops after that many.
+    `max_requests`, every request counts and the run stops after that many. `balance_pids`: the
+    server's child processes, to spread the connections evenly over its workers.
     """
     sel = selectors.DefaultSelector()
     conns: list[_Conn] = []
-    for i in range(connections):
-        s = socket.create_connection((host, port))
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i, s in enumerate(balanced(host, port, connections, balance_pids)):
         c = _Conn(i, s)
         conns.append(c)
         sel.register(s, selectors.EVENT_READ, c)

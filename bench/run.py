@@ -5,16 +5,21 @@ One run measures, with 8 concurrent keep-alive HTTP clients (one cheap selector 
 and in the same run the references:
 
 - raw psycopg on a second fresh database with the server's own schema: the same rows in the same
-  transactions (create: INSERT resource + INSERT resource_history; read: SELECT by
-  (res_type, res_id); update: SELECT ... FOR UPDATE + UPDATE + INSERT history), 8 connections;
+  transactions (create: INSERT resource + INSERT resource_history + the index rows the server
+  writes for that Patient; read: SELECT by (res_type, res_id); update: SELECT ... FOR UPDATE +
+  UPDATE + INSERT history + replace the index rows), 8 connections;
 - a bare Flask endpoint (`bench.bare_app`) returning the bytes of the server's read through the
   same gunicorn configuration, hit by the same load generator;
 - transaction ingest of the 25 Synthea patients in `bench/data/synthea` (resources/s).
 
 It prints one table and, as its last line, one JSON object with the ratios and figures.
+Server and reference phases alternate in BENCH_ROUNDS (default 2) turns each, so load from
+elsewhere on the machine hits both sides alike.
 Environment: BENCH_SECONDS (measured seconds per phase, default 8), BENCH_WARMUP (default 1),
 FHIRSERVER_BENCH_DATABASE_URL (PostgreSQL server to create the scratch databases on, default
-postgresql://postgres@127.0.0.1:5432/postgres), BENCH_KEEP_LOGS=1 (keep the server logs).
+postgresql://postgres@127.0.0.1:5432/postgres), BENCH_WAIT_IDLE (seconds to wait for a busy
+machine to become idle first, default 30), BENCH_RAW_INDEX=0 (the raw reference writes only
+resource + resource_history, not the server's index rows), BENCH_KEEP_LOGS=1 (keep the logs).
 """
 from __future__ import annotations
 
@@ -125,6 +130,8 @@ class Scratch:
     def drop_all(self) -> None:
         import psycopg
 
+        if not self.created:
+            return
         try:
             with psycopg.connect(self.admin_url, autocommit=True) as conn:
                 for name in self.created:
@@ -177,6 +184,21 @@ class Proc:
                     pass
                 self.p.wait(timeout=5)
         self._log.close()
+
+    def wait_workers(self, port: int, n: int, timeout: float = 60.0) -> list[int]:
+        """The child pids once `n` of them (the gunicorn workers) hold the listening socket:
+        gunicorn answers as soon as its first worker is up, the others may still be forking."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.worker_pids()
+            if not os.path.exists("/proc/net/tcp"):
+                return pids
+            _where, workers = loadgen.owners([], port, pids)
+            if len(workers) >= n or time.monotonic() > deadline:
+                if len(workers) < n:
+                    log(f"{self.name}: only {len(workers)} of {n} workers found; CPU figures will be partial")
+                return pids
+            time.sleep(0.1)
 
     def worker_pids(self) -> list[int]:
         try:
@@ -239,6 +261,12 @@ class CpuMeter:
         n = max(1, n)
         return {k: round(1000 * getattr(self, k) / n, 3) for k in ("app", "db", "client", "irq", "other")}
 
+    def cpu_bound_rate(self, n: int) -> float:
+        """Operations/s if the whole machine were theirs and CPU the only limit: CPUs / (CPU per
+        operation without `other`). An upper bound that other processes on the machine don't skew."""
+        own = self.app + self.db + self.client + self.irq
+        return round(loadgen.cpu_count() * n / own, 1) if own > 0 else 0.0
+
     def busy_share(self) -> float:
         return round(self.machine / (self.wall * loadgen.cpu_count()), 3) if self.wall else 0.0
 
@@ -277,18 +305,47 @@ class Phase:
         return {"rps": round(self.res.rps, 1), "p50_ms": round(self.res.pct_ms(50), 2),
                 "p99_ms": round(self.res.pct_ms(99), 2), "n": self.res.count, "errors": self.res.errors,
                 "cpu_ms_per_req": self.cpu.per_request(self.res.total_completed),
+                "cpu_bound_rps": self.cpu.cpu_bound_rate(self.res.total_completed),
                 "machine_busy": self.cpu.busy_share()}
+
+
+def merge(phases: list[Phase]) -> Phase:
+    """One Phase from the alternating slices of the same measurement."""
+    if len(phases) == 1:
+        return phases[0]
+    first = phases[0]
+    statuses: dict[int, int] = {}
+    for p in phases:
+        for k, v in p.res.statuses.items():
+            statuses[k] = statuses.get(k, 0) + v
+    res = loadgen.Result(sum(p.res.seconds for p in phases), [x for p in phases for x in p.res.latencies_ns],
+                         statuses, sum(p.res.errors for p in phases), sum(p.res.client_cpu_s for p in phases),
+                         [x for p in phases for x in p.res.captured], sum(p.res.total_completed for p in phases))
+    cpu = CpuMeter(first.cpu.app_pids, first.cpu.db_pids)
+    for k in ("wall", "machine", "irq", "client", "app", "db", "other"):
+        setattr(cpu, k, sum(getattr(p.cpu, k) for p in phases))
+    return Phase(first.name, res, cpu)
+
+
+def log_phase(ph: Phase) -> None:
+    r = ph.res
+    log(f"{ph.name:<18} {r.rps:8.0f} /s  p50 {r.pct_ms(50):6.2f} ms  p99 {r.pct_ms(99):6.2f} ms  "
+        f"CPU ms/op {ph.cpu.per_request(r.total_completed)}  machine busy {ph.cpu.busy_share():.0%}  "
+        f"CPU-bound {ph.cpu.cpu_bound_rate(r.total_completed):.0f}/s  "
+        f"errors {r.errors}")
+
+
+BALANCE = os.environ.get("BENCH_BALANCE", "1") != "0"
 
 
 def http_phase(name: str, port: int, source: loadgen.RequestSource, seconds: float, warmup: float,
                meter: CpuMeter, capture: bool = False) -> Phase:
+    """CLIENTS keep-alive connections, spread evenly over the workers (meter.app_pids) unless
+    BENCH_BALANCE=0."""
     with meter:
         res = loadgen.run("127.0.0.1", port, source, connections=CLIENTS, duration=seconds, warmup=warmup,
-                          capture=capture)
-    ph = Phase(name, res, meter)
-    log(f"{name:<18} {res.rps:8.0f} req/s  p50 {res.pct_ms(50):6.2f} ms  p99 {res.pct_ms(99):6.2f} ms  "
-        f"CPU ms/req {ph.cpu.per_request(res.total_completed)}  errors {res.errors}")
-    return ph
+                          capture=capture, balance_pids=meter.app_pids if BALANCE else None)
+    return Phase(name, res, meter)
 
 
 # -- raw psycopg reference -----------------------------------------------------------------------
@@ -316,11 +373,75 @@ def now_ms() -> datetime:
     return t.replace(microsecond=(t.microsecond // 1000) * 1000)
 
 
-class RawClients:
-    """CLIENTS psycopg connections (autocommit off), each driven by its own thread.
+_PK, _RID = object(), object()  # placeholders in the index-row templates
 
-    The threads only wait on PostgreSQL most of the time (psycopg releases the GIL), so this
-    measures the database; the client's own CPU is reported beside it.
+
+@dataclasses.dataclass
+class DependentRows:
+    """Rows the server writes beside `resource` for one resource (search index, compartments):
+    one table, its columns and their SQL types, and row templates with the resource's pk and id
+    as placeholders."""
+
+    table: str
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def insert_sql(self) -> Any:
+        """One INSERT ... SELECT FROM unnest(arrays): all rows of the table in one short,
+        cacheable statement with one parameter per column."""
+        from psycopg import sql
+
+        return sql.SQL("INSERT INTO {} ({}) SELECT * FROM unnest({})").format(
+            sql.Identifier(self.table), sql.SQL(", ").join(map(sql.Identifier, self.columns)),
+            sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(t)) for t in self.types))
+
+    def delete_sql(self) -> Any:
+        from psycopg import sql
+
+        return sql.SQL("DELETE FROM {} WHERE res_pk = %s").format(sql.Identifier(self.table))
+
+    def params(self, pk: int, rid: str) -> list[list[Any]]:
+        return [[pk if v is _PK else rid if v is _RID else v for v in col] for col in zip(*self.rows)]
+
+
+def dependent_rows(url: str, res_type: str, res_id: str) -> list[DependentRows]:
+    """What the server wrote for one resource in every table keyed by `res_pk` (found from the
+    schema, so the raw reference follows the server's write path as it evolves)."""
+    import psycopg
+    from psycopg import sql
+
+    out: list[DependentRows] = []
+    with psycopg.connect(url) as conn:
+        pk = conn.execute("SELECT pk FROM resource WHERE res_type = %s AND res_id = %s",
+                          (res_type, res_id)).fetchone()[0]
+        tables = [r[0] for r in conn.execute(
+            "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND column_name = 'res_pk' ORDER BY table_name")]
+        for table in tables:
+            cols = conn.execute(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+                "AND a.attidentity = '' AND NOT EXISTS (SELECT 1 FROM pg_attrdef d WHERE d.adrelid = a.attrelid "
+                "AND d.adnum = a.attnum AND pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval%%') "
+                "ORDER BY a.attnum", (table,)).fetchall()
+            names = [c for c, _t in cols]
+            rows = conn.execute(sql.SQL("SELECT {} FROM {} WHERE res_pk = %s").format(
+                sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(table)), (pk,)).fetchall()
+            if rows:
+                tpl = [tuple(_PK if c == "res_pk" else _RID if v == res_id else v for c, v in zip(names, row))
+                       for row in rows]
+                out.append(DependentRows(table, names, [t for _c, t in cols], tpl))
+    return out
+
+
+class RawClients:
+    """CLIENTS psycopg connections (autocommit off), each driven by its own thread, issuing the
+    rows the server writes: `resource`, `resource_history` and the dependent rows (search index,
+    compartments) the server wrote for a Patient, with one multi-row INSERT per table.
+
+    The threads mostly wait on PostgreSQL (psycopg releases the GIL), so this measures the
+    database; the client's own CPU is reported beside it.
     """
 
     def __init__(self, url: str, template: dict[str, Any]) -> None:
@@ -329,6 +450,14 @@ class RawClients:
         self.conns = [psycopg.connect(url, autocommit=False) for _ in range(CLIENTS)]
         self.template = template
         self.ids: list[str] = []
+        self.dependent: list[tuple[DependentRows, Any, Any]] = []
+
+    def set_dependent(self, dep: list[DependentRows]) -> None:
+        c = self.conns[0]  # rendered once to plain SQL text: psycopg caches and prepares it
+        self.dependent = [(d, d.insert_sql().as_string(c), d.delete_sql().as_string(c)) for d in dep]
+
+    def rows_per_write(self) -> dict[str, int]:
+        return {"resource": 1, "resource_history": 1, **{d.table: len(d.rows) for d, _i, _d in self.dependent}}
 
     def pids(self) -> list[int]:
         return [c.info.backend_pid for c in self.conns]
@@ -337,15 +466,17 @@ class RawClients:
         for c in self.conns:
             c.close()
 
-    # the server's statements for create / read / update -------------------------------------------
+    # the server's rows for create / read / update -------------------------------------------------
     def create(self, conn: Any, _rnd: random.Random) -> None:
         rid = str(uuid.uuid4())
         when = now_ms()
         text = stamped_text(self.template, rid, 1, when)
         with conn.cursor() as cur:
             cur.execute(SQL_INSERT, ("Patient", rid, 1, when, text))
-            cur.fetchone()
+            pk = cur.fetchone()[0]
             cur.execute(SQL_HISTORY, ("Patient", rid, 1, when, "POST", text))
+            for dep, ins, _del in self.dependent:
+                cur.execute(ins, dep.params(pk, rid))
         conn.commit()
         self.ids.append(rid)  # list.append is atomic under the GIL
 
@@ -368,6 +499,9 @@ class RawClients:
             text = stamped_text({**self.template, "id": rid}, rid, vid, when)
             cur.execute(SQL_UPDATE, (vid, when, text, pk))
             cur.execute(SQL_HISTORY, ("Patient", rid, vid, when, "PUT", text))
+            for dep, ins, dele in self.dependent:
+                cur.execute(dele, (pk,))
+                cur.execute(ins, dep.params(pk, rid))
         conn.commit()
 
     def phase(self, name: str, op: Callable[[Any, random.Random], None], seconds: float,
@@ -410,16 +544,15 @@ class RawClients:
                 t.join()
         lat = [x for xs in lats for x in xs]
         res = loadgen.Result(seconds, lat, {200: len(lat)}, sum(errors), meter.client, [], sum(done))
-        ph = Phase(name, res, meter)
-        log(f"{name:<18} {res.rps:8.0f} tx/s   p50 {res.pct_ms(50):6.2f} ms  p99 {res.pct_ms(99):6.2f} ms  "
-            f"CPU ms/tx {meter.per_request(res.total_completed)}  errors {res.errors}")
-        return ph
+        return Phase(name, res, meter)
 
 
 # -- Synthea ingest ------------------------------------------------------------------------------
 def synthea_ingest(port: int, files: list[Path], meter: CpuMeter) -> dict[str, Any]:
     """POST every bundle as a transaction, INGEST_CLIENTS at a time; resources/s over wall time."""
     import http.client
+
+    socks = loadgen.balanced("127.0.0.1", port, INGEST_CLIENTS, meter.app_pids if BALANCE else None)
 
     bundles = []
     for f in files:
@@ -431,8 +564,9 @@ def synthea_ingest(port: int, files: list[Path], meter: CpuMeter) -> dict[str, A
     done: dict[str, Any] = {"resources": 0, "bundles": 0, "failed": []}
     lat: list[float] = []
 
-    def work() -> None:
+    def work(sock: Any) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        conn.sock = sock  # the balanced connection (http.client reconnects by itself if it closes)
         while True:
             with lock:
                 if not queue:
@@ -459,7 +593,7 @@ def synthea_ingest(port: int, files: list[Path], meter: CpuMeter) -> dict[str, A
                     done["failed"].append(f"{name}: HTTP {resp.status} {body[:300]!r}")
         conn.close()
 
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(INGEST_CLIENTS)]
+    threads = [threading.Thread(target=work, args=(sk,), daemon=True) for sk in socks]
     with meter:
         t0 = time.perf_counter()
         for t in threads:
@@ -474,6 +608,7 @@ def synthea_ingest(port: int, files: list[Path], meter: CpuMeter) -> dict[str, A
            "bundle_p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
            "bundle_max_ms": round(lat[-1] * 1000, 1) if lat else None,
            "cpu_ms_per_resource": meter.per_request(done["resources"]),
+           "cpu_bound_resources_per_s": meter.cpu_bound_rate(done["resources"]),
            "machine_busy": meter.busy_share()}
     log(f"{'synthea ingest':<18} {out['resources_per_s']:8.0f} resources/s ({out['resources']} in "
         f"{wall:.1f}s)  CPU ms/resource {out['cpu_ms_per_resource']}")
@@ -529,6 +664,12 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, _term)
     busy_before = idle_share()
+    wait_idle = float(os.environ.get("BENCH_WAIT_IDLE", "30"))
+    deadline = time.monotonic() + wait_idle
+    if busy_before > 0.15 and wait_idle > 0:
+        log(f"the machine is {busy_before:.0%} busy; waiting up to {wait_idle:g}s for it to calm down")
+        while busy_before > 0.15 and time.monotonic() < deadline:
+            busy_before = idle_share(2.0)
     if busy_before > 0.15:
         log(f"WARNING: the machine is {busy_before:.0%} busy before the run; figures will be low and noisy")
     tmp = Path(tempfile.mkdtemp(prefix="fhirbench-"))
@@ -536,7 +677,7 @@ def main() -> int:
     scratch = Scratch(admin_url)
     state = {"failed": True}
     with ExitStack() as stack:
-        stack.callback(lambda: log(f"logs kept in {tmp}") if (keep_logs or state["failed"])
+        stack.callback(lambda: log(f"logs kept in {tmp}") if (keep_logs or state["failed"]) and any(tmp.glob("*.log"))
                        else shutil.rmtree(tmp, ignore_errors=True))
         stack.callback(scratch.drop_all)
         pid = os.getpid()
@@ -557,11 +698,12 @@ def main() -> int:
         port = loadgen.free_port()
         server = Proc("server", [sys.executable, "-m", "fhirserver.cli", "serve", "--insecure-no-auth",
                                  "--host", "127.0.0.1", "--port", str(port), "--workers", str(WORKERS),
+                                 "--dicom-port", str(loadgen.free_port()),
                                  "--threads", str(THREADS), "--database-url", srv_url,
                                  "--data-dir", str(tmp / "data")], env, tmp)
         stack.callback(server.stop)
         server.wait_http(f"http://127.0.0.1:{port}/fhir/metadata")
-        spids = server.worker_pids()
+        spids = server.wait_workers(port, WORKERS)
         srv_backends = backend_pids(scratch.admin_url, srv_db)
         host = f"127.0.0.1:{port}"
         log(f"server up on :{port} (workers {spids}); {seconds:g}s per phase after {warmup:g}s warm-up; "
@@ -572,15 +714,41 @@ def main() -> int:
         raw = RawClients(raw_url, variants[0])
         stack.callback(raw.close)
 
-        # create
+        rounds = max(1, int(os.environ.get("BENCH_ROUNDS", "2")))
+        part = seconds / rounds
+
+        def alternate(*runners: Callable[[float, float], Phase]) -> list[Phase]:
+            """Server and reference take turns (rounds x seconds/rounds each), so a burst of
+            load from elsewhere on the machine hits both sides alike."""
+            got: list[list[Phase]] = [[] for _ in runners]
+            for r in range(rounds):
+                for i, run in enumerate(runners):
+                    got[i].append(run(part, warmup if r == 0 else min(warmup, 0.25)))
+            merged = [merge(g) for g in got]
+            for ph in merged:
+                log_phase(ph)
+            return merged
+
+        # the raw reference replays what the server writes for one create of variants[0]
         create_reqs = [loadgen.build_request("POST", "/fhir/Patient", host, dumps(p)) for p in variants]
-        s_create = http_phase("server create", port, loadgen.cycle(create_reqs), seconds, warmup,
-                              CpuMeter(spids, srv_backends), capture=True)
+        probe = loadgen.run("127.0.0.1", port, loadgen.cycle(create_reqs[:1]), connections=1, max_requests=1,
+                            capture=True).captured[0]
+        m = _LOC_RE.search(probe)
+        if not m:
+            raise RuntimeError(f"the server did not create a Patient: {probe[:500]!r}")
+        if os.environ.get("BENCH_RAW_INDEX", "1") != "0":  # 0: resource + resource_history only
+            raw.set_dependent(dependent_rows(srv_url, "Patient", m.group(1).decode()))
+        log(f"rows per create/update (the server's, replayed raw): {raw.rows_per_write()}")
+
+        # create
+        s_create, r_create = alternate(
+            lambda sec, wu: http_phase("server create", port, loadgen.cycle(create_reqs), sec, wu,
+                                       CpuMeter(spids, srv_backends), capture=True),
+            lambda sec, wu: raw.phase("raw insert", raw.create, sec, wu))
         ids = [m.group(1).decode() for h in s_create.res.captured if (m := _LOC_RE.search(h))]
         s_create.res.captured.clear()
         if not ids:
             raise RuntimeError(f"no ids from the create phase: {s_create.res.statuses}")
-        r_create = raw.phase("raw insert", raw.create, seconds, warmup)
 
         # read; the bare app answers with the bytes of one server read
         one = loadgen.run("127.0.0.1", port, loadgen.cycle([loadgen.build_request("GET", f"/fhir/Patient/{ids[0]}", host)]),
@@ -596,23 +764,27 @@ def main() -> int:
                              "--header", f"Last-Modified: {hdrs['last-modified']}"], env, tmp)
         stack.callback(bare.stop)
         bare.wait_http(f"http://127.0.0.1:{bare_port}/fhir/metadata")
-
+        bpids = bare.wait_workers(bare_port, WORKERS)
         read_reqs = [loadgen.build_request("GET", f"/fhir/Patient/{i}", host) for i in ids]
-        s_read = http_phase("server read", port, loadgen.random_pick(read_reqs.__getitem__, len(read_reqs)),
-                            seconds, warmup, CpuMeter(spids, srv_backends))
         bare_host = f"127.0.0.1:{bare_port}"
         bare_reqs = [loadgen.build_request("GET", f"/fhir/Patient/{i}", bare_host) for i in ids]
-        b_read = http_phase("bare Flask read", bare_port, loadgen.random_pick(bare_reqs.__getitem__, len(bare_reqs)),
-                            seconds, warmup, CpuMeter(bare.worker_pids(), lambda: []))
+        s_read, b_read, r_read = alternate(
+            lambda sec, wu: http_phase("server read", port, loadgen.random_pick(read_reqs.__getitem__, len(ids)),
+                                       sec, wu, CpuMeter(spids, srv_backends)),
+            lambda sec, wu: http_phase("bare Flask read", bare_port,
+                                       loadgen.random_pick(bare_reqs.__getitem__, len(ids)), sec, wu,
+                                       CpuMeter(bpids, lambda: [])),
+            lambda sec, wu: raw.phase("raw select", raw.read, sec, wu))
         bare.stop()
-        r_read = raw.phase("raw select", raw.read, seconds, warmup)
 
         # update, spread over every id created above
         upd_reqs = [loadgen.build_request("PUT", f"/fhir/Patient/{rid}", host, dumps({**variants[k % 64], "id": rid}))
                     for k, rid in enumerate(ids)]
-        s_update = http_phase("server update", port, loadgen.random_pick(upd_reqs.__getitem__, len(upd_reqs), seed=7),
-                              seconds, warmup, CpuMeter(spids, srv_backends))
-        r_update = raw.phase("raw update", raw.update, seconds, warmup)
+        s_update, r_update = alternate(
+            lambda sec, wu: http_phase("server update", port,
+                                       loadgen.random_pick(upd_reqs.__getitem__, len(ids), seed=7), sec, wu,
+                                       CpuMeter(spids, srv_backends)),
+            lambda sec, wu: raw.phase("raw update", raw.update, sec, wu))
         raw.close()
 
         # Synthea transaction ingest
@@ -633,6 +805,14 @@ def main() -> int:
                   "update_ratio": ratio(s_update, r_update), "read_vs_raw_select_ratio": ratio(s_read, r_read),
                   "synthea_resources_per_s": ingest["resources_per_s"]}
         met = {k: (ratios[k] is not None and ratios[k] >= v) for k, v in TARGETS.items()}
+
+        def cb(ph: Phase) -> float:
+            return ph.cpu.cpu_bound_rate(ph.res.total_completed)
+
+        cpu_bound = {"read_ratio": round(cb(s_read) / cb(b_read), 3) if cb(b_read) else None,
+                     "create_ratio": round(cb(s_create) / cb(r_create), 3) if cb(r_create) else None,
+                     "update_ratio": round(cb(s_update) / cb(r_update), 3) if cb(r_update) else None,
+                     "synthea_resources_per_s": ingest["cpu_bound_resources_per_s"]}
         phases = (s_create, s_read, s_update, b_read, r_create, r_read, r_update)
         errors = sum(p.res.errors for p in phases)
         state["failed"] = bool(errors or ingest["failed"])
@@ -641,6 +821,7 @@ def main() -> int:
             "targets": TARGETS,
             "targets_met": met,
             "all_targets_met": all(met.values()),
+            "cpu_bound_estimates": cpu_bound,
             "server": {"create": s_create.summary(), "read": s_read.summary(), "update": s_update.summary()},
             "reference": {"raw_insert": r_create.summary(), "bare_flask_read": b_read.summary(),
                           "raw_select": r_read.summary(), "raw_update": r_update.summary()},
@@ -648,8 +829,10 @@ def main() -> int:
             "errors": errors,
             "machine_busy_before": round(busy_before, 3),
             "config": {"clients": CLIENTS, "workers": WORKERS, "threads": THREADS, "seconds": seconds,
+                       "rounds": rounds, "balanced_connections": BALANCE,
                        "warmup": warmup, "cpus": loadgen.cpu_count(), "ingest_clients": INGEST_CLIENTS,
-                       "patient_bytes": len(dumps(variants[0])), "read_body_bytes": len(body)},
+                       "patient_bytes": len(dumps(variants[0])), "read_body_bytes": len(body),
+                       "rows_per_write": raw.rows_per_write()},
         }
         print(json.dumps(result, separators=(",", ":")), flush=True)
     return 1 if state["failed"] else 0

@@ -1,0 +1,94 @@
+"""Where a request's CPU goes: the server app in-process under cProfile, on a scratch PostgreSQL DB.
+
+    .venv/bin/python -m bench.profile read [N]        # or create, update, ingest
+    BENCH_PROFILE_SORT=tottime .venv/bin/python -m bench.profile create
+
+The Flask test client replaces gunicorn and the network (both identical for the bare-Flask
+reference), so what is printed is the server's own cost per request: routing, FHIR handling,
+validation, SQLAlchemy, psycopg, logging. Also prints CPU ms/request without the profiler, next
+to the same figure for the bare Flask endpoint of `bench.bare_app`.
+"""
+from __future__ import annotations
+
+import cProfile
+import io
+import logging
+import os
+import pstats
+import sys
+import sysconfig
+import time
+from typing import Callable
+
+from bench import bare_app
+from bench.run import DEFAULT_PG, SYNTHEA_DIR, Scratch, dumps, patient
+
+HDR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+
+
+def cpu_per_call(fn: Callable[[int], None], n: int) -> float:
+    fn(min(n, 200))  # warm caches, prepared statements, pools
+    t0 = time.process_time()
+    fn(n)
+    return 1000 * (time.process_time() - t0) / n
+
+
+def main(argv: list[str]) -> int:
+    op = argv[0] if argv else "read"
+    n = int(argv[1]) if len(argv) > 1 else (25 if op == "ingest" else 2000)
+    sort = os.environ.get("BENCH_PROFILE_SORT", "cumulative")
+    admin = os.environ.get("FHIRSERVER_BENCH_DATABASE_URL") or DEFAULT_PG
+    from fhirserver.app import create_app
+    from fhirserver.config import Settings
+    from fhirserver.storage import make_engine, upgrade
+
+    logging.getLogger("fhirserver.request").addHandler(logging.NullHandler())
+    logging.getLogger("fhirserver.request").propagate = False  # formatted, not written
+    scratch = Scratch(admin)
+    try:
+        url = scratch.create(f"fhirbench_prof_{os.getpid()}")
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        app = create_app(Settings(database_url=url, insecure_no_auth=True))
+        c = app.test_client()
+        bodies = [dumps(patient(i)) for i in range(64)]
+        ids = [c.post("/fhir/Patient", data=bodies[i % 64], headers=HDR).json["id"] for i in range(200)]
+        bundles = [p.read_bytes() for p in sorted(SYNTHEA_DIR.glob("*.json"))]
+
+        def run(k: int) -> None:
+            for i in range(k):
+                if op == "read":
+                    r = c.get(f"/fhir/Patient/{ids[i % len(ids)]}", headers=HDR)
+                elif op == "create":
+                    r = c.post("/fhir/Patient", data=bodies[i % 64], headers=HDR)
+                elif op == "update":
+                    rid = ids[i % len(ids)]
+                    r = c.put(f"/fhir/Patient/{rid}", data=dumps({**patient(i), "id": rid}), headers=HDR)
+                elif op == "ingest":
+                    r = c.post("/fhir", data=bundles[i % len(bundles)], headers={**HDR, "Prefer": "return=minimal"})
+                else:
+                    raise SystemExit(f"unknown operation {op} (read, create, update, ingest)")
+                if r.status_code >= 300:
+                    raise RuntimeError(f"{op}: HTTP {r.status_code} {r.data[:300]!r}")
+
+        per = cpu_per_call(run, n)
+        bare = bare_app.create_app(b"{}" * 590, "application/fhir+json; charset=utf-8", {"ETag": 'W/"1"'})
+        bc = bare.test_client()
+        bare_per = cpu_per_call(lambda k: [bc.get("/fhir/Patient/x") for _ in range(k)], 2000)
+        unit = "bundle" if op == "ingest" else "request"
+        print(f"{op}: {per:.3f} CPU ms per {unit} in-process (bare Flask endpoint: {bare_per:.3f} ms)")
+        prof = cProfile.Profile(time.process_time)  # CPU time: waits on PostgreSQL do not count
+        prof.enable()
+        run(n)
+        prof.disable()
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats(sort).print_stats(40)
+        print(out.getvalue().replace(sysconfig.get_paths()["purelib"] + "/", ""))
+    finally:
+        scratch.drop_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
