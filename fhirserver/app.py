@@ -24,6 +24,9 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     from dicom.web import blueprint as dicomweb_blueprint  # issue 5: DICOMweb (PS3.18)
 
     app.register_blueprint(dicomweb_blueprint(), url_prefix="/dicomweb")
+    from portal import blueprint as portal_blueprint  # issue 8: the patient portal
+
+    app.register_blueprint(portal_blueprint(), url_prefix="/portal")
     install_error_handlers(app)
     install_request_log(app)
 

@@ -32,6 +32,10 @@ class Settings:
     log_requests: bool = True
     guardian_age_limit: int = 18         # issue 7: a guardian's access ends at this age of the child
     invitation_seconds: int = 72 * 3600  # issue 7: activation links expire after this
+    dev_mode: bool = False               # issue 8: `serve --dev` (demo clinic, /portal/dev/mail)
+    portal_cancel_hours: int = 24        # issue 8: online cancellation until this many hours before
+    portal_upload_max_bytes: int = 5 * 1024 * 1024  # issue 8: patient uploads
+    share_link_seconds: int = 7 * 24 * 3600  # issue 8: report share links expire after this
 
     @property
     def effective_database_url(self) -> str:
@@ -56,6 +60,7 @@ _ENV_FIELDS = {
     "database_url": str, "base_url": str, "smtp_url": str, "workers": int,
     "max_body_bytes": int, "default_page_size": int, "max_page_size": int,
     "guardian_age_limit": int, "invitation_seconds": int,
+    "portal_cancel_hours": int, "portal_upload_max_bytes": int, "share_link_seconds": int,
 }
 
 

@@ -30,7 +30,7 @@ class Services:
             from flask import has_request_context, request
 
             if has_request_context():
-                return request.host_url.rstrip("/") + "/fhir"
+                return f"{request.scheme}://{request.host}/fhir"  # (host_url costs ~0.1 ms)
         except ImportError:  # pragma: no cover
             pass
         return self.settings.fhir_base

@@ -132,13 +132,18 @@ def _finish(req: FhirRequest, resp: FhirResponse, fmt: OutputFormat) -> Response
 
 
 def _handle(path: str = "") -> Response:
-    g.fhir_output = choose_output(request.args.get("_format"), request.headers.get("Accept"),
+    from fhirserver.operations.render import PdfBody, wants_pdf  # issue 8: reports as PDF
+
+    pdf = request.method in ("GET", "HEAD") and wants_pdf(path, request.headers.get("Accept"))
+    g.fhir_output = choose_output(request.args.get("_format"), None if pdf else request.headers.get("Accept"),
                                   request.args.get("_pretty"), request.args.get("_summary"),
                                   request.args.get("_elements"))
     segments = [s for s in path.split("/") if s]
     services = _services()
     ctx = _context()
     req = _build_request(segments)
+    if pdf:
+        req.operation = "$render"
     if services.search.due():
         with services.repo.engine.connect() as conn:
             services.search.refresh(conn)  # custom SearchParameters (cheap; at most every 2 s)
@@ -146,9 +151,13 @@ def _handle(path: str = "") -> Response:
         result = bundles.process(ctx, services.repo, req.body, req.headers)
         _audit(req, result)
         return _respond(200, result, g.fhir_output)
-    with services.repo.transaction(write=req.method in WRITE_METHODS) as tx:
+    single = req.method in ("GET", "HEAD") and req.res_id is not None and req.compartment is None and (
+        req.operation is None or (req.operation == "_history" and req.version_id is not None))
+    with services.repo.transaction(write=req.method in WRITE_METHODS, single_read=single) as tx:
         resp = dispatch(ctx, tx, req)
     _audit(req, resp.body if resp.stored is None else None, resp)
+    if isinstance(resp.body, PdfBody):
+        return Response(bytes(resp.body), status=resp.status, mimetype=PdfBody.mime)
     return _finish(req, resp, g.fhir_output)
 
 
@@ -233,16 +242,21 @@ def install_error_handlers(app: Flask) -> None:
 def install_request_log(app: Flask) -> None:
     """One structured JSON line per request."""
 
+    if not app.extensions["fhirserver"].settings.log_requests:
+        return
+
     @app.before_request
     def _start() -> None:
         g.t0 = time.perf_counter()
 
     @app.after_request
     def _log(resp: Response) -> Response:
-        if app.extensions["fhirserver"].settings.log_requests:
+        if log.isEnabledFor(logging.INFO):  # read the raw WSGI environ: request.full_path is costly
+            env = request.environ
+            query = env.get("QUERY_STRING", "")
             took = (time.perf_counter() - getattr(g, "t0", time.perf_counter())) * 1000
             log.info(orjson.dumps({
-                "method": request.method, "path": request.full_path.rstrip("?"), "status": resp.status_code,
-                "ms": round(took, 2), "bytes": resp.calculate_content_length() or 0,
-                "remote": request.remote_addr}).decode())
+                "method": env.get("REQUEST_METHOD"), "path": env.get("PATH_INFO", "") + ("?" + query if query else ""),
+                "status": resp.status_code, "ms": round(took, 2), "bytes": resp.content_length or 0,
+                "remote": env.get("REMOTE_ADDR")}).decode())
         return resp

@@ -516,6 +516,7 @@ OPERATIONS: dict[str, Handler] = {"$reindex": reindex}
 import fhirserver.operations  # noqa: E402  (issue 7: lifecycle operations)
 
 OPERATIONS.update(fhirserver.operations.registry())
+OPERATIONS["$render"] = __import__("fhirserver.operations.render", fromlist=["render"]).render  # issue 8: PDF
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 __all__ = ["Context", "FhirRequest", "FhirResponse", "Issue", "WRITE_METHODS", "dispatch",
            "find_matches", "http_date", "route"]

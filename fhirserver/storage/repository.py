@@ -102,6 +102,10 @@ _HISTORY_COLS = (resource_history.c.pk, resource_history.c.res_type, resource_hi
                  resource_history.c.deleted, resource_history.c.body, resource_history.c.method)
 
 
+_SELECT_CURRENT = select(*_CURRENT_COLS).where(resource.c.res_type == bindparam("t"),
+                                               resource.c.res_id == bindparam("i"))
+
+
 def _row(row: Any) -> Stored:
     return Stored(row.pk, row.res_type, row.res_id, row.version_id, _utc(row.last_updated),
                   bool(row.deleted), row.body, getattr(row, "method", ""))
@@ -135,6 +139,9 @@ class Tx:
     def current(self, res_type: str, res_id: str, for_update: bool = False,
                 where: Sequence[ColumnElement[bool]] = ()) -> Stored | None:
         """The current row of a resource (deleted or not); `where` adds access conditions."""
+        if not where and not for_update:  # the hot path of every read: a statement built once
+            row = self.conn.execute(_SELECT_CURRENT, {"t": res_type, "i": res_id}).first()
+            return _row(row) if row else None
         if where:
             self.flush()
         q = select(*_CURRENT_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id, *where)
@@ -374,11 +381,17 @@ class Repository:
         self.indexer = indexer
 
     @contextmanager
-    def transaction(self, write: bool = False) -> Iterator[Tx]:
-        """One database transaction; commits when the block ends, rolls back on any exception."""
+    def transaction(self, write: bool = False, single_read: bool = False) -> Iterator[Tx]:
+        """One database transaction; commits when the block ends, rolls back on any exception.
+
+        `single_read`: the block runs one SELECT (a read or vread), so on PostgreSQL it runs in
+        autocommit mode, saving the BEGIN and COMMIT round trips.
+        """
         with self.engine.connect() as conn:
             if write:
                 conn = conn.execution_options(fhir_write=True)
+            elif single_read and self.postgres:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             with conn.begin():
                 tx = Tx(conn, self.postgres, self.indexer)
                 yield tx

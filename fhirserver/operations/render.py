@@ -1,0 +1,310 @@
+"""`$render` of a DiagnosticReport as PDF (reportlab), and the report's share links.
+
+`DiagnosticReport/[id]/$render` (and `GET DiagnosticReport/[id]` with `Accept: application/pdf`)
+answers the report's stored `presentedForm` PDF as it is, or (none stored, or `generate=true`) a PDF
+drawn here: clinic, patient, date, results, conclusion, key images and a QR code that opens a
+signed, expiring share link (`/portal/share/<token>`), revocable per report from the portal.
+Everything referenced is read through the caller's policy, so the PDF shows what the caller may see.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from typing import Any
+
+from fhirserver.api.interactions import FhirRequest, FhirResponse
+from fhirserver.api.outcome import FhirError
+
+SHARE_SALT = "portal-share"
+SHARE_SECONDS = 7 * 24 * 3600
+
+
+class PdfBody(bytes):
+    """A binary answer (PDF) that the HTTP layer sends as it is."""
+
+    mime = "application/pdf"
+
+
+def wants_pdf(path: str, accept: str | None) -> bool:
+    """`GET DiagnosticReport/{id}` (or Invoice) asking for application/pdf."""
+    segs = [s for s in path.split("/") if s]
+    return bool(accept and "application/pdf" in accept.lower() and len(segs) == 2
+                and segs[0] == "DiagnosticReport")
+
+
+# -- share links ------------------------------------------------------------------------------
+def _serializer(engine: Any) -> Any:
+    from itsdangerous import URLSafeTimedSerializer
+
+    from smart_auth import store
+
+    return URLSafeTimedSerializer(store.server_secret(engine, "portal-share"), salt=SHARE_SALT)
+
+
+def share_token(engine: Any, report_id: str, patient_id: str | None) -> str:
+    return _serializer(engine).dumps({"r": report_id, "p": patient_id, "t": time.time()})
+
+
+def check_share_token(engine: Any, token: str, max_age: int = SHARE_SECONDS) -> dict[str, Any] | None:
+    """The payload of a valid, unexpired, unrevoked link; None otherwise."""
+    from itsdangerous import BadSignature
+    from sqlalchemy import select
+
+    from portal.tables import portal_share_revocation as rev
+
+    try:
+        data = _serializer(engine).loads(token, max_age=max_age)
+    except BadSignature:  # includes SignatureExpired
+        return None
+    with engine.connect() as conn:
+        revoked = conn.execute(select(rev.c.revoked_at).where(rev.c.report_id == data.get("r"))).scalar()
+    if revoked is not None and float(data.get("t", 0)) <= revoked:
+        return None
+    return data
+
+
+def revoke_shares(engine: Any, report_id: str) -> None:
+    from sqlalchemy import delete, insert
+
+    from portal.tables import portal_share_revocation as rev
+
+    with engine.begin() as conn:
+        conn.execute(delete(rev).where(rev.c.report_id == report_id))
+        conn.execute(insert(rev).values(report_id=report_id, revoked_at=int(time.time()) + 1))
+
+
+# -- reading through the caller's policy -------------------------------------------------------
+def _read(ctx: Any, tx: Any, ref: Any) -> dict[str, Any] | None:
+    from fhirserver.api.interactions import dispatch
+
+    if isinstance(ref, dict):
+        ref = ref.get("reference")
+    if not isinstance(ref, str) or "/" not in ref:
+        return None
+    t, _, i = ref.split("/_history/")[0].rstrip("/").rpartition("/")
+    t = t.rsplit("/", 1)[-1]
+    try:
+        resp = dispatch(ctx, tx, FhirRequest("GET", t, i))
+    except FhirError:
+        return None
+    body = resp.body
+    if isinstance(body, (str, bytes)):
+        body = json.loads(body)
+    return body if isinstance(body, dict) else None
+
+
+def human_name(res: dict[str, Any] | None) -> str:
+    if not res:
+        return ""
+    if res.get("resourceType") == "Organization":
+        return res.get("name") or ""
+    for n in res.get("name") or []:
+        if n.get("text"):
+            return n["text"]
+        parts = [*(n.get("prefix") or []), *(n.get("given") or []), n.get("family") or ""]
+        s = " ".join(p for p in parts if p)
+        if s:
+            return s
+    return ""
+
+
+def concept_text(c: Any) -> str:
+    if not isinstance(c, dict):
+        return ""
+    if c.get("text"):
+        return c["text"]
+    for cd in c.get("coding") or []:
+        if cd.get("display") or cd.get("code"):
+            return cd.get("display") or cd.get("code")
+    return ""
+
+
+def value_text(obs: dict[str, Any]) -> str:
+    q = obs.get("valueQuantity")
+    if q:
+        return f"{q.get('value', '')} {q.get('unit') or q.get('code') or ''}".strip()
+    for k in ("valueString", "valueInteger", "valueBoolean", "valueDateTime"):
+        if k in obs:
+            return str(obs[k])
+    if "valueCodeableConcept" in obs:
+        return concept_text(obs["valueCodeableConcept"])
+    return ""
+
+
+def range_text(obs: dict[str, Any]) -> str:
+    for r in obs.get("referenceRange") or []:
+        if r.get("text"):
+            return r["text"]
+        lo, hi = (r.get("low") or {}).get("value"), (r.get("high") or {}).get("value")
+        if lo is not None or hi is not None:
+            return f"{'' if lo is None else lo} - {'' if hi is None else hi}"
+    return ""
+
+
+def report_details(ctx: Any, tx: Any, report: dict[str, Any]) -> dict[str, Any]:
+    """What the PDF and the portal page show, read with the caller's policy."""
+    patient = _read(ctx, tx, report.get("subject"))
+    clinic = None
+    for perf in report.get("performer") or []:
+        r = _read(ctx, tx, perf)
+        if r and r.get("resourceType") == "Organization":
+            clinic = r
+            break
+        if r and not clinic:
+            clinic = r
+    results = []
+    for ref in report.get("result") or []:
+        o = _read(ctx, tx, ref)
+        if o:
+            interp = ", ".join(concept_text(i) for i in o.get("interpretation") or [])
+            results.append({"name": concept_text(o.get("code")), "value": value_text(o),
+                            "range": range_text(o), "flag": interp})
+    images = []
+    for m in report.get("media") or []:
+        media = _read(ctx, tx, m.get("link"))
+        att = (media or {}).get("content") or {}
+        if att.get("data") and str(att.get("contentType", "")).startswith("image/"):
+            images.append({"comment": m.get("comment") or "", "data": base64.b64decode(att["data"]),
+                           "type": att["contentType"]})
+    return {"patient": patient, "patient_name": human_name(patient) or "",
+            "birth": (patient or {}).get("birthDate", ""), "clinic": human_name(clinic) or "",
+            "date": (report.get("effectiveDateTime") or report.get("issued") or "")[:16].replace("T", " "),
+            "title": concept_text(report.get("code")) or "Report", "status": report.get("status", ""),
+            "conclusion": report.get("conclusion") or "", "results": results, "images": images,
+            "codes": ", ".join(concept_text(c) for c in report.get("conclusionCode") or [])}
+
+
+LABELS = {
+    "en": {"patient": "Patient", "born": "Born", "date": "Date", "status": "Status", "results": "Results",
+           "test": "Test", "value": "Value", "range": "Reference range", "flag": "Flag",
+           "conclusion": "Conclusion", "images": "Key images", "qr": "Scan to open this report online "
+           "(link expires; the patient can revoke it)", "clinic": "Clinic"},
+    "es": {"patient": "Paciente", "born": "Nacimiento", "date": "Fecha", "status": "Estado",
+           "results": "Resultados", "test": "Prueba", "value": "Valor", "range": "Rango de referencia",
+           "flag": "Indicador", "conclusion": "Conclusión", "images": "Imágenes clave",
+           "qr": "Escanee para abrir este informe en línea (el enlace caduca; el paciente puede revocarlo)",
+           "clinic": "Clínica"},
+}
+
+
+def _pdf(title: str, blocks: list[Any]) -> bytes:
+    from reportlab.lib.pagesizes import A4
+    from reportlab.platypus import SimpleDocTemplate
+
+    buf = io.BytesIO()
+    doc = SimpleDocTemplate(buf, pagesize=A4, title=title, author="fhirserver", leftMargin=40, rightMargin=40,
+                            topMargin=40, bottomMargin=40)
+    doc.build(blocks)
+    return buf.getvalue()
+
+
+def _table(rows: list[list[str]]) -> Any:
+    from reportlab.lib import colors
+    from reportlab.platypus import Table, TableStyle
+
+    t = Table(rows, repeatRows=1, hAlign="LEFT")
+    t.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#dde7f0")),
+                           ("GRID", (0, 0), (-1, -1), 0.5, colors.grey),
+                           ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
+                           ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    return t
+
+
+def report_pdf(details: dict[str, Any], share_url: str | None = None, lang: str = "en") -> bytes:
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Image, Paragraph, Spacer
+    from xml.sax.saxutils import escape
+
+    L = LABELS.get(lang, LABELS["en"])
+    ss = getSampleStyleSheet()
+    b: list[Any] = []
+    if details["clinic"]:
+        b.append(Paragraph(escape(details["clinic"]), ss["Title"]))
+    b.append(Paragraph(escape(details["title"]), ss["Heading1"]))
+    b.append(Paragraph(f"<b>{L['patient']}:</b> {escape(details['patient_name'])}"
+                       + (f" &nbsp; <b>{L['born']}:</b> {escape(details['birth'])}" if details["birth"] else ""),
+                       ss["Normal"]))
+    b.append(Paragraph(f"<b>{L['date']}:</b> {escape(details['date'])} &nbsp; <b>{L['status']}:</b> "
+                       f"{escape(details['status'])}", ss["Normal"]))
+    if details["results"]:
+        b += [Spacer(1, 4 * mm), Paragraph(L["results"], ss["Heading2"])]
+        b.append(_table([[L["test"], L["value"], L["range"], L["flag"]]]
+                        + [[r["name"], r["value"], r["range"], r["flag"]] for r in details["results"]]))
+    if details["conclusion"] or details["codes"]:
+        b += [Spacer(1, 4 * mm), Paragraph(L["conclusion"], ss["Heading2"]),
+              Paragraph(escape(details["conclusion"] or details["codes"]), ss["Normal"])]
+    if details["images"]:
+        b += [Spacer(1, 4 * mm), Paragraph(L["images"], ss["Heading2"])]
+        for im in details["images"][:6]:
+            try:
+                img = Image(io.BytesIO(im["data"]))
+                scale = min(1.0, (80 * mm) / max(img.imageWidth, 1), (80 * mm) / max(img.imageHeight, 1))
+                img.drawWidth, img.drawHeight = img.imageWidth * scale, img.imageHeight * scale
+                b.append(img)
+                if im["comment"]:
+                    b.append(Paragraph(escape(im["comment"]), ss["Italic"]))
+            except Exception:  # noqa: BLE001  an unreadable image is left out, not fatal
+                continue
+    if share_url:
+        import segno
+
+        qr = io.BytesIO()
+        segno.make(share_url, error="m").save(qr, kind="png", scale=4)
+        qr.seek(0)
+        b += [Spacer(1, 6 * mm), Image(qr, width=35 * mm, height=35 * mm, hAlign="LEFT"),
+              Paragraph(escape(L["qr"]), ss["Italic"])]
+    return _pdf(f"{details['title']} - {details['patient_name']}", b)
+
+
+def invoice_pdf(invoice: dict[str, Any], patient_name: str, clinic: str, lang: str = "en") -> bytes:
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.platypus import Paragraph, Spacer
+    from xml.sax.saxutils import escape
+
+    es = lang == "es"
+    ss = getSampleStyleSheet()
+    total = invoice.get("totalGross") or invoice.get("totalNet") or {}
+    rows = [["Concepto" if es else "Item", "Importe" if es else "Amount"]]
+    for li in invoice.get("lineItem") or []:
+        amount = next((pc.get("amount") for pc in li.get("priceComponent") or [] if pc.get("amount")), {}) or {}
+        rows.append([concept_text(li.get("chargeItemCodeableConcept")) or "-",
+                     f"{amount.get('value', '')} {amount.get('currency', '')}"])
+    b = [Paragraph(escape(clinic or ""), ss["Title"]),
+         Paragraph(("Factura " if es else "Invoice ") + escape(invoice.get("id", "")), ss["Heading1"]),
+         Paragraph(("Paciente: " if es else "Patient: ") + escape(patient_name), ss["Normal"]),
+         Paragraph(("Fecha: " if es else "Date: ") + escape((invoice.get("date") or "")[:10]), ss["Normal"]),
+         Paragraph(("Estado: " if es else "Status: ") + escape(invoice.get("status", "")), ss["Normal"]),
+         Spacer(1, 10), _table(rows), Spacer(1, 10),
+         Paragraph(f"<b>Total:</b> {escape(str(total.get('value', '')))} {escape(total.get('currency', ''))}",
+                   ss["Normal"])]
+    return _pdf(f"Invoice {invoice.get('id', '')}", b)
+
+
+def share_url_for(engine: Any, report_id: str, patient_id: str | None) -> str:
+    from fhirserver.operations._common import root_url
+
+    return f"{root_url()}/portal/share/{share_token(engine, report_id, patient_id)}"
+
+
+def render(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
+    """`DiagnosticReport/[id]/$render`: the report as PDF."""
+    from fhirserver.api.interactions import dispatch
+    from fhirserver.operations import _common as c
+
+    if req.res_type != "DiagnosticReport" or not req.res_id:
+        raise FhirError(404, "$render is an operation on DiagnosticReport/[id]", "not-supported")
+    resp = dispatch(ctx, tx, FhirRequest("GET", "DiagnosticReport", req.res_id))  # the caller's policy
+    report = resp.body if isinstance(resp.body, dict) else json.loads(resp.body)
+    args = c.params(req)
+    if not c.truthy(args.get("generate")):
+        for form in report.get("presentedForm") or []:
+            if form.get("contentType") == "application/pdf" and form.get("data"):
+                return FhirResponse(200, PdfBody(base64.b64decode(form["data"])))
+    details = report_details(ctx, tx, report)
+    pid = c.ref_id(report.get("subject"), "Patient")
+    url = share_url_for(c.services().repo.engine, req.res_id, pid)
+    lang = str(args.get("language") or "en")[:2]
+    return FhirResponse(200, PdfBody(report_pdf(details, url, lang)))
