@@ -22,6 +22,8 @@ _WS = re.compile(r"\s+")
 
 def normalize(text: str) -> str:
     """Case- and accent-insensitive form used by string search (`Müller` -> `muller`)."""
+    if text.isascii():  # most values: no accents to strip
+        return text.lower().strip()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
 
