@@ -27,8 +27,13 @@ dcmtk:  # Debian's dcmtk: the real DICOM peers of the DICOM node tests and bench
 test: $(STAMP) chromium dcmtk
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
+# Each part prints a table and a last JSON line of figures and ratios (see bench/README.md).
 bench: $(STAMP) dcmtk
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.auth
+	$(BIN)/python -m bench.search
+	$(BIN)/python -m bench.dicomweb
+	$(BIN)/python -m bench.dicom --count 500
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
