@@ -362,3 +362,34 @@ def test_erase_leaves_no_trace(lapp, smtp_server, settings, database_url):  # no
         assert needle.encode() not in dump, needle
     log = c.get("/fhir/AuditEvent?_count=200", headers=H(t["d1"])).get_json()
     assert any("erasure" in json.dumps(e["resource"]) for e in log.get("entry", []))
+
+
+def test_connected_apps_listed_and_revoked(lapp, client):  # noqa: ANN001
+    """A patient sees the SMART apps holding access to their data and revokes one at once."""
+    from smart_auth import store
+
+    sapp, open_client = lapp, client
+    open_client.put("/fhir/Patient/app-p", json={"resourceType": "Patient", "id": "app-p"},
+                    headers={"Content-Type": "application/fhir+json"})
+    engine = sapp.extensions["fhirserver"].repo.engine
+    diary = store.add_client(engine, name="Diary app", redirect_uris=["http://localhost/cb"],
+                             scope="patient/*.rs")["client_id"]
+    ctx = {"role": "patient", "patient": "app-p", "patients": ["app-p"], "fhirUser": "Patient/app-p"}
+    mine, _ = store.save_token(engine, kind="access", grant_id="g-mine", client_id=diary, user_pk=None,
+                               scope="patient/*.cruds", context=ctx, lifetime=3600)
+    store.save_token(engine, kind="refresh", grant_id="g-mine", client_id=diary, user_pk=None,
+                     scope="patient/*.rs offline_access", context=ctx, lifetime=86400)
+    c = sapp.test_client()
+    h = {"Authorization": f"Bearer {mine}"}
+    r = c.get("/fhir/Patient/app-p/$connected-apps", headers=h)
+    assert r.status_code == 200, r.data
+    apps = {p["name"]: p for p in r.get_json()["parameter"][0]["part"]}
+    assert apps["name"]["valueString"] == "Diary app" and apps["offline"]["valueBoolean"] is True
+    assert c.get("/fhir/Patient/other/$connected-apps", headers=h).status_code == 404
+    assert c.post("/fhir/Patient/app-p/$revoke-app", json={"resourceType": "Parameters"},
+                  headers={**h, "Content-Type": "application/fhir+json"}).status_code == 400
+    r = c.post("/fhir/Patient/app-p/$revoke-app", json={"resourceType": "Parameters", "parameter": [
+        {"name": "client", "valueString": diary}]}, headers={**h, "Content-Type": "application/fhir+json"})
+    assert r.status_code == 200, r.data
+    assert c.get("/fhir/Patient/app-p", headers=h).status_code == 401   # that app's token is dead
+
