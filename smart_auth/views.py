@@ -405,7 +405,25 @@ def _load_pending(raw: str) -> dict[str, Any] | None:
         return None
 
 
+def _rate_limited(endpoint: str) -> Response | None:
+    from smart_auth import ratelimit
+
+    wait = ratelimit.blocked_for(_engine(), request.remote_addr)
+    if not wait:
+        return None
+    if endpoint == "token":
+        resp = _oauth_json({"error": "slow_down", "error_description":
+                            "Too many failed attempts from this address; try again later"}, 429)
+    else:
+        resp = _error_page("Too many failed sign-in attempts from this address; try again later.", 429)
+    resp.headers["Retry-After"] = str(wait)
+    return resp
+
+
 def login() -> Response:
+    limited = _rate_limited("login")
+    if limited is not None:
+        return limited
     pending_raw = request.form.get("pending", "")
     req = _load_pending(pending_raw)
     if req is None:
@@ -417,6 +435,9 @@ def login() -> Response:
     try:
         user = store.check_login(_engine(), username, request.form.get("password", ""))
     except store.LoginError as exc:
+        from smart_auth import ratelimit
+
+        ratelimit.record_failure(_engine(), request.remote_addr, "login")
         return _login_page(pending_raw, str(exc), username, 401)
     from smart_auth import activation  # issue 7: a temporary password must be changed first
 
@@ -533,6 +554,9 @@ def _issue(*, client: dict[str, Any], grant_id: str, user_pk: int | None, scopes
 
 
 def token() -> Response:
+    limited = _rate_limited("token")
+    if limited is not None:
+        return _cors(limited, store.all_origins(_engine()))
     form = request.form
     try:
         gt = form.get("grant_type")
@@ -545,6 +569,10 @@ def token() -> Response:
         else:
             raise OAuthError("unsupported_grant_type", f"grant_type {gt!r} is not supported")
     except OAuthError as exc:
+        if exc.error in ("invalid_client", "invalid_grant"):
+            from smart_auth import ratelimit
+
+            ratelimit.record_failure(_engine(), request.remote_addr, "token")
         resp = _oauth_json({"error": exc.error, "error_description": exc.description}, exc.status)
         if exc.status == 401:
             resp.headers["WWW-Authenticate"] = 'Basic realm="fhirserver"'

@@ -70,6 +70,7 @@ def app(session_app):  # noqa: ANN001, ANN201
     with repo.engine.begin() as conn:
         conn.execute(text("DELETE FROM resource_history"))
         conn.execute(text("DELETE FROM resource"))
+        conn.execute(text("DELETE FROM auth_failure"))  # per-address rate limits of the auth server
     return session_app
 
 

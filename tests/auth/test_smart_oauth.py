@@ -466,3 +466,19 @@ def test_no_leak_through_includes_history_has_or_counts(sapp, engine, open_clien
     assert b["total"] == 2
     b = c.get("/fhir/Patient/b/_history", headers=h)
     assert b.status_code == 404
+
+
+def test_failed_attempts_are_rate_limited_by_address(sapp, engine):  # noqa: ANN001
+    """Past 20 failures from one address in 10 minutes, the token endpoint answers 429."""
+    from smart_auth import ratelimit
+
+    c = sapp.test_client()
+    cid = _public_client(engine)
+    for _ in range(ratelimit.LIMIT):
+        r = token(c, grant_type="authorization_code", code="nope", redirect_uri=REDIRECT, client_id=cid,
+                  code_verifier="x" * 43)
+        assert r.status_code == 400 and r.get_json()["error"] == "invalid_grant"
+    r = token(c, grant_type="authorization_code", code="nope", redirect_uri=REDIRECT, client_id=cid,
+              code_verifier="x" * 43)
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+    assert r.get_json()["error"] == "slow_down"
