@@ -61,9 +61,17 @@ def _declare_operations(resources: list[dict[str, Any]], base: str) -> None:
     for name, (def_id, types) in OPERATION_DEFINITIONS.items():
         for rt in types:
             if rt in by_type:
-                by_type[rt].setdefault("operation", []).append({
-                    "name": name,
-                    "definition": f"http://fhirserver.local/fhir/OperationDefinition/{def_id}"})
+                by_type[rt].setdefault("operation", []).append({"name": name, "definition": _definition_url(def_id)})
+
+
+def _definition_url(def_id: str) -> str:
+    """The canonical URL of an OperationDefinition shipped in conformance/definitions."""
+    from conformance.definitions import load_definition
+
+    try:
+        return load_definition(f"OperationDefinition-{def_id}.json")["url"]
+    except (OSError, KeyError, ValueError):
+        return f"http://fhirserver.local/fhir/OperationDefinition/{def_id}"
 
 
 def with_smart_security(statement: dict[str, Any], base: str) -> dict[str, Any]:

@@ -22,6 +22,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = settings_from_env(**{k: getattr(args, k, None) for k in keys})
     if getattr(args, "insecure_no_auth", False):  # issue 6: auth is on unless asked off
         settings = settings.replace(insecure_no_auth=True)
+    if getattr(args, "dev", False):  # issue 8: demo clinic + /portal/dev/mail
+        settings = settings.replace(dev_mode=True)
     return settings
 
 
@@ -47,6 +49,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = make_engine(settings.effective_database_url)
     upgrade(engine)
     engine.dispose()
+    if settings.dev_mode:  # issue 8: seed the demo clinic (idempotent)
+        from portal.demo import seed
+
+        info = seed(create_app(settings))
+        print(f"fhirserver --dev: demo clinic seeded; portal http://{settings.host}:{settings.port}/portal/ "
+              f"(logins {', '.join(info['logins'])}; password {info['password']}); outbox at /portal/dev/mail",
+              file=sys.stderr, flush=True)
 
     class _Server(BaseApplication):  # gunicorn's documented embedding API
         def load_config(self) -> None:
@@ -106,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=4, help="threads per worker")
     serve.add_argument("--insecure-no-auth", action="store_true",
                        help="no authentication (loopback only, for local experiments)")
+    serve.add_argument("--dev", action="store_true",
+                       help="seed a demo clinic and show the email outbox at /portal/dev/mail")
     _add_common(serve)
     serve.set_defaults(func=cmd_serve)
 

@@ -1,1 +1,14 @@
-"""The patient and staff web portal. Not built yet: see issue 8."""
+"""The patient and guardian web portal under /portal (issue 8): server-rendered pages that call
+the same FHIR interactions and access rules as the REST API. `blueprint()` builds it."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def blueprint() -> Any:
+    from portal.views import blueprint as _bp
+
+    return _bp()
+
+
+__all__ = ["blueprint"]

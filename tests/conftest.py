@@ -106,7 +106,7 @@ class LiveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError("server exited: " + (self.proc.stderr.read() or b"").decode()[-2000:])
             try:
-                if requests.get(self.base + "/metadata", timeout=2).status_code == 200:
+                if requests.get(self.base + "/metadata", timeout=10).status_code == 200:
                     return
             except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.2)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 
 def registry() -> dict[str, Callable[..., Any]]:
-    from fhirserver.operations import apps, erase, invite, merge, sharing, unlink
+    from fhirserver.operations import apps, erase, everything, invite, merge, sharing, unlink
 
     return {
         "$invite": invite.invite,
@@ -24,6 +24,7 @@ def registry() -> dict[str, Callable[..., Any]]:
         "$reactivate": unlink.reactivate,
         "$merge": merge.merge,
         "$erase": erase.erase,
+        "$everything": everything.everything,
         "$connected-apps": apps.connected_apps,
         "$revoke-app": apps.revoke_app,
     }
@@ -42,6 +43,7 @@ OPERATION_DEFINITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "reactivate": ("Patient-reactivate", ("Patient",)),
     "merge": ("Patient-merge", ("Patient",)),
     "erase": ("Patient-erase", ("Patient",)),
+    "everything": ("Patient-everything", ("Patient",)),
     "connected-apps": ("Patient-connected-apps", ("Patient",)),
     "revoke-app": ("Patient-revoke-app", ("Patient",)),
 }

@@ -52,9 +52,9 @@ class AuthLiveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError("server exited: " + (self.proc.stderr.read() or b"").decode()[-2000:])
             try:
-                if requests.get(self.base + "/metadata", timeout=2).status_code == 200:
+                if requests.get(self.base + "/metadata", timeout=10).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still starting
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError("server did not start")

@@ -1,0 +1,171 @@
+"""Portal sessions, the user's SMART policy, and FHIR calls through the same interactions as the API."""
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from flask import current_app, g, request
+from sqlalchemy.exc import IntegrityError
+
+from fhirserver.access import OpenPolicy, Principal, parse_scopes
+from fhirserver.api.interactions import FhirRequest, dispatch
+from fhirserver.api.outcome import FhirError
+
+PORTAL_CLIENT = "fhirserver-portal"
+SESSION_COOKIE = "fs_portal_session"
+PATIENT_COOKIE = "fs_portal_patient"
+LANG_COOKIE = "fs_portal_lang"
+ANON_CSRF_COOKIE = "fs_portal_csrf"
+PATIENT_SCOPES = "openid fhirUser patient/*.cruds"
+STAFF_SCOPES = "openid fhirUser user/*.cruds"
+
+
+def services() -> Any:
+    return current_app.extensions["fhirserver"]
+
+
+def engine() -> Any:
+    return services().repo.engine
+
+
+def ensure_client() -> None:
+    """The portal is a first-party SMART client of this server: registered once."""
+    from smart_auth import store
+
+    ext = current_app.extensions.setdefault("portal", {})
+    if ext.get("client"):
+        return
+    if store.get_client(engine(), PORTAL_CLIENT) is None:
+        try:
+            store.add_client(engine(), name="Patient portal (first party)", client_id=PORTAL_CLIENT,
+                             redirect_uris=[request.host_url.rstrip("/") + "/portal/"],
+                             scope=PATIENT_SCOPES, auth_method="none")
+        except IntegrityError:  # another worker registered it first
+            pass
+    ext["client"] = True
+
+
+def load_session() -> None:
+    """Sets g.user, g.session (csrf), g.patient (the patient acted for), g.principal, g.policy."""
+    from smart_auth import store
+
+    g.user = g.session = g.principal = g.policy = g.patient = None
+    sess = store.get_session(engine(), request.cookies.get(SESSION_COOKIE))
+    if sess is None:
+        return
+    user = store.get_user(engine(), sess["user_pk"])
+    if user is None or not user["active"]:
+        return
+    g.user, g.session = user, sess
+    patients = list(user["patients"])
+    wanted = request.cookies.get(PATIENT_COOKIE)
+    g.principal = principal_for(user, wanted if wanted in patients else (patients[0] if patients else None))
+    from smart_auth import policy_for
+
+    g.policy = policy_for(g.principal)
+    pol_p = getattr(g.policy, "p", g.principal)
+    live = list(pol_p.patients) if pol_p.role == "guardian" else patients
+    g.patients = live
+    g.patient = pol_p.patient if pol_p.patient in live else (live[0] if live else None)
+
+
+def principal_for(user: dict[str, Any], patient: str | None) -> Principal:
+    scope = PATIENT_SCOPES if user["role"] in ("patient", "guardian") else STAFF_SCOPES
+    return Principal(client_id=PORTAL_CLIENT, role=user["role"], scopes=tuple(parse_scopes(scope.split())),
+                     scope_text=scope, patient=patient, patients=tuple(user["patients"]),
+                     organizations=tuple(user["organizations"]), fhir_user=user["fhir_user"],
+                     user_pk=user["pk"])
+
+
+def new_csrf() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def csrf_ok() -> bool:
+    sent = request.form.get("csrf", "")
+    if g.session is not None:
+        return secrets.compare_digest(sent, g.session["csrf"])
+    cookie = request.cookies.get(ANON_CSRF_COOKIE, "")
+    return bool(cookie) and secrets.compare_digest(sent, cookie)
+
+
+# -- FHIR through the interactions, with the user's policy -------------------------------------
+def _as_dict(body: Any) -> Any:
+    if isinstance(body, bytes):
+        body = body.decode()
+    return json.loads(body) if isinstance(body, str) else body
+
+
+class Fhir:
+    def __init__(self, policy: Any = None) -> None:
+        self.open = policy is None
+        self.ctx = services().context(policy or OpenPolicy())
+        self.repo = services().repo
+
+    def _audit(self, action: str, interaction: str, refs: list[str], query: str | None = None) -> None:
+        p = getattr(g, "principal", None)
+        if p is None or self.open:
+            return
+        try:
+            services().audit.record(who={"reference": p.fhir_user, "client_id": PORTAL_CLIENT}, action=action,
+                                    interaction=interaction, references=refs, query=query,
+                                    remote=request.remote_addr)
+        except Exception:  # noqa: BLE001  auditing never breaks a page
+            pass
+
+    def call(self, req: FhirRequest, tx: Any = None) -> Any:
+        if tx is not None:
+            return dispatch(self.ctx, tx, req)
+        with self.repo.transaction(write=req.method != "GET") as t:
+            return dispatch(self.ctx, t, req)
+
+    def read(self, res_type: str, res_id: str) -> dict[str, Any] | None:
+        try:
+            resp = self.call(FhirRequest("GET", res_type, res_id))
+        except FhirError:
+            return None
+        self._audit("R", "read", [f"{res_type}/{res_id}"])
+        return _as_dict(resp.body)
+
+    def search(self, res_type: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        try:
+            resp = self.call(FhirRequest("GET", res_type, params=list(params)))
+        except FhirError:
+            return []
+        bundle = _as_dict(resp.body)
+        out = []
+        for e in bundle.get("entry") or []:
+            if (e.get("search") or {}).get("mode", "match") != "match":
+                continue
+            r = _as_dict(e.get("resource"))
+            if isinstance(r, dict):
+                out.append(r)
+        self._audit("E", "search-type", [f"{r['resourceType']}/{r['id']}" for r in out],
+                    f"{res_type}?" + "&".join(f"{k}={v}" for k, v in params))
+        return out
+
+    def create(self, res_type: str, body: dict[str, Any], tx: Any = None) -> dict[str, Any]:
+        resp = self.call(FhirRequest("POST", res_type, body=body), tx)
+        out = _as_dict(resp.body)
+        self._audit("C", "create", [f"{res_type}/{out.get('id')}"])
+        return out
+
+    def update(self, res_type: str, res_id: str, body: dict[str, Any], tx: Any = None) -> dict[str, Any]:
+        resp = self.call(FhirRequest("PUT", res_type, res_id, body=body), tx)
+        self._audit("U", "update", [f"{res_type}/{res_id}"])
+        return _as_dict(resp.body)
+
+    def operation(self, res_type: str, res_id: str | None, op: str, params: list[tuple[str, str]] = (),
+                  method: str = "GET", body: Any = None) -> Any:
+        resp = self.call(FhirRequest(method, res_type, res_id, operation=op, params=list(params), body=body))
+        return _as_dict(resp.body) if not isinstance(resp.body, bytes) else resp.body
+
+
+def user_fhir() -> Fhir:
+    return Fhir(g.policy)
+
+
+def open_fhir() -> Fhir:
+    """Clinic-public resources (Organization, Practitioner, Schedule, Slot, Questionnaire)."""
+    return Fhir(None)
