@@ -52,7 +52,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.dev_mode:  # issue 8: seed the demo clinic (idempotent)
         from portal.demo import seed
 
-        info = seed(create_app(settings))
+        seed_app = create_app(settings)
+        info = seed(seed_app)
+        # Close every connection before gunicorn forks its workers: an SQLite connection carried
+        # across fork() corrupts the database file.
+        seed_app.extensions["fhirserver"].audit.flush()
+        seed_app.extensions["fhirserver"].repo.engine.dispose()
         print(f"fhirserver --dev: demo clinic seeded; portal http://{settings.host}:{settings.port}/portal/ "
               f"(logins {', '.join(info['logins'])}; password {info['password']}); outbox at /portal/dev/mail",
               file=sys.stderr, flush=True)

@@ -100,11 +100,13 @@ class LiveServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fhirserver.cli", "serve", "--insecure-no-auth", "--port",
              str(self.port), "--workers", str(workers), "--dicom-port", "0"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            env=env, stdout=subprocess.DEVNULL, stderr=open(data_dir / "server.log", "wb"))
+        # (a log file, not a pipe: an unread pipe fills up and blocks the server)
+        self.log_path = data_dir / "server.log"
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("server exited: " + (self.proc.stderr.read() or b"").decode()[-2000:])
+                raise RuntimeError("server exited: " + self.log_path.read_text(errors="replace")[-2000:])
             try:
                 if requests.get(self.base + "/metadata", timeout=10).status_code == 200:
                     return

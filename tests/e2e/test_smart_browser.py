@@ -44,13 +44,14 @@ class AuthLiveServer:
         self.root = f"http://127.0.0.1:{self.port}"
         self.base = self.root + "/fhir"
         self.env = dict(os.environ, FHIRSERVER_DATABASE_URL=database_url, FHIRSERVER_DATA_DIR=str(data_dir))
+        self.log_path = Path(data_dir) / "server.log"  # a file: an unread pipe fills up and blocks the server
         self.proc = subprocess.Popen([sys.executable, "-m", "fhirserver.cli", "serve", "--port", str(self.port),
-                                      "--workers", "2"], env=self.env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+                                      "--workers", "2", "--dicom-port", "0"], env=self.env,
+                                     stdout=subprocess.DEVNULL, stderr=open(self.log_path, "wb"))
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("server exited: " + (self.proc.stderr.read() or b"").decode()[-2000:])
+                raise RuntimeError("server exited: " + self.log_path.read_text(errors="replace")[-2000:])
             try:
                 if requests.get(self.base + "/metadata", timeout=10).status_code == 200:
                     return

@@ -350,8 +350,12 @@ def test_erase_leaves_no_trace(lapp, smtp_server, settings, database_url):  # no
     if database_url.startswith("postgres"):
         dump = subprocess.run(["pg_dump", database_url], capture_output=True, check=True).stdout
     else:
+        # Read the raw file bytes in another process: close() on any descriptor of the database
+        # file would drop every POSIX lock this process's SQLite connections hold on it
+        # (sqlite.org/howtocorrupt.html 2.2) and let another process corrupt the file.
         path = database_url.split("///", 1)[1]
-        dump = b"".join(open(p, "rb").read() for p in (path, path + "-wal") if os.path.exists(p))
+        dump = b"".join(subprocess.run(["cat", p], capture_output=True, check=True).stdout
+                        for p in (path, path + "-wal") if os.path.exists(p))
     for root, _dirs, files in os.walk(settings.data_dir):
         for f in files:
             try:

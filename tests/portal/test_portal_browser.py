@@ -28,16 +28,21 @@ def dev_server(session_app, database_url, tmp_path_factory):  # noqa: ANN001, AN
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, FHIRSERVER_DATABASE_URL=database_url,
-               FHIRSERVER_DATA_DIR=str(tmp_path_factory.mktemp("portal-live")))
+    data_dir = tmp_path_factory.mktemp("portal-live")
+    # On SQLite the demo server gets a database of its own: under pytest-xdist, sharing the
+    # worker's SQLite file with a second multi-process server once left it unreadable ("file is
+    # not a database") for the tests after it; PostgreSQL is shared as in production.
+    url = database_url if database_url.startswith("postgres") else f"sqlite:///{data_dir / 'demo.sqlite3'}"
+    env = dict(os.environ, FHIRSERVER_DATABASE_URL=url, FHIRSERVER_DATA_DIR=str(data_dir))
+    log_path = data_dir / "server.log"  # a file, not a pipe: an unread pipe fills up and blocks the server
     proc = subprocess.Popen([sys.executable, "-m", "fhirserver.cli", "serve", "--dev", "--port", str(port),
                              "--workers", "2", "--dicom-port", "0"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=open(log_path, "wb"))
     root = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError((proc.stderr.read() or b"").decode()[-2000:])
+            raise RuntimeError(log_path.read_text(errors="replace")[-2000:])
         try:
             if requests.get(root + "/portal/login", timeout=10).status_code == 200:
                 break
