@@ -261,6 +261,7 @@ class DicomNode:
                 with self.engine.connect() as conn:
                     results = list(query.find(conn, identifier, root=root,
                                               retrieve_ae=self.settings.dicom_ae))
+                results = self._filter_found(event, results)
                 for ds in results:
                     ds.SpecificCharacterSet = "ISO_IR 192"
         except query.QueryError as exc:
@@ -277,10 +278,61 @@ class DicomNode:
                 return
             yield 0xFF00, ds
 
+    # -- access: a modality bound to an organization sees that organization's studies -----------
+    def _policy(self, event: Any) -> Any:
+        """None (everything) for a node without an organization; else the policy of a system
+        principal bound to it, the same rules as a backend service of that organization."""
+        from dicom.nodes import get_node
+
+        node = get_node(self.engine, (event.assoc.requestor.ae_title or "").strip())
+        if node is None or not node.organization:
+            return None
+        from fhirserver.access import Principal, parse_scopes
+        from smart_auth.fhir import build_policy
+
+        principal = Principal(client_id=f"dicom:{node.ae_title}", role="system",
+                              scopes=tuple(parse_scopes(["system/*.rs"])), organizations=(node.organization,))
+        return build_policy(self.repo, self.settings, principal)
+
+    def _visible(self, event: Any, study_uids: Any) -> set[str] | None:
+        """The visible subset of these studies for the calling node (None: no restriction)."""
+        pol = self._policy(event)
+        if pol is None:
+            return None
+        from dicom.web.common import visible_studies
+
+        with self.engine.connect() as conn:
+            return visible_studies(conn, pol, study_uids)
+
+    def _filter_found(self, event: Any, results: list[Any]) -> list[Any]:
+        uids = {str(ds.StudyInstanceUID) for ds in results if "StudyInstanceUID" in ds}
+        pids = {str(ds.PatientID) for ds in results if "StudyInstanceUID" not in ds and "PatientID" in ds}
+        if pids:  # PATIENT level: a patient shows when one of their studies is visible
+            from sqlalchemy import select
+
+            from dicom.tables import dicom_study
+
+            with self.engine.connect() as conn:
+                rows = list(conn.execute(select(dicom_study.c.patient_id, dicom_study.c.study_uid)
+                                         .where(dicom_study.c.patient_id.in_(sorted(pids)))))
+            visible = self._visible(event, {u for _p, u in rows})
+            if visible is None:
+                return results
+            shown = {p for p, u in rows if u in visible}
+            return [ds for ds in results if "StudyInstanceUID" in ds or str(ds.PatientID) in shown]
+        visible = self._visible(event, uids)
+        if visible is None:
+            return results
+        return [ds for ds in results if str(ds.get("StudyInstanceUID", "")) in visible]
+
     # -- C-MOVE / C-GET ----------------------------------------------------------------------
     def _retrieve(self, event: Any) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return query.retrieve(conn, event.identifier)
+            items = query.retrieve(conn, event.identifier)
+        visible = self._visible(event, {it["StudyInstanceUID"] for it in items if it.get("StudyInstanceUID")})
+        if visible is None:
+            return items
+        return [it for it in items if it.get("StudyInstanceUID") in visible]
 
     def _dataset(self, item: dict[str, Any]) -> Any:
         with self.store.open(item["_storage_key"]) as f:

@@ -31,10 +31,14 @@ def _org_patients_fn(engine: Any):  # noqa: ANN202
 
 
 def policy_for(principal: Principal) -> SmartPolicy:
-    repo = _services().repo
+    return build_policy(_services().repo, _services().settings, principal)
+
+
+def build_policy(repo: Any, settings: Any, principal: Principal) -> SmartPolicy:
+    """The policy of a principal, outside a request too (the DICOM node's modalities)."""
     from fhirserver.operations.sharing import email_owners_fn, with_live_shares  # issue 7
 
-    principal = with_live_shares(repo.engine, principal, _services().settings)
+    principal = with_live_shares(repo.engine, principal, settings)
     return SmartPolicy(principal, postgres=repo.postgres, org_patients=_org_patients_fn(repo.engine),
                        email_owners=email_owners_fn(repo.engine))
 

@@ -7,6 +7,7 @@ Bundle entry behaves exactly like the same request sent alone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
@@ -473,7 +474,7 @@ def route(req: FhirRequest) -> Handler:
     """Which handler serves this request (405 when the method makes no sense for the URL)."""
     m = req.method
     if req.operation and req.operation.startswith("$"):
-        op = OPERATIONS.get(req.operation)
+        op = operations().get(req.operation)
         if op is None:
             raise FhirError(404 if m in ("GET", "POST") else 405,
                             f"Operation {req.operation} is not supported", "not-supported")
@@ -512,11 +513,15 @@ def dispatch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     return route(req)(ctx, tx, req)
 
 
-OPERATIONS: dict[str, Handler] = {"$reindex": reindex}
-import fhirserver.operations  # noqa: E402  (issue 7: lifecycle operations)
+@functools.lru_cache(maxsize=1)
+def operations() -> dict[str, Handler]:
+    """Every `$operation`: `$reindex` here, the rest from `fhirserver.operations` (loaded on first
+    use, not at import, so that the operations may import this module)."""
+    from fhirserver import operations as ops
 
-OPERATIONS.update(fhirserver.operations.registry())
-OPERATIONS["$render"] = __import__("fhirserver.operations.render", fromlist=["render"]).render  # issue 8: PDF
+    return {"$reindex": reindex, **ops.registry()}
+
+
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 __all__ = ["Context", "FhirRequest", "FhirResponse", "Issue", "WRITE_METHODS", "dispatch",
            "find_matches", "http_date", "route"]

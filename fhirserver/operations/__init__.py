@@ -1,6 +1,6 @@
 """FHIR operations of the patients' lifecycle (issue 7); one module per operation.
 
-`registry()` maps `$name` to its handler for `fhirserver.api.interactions.OPERATIONS`;
+`registry()` maps `$name` to its handler for `fhirserver.api.interactions.operations()`;
 `OPERATION_DEFINITIONS` names the OperationDefinition of each (conformance/definitions) with the
 resource types it applies to, for the CapabilityStatement.
 """
@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 
 def registry() -> dict[str, Callable[..., Any]]:
-    from fhirserver.operations import apps, erase, everything, invite, merge, sharing, unlink
+    from fhirserver.operations import apps, erase, everything, invite, merge, render, sharing, unlink
 
     return {
         "$invite": invite.invite,
@@ -25,6 +25,7 @@ def registry() -> dict[str, Callable[..., Any]]:
         "$merge": merge.merge,
         "$erase": erase.erase,
         "$everything": everything.everything,
+        "$render": render.render,  # issue 8: DiagnosticReport as PDF
         "$connected-apps": apps.connected_apps,
         "$revoke-app": apps.revoke_app,
     }

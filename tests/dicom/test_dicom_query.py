@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from conftest import free_port, wait_for
+from conftest import SCU_AE, free_port, wait_for
 from dicom.nodes import add_node
 from dicom_synth import make_ct, make_series
 
@@ -171,3 +171,33 @@ def test_worklist_from_service_request(dcmtk, node, repo, tmp_path):  # noqa: AN
     dcmtk.run("storescu", files=[make_ct(tmp_path / "scan.dcm", patient_id="WL-1",
                                          accession="TICKET-9", study_uid=item.StudyInstanceUID)])
     assert find(dcmtk, tmp_path, "-W", "AccessionNumber=TICKET-9") == []
+
+
+def test_modality_of_an_organization_sees_only_its_studies(dcmtk, node, tmp_path):  # noqa: ANN001
+    """A modality registered for a clinic queries and retrieves that clinic's patients' studies only."""
+    with node.repo.transaction(write=True) as tx:
+        for org in ("clinic-a", "clinic-b"):
+            tx.update("Organization", org, {"resourceType": "Organization", "id": org, "name": org})
+        for pid, org in (("P-A", "clinic-a"), ("P-B", "clinic-b")):
+            tx.create("Patient", {"resourceType": "Patient", "identifier": [{"value": pid}],
+                                  "managingOrganization": {"reference": f"Organization/{org}"}})
+    mine = make_series(tmp_path / "a", 1, patient_id="P-A", patient_name="A^A", accession="X1")
+    other = make_series(tmp_path / "b", 1, patient_id="P-B", patient_name="B^B", accession="X2")
+    dcmtk.run("storescu", "+sd", "+r", files=[tmp_path / "a", tmp_path / "b"])
+    add_node(node.engine, "CLINICA", "127.0.0.1", 104, organization="clinic-a")
+    node.ae.forget_registry()  # the registry is cached for 2 s: make the new node known now
+
+    def studies(aet: str) -> set[str]:
+        out = tmp_path / f"rsp-{aet}-{len(list(tmp_path.glob('rsp-*')))}"
+        out.mkdir()
+        dcmtk.run("findscu", "-S", "-X", "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
+                  "-k", "StudyInstanceUID", aet=aet)
+        return {dcmread(p).StudyInstanceUID for p in out.glob("rsp*.dcm")}
+
+    assert studies(SCU_AE) == {mine[0], other[0]}       # a site-wide node (no organization) sees all
+    assert studies("CLINICA") == {mine[0]}           # clinic A's scanner sees clinic A's study only
+    out = tmp_path / "pats"
+    out.mkdir()
+    dcmtk.run("findscu", "-P", "-X", "-od", str(out), "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID",
+              aet="CLINICA")
+    assert {dcmread(p).PatientID for p in out.glob("rsp*.dcm")} == {"P-A"}

@@ -67,7 +67,7 @@ def test_new_user_flow(session_app, database_url, tmp_path):  # noqa: ANN001
          env=env)
     server = subprocess.Popen([*cli, "serve", "--insecure-no-auth", "--port", str(http), "--workers", "1",
                                "--dicom-port", str(dport), "--dicom-ae", "FHIRSERVER"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"))
     base = f"http://127.0.0.1:{http}/fhir"
     viewer = None
     try:
@@ -87,9 +87,12 @@ def test_new_user_flow(session_app, database_url, tmp_path):  # noqa: ANN001
         assert subprocess.run(["echoscu", "-aet", "INTRUDER", "-aec", "FHIRSERVER", "127.0.0.1", str(dport)],
                               capture_output=True).returncode != 0
         # a scan ticket (ServiceRequest) shows on the worklist
-        patient = requests.post(base + "/Patient", json={
+        requests.put(base + "/Organization/clinic-1", json={"resourceType": "Organization", "id": "clinic-1",
+                                                             "name": "Clinic One"}).raise_for_status()
+        patient = requests.post(base + "/Patient", json={   # a patient of the scanner's clinic
             "resourceType": "Patient", "identifier": [{"system": "urn:clinic:mrn", "value": "E2E-PAT-1"}],
-            "name": [{"family": "Tooth", "given": ["Tina"]}]}).json()
+            "name": [{"family": "Tooth", "given": ["Tina"]}],
+            "managingOrganization": {"reference": "Organization/clinic-1"}}).json()
         sr = requests.post(base + "/ServiceRequest", json={
             "subject": {"reference": f"Patient/{patient['id']}"},
             "resourceType": "ServiceRequest", "status": "active", "intent": "order",
