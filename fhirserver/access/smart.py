@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import and_, exists, false, or_, select
+from sqlalchemy import and_, exists, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhirserver.access.scopes import INTERACTION_PERM, Scope
@@ -60,6 +60,8 @@ class Principal:
     token_pk: int | None = None
     # issue 7: patients whose imaging only is shared with this staff member/organization (Consent)
     shared_imaging: tuple[str, ...] = ()
+    # issue 7: Consents limited to a data window: (patient id, from, to, imaging only); '' is open
+    shared_windows: tuple[tuple[str, str, str, bool], ...] = ()
 
     @property
     def unrestricted(self) -> bool:
@@ -97,6 +99,39 @@ def patient_refs(body: Any) -> set[str]:
 
     walk(body)
     return found
+
+
+# Dates that are not clinical time: a data window never matches on them.
+_NOT_CLINICAL_DATES = ("birthdate", "death-date", "_lastUpdated")
+
+
+def _window_members(windows: Sequence[tuple[str, str, str, bool]]) -> list[ColumnElement[bool]]:
+    """A Consent's data window: the patient, and compartment resources dated inside the window."""
+    from datetime import datetime, timezone
+
+    from fhirserver.search import date_range
+    from fhirserver.storage.tables import idx_date, resource, resource_compartment
+
+    far_past = datetime(1, 1, 2, tzinfo=timezone.utc)
+    far_future = datetime(9999, 12, 30, tzinfo=timezone.utc)
+    r, rc, d = resource, resource_compartment, idx_date
+    out: list[ColumnElement[bool]] = []
+    for pid, start, end, imaging in windows:
+        try:
+            low = date_range(start)[0] if start else far_past
+            high = date_range(end)[1] if end else far_future
+        except ValueError:
+            continue
+        out.append(and_(r.c.res_type == "Patient", r.c.res_id == pid))
+        conds = [r.c.res_type != "Patient",
+                 exists(select(1).where(rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient", rc.c.comp_id == pid)),
+                 exists(select(1).where(d.c.res_pk == r.c.pk, d.c.param.notin_(_NOT_CLINICAL_DATES),
+                                        func.coalesce(d.c.low, far_past) < high,
+                                        func.coalesce(d.c.high, far_future) > low))]
+        if imaging:
+            conds.append(r.c.res_type.in_(IMAGING_TYPES))
+        out.append(and_(*conds))
+    return out
 
 
 class SmartPolicy:
@@ -168,6 +203,8 @@ class SmartPolicy:
             members.append(and_(r.c.res_type == "Patient", r.c.res_id.in_(img)))
             members.append(and_(r.c.res_type.in_(IMAGING_TYPES), exists(select(1).where(
                 rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient", rc.c.comp_id.in_(img)))))
+        if context != "patient" and p.role in ("staff", "system") and p.shared_windows:
+            members.extend(_window_members(p.shared_windows))
         shared = r.c.res_type.notin_(PATIENT_COMPARTMENT_TYPES | RESTRICTED_TYPES)
         members.append(shared)
         if context != "patient" and p.role in ("staff", "system"):

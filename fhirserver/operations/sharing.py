@@ -6,7 +6,8 @@ take effect at once for searches and for tokens already issued:
 - `status = active`, `patient`, `provision.type = permit` (or absent), `provision.actor.reference`
   an Organization or a Practitioner: that organization's staff (or that practitioner) see the
   patient's data; `provision.class` containing `ImagingStudy` limits it to imaging;
-  `provision.period` limits when the grant is valid.
+  `provision.period` limits when the grant is valid; `provision.dataPeriod` limits the shared data
+  to resources dated within that window (the Patient itself stays visible).
 - the platform-wide preference "any clinician on the platform may see my imaging": an active
   Consent with `category` `urn:fhirserver:sharing|platform-imaging` (no actor needed).
 
@@ -37,7 +38,9 @@ PLATFORM_IMAGING = "platform-imaging"
 
 # -- enforcement (called by smart_auth for every request) --------------------------------------------
 def _consent_grants(body: dict[str, Any], today: str) -> tuple[str | None, bool] | None:
-    """(patient id, imaging only) of an effective permit Consent, else None."""
+    """(patient id, imaging only) of an effective permit Consent without a data window, else None."""
+    if _data_window(body):
+        return None
     if body.get("status") != "active":
         return None
     prov = body.get("provision") or {}
@@ -51,6 +54,26 @@ def _consent_grants(body: dict[str, Any], today: str) -> tuple[str | None, bool]
     pid = c.ref_id(body.get("patient"), "Patient")
     imaging = any(k.get("code") in c.IMAGING_TYPES for k in prov.get("class") or [])
     return pid, imaging
+
+
+def _data_window(body: dict[str, Any]) -> tuple[str, str] | None:
+    """`provision.dataPeriod` as (start, end) ISO strings ('' for an open end), or None."""
+    dp = (body.get("provision") or {}).get("dataPeriod") or {}
+    if not dp.get("start") and not dp.get("end"):
+        return None
+    return dp.get("start") or "", dp.get("end") or ""
+
+
+def _window_grant(body: dict[str, Any], today: str) -> tuple[str, str, str, bool] | None:
+    """(patient id, data from, data to, imaging only) of an effective Consent limited to a data window."""
+    window = _data_window(body)
+    if window is None:
+        return None
+    plain = {**body, "provision": {k: v for k, v in (body.get("provision") or {}).items() if k != "dataPeriod"}}
+    g = _consent_grants(plain, today)
+    if not g or not g[0]:
+        return None
+    return g[0], window[0], window[1], g[1]
 
 
 def with_live_shares(engine: Any, p: Any, settings: Any) -> Any:
@@ -81,18 +104,24 @@ def with_live_shares(engine: Any, p: Any, settings: Any) -> Any:
     with engine.connect() as conn:
         rows = list(conn.execute(q_actor).scalars()) if q_actor is not None else []
         platform = list(conn.execute(q_platform).scalars()) if p.role == "staff" else []
+    windows: set[tuple[str, str, str, bool]] = set()
     for text in rows:
-        g = _consent_grants(json.loads(text), today)
+        consent = json.loads(text)
+        g = _consent_grants(consent, today)
         if g and g[0]:
             (imaging if g[1] else full).add(g[0])
+        w = _window_grant(consent, today)
+        if w:
+            windows.add(w)
     for text in platform:
         g = _consent_grants(json.loads(text), today)
         if g and g[0]:
             imaging.add(g[0])
-    if not full and not imaging:
+    if not full and not imaging and not windows:
         return p
     return dataclasses.replace(p, patients=tuple(sorted(set(p.patients) | full)),
-                               shared_imaging=tuple(sorted(imaging - full - set(p.patients))))
+                               shared_imaging=tuple(sorted(imaging - full - set(p.patients))),
+                               shared_windows=tuple(sorted(w for w in windows if w[0] not in full)))
 
 
 def _age(birth: str, today: date) -> int | None:

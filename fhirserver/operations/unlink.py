@@ -7,6 +7,7 @@ refused (409) until the account is reactivated.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -85,6 +86,16 @@ def close(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     return FhirResponse(200, c.parameters(("result", True), ("message", "The account is closed")))
 
 
+def _was_managed_by(tx: Any, pid: str, orgs: Any) -> bool:
+    """Whether the current or any earlier version of the Patient named one of these organizations."""
+    wanted = {f"Organization/{o}" for o in orgs}
+    versions, _total = tx.history("Patient", pid, count=1000, with_total=False)
+    for v in versions:
+        if v.body and (json.loads(v.body).get("managingOrganization") or {}).get("reference") in wanted:
+            return True
+    return False
+
+
 def reactivate(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     ctx.access.check_interaction("operation", "Patient")
     p = c.require(ctx, "staff")
@@ -97,6 +108,9 @@ def reactivate(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     if p is not None and p.role != "admin":
         if not p.organizations:
             raise FhirError(403, "Reactivating needs an organization", "forbidden")
+        if not _was_managed_by(tx, pid, p.organizations):
+            raise FhirError(403, "This patient was never on your organization's list: ask the patient for "
+                            "access ($request-access) instead", "forbidden")
         if "managingOrganization" not in new:
             new["managingOrganization"] = {"reference": f"Organization/{p.organizations[0]}"}
     ctx.access.check_write("Patient", {**new, "id": pid})

@@ -163,6 +163,8 @@ def test_unlink_close_reactivate_and_reserved_email(lapp, smtp_server):  # noqa:
            "telecom": [{"system": "email", "value": "eve@example.org"}],
            "managingOrganization": {"reference": "Organization/o1"}}
     assert c.post("/fhir/Patient", json=new, headers=H(t["d1"])).status_code == 409
+    # another organization cannot claim the unlinked profile by reactivating it
+    assert c.post(f"/fhir/Patient/{pid}/$reactivate", headers=H(t["d2"])).status_code == 403
     assert c.post(f"/fhir/Patient/{pid}/$reactivate", headers=H(t["d1"])).status_code == 200
     assert c.get(f"/fhir/Patient/{pid}", headers=H(t["d1"])).get_json()["active"] is True
     # an invited patient closes their account: the login stops, the email stays reserved
@@ -397,3 +399,32 @@ def test_connected_apps_listed_and_revoked(lapp, client):  # noqa: ANN001
     assert r.status_code == 200, r.data
     assert c.get("/fhir/Patient/app-p", headers=h).status_code == 401   # that app's token is dead
 
+
+
+def test_consent_limited_to_a_date_range_of_data(lapp, smtp_server):  # noqa: ANN001
+    """A patient shares with another organization only the data of a period (provision.dataPeriod)."""
+    c, eng, t = _seed(lapp)
+    pid = _patient(c, t["d1"], "o1", given="Rita", family="Okoro", email="rita@example.org")
+    subj = {"reference": f"Patient/{pid}"}
+    for day in ("2023-06-01", "2024-02-10", "2024-11-30"):
+        r = c.post("/fhir/DiagnosticReport", json={"resourceType": "DiagnosticReport", "status": "final",
+                                                   "code": {"text": day}, "subject": subj,
+                                                   "effectiveDateTime": day}, headers=H(t["d1"]))
+        assert r.status_code == 201
+    c.post("/fhir/DiagnosticReport", json={"resourceType": "DiagnosticReport", "status": "final",
+                                           "code": {"text": "undated"}, "subject": subj}, headers=H(t["d1"]))
+    assert _invite(c, t["d1"], f"Patient/{pid}").status_code == 200
+    _activate(c, smtp_server, "rita@example.org")
+    pt = login(c, eng, "rita@example.org", "mypassword1", PATIENT_SCOPE)
+    consent = {"resourceType": "Consent", "status": "active",
+               "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+               "category": [{"coding": [{"system": "urn:fhirserver:sharing", "code": "share"}]}], "patient": subj,
+               "provision": {"type": "permit", "actor": [{"role": {"text": "recipient"},
+                                                          "reference": {"reference": "Organization/o2"}}],
+                             "dataPeriod": {"start": "2024-01-01", "end": "2024-06-30"}}}
+    r = c.post("/fhir/Consent", json=consent, headers=H(pt))
+    assert r.status_code == 201, r.get_data(as_text=True)
+    seen = c.get("/fhir/DiagnosticReport", headers=H(t["d2"])).get_json()
+    assert [e["resource"]["code"]["text"] for e in seen.get("entry", [])] == ["2024-02-10"]
+    assert c.get(f"/fhir/Patient/{pid}", headers=H(t["d2"])).status_code == 200
+    assert c.get("/fhir/DiagnosticReport", headers=H(t["d1"])).get_json()["total"] == 4  # own clinic: all
