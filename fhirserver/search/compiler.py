@@ -74,23 +74,11 @@ class CompiledSearch:
 
 def split_values(raw: str) -> list[str]:
     """Comma-separated OR values, honouring `\\,` escapes."""
-    out, cur, esc = [], [], False
-    for ch in raw:
-        if esc:
-            cur.append(ch)
-            esc = False
-        elif ch == "\\":
-            esc = True
-        elif ch == ",":
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur))
-    return out
+    return _split_escaped(raw, ",")
 
 
 def _split_escaped(value: str, sep: str) -> list[str]:
+    """Split on `sep` where it is not escaped with a backslash (FHIR search value escaping)."""
     out, cur, esc = [], [], False
     for ch in value:
         if esc:
