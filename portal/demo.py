@@ -7,6 +7,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 DEMO_PASSWORD = "demo-pass-1"
+STAFF_LOGIN = "staff@clinic.example"  # Dr. Moreno's staff login (invites patients, answers messages)
+STAFF_APP = "demo-staff-app"  # a public SMART client for staff scripts and the browser tests
+STAFF_APP_REDIRECT = "http://127.0.0.1/cb"
+STAFF_SCOPE = "openid fhirUser user/*.cruds"
 ONLINE = {"coding": [{"system": "urn:fhirserver:portal", "code": "online-booking", "display": "Online booking"}]}
 
 
@@ -119,4 +123,12 @@ def seed(app: Any, users: bool = True) -> dict[str, Any]:
                     must_change_password=False, activated=store.now(), status="active"))
                 if not c.execute(select(lifecycle_email).where(lifecycle_email.c.email == email)).first():
                     c.execute(insert(lifecycle_email).values(email=email, res_type=rt, res_id=rid, status="owned"))
-    return {"password": DEMO_PASSWORD, "logins": logins}
+        with eng.connect() as c:
+            staff_exists = c.execute(select(auth_user.c.pk).where(auth_user.c.username == STAFF_LOGIN)).first()
+        if not staff_exists:
+            store.add_user(eng, username=STAFF_LOGIN, password=DEMO_PASSWORD, role="staff",
+                           fhir_user="Practitioner/demo-dr", organizations=["demo-clinic"])
+        if store.get_client(eng, STAFF_APP) is None:
+            store.add_client(eng, name="Demo staff app", client_id=STAFF_APP, redirect_uris=[STAFF_APP_REDIRECT],
+                             scope=STAFF_SCOPE, auth_method="none")
+    return {"password": DEMO_PASSWORD, "logins": {**logins, STAFF_LOGIN: ("staff", "Practitioner/demo-dr", [])}}

@@ -31,7 +31,7 @@ ES = {
     "New message": "Nuevo mensaje", "To": "Para", "Subject": "Asunto", "Message": "Mensaje", "Send": "Enviar",
     "Choose a clinician.": "Elija un profesional.", "Write a subject.": "Escriba un asunto.",
     "Write your message.": "Escriba su mensaje.", "Your message was sent.": "Su mensaje fue enviado.",
-    "Note to my record": "Nota para mi historial", "Save note": "Guardar nota", "From": "De",
+    "Note to my record": "Nota para mi historial", "Save note": "Guardar nota", "From": "De", "You": "Usted", "Replies": "Respuestas",
     "The note was saved.": "La nota se guardó.", "Amount": "Importe", "Total": "Total",
     "Fill in": "Completar", "Submit answers": "Enviar respuestas", "This answer is required.": "Esta respuesta es obligatoria.",
     "Enter a whole number.": "Escriba un número entero.", "Enter a date (YYYY-MM-DD).": "Escriba una fecha (AAAA-MM-DD).",

@@ -608,10 +608,55 @@ def _clinicians() -> list[dict]:
     return core.open_fhir().search("Practitioner", [("_count", "100")])
 
 
-def messages() -> Response:
+def _threads(rows: list[dict]) -> list[dict]:
+    """Messages as threads: each message that answers another (`inResponseTo`) is listed under the
+    first message of its thread, oldest reply first; threads are newest first."""
+    by_id = {r.get("id"): r for r in rows}
+
+    def root(r: dict) -> dict:
+        seen = set()
+        while r.get("id") not in seen:
+            seen.add(r.get("id"))
+            parent = next((by_id.get((x.get("reference") or "").split("/")[-1]) for x in r.get("inResponseTo") or []
+                           if (x.get("reference") or "").split("/")[-1] in by_id), None)
+            if parent is None:
+                break
+            r = parent
+        return r
+
+    replies: dict[str, list[dict]] = {}
+    tops = []
+    for r in rows:
+        top = root(r)
+        if top is r:
+            tops.append(r)
+        else:
+            replies.setdefault(top.get("id"), []).append(r)
+    out = []
+    for t in sorted(tops, key=lambda r: r.get("sent") or "", reverse=True):
+        out.append({**t, "replies": sorted(replies.get(t.get("id"), []), key=lambda r: r.get("sent") or "")})
+    return out
+
+
+def _sender_name(ref: str | None, names: dict[str, str]) -> str:
+    if not ref:
+        return ""
+    if ref == (g.user or {}).get("fhir_user") or ref == f"Patient/{pid()}":
+        return _("You")
+    return names.get(ref, ref)
+
+
+def _messages_page(status: int = 200, **kw: Any) -> Response:
     rows = core.user_fhir().search("Communication", [("subject", f"Patient/{pid()}"), ("_sort", "-sent"),
                                                       ("_count", "100")])
-    return page("messages.html", msgs=rows, clinicians=_clinicians())
+    docs = _clinicians()
+    names = {f"Practitioner/{c['id']}": rnd.human_name(c) for c in docs}
+    return page("messages.html", status, msgs=_threads(rows), clinicians=docs,
+                sender=lambda ref: _sender_name(ref, names), **kw)
+
+
+def messages() -> Response:
+    return _messages_page()
 
 
 def send_message() -> Response:
@@ -628,8 +673,7 @@ def send_message() -> Response:
     if not form.get("text", "").strip():
         errors["text" if kind == "message" else "note"] = _("Write your message.")
     if errors:
-        rows = core.user_fhir().search("Communication", [("subject", f"Patient/{pid()}"), ("_count", "100")])
-        return page("messages.html", 400, msgs=rows, clinicians=list(docs.values()), form=form, errors=errors)
+        return _messages_page(400, form=form, errors=errors)
     p = pid()
     me = g.user["fhir_user"] or f"Patient/{p}"
     body = {"resourceType": "Communication", "status": "completed", "subject": {"reference": f"Patient/{p}"},

@@ -93,7 +93,16 @@ def activate() -> Response:
         conn.execute(update(inv).where(inv.c.user_pk == found["user_pk"], inv.c.used.is_(False))
                      .values(superseded=True))
     return _page("Your account is active", f"<p>You can now sign in with your email address "
-                 f"({html.escape(found['email'])}) and your new password.</p>")
+                 f"({html.escape(found['email'])}) and your new password.</p>" + _portal_link())
+
+
+def _portal_link() -> str:
+    """A link to the patient portal's sign-in, when the portal is installed (issue 8)."""
+    if "portal" not in current_app.blueprints:
+        return ""
+    from flask import url_for
+
+    return f"<p><a href=\"{html.escape(url_for('portal.login'))}\">Sign in to the patient portal</a></p>"
 
 
 def must_change_password(engine: Any, user_pk: int) -> bool:

@@ -275,3 +275,25 @@ def test_forgot_password_with_security_answer(papp, portal_smtp):
     assert r.status_code == 303
     login(papp, "ana@example.org", "another-pass-2")
     assert c.get(path).status_code == 410  # the link works once (bound to the old password)
+
+
+def test_messages_show_clinician_replies_as_threads(papp, ana):
+    page = ana.get("/portal/messages")
+    assert ana.post("/portal/messages/send", data={"csrf": csrf_of(page.text), "kind": "message", "to": "demo-dr",
+                                                   "subject": "Fasting", "text": "Must I fast?"}).status_code == 303
+    svc = papp.extensions["fhirserver"]
+    from sqlalchemy import text
+
+    with svc.repo.engine.connect() as c:
+        qid = c.execute(text("SELECT res_id FROM resource WHERE res_type = 'Communication'")).scalar()
+    with svc.repo.transaction(write=True) as tx:
+        tx.update("Communication", "reply-1", {
+            "resourceType": "Communication", "id": "reply-1", "status": "completed",
+            "subject": {"reference": "Patient/demo-ana"}, "inResponseTo": [{"reference": f"Communication/{qid}"}],
+            "sent": "2099-01-01T00:00:00+00:00", "sender": {"reference": "Practitioner/demo-dr"},
+            "payload": [{"contentString": "Yes, eight hours."}]})
+    r = ana.get("/portal/messages").text
+    thread = r.split(f'id="thread-{qid}"', 1)[1]
+    assert '<ul class="replies"' in thread and "Yes, eight hours." in thread and "Dr. Lucia Moreno" in thread
+    assert thread.index("Must I fast?") < thread.index("Yes, eight hours.")
+    assert r.count('class="thread"') == 1
