@@ -21,7 +21,13 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     node.add_argument("--base-url", help="public base URL (for the DICOMweb Endpoint)")
     node.add_argument("--accept-unknown", action="store_true",
                       help="accept calling AE titles that are not registered")
+    node.add_argument("--processes", type=int, default=0,
+                      help="receiving processes sharing the port (default: $FHIRSERVER_DICOM_PROCESSES "
+                           "or the CPU count)")
     node.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    node.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    node.add_argument("--load-board", help=argparse.SUPPRESS)
+    node.add_argument("--load-slot", type=int, default=0, help=argparse.SUPPRESS)
     add_common(node)
     node.set_defaults(func=lambda a: cmd_dicom(a, settings_of(a)))
 
@@ -45,13 +51,26 @@ def _engine(settings: Any) -> Any:
 
 
 def cmd_dicom(args: argparse.Namespace, settings: Any) -> int:
-    from dicom.scp import DicomNode
+    from dicom.scp import DicomNode, LoadBoard
     from fhirserver.services import build_services
 
     if args.accept_unknown:
         settings = settings.replace(dicom_reject_unknown=False)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    processes = args.processes or int(os.environ.get("FHIRSERVER_DICOM_PROCESSES") or 0) or os.cpu_count() or 1
+    if processes > 1 and args.listen_fd is None:
+        return _supervise(args, settings, processes)
+    from pydicom import config as pydicom_config
+    from pynetdicom import _config as pynetdicom_config
+
+    # no per-PDU/per-message debug log handlers (the pynetdicom logger is at WARNING anyway)
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
+
+    # values are read for the index only: no regex validation (and warning) per element read
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    # several association threads per process: hand the GIL over sooner (lower latency per message)
+    sys.setswitchinterval(float(os.environ.get("FHIRSERVER_DICOM_SWITCH_INTERVAL", "0.001")))
     node = DicomNode(settings, repo=build_services(settings, upgrade_schema=True).repo)
     if args.exit_with_parent:
         parent = os.getppid()
@@ -65,9 +84,83 @@ def cmd_dicom(args: argparse.Namespace, settings: Any) -> int:
     print(f"fhirserver: DICOM node {settings.dicom_ae} on "
           f"{settings.dicom_host or settings.host}:{settings.dicom_port}", file=sys.stderr, flush=True)
     try:
-        node.start(block=True)
+        load = LoadBoard(args.load_board, args.load_slot) if args.load_board else None
+        node.start(block=True, listen_fd=args.listen_fd, load=load)
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _child_cmd(settings: Any, fd: int, board: str, slot: int) -> list[str]:
+    cmd = [sys.executable, "-m", "fhirserver.cli", "dicom", "--exit-with-parent", "--processes", "1",
+           "--listen-fd", str(fd), "--load-board", board, "--load-slot", str(slot), "--dicom-port", str(settings.dicom_port), "--dicom-ae", settings.dicom_ae,
+           "--host", settings.dicom_host or settings.host, "--data-dir", str(settings.data_dir),
+           "--base-url", settings.fhir_base[:-len("/fhir")]]
+    if settings.database_url:
+        cmd += ["--database-url", settings.database_url]
+    if not settings.dicom_reject_unknown:
+        cmd.append("--accept-unknown")
+    return cmd
+
+
+def _supervise(args: argparse.Namespace, settings: Any, processes: int) -> int:
+    """Several receiving processes (one Python process is the ceiling of pynetdicom): this process
+    binds the listening socket and starts `processes` nodes that accept on it, each taking the
+    next association when it is free; a node that dies is started again."""
+    import signal
+    import socket
+    import tempfile
+
+    from dicom.scp import LoadBoard, listen_socket
+
+    _engine(settings).dispose()  # schema upgrade once, before the receivers start
+    sock = listen_socket((settings.dicom_host or settings.host, settings.dicom_port))
+    fd = sock.fileno()
+    board_fd, board = tempfile.mkstemp(prefix="fhirserver-dicom-", suffix=".load")
+    os.close(board_fd)
+    LoadBoard.create(board, processes)
+    cmds = [_child_cmd(settings, fd, board, slot) for slot in range(processes)]
+    stopping = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    parent = os.getppid()
+    print(f"fhirserver: DICOM node {settings.dicom_ae} on {settings.dicom_host or settings.host}:"
+          f"{settings.dicom_port} ({processes} processes)", file=sys.stderr, flush=True)
+    children = [subprocess.Popen(cmd, pass_fds=(fd,)) for cmd in cmds]
+    started = [time.monotonic()] * processes
+    try:
+        while not stopping.wait(0.5):
+            if args.exit_with_parent and os.getppid() != parent:
+                break
+            for i, child in enumerate(children):
+                if child.poll() is not None and time.monotonic() - started[i] > 5:  # no restart storm
+                    print(f"fhirserver: DICOM receiver {i} exited ({child.returncode}), starting it again",
+                          file=sys.stderr, flush=True)
+                    LoadBoard(board, i)  # its slot starts again from zero
+                    children[i] = subprocess.Popen(cmds[i], pass_fds=(fd,))
+                    started[i] = time.monotonic()
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+        try:
+            os.unlink(board)
+        except OSError:
+            pass
     return 0
 
 

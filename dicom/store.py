@@ -7,8 +7,9 @@ reader (or a crash) never sees a partial object; storing the same bytes twice is
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO, Iterable, Protocol
 
@@ -37,6 +38,10 @@ class FileStore:
         self.tmp = self.root / "tmp"
         self.objects.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._seq = itertools.count()
+        self._dirs: set[str] = set()  # object folders known to exist
+        self._tmp_prefix = f"{self.tmp}{os.sep}"
+        self._objects_prefix = f"{self.objects}{os.sep}"
 
     def _path(self, key: str) -> Path:
         if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
@@ -44,21 +49,26 @@ class FileStore:
         return self.objects / key[:2] / key[2:4] / key
 
     def put(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+        parts = [memoryview(c) for c in chunks]
+        size = sum(p.nbytes for p in parts)
+        tmp_name = f"{self._tmp_prefix}{os.getpid()}-{threading.get_ident()}-{next(self._seq)}.part"
         digest = hashlib.sha256()
-        size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    f.write(chunk)
-                    size += len(chunk)
+            fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+            with open(fd, "wb", buffering=0, closefd=True) as f:
+                for view in parts:  # hash while writing; the received buffer is never copied
+                    digest.update(view)
+                    while view:
+                        view = view[f.write(view):]
             key = digest.hexdigest()
-            final = self._path(key)
-            if final.exists():
+            folder = f"{self._objects_prefix}{key[:2]}{os.sep}{key[2:4]}"  # key: a fresh hex digest
+            final = f"{folder}{os.sep}{key}"
+            if key[:4] not in self._dirs:
+                os.makedirs(folder, exist_ok=True)
+                self._dirs.add(key[:4])
+            if os.path.exists(final):
                 os.unlink(tmp_name)
             else:
-                final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp_name, final)
             return key, size
         except BaseException:
