@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test bench install clean chromium dcmtk
+.PHONY: run test bench install clean chromium dcmtk orthanc
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,11 @@ dcmtk:  # Debian's dcmtk: the real DICOM peers of the DICOM node tests and bench
 test: $(STAMP) chromium dcmtk
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
+orthanc:  # Debian's Orthanc: a reference peer of the DICOM bench (skipped there if it will not install)
+	command -v Orthanc >/dev/null || (apt-get update && apt-get install -y orthanc) || true
+
 # Each part prints a table and a last JSON line of figures and ratios (see bench/README.md).
-bench: $(STAMP) dcmtk
+bench: $(STAMP) dcmtk orthanc
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.search
