@@ -16,7 +16,6 @@ from sqlalchemy import create_engine, text
 
 from fhirserver.app import create_app
 from fhirserver.config import Settings
-from fhirserver.storage import make_engine, upgrade
 
 DATA = Path(__file__).parent / "data"
 BASE = "http://testserver/fhir"
@@ -135,3 +134,43 @@ def fhir_json(resp) -> dict:  # noqa: ANN001
     import json
 
     return json.loads(resp.data)
+
+
+class Mailbox:
+    """A real SMTP server's inbox (aiosmtpd handler): every message with its recipients and body."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.messages: list = []
+        self.lock = threading.Lock()
+        self.url = ""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+        import email
+
+        msg = email.message_from_bytes(envelope.content)
+        body = msg.get_payload(decode=True).decode() if not msg.is_multipart() else \
+            msg.get_payload(0).get_payload(decode=True).decode()
+        with self.lock:
+            self.messages.append({"to": envelope.rcpt_tos, "subject": msg["Subject"], "body": body})
+        return "250 OK"
+
+    def to(self, addr: str) -> list[dict]:
+        with self.lock:
+            return [m for m in self.messages if addr in m["to"]]
+
+
+def run_smtp_server() -> Iterator[Mailbox]:
+    """Start aiosmtpd on a free loopback port; yields its Mailbox (`.url` is smtp://host:port)."""
+    from aiosmtpd.controller import Controller
+
+    port = free_port()
+    box = Mailbox()
+    ctl = Controller(box, hostname="127.0.0.1", port=port)
+    ctl.start()
+    box.url = f"smtp://127.0.0.1:{port}"
+    try:
+        yield box
+    finally:
+        ctl.stop()
