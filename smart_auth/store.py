@@ -291,7 +291,9 @@ def save_code(engine: Engine, *, client_id: str, user_pk: int | None, redirect_u
 def take_code(engine: Engine, code: str) -> tuple[dict[str, Any] | None, bool]:
     """(the code row, first use). A second use revokes what the first one issued."""
     h = digest(code)
-    with engine.begin() as c:
+    # read then write: on SQLite take the write lock first (fhir_write -> BEGIN IMMEDIATE), or a
+    # concurrent writer in between fails this transaction with SQLITE_BUSY instead of waiting
+    with engine.connect().execution_options(fhir_write=True) as c, c.begin():
         row = c.execute(select(auth_code).where(auth_code.c.code_hash == h)).mappings().first()
         if row is None:
             return None, False
