@@ -90,18 +90,20 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """`fhirserver serve` in a subprocess (real gunicorn workers)."""
+    """`fhirserver serve` in a subprocess (real gunicorn workers); `auth=False` opens the API."""
 
-    def __init__(self, database_url: str, data_dir: Path, workers: int = 2) -> None:
+    def __init__(self, database_url: str, data_dir: Path, workers: int = 2, auth: bool = False) -> None:
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}/fhir"
-        env = dict(os.environ, FHIRSERVER_DATABASE_URL=database_url, FHIRSERVER_DATA_DIR=str(data_dir))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fhirserver.cli", "serve", "--insecure-no-auth", "--port",
-             str(self.port), "--workers", str(workers), "--dicom-port", "0"],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(data_dir / "server.log", "wb"))
-        # (a log file, not a pipe: an unread pipe fills up and blocks the server)
-        self.log_path = data_dir / "server.log"
+        self.root = f"http://127.0.0.1:{self.port}"
+        self.base = self.root + "/fhir"
+        self.env = dict(os.environ, FHIRSERVER_DATABASE_URL=database_url, FHIRSERVER_DATA_DIR=str(data_dir))
+        self.log_path = Path(data_dir) / "server.log"  # a file, not a pipe: an unread pipe blocks the server
+        argv = [sys.executable, "-m", "fhirserver.cli", "serve", "--port", str(self.port),
+                "--workers", str(workers), "--dicom-port", "0"]
+        if not auth:
+            argv.append("--insecure-no-auth")
+        self.proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log_path, "wb"))
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -109,7 +111,7 @@ class LiveServer:
             try:
                 if requests.get(self.base + "/metadata", timeout=10).status_code == 200:
                     return
-            except (requests.ConnectionError, requests.Timeout):
+            except requests.RequestException:  # not listening yet, or still starting
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError("server did not start")

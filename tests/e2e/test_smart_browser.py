@@ -5,7 +5,6 @@ registered with the CLI while the server runs."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from tests.conftest import LiveServer
 
 fhirclient = pytest.importorskip("fhirclient")
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -28,49 +29,16 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class AuthLiveServer:
-    """`fhirserver serve` with auth on (the default)."""
+class AuthLiveServer(LiveServer):
+    """`fhirserver serve` with auth on (the default), plus the CLI on the same database."""
 
     def __init__(self, database_url: str, data_dir: Path) -> None:
-        self.port = _free_port()
-        self.root = f"http://127.0.0.1:{self.port}"
-        self.base = self.root + "/fhir"
-        self.env = dict(os.environ, FHIRSERVER_DATABASE_URL=database_url, FHIRSERVER_DATA_DIR=str(data_dir))
-        self.log_path = Path(data_dir) / "server.log"  # a file: an unread pipe fills up and blocks the server
-        self.proc = subprocess.Popen([sys.executable, "-m", "fhirserver.cli", "serve", "--port", str(self.port),
-                                      "--workers", "2", "--dicom-port", "0"], env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=open(self.log_path, "wb"))
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited: " + self.log_path.read_text(errors="replace")[-2000:])
-            try:
-                if requests.get(self.base + "/metadata", timeout=10).status_code == 200:
-                    return
-            except requests.RequestException:  # not listening yet, or still starting
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not start")
+        super().__init__(database_url, data_dir, auth=True)
 
     def cli(self, *args: str) -> dict:
         out = subprocess.run([sys.executable, "-m", "fhirserver.cli", *args], env=self.env, check=True,
                              capture_output=True, text=True, timeout=60)
         return json.loads(out.stdout)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 @pytest.fixture(scope="module")
