@@ -24,6 +24,7 @@ from sqlalchemy import and_, exists, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhirserver.access.scopes import INTERACTION_PERM, Scope
+from fhirserver.model.references import referenced_ids
 
 _DEF = Path(__file__).resolve().parents[2] / "conformance" / "definitions" / "CompartmentDefinition-patient.json"
 
@@ -41,7 +42,6 @@ PATIENT_COMPARTMENT_TYPES = _compartment_types()
 # principal sees them until they are linked to a patient (e.g. Binary via securityContext).
 RESTRICTED_TYPES = frozenset({"Binary", "Task", "Bundle", "Parameters"})
 IMAGING_TYPES = ("ImagingStudy", "Media")  # what an imaging-only Consent shares (with the Patient)
-_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,25 +80,9 @@ def _forbidden(msg: str) -> Exception:
     return FhirError(403, msg, "forbidden")
 
 
-def patient_refs(body: Any) -> set[str]:
-    """Ids of every Patient a resource body references."""
-    found: set[str] = set()
-
-    def walk(v: Any) -> None:
-        if isinstance(v, dict):
-            for k, x in v.items():
-                if k == "reference" and isinstance(x, str):
-                    m = _PATIENT_REF.search(x)
-                    if m:
-                        found.add(m.group(1))
-                elif k != "contained":
-                    walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-
-    walk(body)
-    return found
+def patient_refs(body: Any, base: str | None = None) -> set[str]:
+    """Ids of every Patient a resource body references (the canonical reference parser)."""
+    return referenced_ids(body, "Patient", base)
 
 
 # Dates that are not clinical time: a data window never matches on them.

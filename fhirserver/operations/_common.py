@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from fhirserver.api.outcome import FhirError
+from fhirserver.model.validate import is_valid_id
 
 EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
@@ -63,18 +64,19 @@ def truthy(v: Any) -> bool:
 
 
 def ref_id(v: Any, res_type: str) -> str | None:
-    """The id in 'Patient/1', {'reference': 'Patient/1'} or '1'."""
-    if isinstance(v, dict):
-        v = v.get("reference")
-    if not isinstance(v, str) or not v:
+    """The id in 'Patient/1', {'reference': 'Patient/1'} (the canonical parser) or a bare '1'."""
+    from fhirserver.model.references import reference_id
+
+    if isinstance(v, str) and is_valid_id(v):
+        return v
+    return reference_id(v, res_type, root_url_or_none())
+
+
+def root_url_or_none() -> str | None:
+    try:
+        return services().fhir_base()
+    except RuntimeError:  # outside a Flask app (CLI, DIMSE): relative references only
         return None
-    v = v.split("/_history/")[0]
-    if "/" in v:
-        t, _, i = v.rstrip("/").rpartition("/")
-        if t.rsplit("/", 1)[-1] != res_type:
-            return None
-        return i
-    return v
 
 
 def emails_of(body: dict[str, Any]) -> list[str]:

@@ -11,6 +11,7 @@ import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
 
+from fhirserver.model.references import parse_reference
 from fhirserver.search.dates import date_range
 from fhirserver.search.paths import compile_path
 from fhirserver.search.registry import Registry, SearchParam, compartment_params
@@ -33,17 +34,14 @@ def _clip(value: str | None) -> str | None:
 
 
 def split_reference(value: str, base: str | None = None) -> tuple[str | None, str | None, str | None]:
-    """A reference string as (type, id, url): relative `Type/id`, our absolute URL, or another URL."""
-    if not value or value.startswith("#"):
+    """A reference string as (type, id, url), read by the one canonical parser: a local
+    reference gives (type, id, None); an external URL, a urn or an invalid string gives its text
+    as url only (it links to no resource); a contained `#id` gives nothing."""
+    ref = parse_reference(value, base)
+    if ref.local:
+        return ref.res_type, ref.res_id, None
+    if ref.kind == "contained" or not value:
         return None, None, None
-    v = value.split("/_history/")[0]
-    if base and v.startswith(base.rstrip("/") + "/"):
-        v = v[len(base.rstrip("/")) + 1:]
-    if "://" in v or v.startswith("urn:"):
-        return None, None, value
-    segs = v.strip("/").split("/")
-    if len(segs) == 2 and segs[0][:1].isupper():
-        return segs[0], segs[1], None
     return None, None, value
 
 

@@ -11,6 +11,7 @@ import threading
 from functools import lru_cache
 from typing import Any, Callable
 
+from fhirserver.model.references import parse_reference
 from fhirserver.search.registry import _split_top
 
 Extractor = Callable[[dict[str, Any]], list[Any]]
@@ -118,7 +119,10 @@ def _compile_simple(expr: str) -> Extractor | None:
 def _reference_type(ref: dict[str, Any]) -> str | None:
     """The type a Reference points at, from `reference` (`Type/id`, absolute URL) or `type`."""
     value = ref.get("reference")
-    if isinstance(value, str) and "/" in value and not value.startswith("urn:"):
+    parsed = parse_reference(value)
+    if parsed.local:
+        return parsed.res_type
+    if parsed.kind == "external" and isinstance(value, str):  # another server's `.../Type/id`
         segs = value.split("/_history/")[0].rstrip("/").split("/")
         if len(segs) >= 2:
             return segs[-2]
