@@ -176,3 +176,25 @@ def test_audit_event_needs_every_named_patient(seeded, settings, client):  # noq
     assert visible(PRINCIPALS["staff org1"]) == {"one", "none"}
     assert visible(dict(role="staff", organizations=("org1", "org2"))) == {"one", "two", "none"}
     assert visible(PRINCIPALS["admin"]) == {"one", "two", "none"}
+
+
+def test_reindex_restores_the_audience_of_rows_deleted_before_it_was_kept(seeded, settings, client):  # noqa: ANN001
+    from sqlalchemy import delete, select
+
+    from fhirserver.storage.tables import resource, resource_compartment
+
+    oid = client.post("/fhir/Observation", json=_obs("Patient/pb")).get_json()["id"]
+    assert client.delete(f"/fhir/Observation/{oid}").status_code == 204
+    repo = seeded.repo
+    with repo.engine.begin() as c:  # what older versions of the server left behind
+        pk = c.execute(select(resource.c.pk).where(resource.c.res_id == oid)).scalar_one()
+        c.execute(delete(resource_compartment).where(resource_compartment.c.res_pk == pk))
+    staff1 = build_policy(repo, settings, _principal("staff", organizations=("org1",)))
+    staff2 = build_policy(repo, settings, _principal("staff", organizations=("org2",)))
+    with repo.transaction() as tx:  # fails closed until the reindex
+        assert tx.current("Observation", oid, where=staff1.row_filter("Observation")) is None
+        assert tx.current("Observation", oid, where=staff2.row_filter("Observation")) is None
+    assert client.post("/fhir/$reindex").status_code == 200
+    with repo.transaction() as tx:
+        assert tx.current("Observation", oid, where=staff2.row_filter("Observation")) is not None
+        assert tx.current("Observation", oid, where=staff1.row_filter("Observation")) is None
