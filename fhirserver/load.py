@@ -26,6 +26,7 @@ from typing import IO, Any, Iterator, Protocol
 
 import orjson
 
+from fhirserver.access import SystemJob
 from fhirserver.config import Settings
 from fhirserver.model.jsonio import JsonFormatError, dumps, loads
 
@@ -172,7 +173,8 @@ class DirectTarget:
 
         search = SearchEngine(settings.fhir_base if settings.base_url else None)
         self.repo = Repository(self.engine, indexer=search.index_rows)
-        self.ctx = Context(base=settings.fhir_base, postgres=self.repo.postgres, search=search)
+        self.ctx = Context(base=settings.fhir_base, postgres=self.repo.postgres, search=search,
+                           access=SystemJob("load"))
 
     def describe(self) -> str:
         return "db:" + self.shown_url

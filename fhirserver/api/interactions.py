@@ -14,7 +14,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Callable
 from urllib.parse import urlencode
 
-from fhirserver.access import OpenPolicy, Policy
+from fhirserver.access import DenyPolicy, Policy
 from fhirserver.api.formats import Raw
 from fhirserver.api.outcome import FhirError, bad_request, info, not_found
 from fhirserver.model import patch as patching
@@ -73,7 +73,7 @@ class Context:
     default_count: int = 50
     max_count: int = 1000
     postgres: bool = False
-    access: Policy = dataclasses.field(default_factory=OpenPolicy)
+    access: Policy = dataclasses.field(default_factory=DenyPolicy)  # fail closed
     search: Any = None                     # fhirserver.search.SearchEngine
 
     def page_size(self, req: "FhirRequest") -> int:
