@@ -38,8 +38,9 @@ def claim(tx: Tx, key: str) -> datetime | None:
     """Record `key` in this transaction; None if it is new, else when it was committed before."""
     values = {"batch_key": key, "committed_at": now_utc()}
     stmt = (pg_insert if tx.postgres else sqlite_insert)(committed_batch).values(**values)
-    done = tx.conn.execute(stmt.on_conflict_do_nothing(index_elements=["batch_key"]))
-    if done.rowcount == 1:
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT
+    stmt = stmt.on_conflict_do_nothing(index_elements=["batch_key"]).returning(committed_batch.c.batch_key)
+    if tx.conn.execute(stmt).first() is not None:
         return None
     return tx.conn.execute(select(committed_batch.c.committed_at)
                            .where(committed_batch.c.batch_key == key)).scalar_one()
