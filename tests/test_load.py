@@ -100,7 +100,7 @@ def test_bad_bundle_is_reported_and_load_goes_on(app, client, database_url, tmp_
     # the failed transaction left nothing behind; the later file was loaded
     assert total(client, "Patient") == 1
     assert total(client, "Observation") == 48     # not 49: the bad bundle's Observation rolled back
-    # the failed bundle is not journaled: a re-run tries it again, the good one is skipped
+    # the failed bundle is not marked done: a re-run tries it again, the good one is skipped
     assert run(database_url, BAD, CLEMENTE) == 1
     captured = capsys.readouterr()
     assert "bad-bundle.json" in captured.err
@@ -283,3 +283,33 @@ def test_url_mode_against_live_server(app, client, live_server, database_url, ca
     assert captured.out.count("skipped (already loaded)") == 2
     assert row_counts(app) == counts
     assert len(journal_of(app, "url:" + live_server.base)) == 4
+
+
+@pytest.mark.slow
+def test_same_batch_id_from_many_clients_applies_once(app, client, live_server):  # noqa: ANN001
+    """8 clients send one transaction under one batch id at the same moment (real workers):
+    exactly one copy is stored, the others hear 409 `duplicate`, nobody gets a 500."""
+    import threading
+
+    import requests
+
+    bundle = json.loads(CLEMENTE.read_text())
+    bundle["identifier"] = {"system": "urn:fhirserver:load-batch", "value": "race-1"}
+    body = json.dumps(bundle)
+    start = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def post() -> None:
+        start.wait()
+        resp = requests.post(live_server.base, data=body, timeout=120,
+                             headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"})
+        statuses.append(resp.status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200] + [409] * 7
+    assert total(client, "Patient") == 1
+    assert total(client, "Observation") == 48
