@@ -27,6 +27,9 @@ class Policy(Protocol):
         """Raise FhirError(403) when the caller may not write this content (e.g. outside its
         patient's compartment)."""
 
+    def owned(self, res_type: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The body to store: the gate may stamp who owns data that names no patient."""
+
     def check_new_id(self, res_type: str) -> None:
         """Raise FhirError(403) when the caller may not create `res_type` under an id it chose
         (update-as-create), whether or not that id is taken by something it cannot see."""
@@ -43,6 +46,9 @@ class OpenPolicy:
 
     def check_write(self, res_type: str, body: dict[str, Any]) -> None:
         return None
+
+    def owned(self, res_type: str, body: dict[str, Any]) -> dict[str, Any]:
+        return body
 
     def check_new_id(self, res_type: str) -> None:
         return None
@@ -72,6 +78,10 @@ class DenyPolicy:
 
     def check_write(self, res_type: str, body: dict[str, Any]) -> None:
         self.check_interaction("create", res_type)
+
+    def owned(self, res_type: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.check_interaction("create", res_type)
+        return body
 
     def check_new_id(self, res_type: str) -> None:
         self.check_interaction("create", res_type)

@@ -220,6 +220,7 @@ def create(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     ctx.access.check_interaction("create", res_type)
     body = _validated(req.body, res_type)
     ctx.access.check_write(res_type, body)
+    body = ctx.access.owned(res_type, body)
     cond = req.header("if-none-exist")
     if cond:
         matches = find_matches(ctx, tx, res_type, cond.split("?", 1)[-1])
@@ -238,6 +239,7 @@ def update(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     ctx.access.check_interaction("update", res_type)
     body = _validated(req.body, res_type)
     ctx.access.check_write(res_type, body)
+    body = ctx.access.owned(res_type, body)
     if req.res_id is None:
         return _conditional_update(ctx, tx, req, res_type, body)
     res_id = check_id(req.res_id)
@@ -337,6 +339,7 @@ def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         raise FhirError(422, "A patch may not change resourceType or id", "processing")
     body = _validated(patched, res_type)
     ctx.access.check_write(res_type, body)
+    body = ctx.access.owned(res_type, body)
     return _write_version(ctx, tx, req, res_type, res_id, body, "PATCH")
 
 
