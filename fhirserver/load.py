@@ -170,7 +170,7 @@ class DirectTarget:
             raise FatalLoadError(f"cannot open database {self.shown_url}: {_short_exc(exc)}") from None
         from fhirserver.search import SearchEngine
 
-        search = SearchEngine(settings.fhir_base if settings.base_url else None)
+        search = SearchEngine(settings.fhir_base)
         self.repo = Repository(self.engine, indexer=search.index_rows)
         self.ctx = Context(base=settings.fhir_base, postgres=self.repo.postgres, search=search)
 
