@@ -75,6 +75,7 @@ def live_patients(conn: Connection, user: Mapping[str, Any], base: str | None = 
         return listed
     if user["role"] != "guardian":
         return listed
+    listed = _existing_children(conn, listed, base)
     rps = sorted(guardian_links(conn, user))
     if not rps:
         return listed  # a guardian login given its children by hand, with no RelatedPerson
@@ -97,6 +98,30 @@ def live_patients(conn: Connection, user: Mapping[str, Any], base: str | None = 
             ever.add(pid)
     # a child is kept while a link names it, or when no link ever did (listed by an administrator)
     return [p for p in listed if p in now or p not in ever]
+
+
+def _existing_children(conn: Connection, listed: list[str], base: str | None) -> list[str]:
+    """The listed children whose record still exists, each followed by the record it was merged
+    into (`replaced-by`: `$merge` repoints the RelatedPerson there). A deleted or erased record
+    ends the link, so an id used again later never opens someone else's record."""
+    from fhirserver.storage.tables import resource
+
+    if not listed:
+        return []
+    bodies = {rid: json.loads(text) for rid, deleted, text in conn.execute(
+        select(resource.c.res_id, resource.c.deleted, resource.c.body).where(
+            resource.c.res_type == "Patient", resource.c.res_id.in_(listed))).all() if text and not deleted}
+    out: list[str] = []
+    for pid in listed:
+        body = bodies.get(pid)
+        if body is None:
+            continue
+        out.append(pid)
+        for link in body.get("link") or []:
+            target = reference_id(link.get("other"), "Patient", base) if link.get("type") == "replaced-by" else None
+            if target and target not in out:
+                out.append(target)
+    return out
 
 
 def live_context(conn: Connection, user_pk: int | None, context: Mapping[str, Any],
