@@ -13,7 +13,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 from flask import Blueprint, Response, current_app, jsonify, make_response, redirect, render_template, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from fhirserver.access import Principal, SmartPolicy, parse_scopes
+from fhirserver.access import Principal, parse_scopes
 from fhirserver.access.scopes import NON_RESOURCE, describe, narrow, parse_scope, split
 from smart_auth import store
 from smart_auth.audit import audit_token
