@@ -77,27 +77,59 @@ def live_patients(conn: Connection, user: Mapping[str, Any], base: str | None = 
         return listed
     listed = _existing_children(conn, listed, base)
     rps = sorted(guardian_links(conn, user))
-    if not rps:
-        return listed  # a guardian login given its children by hand, with no RelatedPerson
     now: set[str] = set()
-    for deleted, text in conn.execute(select(resource.c.deleted, resource.c.body).where(
-            resource.c.res_type == "RelatedPerson", resource.c.res_id.in_(rps))).all():
-        body = json.loads(text) if text and not deleted else None
-        if body is not None and body.get("active") is not False:
-            pid = _named_patient(body, base)
-            if pid:
-                now.add(pid)
+    if rps:
+        for deleted, text in conn.execute(select(resource.c.deleted, resource.c.body).where(
+                resource.c.res_type == "RelatedPerson", resource.c.res_id.in_(rps))).all():
+            body = _loads(text) if text and not deleted else None
+            if isinstance(body, dict) and body.get("active") is not False:
+                pid = _named_patient(body, base)
+                if pid:
+                    now.add(pid)
     if not listed:
         return sorted(now)
-    ever: set[str] = set()  # every child one of these RelatedPersons ever named
-    for text in conn.execute(select(resource_history.c.body).where(
-            resource_history.c.res_type == "RelatedPerson", resource_history.c.res_id.in_(rps),
-            resource_history.c.body.isnot(None))).scalars():
-        pid = _named_patient(json.loads(text), base)
-        if pid:
-            ever.add(pid)
-    # a child is kept while a link names it, or when no link ever did (listed by an administrator)
+    if all(p in now for p in listed):
+        return listed
+    # Some listed child is named by no live link: was it ever named by one (then that link was
+    # removed), or listed by an administrator without any RelatedPerson (then it stays)?
+    ever: set[str] = set()
+    if rps:
+        for text in conn.execute(select(resource_history.c.body).where(
+                resource_history.c.res_type == "RelatedPerson", resource_history.c.res_id.in_(rps),
+                resource_history.c.body.isnot(None))).scalars():
+            pid = _named_patient(_loads(text), base)
+            if pid:
+                ever.add(pid)
+    ever |= _named_by_email_history(conn, user, base)
     return [p for p in listed if p in now or p not in ever]
+
+
+def _loads(text: Any) -> Any:
+    return json.loads(text) if isinstance(text, (str, bytes)) else text
+
+
+def _named_by_email_history(conn: Connection, user: Mapping[str, Any], base: str | None) -> set[str]:
+    """Children named by any version of a RelatedPerson that carried the login's email: a deleted
+    RelatedPerson has no index rows left, only its history."""
+    from sqlalchemy import Text, cast
+
+    from fhirserver.storage.tables import resource_history
+
+    email = (user.get("username") or "").strip().lower()
+    if "@" not in email:
+        return set()
+    needle = "%" + email.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    out: set[str] = set()
+    for text in conn.execute(select(resource_history.c.body).where(
+            resource_history.c.res_type == "RelatedPerson", resource_history.c.body.isnot(None),
+            cast(resource_history.c.body, Text).ilike(needle, escape="\\"))).scalars():
+        body = _loads(text)
+        emails = {str(t.get("value", "")).strip().lower() for t in (body or {}).get("telecom") or []
+                  if isinstance(t, dict) and t.get("system") == "email"}
+        pid = _named_patient(body, base) if email in emails else None
+        if pid:
+            out.add(pid)
+    return out
 
 
 def _existing_children(conn: Connection, listed: list[str], base: str | None) -> list[str]:
@@ -108,7 +140,7 @@ def _existing_children(conn: Connection, listed: list[str], base: str | None) ->
 
     if not listed:
         return []
-    bodies = {rid: json.loads(text) for rid, deleted, text in conn.execute(
+    bodies = {rid: _loads(text) for rid, deleted, text in conn.execute(
         select(resource.c.res_id, resource.c.deleted, resource.c.body).where(
             resource.c.res_type == "Patient", resource.c.res_id.in_(listed))).all() if text and not deleted}
     out: list[str] = []

@@ -16,7 +16,8 @@ from tests.conftest import run_smtp_server
 
 FHIR_JSON = "application/fhir+json"
 AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_launch", "auth_jti", "auth_user", "oauth_client",
-               "lifecycle_invitation", "lifecycle_account", "lifecycle_email", "notify_outbox")
+               "lifecycle_invitation", "lifecycle_account", "lifecycle_email", "lifecycle_access_request",
+               "notify_outbox", "portal_slot_booking", "portal_share_revocation")
 
 
 @pytest.fixture(scope="session")
@@ -177,9 +178,9 @@ def test_standalone_picker_lists_only_visible_patients(aa, engine, open_client):
 
 
 # -- 2. removing a link ends grants at once ------------------------------------------------------------
-def _guardian_tokens(aa, engine):  # noqa: ANN001, ANN201
+def _guardian_tokens(aa, engine, fhir_user: str | None = "RelatedPerson/g1"):  # noqa: ANN001, ANN201
     store.add_user(engine, username="gina@example.org", password="password123", role="guardian",
-                   fhir_user="RelatedPerson/g1", patients=["a"])
+                   fhir_user=fhir_user, patients=["a"])
     scope = "launch/patient patient/*.rs offline_access"
     app = _client(engine, scope)
     c = aa.test_client()
@@ -204,7 +205,7 @@ def _staff_headers(aa, engine) -> dict:  # noqa: ANN001
 def _remove_link(c, h: dict, how: str) -> None:  # noqa: ANN001
     g1 = {"resourceType": "RelatedPerson", "id": "g1", "patient": {"reference": "Patient/a"},
           "telecom": [{"system": "email", "value": "gina@example.org"}]}
-    if how == "delete":
+    if how in ("delete", "delete-email-link"):
         r = c.delete("/fhir/RelatedPerson/g1", headers=h)
     elif how == "repoint":  # the same RelatedPerson now names another patient: no access to either
         r = c.put("/fhir/RelatedPerson/g1", json={**g1, "patient": {"reference": "Patient/c"}}, headers=h)
@@ -216,10 +217,11 @@ def _remove_link(c, h: dict, how: str) -> None:  # noqa: ANN001
     assert r.status_code in (200, 204), r.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("how", ["delete", "repoint", "inactive", "bundle"])
+@pytest.mark.parametrize("how", ["delete", "repoint", "inactive", "bundle", "delete-email-link"])
 def test_removing_guardian_link_ends_tokens_at_once(aa, engine, open_client, how):
     seed(open_client, _data())
-    c, app, tok = _guardian_tokens(aa, engine)
+    # "delete-email-link": the login is tied to g1 only by the email g1 carries
+    c, app, tok = _guardian_tokens(aa, engine, None if how == "delete-email-link" else "RelatedPerson/g1")
     h = bearer(tok["access_token"])
     _remove_link(c, _staff_headers(aa, engine), how)
     r = c.get("/fhir/Observation", headers=h)
@@ -252,6 +254,32 @@ def test_closing_the_account_ends_tokens_at_once(aa, engine, open_client):
     assert c.get("/fhir/Observation", headers=h).status_code == 401
     r = token(c, grant_type="refresh_token", refresh_token=tok["refresh_token"], client_id=app)
     assert r.status_code == 400 and r.get_json()["error"] == "invalid_grant"
+
+
+def _portal_login(app, username: str, password: str):  # noqa: ANN001, ANN201
+    c = app.test_client()
+    page = c.get("/portal/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    r = c.post("/portal/login", data={"csrf": csrf, "username": username, "password": password})
+    assert r.status_code == 303, r.get_data(as_text=True)[:400]
+    return c
+
+
+def test_portal_guardian_loses_a_child_when_its_link_goes(aa, open_client):
+    """The demo mother is linked to her second child only by the RelatedPerson carrying her email."""
+    from portal.demo import DEMO_PASSWORD, seed as demo_seed
+
+    demo_seed(aa)
+    c = _portal_login(aa, "carmen@example.org", DEMO_PASSWORD)
+    page = c.get("/portal/reports").get_data(as_text=True)
+    assert "Mia" in page and "Leo" in page
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    c.post("/portal/switch", data={"csrf": csrf, "patient": "demo-mia"})
+    assert c.get("/portal/reports/demo-mia-rep.pdf").status_code == 200
+    assert open_client.delete("/fhir/RelatedPerson/demo-parent-mia").status_code in (200, 204)
+    page = c.get("/portal/reports").get_data(as_text=True)
+    assert "Mia" not in page and "Leo" in page
+    assert c.get("/portal/reports/demo-mia-rep.pdf").status_code in (403, 404)
 
 
 # -- 3. the base URL never comes from the Host header ---------------------------------------------------
