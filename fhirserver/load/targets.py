@@ -184,7 +184,7 @@ class DirectTarget:
         from fhirserver.storage import Repository
 
         self.engine, self.shown_url = open_database(settings)
-        search = SearchEngine(settings.fhir_base if settings.base_url else None)
+        search = SearchEngine(settings.fhir_base)
         self.repo = Repository(self.engine, indexer=search.index_rows)
         self.ctx = Context(base=settings.fhir_base, postgres=self.repo.postgres, search=search,
                            access=SystemJob("load"))

@@ -153,8 +153,7 @@ def parameters(*pairs: tuple[str, Any]) -> dict[str, Any]:
 
 
 def root_url() -> str:
-    base = services().fhir_base().rstrip("/")
-    return base[: -len("/fhir")] if base.endswith("/fhir") else base
+    return services().root_url()
 
 
 def revoke_user_tokens(conn: Any, user_pk: int) -> None:
