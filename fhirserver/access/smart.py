@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import and_, exists, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from fhirserver.access.grants import audit_write_error, consent_write_error
 from fhirserver.access.scopes import INTERACTION_PERM, Scope
 from fhirserver.model.references import reference_id, referenced_ids
 from fhirserver.search.registry import patient_compartment_types
@@ -321,6 +322,12 @@ class SmartPolicy:
         p = self.p
         if s.context != "patient" and p.unrestricted:
             return None
+        if res_type == "AuditEvent":
+            return audit_write_error(p)
+        if res_type == "Consent":
+            refused = consent_write_error(p, body, self.base)
+            if refused:
+                return refused
         ids = set(self._patient_ids(s.context) or ())
         staff = s.context != "patient" and p.role in ("staff", "system")
         refs = patient_refs(body, self.base)

@@ -267,3 +267,37 @@ def test_unassigned_data_belongs_to_the_organization_that_wrote_it(world):  # no
     assert world.put("S2", f"DiagnosticReport/{rid}", filed).status_code == 200
     assert world.get("B", f"DiagnosticReport/{rid}").status_code == 200
     assert world.get("S1", f"DiagnosticReport/{rid}").status_code == 404
+
+
+def _sharing_consent(pid: str, org: str) -> dict:
+    return {"resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                  "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{pid}"},
+            "provision": {"type": "permit", "actor": [{"role": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+                "reference": {"reference": f"Organization/{org}"}}]}}
+
+
+def test_only_the_patient_shares_their_record_with_another_organization(world):  # noqa: ANN001
+    # the clinic may record a consent that keeps the data at home...
+    assert world.post("S1", "Consent", _sharing_consent("pa", "org1")).status_code == 201
+    # ...but not open its patient's record to another organization
+    for who in ("S1", "SYS1"):
+        r = world.post(who, "Consent", _sharing_consent("pa", "org2"))
+        assert r.status_code == 403, (who, text_of(r))
+    assert world.get("S2", "Observation/obs-a").status_code == 404
+    # the patient may
+    assert world.post("A", "Consent", _sharing_consent("pa", "org2")).status_code == 201
+    assert world.get("S2", "Observation/obs-a").status_code == 200
+
+
+def test_nobody_but_the_server_edits_the_audit_trail(world):  # noqa: ANN001
+    world.seed([{**_audit("pa"), "id": "ae-own"}])
+    assert world.get("A", "AuditEvent/ae-own").status_code == 200
+    for who in ("A", "S1", "SYS1"):
+        assert world.post(who, "AuditEvent", _audit("pa")).status_code == 403, who
+        assert world.put(who, "AuditEvent/ae-own", {**_audit("pa"), "id": "ae-own"}).status_code == 403, who
+        assert world.delete(who, "AuditEvent/ae-own").status_code == 403, who
+    assert world.admin_get("AuditEvent/ae-own").status_code == 200
