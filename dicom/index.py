@@ -102,6 +102,7 @@ def extract(ds: Dataset, transfer_syntax: str, key: str, size: int,
         "size": size,
         "received": datetime.now(timezone.utc),
         "source_ae": (source_ae or "")[:16] or None,
+        "incomplete": None,  # set by the receiver when the pixel data is not whole
     }
     return InstanceRecord(study, series, instance)
 
@@ -126,8 +127,11 @@ def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], key: str,
     conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=set_), rows)
 
 
-def write_batch(conn: Connection, records: Iterable[InstanceRecord]) -> set[str]:
-    """Upsert the rows of a batch of instances (last one wins per UID); returns the study UIDs."""
+def write_batch(conn: Connection, records: Iterable[InstanceRecord], replace: bool = True) -> set[str]:
+    """Upsert the rows of a batch of instances (last one wins per UID); returns the study UIDs.
+
+    `replace=False` keeps an instance row that already exists (start-up recovery indexing a
+    file found on disk must not undo a newer copy of the same instance)."""
     studies: dict[str, dict] = {}
     series: dict[str, dict] = {}
     instances: dict[str, dict] = {}
@@ -142,7 +146,11 @@ def write_batch(conn: Connection, records: Iterable[InstanceRecord]) -> set[str]
             keep_existing=[c for c in _STUDY_COLS if c != "study_uid"])
     _upsert(conn, dicom_series, _sorted(list(series.values()), "series_uid"), "series_uid",
             keep_existing=[c for c in series_cols() if c not in ("series_uid", "study_uid")])
-    _upsert(conn, dicom_instance, _sorted(list(instances.values()), "sop_uid"), "sop_uid")
+    if replace:
+        _upsert(conn, dicom_instance, _sorted(list(instances.values()), "sop_uid"), "sop_uid")
+    elif instances:
+        stmt = _insert(conn, dicom_instance).on_conflict_do_nothing(index_elements=["sop_uid"])
+        conn.execute(stmt, _sorted(list(instances.values()), "sop_uid"))
     return set(studies)
 
 
@@ -166,7 +174,8 @@ def study_summary(conn: Connection, study_uid: str) -> tuple[list[Any], list[Any
                           .order_by(dicom_series.c.series_number, dicom_series.c.series_uid)).all()
     instances = conn.execute(
         select(dicom_instance.c.series_uid, dicom_instance.c.sop_uid, dicom_instance.c.sop_class_uid,
-               dicom_instance.c.instance_number, dicom_instance.c.number_of_frames)
+               dicom_instance.c.instance_number, dicom_instance.c.number_of_frames,
+               dicom_instance.c.incomplete)
         .where(dicom_instance.c.study_uid == study_uid)
         .order_by(dicom_instance.c.instance_number, dicom_instance.c.sop_uid)).all()
     return series, instances
