@@ -58,6 +58,8 @@ def _element_header(raw: memoryview, pos: int, implicit: bool, little: bool) -> 
     if implicit or tag in (_ITEM, _SEQ_END):
         return tag, struct.unpack_from(end + "I", raw, pos + 4)[0], 8
     vr = bytes(raw[pos + 4:pos + 6])
+    if not (vr.isalpha() and vr.isupper()):  # implicit VR under an explicit transfer syntax, as
+        return tag, struct.unpack_from(end + "I", raw, pos + 4)[0], 8  # pydicom reads it too
     if vr in _LONG_VRS:
         if pos + 12 > len(raw):
             return None
