@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Iterable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
@@ -47,12 +47,24 @@ def enqueue(conn: Connection, study_uids: Iterable[str]) -> None:
 
 
 def due(repo: Repository, quiet: float | None = None, limit: int = 500) -> list[str]:
-    """Studies with an update to do; with `quiet`, only those untouched for that many seconds."""
-    q = select(dicom_bridge_work.c.study_uid).order_by(dicom_bridge_work.c.touched).limit(limit)
+    """Studies with an update to do; with `quiet`, only those untouched for that many seconds,
+    doubled with every failed attempt (up to an hour), so a study that cannot be bridged does
+    not fill the log every few seconds."""
+    cols = (dicom_bridge_work.c.study_uid, dicom_bridge_work.c.touched, dicom_bridge_work.c.attempts)
+    q = select(*cols).order_by(dicom_bridge_work.c.touched).limit(limit)
+    now = _now()
     if quiet is not None:
-        q = q.where(dicom_bridge_work.c.touched < _now() - timedelta(seconds=quiet))
+        q = q.where(dicom_bridge_work.c.touched < now - timedelta(seconds=quiet))
     with repo.engine.connect() as conn:
-        return [r[0] for r in conn.execute(q)]
+        rows = conn.execute(q).all()
+    if quiet is None:
+        return [r.study_uid for r in rows]
+    out = []
+    for r in rows:
+        touched = r.touched if r.touched.tzinfo else r.touched.replace(tzinfo=timezone.utc)  # SQLite
+        if now - touched >= timedelta(seconds=min(quiet * 2 ** min(r.attempts, 12), 3600)):
+            out.append(r.study_uid)
+    return out
 
 
 def _seq(repo: Repository, study_uid: str) -> int | None:
@@ -120,9 +132,3 @@ class WorkRunner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-
-    def __enter__(self) -> "WorkRunner":
-        return self
-
-    def __exit__(self, *_exc: Any) -> None:
-        self.stop()

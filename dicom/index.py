@@ -168,6 +168,17 @@ def _sorted(rows: list[dict], key: str) -> list[dict]:
     return sorted(rows, key=lambda r: r[key])  # a fixed lock order between concurrent batches
 
 
+def record_erased(conn: Connection, keys: Iterable[str]) -> None:
+    """In the erasing transaction: these objects' files are to be deleted, never indexed again
+    (start-up recovery finishes the deletion if the process dies before it)."""
+    from dicom.tables import dicom_erased_object
+
+    rows = [{"storage_key": k, "erased": datetime.now(timezone.utc)} for k in sorted(set(keys))]
+    if rows:
+        conn.execute(_insert(conn, dicom_erased_object).on_conflict_do_nothing(
+            index_elements=["storage_key"]), rows)
+
+
 def study_summary(conn: Connection, study_uid: str) -> tuple[list[Any], list[Any]]:
     """(series rows, instance rows) of one study, ordered by number."""
     series = conn.execute(select(dicom_series).where(dicom_series.c.study_uid == study_uid)

@@ -5,7 +5,8 @@ work item committed together, then the acknowledgement. So a crash leaves at wor
 - a temporary file (never acknowledged): removed once the process that wrote it is gone;
 - an object without an index row (never acknowledged, the sender will resend): indexed now, it
   is a whole data set the sender wanted stored;
-- queued ImagingStudy work: done now.
+- queued ImagingStudy work: done now;
+- the file of an erased instance (the erasure deletes it after its commit): deleted now.
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.filereader import _at_pixel_data, _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from dicom import bridge_work, completeness, index
 from dicom.store import FileStore
-from dicom.tables import dicom_instance
+from dicom.tables import dicom_erased_object, dicom_instance
 from fhirserver.storage import Repository
 
 log = logging.getLogger("fhirserver.dicom")
@@ -93,11 +94,26 @@ def read_record(store: FileStore, key: str) -> index.InstanceRecord:
     return record
 
 
+def finish_erasures(repo: Repository, store: FileStore, orphans: list[str]) -> list[str]:
+    """Delete the files of erased objects a crash left behind; the orphans still to index."""
+    with repo.engine.connect() as conn:
+        erased = {r[0] for r in conn.execute(select(dicom_erased_object.c.storage_key))}
+    if not erased:
+        return orphans
+    for key in erased.intersection(orphans):
+        store.delete(key)
+        log.warning("dicom: file of erased object %s deleted at start-up", key)
+    with repo.transaction(write=True) as tx:  # done: the same bytes may legitimately come again
+        tx.conn.execute(delete(dicom_erased_object).where(
+            dicom_erased_object.c.storage_key.in_(sorted(erased))))
+    return [k for k in orphans if k not in erased]
+
+
 def index_orphans(repo: Repository, store: FileStore) -> tuple[int, int]:
     """Index stored objects that have no index row; (indexed, unreadable)."""
     with repo.engine.connect() as conn:
         known = {r[0] for r in conn.execute(select(dicom_instance.c.storage_key).distinct())}
-    orphans = [k for k in store.keys() if k not in known]
+    orphans = finish_erasures(repo, store, [k for k in store.keys() if k not in known])
     indexed = unreadable = 0
     for start in range(0, len(orphans), BATCH):
         records = []

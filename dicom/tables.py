@@ -103,4 +103,13 @@ dicom_bridge_work = Table(
     Column("last_error", String(500), nullable=True),
 )
 
-DICOM_TABLES = (dicom_study, dicom_series, dicom_instance, dicom_node, dicom_bridge_work)
+# Stored objects whose instances were erased ($erase): the file is deleted after the commit, and
+# a crash in between must not let start-up recovery index the file again (migration 0008).
+dicom_erased_object = Table(
+    "dicom_erased_object", metadata,
+    Column("storage_key", String(128), primary_key=True),
+    Column("erased", DateTime(timezone=True), nullable=False),
+)
+
+DICOM_TABLES = (dicom_study, dicom_series, dicom_instance, dicom_node, dicom_bridge_work,
+                dicom_erased_object)

@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 
 from conftest import SCU_AE, free_port, need_dcmtk, wait_for
 from dicom.bridge import INCOMPLETE_URL
+from dicom.index import record_erased
 from dicom.nodes import add_node
 from dicom.scp import DicomNode, meta_header
 from dicom.tables import dicom_bridge_work, dicom_instance
@@ -261,6 +262,13 @@ def test_recovery_indexes_orphan_files_and_removes_stray_temps(node, tmp_path): 
     header = meta_header(str(ds.SOPClassUID), str(ds.SOPInstanceUID), "1.2.840.10008.1.2.1", "MODX")
     key, _size = node.store.put([header, _dataset_bytes(path)])
     (node.store.tmp / "999999999-1-1.part").write_bytes(b"half a file")
+    # an erasure that committed but died before deleting its file: the file goes, never indexed
+    erased = make_ct(tmp_path / "erased.dcm", number=2, patient_id="ERASED-1")
+    eds = dcmread(erased, stop_before_pixels=True)
+    erased_key, _ = node.store.put([meta_header(str(eds.SOPClassUID), str(eds.SOPInstanceUID),
+                                                "1.2.840.10008.1.2.1", "MODX"), _dataset_bytes(erased)])
+    with node.engine.begin() as c:
+        record_erased(c, [erased_key])
     assert _instance_rows(node.engine) == {}
 
     again = DicomNode(node.settings, repo=node.repo, store=node.store)
@@ -271,6 +279,8 @@ def test_recovery_indexes_orphan_files_and_removes_stray_temps(node, tmp_path): 
     assert not list(node.store.tmp.iterdir())
     body = _imaging_study(node.repo, str(ds.StudyInstanceUID))
     assert body["numberOfInstances"] == 1
+    assert not node.store.exists(erased_key) and str(eds.SOPInstanceUID) not in rows
+    assert _imaging_study(node.repo, str(eds.StudyInstanceUID)) is None
 
 
 @pytest.mark.slow
