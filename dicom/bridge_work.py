@@ -8,10 +8,11 @@ that raced with a newer instance leaves the item for another pass instead of los
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
@@ -34,16 +35,22 @@ def enqueue(conn: Connection, study_uids: Iterable[str]) -> None:
     uids = sorted(set(study_uids))  # a fixed lock order between concurrent batches
     if not uids:
         return
-    if conn.dialect.name == "postgresql":
+    now = _now()
+    conn.execute(_enqueue_stmt(conn.dialect.name),
+                 [{"study_uid": u, "seq": 1, "touched": now, "attempts": 0} for u in uids])
+
+
+@functools.lru_cache(maxsize=4)
+def _enqueue_stmt(dialect: str) -> Any:
+    """Built once (it runs in every C-STORE's commit)."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    now = _now()
     stmt = insert(dicom_bridge_work)
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["study_uid"],
         set_={"seq": dicom_bridge_work.c.seq + 1, "touched": stmt.excluded.touched})
-    conn.execute(stmt, [{"study_uid": u, "seq": 1, "touched": now, "attempts": 0} for u in uids])
 
 
 def due(repo: Repository, quiet: float | None = None, limit: int = 500) -> list[str]:

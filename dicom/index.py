@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
@@ -115,16 +116,28 @@ def _insert(conn: Connection, table: Any):  # noqa: ANN202
     return insert(table)
 
 
+@functools.lru_cache(maxsize=32)
+def _upsert_stmt(dialect: str, table: Any, cols: tuple[str, ...], key: str,
+                 keep_existing: tuple[str, ...]) -> Any:
+    """The upsert statement, built once: building it (the `excluded` columns) cost ~3 ms, more
+    than running it, and every acknowledged C-STORE now runs its own commit."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table)
+    set_ = {c: stmt.excluded[c] for c in cols if c != key}
+    for c in keep_existing:  # new non-null values win, nulls do not erase what we had
+        set_[c] = func.coalesce(stmt.excluded[c], table.c[c])
+    return stmt.on_conflict_do_update(index_elements=[key], set_=set_)
+
+
 def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], key: str,
             keep_existing: Sequence[str] = ()) -> None:
     if not rows:
         return
-    stmt = _insert(conn, table)
-    cols = [c for c in rows[0] if c != key]
-    set_ = {c: stmt.excluded[c] for c in cols}
-    for c in keep_existing:  # new non-null values win, nulls do not erase what we had
-        set_[c] = func.coalesce(stmt.excluded[c], table.c[c])
-    conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=set_), rows)
+    stmt = _upsert_stmt(conn.dialect.name, table, tuple(rows[0]), key, tuple(keep_existing))
+    conn.execute(stmt, rows)
 
 
 def write_batch(conn: Connection, records: Iterable[InstanceRecord], replace: bool = True) -> set[str]:
