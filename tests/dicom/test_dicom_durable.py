@@ -158,7 +158,12 @@ def test_incomplete_pixel_data_is_kept_with_a_warning_and_flagged(node, tmp_path
     rle.PixelData = b"\xfe\xff\x00\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
     rle.save_as(empty)
 
+    short = make_ct(tmp_path / "short.dcm", number=5, study_uid=study_uid,
+                    series_uid=str(dcmread(whole).SeriesInstanceUID))
+    short.write_bytes(short.read_bytes()[:-7000])  # the file ends inside its pixel data element
+
     for path, why in ((tmp_path / "cut.dcm", "pixel data 1000 of 8192 bytes"),
+                      (short, "pixel data 1192 of 8192 bytes"),
                       (tmp_path / "gone.dcm", "pixel data missing"),
                       (empty, "encapsulated pixel data without any fragment")):
         status = _pynetdicom_send(node, path)
@@ -173,10 +178,10 @@ def test_incomplete_pixel_data_is_kept_with_a_warning_and_flagged(node, tmp_path
 
     body = _imaging_study(node.repo, study_uid)
     items = {i["uid"]: i for s in body["series"] for i in s["instance"]}
-    assert len(items) == 4
+    assert len(items) == 5
     flagged = {u: i for u, i in items.items() if "extension" in i}
     assert set(flagged) == {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID)
-                            for p in (tmp_path / "cut.dcm", tmp_path / "gone.dcm", empty)}
+                            for p in (tmp_path / "cut.dcm", short, tmp_path / "gone.dcm", empty)}
     cut_item = flagged[str(cut.SOPInstanceUID)]
     assert cut_item["extension"] == [{"url": INCOMPLETE_URL, "valueString": "pixel data 1000 of 8192 bytes"}]
     assert cut_item["title"].startswith("INCOMPLETE")
