@@ -550,7 +550,7 @@ class DicomNode:
             if committer is None:
                 raise CommitFailed("the node is not started")
             committer.submit(record)
-        except CommitFailed as exc:  # the file stays; start-up recovery indexes it if whole
+        except CommitFailed as exc:  # the file stays: start-up recovery indexes it (flagged if not whole)
             log.error("dicom: C-STORE %s not indexed, failure sent: %s", sop_uid, exc)
             return OUT_OF_RESOURCES
         state = self._pending(event.assoc)
