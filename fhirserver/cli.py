@@ -78,13 +78,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"fhirserver: FHIR base http://{settings.host}:{settings.port}/fhir "
           f"({settings.workers} workers, database {settings.effective_database_url.split('@')[-1]})",
           file=sys.stderr, flush=True)
-    from dicom.cli import spawn_node, stop_node  # issue 4: the DICOM node in its own process
+    from dicom.cli import NodeSupervisor  # the DICOM node in its own process, restarted if it dies
 
-    dicom_proc = spawn_node(settings)
+    dicom_node = NodeSupervisor(settings).start()
     try:
         _Server().run()
     finally:
-        stop_node(dicom_proc)
+        dicom_node.stop()
     return 0
 
 

@@ -107,6 +107,9 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         still = set(conn.execute(select(dicom_instance.c.storage_key).where(
             dicom_instance.c.storage_key.in_(keys))).scalars()) if keys else set()
         keys = [k for k in keys if k not in still]
+        from dicom.index import record_erased
+
+        record_erased(conn, keys)  # a crash before the files go must not bring them back
     # outbox, lifecycle rows, logins
     conn.execute(delete(notify_outbox).where(or_(notify_outbox.c.patient_id == pid,
                                                  notify_outbox.c.recipient.in_(sorted(emails)))))
