@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhirserver.model.jsonio import dumps
+from fhirserver.storage import locks
 from fhirserver.storage.tables import (
     idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_text, idx_token, idx_uri,
     resource, resource_compartment, resource_history,
@@ -134,6 +135,19 @@ class Tx:
         for name, rows in pending.items():
             if rows:
                 self.conn.execute(_INSERT_INDEX[name], rows)
+
+    # -- locks (see fhirserver.storage.locks) -------------------------------------------------
+    def lock_criteria(self, res_type: str, params: Sequence[tuple[str, str]]) -> None:
+        """Serialize conditional writes on these criteria until the transaction ends."""
+        locks.lock_criteria(self.conn, self.postgres, [(res_type, params)])
+
+    def lock_all_criteria(self, criteria: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> None:
+        """`lock_criteria` for several, in canonical order (a transaction Bundle, up front)."""
+        locks.lock_criteria(self.conn, self.postgres, criteria)
+
+    def lock_rows(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Row-lock these (type, id) in canonical order before writing them."""
+        locks.lock_rows(self.conn, self.postgres, keys)
 
     # -- reads ---------------------------------------------------------------------------
     def current(self, res_type: str, res_id: str, for_update: bool = False,
