@@ -51,12 +51,15 @@ def criteria_key(res_type: str, params: Sequence[tuple[str, str]]) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def lock_criteria(conn: Connection, postgres: bool, criteria: Iterable[tuple[str, Sequence[tuple[str, str]]]]) -> None:
+def lock_criteria(conn: Connection, postgres: bool, criteria: Iterable[tuple[str, Sequence[tuple[str, str]]]],
+                  held: set[int]) -> None:
     """Hold the lock of each (type, params) until the transaction ends; keys in ascending order,
-    so that transactions locking several criteria cannot wait on each other in a cycle."""
+    so that transactions locking several criteria cannot wait on each other in a cycle.
+    `held`: the keys this transaction already holds (skipped, then added)."""
     if not postgres:
         return
-    keys = sorted({criteria_key(t, p) for t, p in criteria})
+    keys = sorted({criteria_key(t, p) for t, p in criteria} - held)
+    held.update(keys)
     if len(keys) == 1:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": keys[0]})
     elif keys:

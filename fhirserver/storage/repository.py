@@ -123,6 +123,7 @@ class Tx:
         # 500-entry transaction Bundle costs ~500 + 10 round trips, not ~4,000. Anything that
         # reads those tables flushes first.
         self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._criteria_locked: set[int] = set()  # advisory locks held (one round trip each, once)
 
     def flush(self) -> None:
         """Write buffered history and index rows."""
@@ -139,11 +140,11 @@ class Tx:
     # -- locks (see fhirserver.storage.locks) -------------------------------------------------
     def lock_criteria(self, res_type: str, params: Sequence[tuple[str, str]]) -> None:
         """Serialize conditional writes on these criteria until the transaction ends."""
-        locks.lock_criteria(self.conn, self.postgres, [(res_type, params)])
+        locks.lock_criteria(self.conn, self.postgres, [(res_type, params)], self._criteria_locked)
 
     def lock_all_criteria(self, criteria: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> None:
         """`lock_criteria` for several, in canonical order (a transaction Bundle, up front)."""
-        locks.lock_criteria(self.conn, self.postgres, criteria)
+        locks.lock_criteria(self.conn, self.postgres, criteria, self._criteria_locked)
 
     def lock_rows(self, keys: Sequence[tuple[str, str]]) -> None:
         """Row-lock these (type, id) in canonical order before writing them."""

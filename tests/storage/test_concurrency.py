@@ -100,3 +100,87 @@ def test_workers_behave_as_one_server(live_server) -> None:  # noqa: ANN001
     hist = requests.get(f"{base}/Patient/multi/_history?_count=100", timeout=30).json()
     assert hist["total"] == 41
     assert sorted(int(e["resource"]["meta"]["versionId"]) for e in hist["entry"]) == list(range(1, 42))
+
+
+def test_read_transaction_that_writes_restarts_as_a_writer(repo, is_postgres) -> None:  # noqa: ANN001
+    """A transaction begun as a reader that writes after another connection committed: on SQLite
+    it cannot take the write lock any more, so it starts over as a writer instead of failing."""
+    from fhirserver.storage import run_transaction
+
+    attempts: list[int] = []
+
+    def work(tx):  # noqa: ANN001, ANN202
+        attempts.append(1)
+        assert tx.current("Patient", "upgrade-me") is None  # the read snapshot begins here
+        if not tx.conn.get_execution_options().get("fhir_write"):  # a reader, every time
+            with repo.transaction(write=True) as other:
+                other.create("Patient", {"resourceType": "Patient"})
+        return tx.create("Patient", {"resourceType": "Patient", "active": True})
+
+    stored = run_transaction(repo, work, write=False)
+    with repo.transaction() as tx:
+        assert tx.current("Patient", stored.res_id).version_id == 1
+    assert len(attempts) == (1 if is_postgres else 2)
+
+
+def _opposite_order_writers(repo, attempts: int) -> tuple[list[int], list[Exception]]:  # noqa: ANN001
+    from fhirserver.storage import run_transaction
+
+    for rid in ("dl-a", "dl-b"):
+        with repo.transaction(write=True) as tx:
+            tx.update("Patient", rid, {"resourceType": "Patient", "id": rid})
+    barrier = threading.Barrier(2, timeout=20)
+    runs = [0, 0]
+    errors: list[Exception] = []
+
+    def writer(i: int) -> None:
+        order = ("dl-a", "dl-b") if i == 0 else ("dl-b", "dl-a")
+
+        def work(tx):  # noqa: ANN001, ANN202
+            runs[i] += 1
+            tx.update("Patient", order[0], {"resourceType": "Patient", "id": order[0]})
+            if runs[i] == 1:
+                barrier.wait()  # both hold their first row: each now waits for the other's
+            tx.update("Patient", order[1], {"resourceType": "Patient", "id": order[1]})
+
+        try:
+            run_transaction(repo, work, write=True, attempts=attempts)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return runs, errors
+
+
+def test_deadlocked_transaction_runs_again(repo, is_postgres) -> None:  # noqa: ANN001
+    if not is_postgres:
+        pytest.skip("SQLite write transactions serialize from BEGIN IMMEDIATE: they cannot deadlock")
+    runs, errors = _opposite_order_writers(repo, attempts=5)
+    assert errors == []
+    assert sorted(runs) == [1, 2]  # the deadlock victim ran once more
+    with repo.transaction() as tx:
+        assert [tx.current("Patient", rid).version_id for rid in ("dl-a", "dl-b")] == [3, 3]
+
+
+def test_conflict_that_remains_is_reported_not_applied(repo, is_postgres) -> None:  # noqa: ANN001
+    from fhirserver.storage import TransactionConflict
+
+    if not is_postgres:
+        pytest.skip("SQLite write transactions serialize from BEGIN IMMEDIATE: they cannot deadlock")
+    runs, errors = _opposite_order_writers(repo, attempts=1)
+    assert len(errors) == 1 and isinstance(errors[0], TransactionConflict)
+    with repo.transaction() as tx:  # the winner's versions only: the loser left nothing
+        assert [tx.current("Patient", rid).version_id for rid in ("dl-a", "dl-b")] == [2, 2]
+
+
+def test_conditional_criteria_are_normalized() -> None:
+    from fhirserver.storage.locks import criteria_key, normalized_criteria
+
+    assert normalized_criteria("Patient", [("name", "x"), ("identifier", "s|1"), ("_format", "json"),
+                                           ("name", "x")]) == "Patient?identifier=s%7C1&name=x"
+    assert criteria_key("Patient", [("a", "1"), ("b", "2")]) == criteria_key("Patient", [("b", "2"), ("a", "1")])
+    assert criteria_key("Patient", [("a", "1")]) != criteria_key("Observation", [("a", "1")])
