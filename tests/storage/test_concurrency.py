@@ -184,3 +184,57 @@ def test_conditional_criteria_are_normalized() -> None:
                                            ("name", "x")]) == "Patient?identifier=s%7C1&name=x"
     assert criteria_key("Patient", [("a", "1"), ("b", "2")]) == criteria_key("Patient", [("b", "2"), ("a", "1")])
     assert criteria_key("Patient", [("a", "1")]) != criteria_key("Observation", [("a", "1")])
+
+
+def test_transaction_bundle_chosen_as_deadlock_victim_runs_again_whole(client, repo, is_postgres) -> None:  # noqa: ANN001
+    """A transaction Bundle that loses a deadlock runs again from its entries: its urn:uuid
+    references point at what the successful run created, and nothing of the failed run is left."""
+    import time
+
+    from sqlalchemy import text
+
+    if not is_postgres:
+        pytest.skip("SQLite write transactions serialize from BEGIN IMMEDIATE: they cannot deadlock")
+    hdr = {"Content-Type": "application/fhir+json"}
+    for rid in ("vic-a", "vic-b"):
+        client.put(f"/fhir/Patient/{rid}", headers=hdr, data=json.dumps(
+            {"resourceType": "Patient", "id": rid, "identifier": [{"system": "urn:test:victim", "value": rid}]}))
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:0b3f1a52-9d1e-4c59-8d43-3b0f6c1d2e01", "resource": {"resourceType": "Patient"},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Patient", "id": "vic-a", "gender": "other"},
+         "request": {"method": "PUT", "url": "Patient/vic-a"}},
+        {"request": {"method": "DELETE", "url": "Patient?identifier=urn:test:victim|vic-b"}},  # locks vic-b late
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "victim"},
+                      "subject": {"reference": "urn:uuid:0b3f1a52-9d1e-4c59-8d43-3b0f6c1d2e01"}},
+         "request": {"method": "POST", "url": "Observation"}}]}
+    result: list = []
+    with repo.engine.connect() as blocker:
+        tx = blocker.begin()
+        blocker.execute(text("SELECT 1 FROM resource WHERE res_type = 'Patient' AND res_id = 'vic-b' FOR UPDATE"))
+        worker = threading.Thread(target=lambda: result.append(
+            client.application.test_client().post("/fhir", data=json.dumps(bundle), headers=hdr)))
+        worker.start()
+        deadline = time.time() + 20  # the Bundle holds vic-a and, references rewritten, waits for vic-b
+        with repo.engine.connect() as watcher:  # its own transactions: fresh pg_stat_activity each time
+            while time.time() < deadline and not watcher.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()")).scalar():
+                watcher.rollback()
+                time.sleep(0.05)
+        # now wait for vic-a ourselves: a cycle; the Bundle, waiting longer, is the victim
+        blocker.execute(text("SELECT 1 FROM resource WHERE res_type = 'Patient' AND res_id = 'vic-a' FOR UPDATE"))
+        tx.commit()
+        worker.join(60)
+    resp = result[0]
+    assert resp.status_code == 200, resp.data
+    entries = json.loads(resp.data)["entry"]
+    def path(loc: str) -> str:  # http://testserver/fhir/Type/id/_history/1 -> Type/id
+        return loc.split("/fhir/", 1)[1].split("/_history", 1)[0]
+
+    created = path(entries[0]["response"]["location"]).split("/")[1]
+    obs = json.loads(client.get("/fhir/" + path(entries[3]["response"]["location"])).data)
+    assert obs["subject"]["reference"] == f"Patient/{created}"
+    patients = json.loads(client.get("/fhir/Patient?_count=50").data)
+    assert sorted(e["resource"]["id"] for e in patients["entry"]) == sorted(["vic-a", created])
+    assert json.loads(client.get("/fhir/Observation").data)["total"] == 1

@@ -131,20 +131,24 @@ def test_conditional_patch_and_delete_apply_once_each(server: LiveServer) -> Non
     assert [e["request"]["method"] for e in history["entry"]].count("DELETE") == 1
 
 
-def test_opposite_order_transactions_answer_200_or_409(server: LiveServer) -> None:
+@pytest.mark.parametrize("by", ["id", "criteria"])
+def test_opposite_order_transactions_answer_200_or_409(server: LiveServer, by: str) -> None:
     a, b = (f"order-{uuid.uuid4().hex[:12]}" for _ in range(2))
     for rid in (a, b):
-        assert requests.put(f"{server.base}/Patient/{rid}", data=json.dumps({"resourceType": "Patient", "id": rid}),
+        assert requests.put(f"{server.base}/Patient/{rid}", data=json.dumps(_patient(rid, id=rid)),
                             headers=HDR, timeout=60).status_code == 201
     per_thread = 6
+
+    def url(rid: str) -> str:
+        return f"Patient/{rid}" if by == "id" else f"Patient?identifier={SYSTEM}|{rid}"
 
     def transact(s: requests.Session, i: int) -> list[int]:
         codes = []
         for k in range(per_thread):
             order = (a, b) if (i + k) % 2 else (b, a)
             bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-                {"resource": {"resourceType": "Patient", "id": rid, "birthDate": f"20{i:02d}-01-{k + 1:02d}"},
-                 "request": {"method": "PUT", "url": f"Patient/{rid}"}} for rid in order]}
+                {"resource": _patient(rid, id=rid, birthDate=f"20{i:02d}-01-{k + 1:02d}"),
+                 "request": {"method": "PUT", "url": url(rid)}} for rid in order]}
             r = s.post(server.base, data=json.dumps(bundle), headers=HDR, timeout=120)
             if r.status_code == 409:
                 assert r.json()["resourceType"] == "OperationOutcome"
