@@ -4,6 +4,10 @@ A transaction runs in one database transaction: ids are assigned first, `urn:uui
 conditional references are rewritten, entries run in the spec's order (DELETE, POST, PUT/PATCH,
 GET/HEAD), and any failure rolls the whole Bundle back. Batch entries run each in their own
 transaction and fail alone.
+
+A Bundle whose `identifier` is in `BATCH_ID_SYSTEM` is applied at most once: its value is recorded
+in the same database transaction as the entries (per entry for a batch), so a client that lost
+the answer can send it again and get 409 `duplicate` instead of a second copy of the data.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from fhirserver.api.outcome import FhirError, outcome
 from fhirserver.model.jsonio import loads
 from fhirserver.model.types import R4_RESOURCE_TYPES
 from fhirserver.model.validate import Issue, is_valid_id
-from fhirserver.storage import Repository, Tx
+from fhirserver.storage import Repository, Tx, batches
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
@@ -144,18 +148,42 @@ def process(ctx: Context, repo: Repository, bundle: Any, headers: dict[str, str]
     if not isinstance(raw_entries, list):
         raise FhirError(400, "Bundle.entry must be an array", "structure")
     prefer = _prefer_return(headers)
+    batch_id = _batch_id(bundle.get("identifier"))
     if kind == "transaction":
-        return _transaction(ctx, repo, raw_entries, prefer)
-    return _batch(ctx, repo, raw_entries, prefer)
+        return _transaction(ctx, repo, raw_entries, prefer, batch_id)
+    return _batch(ctx, repo, raw_entries, prefer, batch_id)
 
 
-def _batch(ctx: Context, repo: Repository, raw_entries: list, prefer: str) -> dict[str, Any]:
+def _batch_id(identifier: Any) -> str | None:
+    """The at-most-once key of a Bundle, if its identifier is in BATCH_ID_SYSTEM."""
+    if not isinstance(identifier, dict) or identifier.get("system") != batches.BATCH_ID_SYSTEM:
+        return None
+    value = identifier.get("value")
+    if not isinstance(value, str) or not value.strip():
+        raise FhirError(400, f"Bundle.identifier in {batches.BATCH_ID_SYSTEM} needs a value", "required")
+    if len(value) > batches.MAX_KEY - 12:  # room for "#<entry index>"
+        raise FhirError(400, f"Bundle.identifier.value in {batches.BATCH_ID_SYSTEM} is longer than "
+                        f"{batches.MAX_KEY - 12} characters", "too-long")
+    return value
+
+
+def _claim(tx: Tx, key: str, what: str) -> None:
+    """Record the key in this transaction, or refuse: the same work was committed before."""
+    when = batches.claim(tx, key)
+    if when is not None:
+        raise FhirError(409, f"{what} ({batches.BATCH_ID_SYSTEM}|{key}) was already committed at "
+                        f"{when.isoformat(timespec='seconds')}; it was not applied again", "duplicate")
+
+
+def _batch(ctx: Context, repo: Repository, raw_entries: list, prefer: str,
+           batch_id: str | None) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     for i, raw in enumerate(raw_entries):
         try:
             entry = to_request(raw if isinstance(raw, dict) else {}, i, ctx.base)
-            resp = transact.run(repo, functools.partial(_dispatch, ctx, entry.request),
-                                write=transact.writes(entry.request))
+            write = transact.writes(entry.request)
+            claim = f"{batch_id}#{i}" if batch_id is not None and write else None
+            resp = transact.run(repo, functools.partial(_batch_entry, ctx, entry.request, claim, i), write=write)
             out.append(_finish(ctx, _response_entry(resp, prefer), resp))
         except FhirError as exc:
             out.append({"response": {"status": str(exc.status), "outcome": outcome(exc.issues)}})
@@ -171,11 +199,14 @@ def _finish(ctx: Context, item: dict[str, Any], resp: FhirResponse) -> dict[str,
     return item
 
 
-def _dispatch(ctx: Context, req: FhirRequest, tx: Tx) -> FhirResponse:
+def _batch_entry(ctx: Context, req: FhirRequest, claim: str | None, index: int, tx: Tx) -> FhirResponse:
+    if claim is not None:
+        _claim(tx, claim, f"Bundle.entry[{index}] of this batch")
     return dispatch(ctx, tx, req)
 
 
-def _transaction(ctx: Context, repo: Repository, raw_entries: list, prefer: str) -> dict[str, Any]:
+def _transaction(ctx: Context, repo: Repository, raw_entries: list, prefer: str,
+                 batch_id: str | None) -> dict[str, Any]:
     """The whole Bundle in one transaction, run again from the raw entries after a conflict
     (the references a failed attempt rewrote in place are put back first)."""
     rewritten: list[tuple[dict[str, Any], str]] = []
@@ -184,6 +215,8 @@ def _transaction(ctx: Context, repo: Repository, raw_entries: list, prefer: str)
         while rewritten:
             ref, value = rewritten.pop()
             ref["reference"] = value
+        if batch_id is not None:  # first: a concurrent copy of this Bundle waits here, not midway
+            _claim(tx, batch_id, "This transaction")
         return _run_transaction(ctx, tx, raw_entries, prefer, rewritten)
 
     return transact.run(repo, attempt, write=True)
