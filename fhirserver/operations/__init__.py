@@ -31,6 +31,11 @@ def registry() -> dict[str, Callable[..., Any]]:
     }
 
 
+# Operations that write (rows, AuditEvents) whatever the HTTP method: their transaction starts as
+# a writer (BEGIN IMMEDIATE on SQLite). A read-only operation called with POST stays a reader.
+WRITING = frozenset({"$invite", "$find-by-email", "$request-access", "$respond-access", "$access-log",
+                     "$unlink", "$close", "$reactivate", "$merge", "$erase", "$revoke-app"})
+
 # name -> (OperationDefinition id, resource types)
 OPERATION_DEFINITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "invite": ("Patient-invite", ("Patient", "RelatedPerson")),
@@ -49,4 +54,4 @@ OPERATION_DEFINITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "revoke-app": ("Patient-revoke-app", ("Patient",)),
 }
 
-__all__ = ["OPERATION_DEFINITIONS", "registry"]
+__all__ = ["OPERATION_DEFINITIONS", "WRITING", "registry"]
