@@ -31,10 +31,13 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.presentation import AllStoragePresentationContexts
 
+from dicom import audit as dicom_audit
 from dicom import index, query, worklist
+from dicom.access import node_policy, visible_studies
 from dicom.bridge import update_studies
 from dicom.nodes import get_node, list_nodes
 from dicom.store import InstanceStore, file_store
+from fhirserver.audit import AuditTrail
 from fhirserver.config import Settings
 from fhirserver.storage import Repository
 
@@ -52,6 +55,7 @@ OUT_OF_RESOURCES = 0xA700
 DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 SOP_CLASS_NOT_SUPPORTED = 0x0122
+NOT_AUTHORIZED = 0x0124  # Refused: not authorized (PS3.7 C.4.2)
 
 
 def set_nodelay(event: Any) -> None:
@@ -416,13 +420,15 @@ class DicomNode:
     """One SCP bound to settings.dicom_port with AE title settings.dicom_ae."""
 
     def __init__(self, settings: Settings, repo: Repository | None = None,
-                 store: InstanceStore | None = None) -> None:
+                 store: InstanceStore | None = None, audit: AuditTrail | None = None) -> None:
         self.settings = settings
         if repo is None:  # the services' repository indexes every write (ImagingStudy searchable)
             from fhirserver.services import build_services
 
-            repo = build_services(settings).repo
+            services = build_services(settings)
+            repo, audit = services.repo, audit or services.audit
         self.repo = repo
+        self.audit = audit or AuditTrail(repo)  # the process's one audit writer
         self.engine = self.repo.engine
         self.store = store or file_store(settings.data_dir)
         self.dicomweb_base = settings.fhir_base[:-len("/fhir")] + "/dicomweb"
@@ -483,7 +489,8 @@ class DicomNode:
     def _pending(assoc: Any) -> dict[str, Any]:
         state = getattr(assoc, "_fhir_state", None)
         if state is None:
-            state = {"records": [], "studies": set(), "lock": threading.Lock(), "done": False}
+            state = {"records": [], "studies": set(), "lock": threading.Lock(), "done": False,
+                     "allowed": {}, "stored": 0, "refused": 0}
             assoc._fhir_state = state
         return state
 
@@ -508,6 +515,11 @@ class DicomNode:
                 log.warning("dicom: C-STORE %s: SOP Class UID missing or different", sop_uid)
                 return DOES_NOT_MATCH
             record = index.extract(ds, str(ts), "", 0, calling)  # validates before anything is written
+            if not self._may_add_to(event.assoc, record.study_uid):
+                log.warning("dicom: C-STORE %s from %s refused: its study belongs to a patient outside "
+                            "the node's access", sop_uid, calling)
+                self._pending(event.assoc)["refused"] += 1
+                return NOT_AUTHORIZED
         except index.InvalidInstance as exc:
             log.warning("dicom: C-STORE %s rejected: %s", sop_uid, exc)
             return DOES_NOT_MATCH
@@ -522,6 +534,7 @@ class DicomNode:
             return OUT_OF_RESOURCES
         record.instance["storage_key"], record.instance["size"] = key, size
         state = self._pending(event.assoc)
+        state["stored"] += 1
         with state["lock"]:
             state["records"].append(record)
             full = len(state["records"]) >= BATCH
@@ -532,6 +545,27 @@ class DicomNode:
                 log.exception("dicom: index write failed")
                 return OUT_OF_RESOURCES
         return 0x0000
+
+    def _may_add_to(self, assoc: Any, study_uid: str) -> bool:
+        """May the calling node add instances to this study? A new study, or one whose
+        ImagingStudy is not made yet, is the sender's; an existing one only when the access gate
+        lets the node see it (a clinic's modality cannot add images to another clinic's study).
+        Asked once per study and association."""
+        allowed = self._pending(assoc)["allowed"]
+        if study_uid not in allowed:
+            pol = self.policy(assoc)
+            if not list(pol.row_filter("ImagingStudy")):
+                allowed[study_uid] = True
+            else:
+                from sqlalchemy import select as sql_select
+
+                from dicom.tables import dicom_study
+
+                with self.engine.connect() as conn:
+                    linked = conn.execute(sql_select(dicom_study.c.imaging_study_id).where(
+                        dicom_study.c.study_uid == study_uid)).scalar()
+                    allowed[study_uid] = not linked or bool(visible_studies(conn, pol, [study_uid]))
+        return allowed[study_uid]
 
     def _flush(self, state: dict[str, Any]) -> None:
         with state["lock"]:
@@ -565,7 +599,11 @@ class DicomNode:
                 log.exception("dicom: index write failed (attempt %d)", attempt + 1)
                 time.sleep(0.5)
         if state["studies"]:
-            update_studies(self.repo, state["studies"], self.dicomweb_base)
+            update_studies(self.repo, state["studies"], self.dicomweb_base, self.policy(event.assoc))
+        if state["studies"] or state["refused"]:
+            self.audit_event(event.assoc, "store", state["studies"],
+                             f"C-STORE: {state['stored']} instances stored, {state['refused']} refused", "C-STORE",
+                             outcome="4" if state["refused"] else "0")
 
     # -- C-FIND ----------------------------------------------------------------------------
     def on_find(self, event: Any) -> Iterator[tuple[int, Any]]:
@@ -575,86 +613,87 @@ class DicomNode:
         except Exception:  # noqa: BLE001
             yield 0xC000, None
             return
+        mwl = cls == ModalityWorklistInformationFind
+        level = "WORKLIST" if mwl else str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+        what = f"C-FIND {'MWL' if mwl else level} ({'study' if cls == StudyRootQueryRetrieveInformationModelFind else 'patient'} root)"
+        disclosed: list[str] = []
         try:
-            if cls == ModalityWorklistInformationFind:
-                results = worklist.find(self.repo, identifier)
+            pol = self.policy(event.assoc)
+            if mwl:
+                results = worklist.find(self.repo, identifier, pol, disclosed)
             else:
                 root = "study" if cls == StudyRootQueryRetrieveInformationModelFind else "patient"
                 with self.engine.connect() as conn:
-                    results = list(query.find(conn, identifier, root=root,
+                    results = list(query.find(conn, identifier, policy=pol, root=root,
                                               retrieve_ae=self.settings.dicom_ae))
-                results = self._filter_found(event, results)
                 for ds in results:
                     ds.SpecificCharacterSet = "ISO_IR 192"
         except query.QueryError as exc:
             log.warning("dicom: C-FIND rejected: %s", exc)
+            self.audit_event(event.assoc, "query", (), f"{what}: rejected: {exc}", what, outcome="4")
             yield 0xA900, None
             return
         except Exception:  # noqa: BLE001
             log.exception("dicom: C-FIND failed")
+            self.audit_event(event.assoc, "query", (), f"{what}: failed", what, outcome="8")
             yield 0xC000, None
             return
+        uids = () if mwl else {str(ds.StudyInstanceUID) for ds in results if ds.get("StudyInstanceUID")}
+        if not mwl and level == "PATIENT":  # a patient-level answer discloses the patients' studies
+            with self.engine.connect() as conn:
+                uids = self._patient_studies(conn, pol, results)
+        self.audit_event(event.assoc, "query", uids, f"{what}: {len(results)} results", what,
+                         references=disclosed)
         for ds in results:
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
             yield 0xFF00, ds
 
-    # -- access: a modality bound to an organization sees that organization's studies -----------
-    def _policy(self, event: Any) -> Any:
-        """None (everything) for a node without an organization; else the policy of a system
-        principal bound to it, the same rules as a backend service of that organization."""
-        from dicom.nodes import get_node
+    @staticmethod
+    def _patient_studies(conn: Any, pol: Any, results: list[Any]) -> set[str]:
+        from sqlalchemy import select as sql_select
 
-        node = get_node(self.engine, (event.assoc.requestor.ae_title or "").strip())
-        if node is None or not node.organization:
-            return None
-        from fhirserver.access import Principal, parse_scopes
-        from smart_auth.fhir import build_policy
+        from dicom.access import visible_studies
+        from dicom.tables import dicom_study
 
-        principal = Principal(client_id=f"dicom:{node.ae_title}", role="system",
-                              scopes=tuple(parse_scopes(["system/*.rs"])), organizations=(node.organization,))
-        return build_policy(self.repo, self.settings, principal)
+        pids = sorted({str(ds.PatientID) for ds in results if ds.get("PatientID")})
+        if not pids:
+            return set()
+        uids = set(conn.execute(sql_select(dicom_study.c.study_uid)
+                                .where(dicom_study.c.patient_id.in_(pids[:500]))).scalars())
+        return visible_studies(conn, pol, uids)
 
-    def _visible(self, event: Any, study_uids: Any) -> set[str] | None:
-        """The visible subset of these studies for the calling node (None: no restriction)."""
-        pol = self._policy(event)
+    # -- access and audit: the calling node's principal asks the one gate ------------------------
+    def policy(self, assoc: Any) -> Any:
+        """The access policy of the calling node (`dicom.access.node_policy`), once per
+        association: a node bound to an organization sees and matches that organization's
+        patients only; a node registered without one is site-wide."""
+        pol = getattr(assoc, "_fhir_policy", None)
         if pol is None:
-            return None
-        from dicom.web.common import visible_studies
+            pol = node_policy(self.repo, self.settings, assoc.requestor.ae_title or "")
+            assoc._fhir_policy = pol
+        return pol
 
-        with self.engine.connect() as conn:
-            return visible_studies(conn, pol, study_uids)
-
-    def _filter_found(self, event: Any, results: list[Any]) -> list[Any]:
-        uids = {str(ds.StudyInstanceUID) for ds in results if "StudyInstanceUID" in ds}
-        pids = {str(ds.PatientID) for ds in results if "StudyInstanceUID" not in ds and "PatientID" in ds}
-        if pids:  # PATIENT level: a patient shows when one of their studies is visible
-            from sqlalchemy import select
-
-            from dicom.tables import dicom_study
-
-            with self.engine.connect() as conn:
-                rows = list(conn.execute(select(dicom_study.c.patient_id, dicom_study.c.study_uid)
-                                         .where(dicom_study.c.patient_id.in_(sorted(pids)))))
-            visible = self._visible(event, {u for _p, u in rows})
-            if visible is None:
-                return results
-            shown = {p for p, u in rows if u in visible}
-            return [ds for ds in results if "StudyInstanceUID" in ds or str(ds.PatientID) in shown]
-        visible = self._visible(event, uids)
-        if visible is None:
-            return results
-        return [ds for ds in results if str(ds.get("StudyInstanceUID", "")) in visible]
+    def audit_event(self, assoc: Any, kind: str, study_uids: Any, detail: str, what: str,
+                    outcome: str = "0", references: Any = ()) -> None:
+        """One AuditEvent for a DIMSE service, written by the process's audit writer (the same
+        one as REST and DICOMweb), naming the calling node's principal and address."""
+        ae = (assoc.requestor.ae_title or "").strip() or "?"
+        try:
+            info = dicom_audit.event_info(
+                kind, study_uids, detail, outcome=outcome, channel="dimse", client=f"dicom:{ae}", user=None,
+                remote=str(assoc.requestor.address or "unknown"), what=f"{what} from {ae}",
+                references=references)
+            dicom_audit.queue(self.audit, info)
+        except Exception:  # noqa: BLE001 - auditing never fails the service
+            log.exception("dicom: cannot queue the AuditEvent")
 
     # -- C-MOVE / C-GET ----------------------------------------------------------------------
     def _retrieve(self, event: Any) -> list[dict[str, Any]]:
+        pol = self.policy(event.assoc)
         with self.engine.connect() as conn:
-            items = query.retrieve(conn, event.identifier)
-        visible = self._visible(event, {it["StudyInstanceUID"] for it in items if it.get("StudyInstanceUID")})
-        if visible is None:
-            return items
-        return [it for it in items if it.get("StudyInstanceUID") in visible]
+            return query.retrieve(conn, event.identifier, policy=pol)
 
     def _dataset(self, item: dict[str, Any]) -> Any:
         with self.store.open(item["_storage_key"]) as f:
@@ -672,20 +711,29 @@ class DicomNode:
             out.append(build_context(cls, syntaxes))
         return out
 
+    @staticmethod
+    def _studies_of(items: list[dict[str, Any]]) -> set[str]:
+        return {it["StudyInstanceUID"] for it in items if it.get("StudyInstanceUID")}
+
     def on_move(self, event: Any) -> Iterator[Any]:
         dest = (event.move_destination or b"")
         dest = dest.decode() if isinstance(dest, bytes) else str(dest)
         node = get_node(self.engine, dest.strip())
+        what = f"C-MOVE to {dest.strip()}"
         if node is None:
             log.warning("dicom: C-MOVE to unknown destination %r", dest)
+            self.audit_event(event.assoc, "retrieve", (), f"{what}: unknown destination", what, outcome="4")
             yield None, None
             return
         try:
             items = self._retrieve(event)
-        except query.QueryError:
+        except query.QueryError as exc:
+            self.audit_event(event.assoc, "retrieve", (), f"{what}: rejected: {exc}", what, outcome="4")
             yield node.host, node.port
             yield 0xA900, None
             return
+        self.audit_event(event.assoc, "retrieve", self._studies_of(items), f"{what}: {len(items)} instances",
+                         what)
         yield node.host, node.port, {"contexts": self.contexts_for(items),
                                      "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)]}
         yield len(items)
@@ -696,12 +744,16 @@ class DicomNode:
             yield 0xFF00, self._dataset(item)
 
     def on_get(self, event: Any) -> Iterator[Any]:
+        what = "C-GET"
         try:
             items = self._retrieve(event)
-        except query.QueryError:
+        except query.QueryError as exc:
+            self.audit_event(event.assoc, "retrieve", (), f"{what}: rejected: {exc}", what, outcome="4")
             yield 0
             yield 0xA900, None
             return
+        self.audit_event(event.assoc, "retrieve", self._studies_of(items), f"{what}: {len(items)} instances",
+                         what)
         yield len(items)
         for item in items:
             if event.is_cancelled:

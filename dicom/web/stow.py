@@ -17,9 +17,8 @@ from dicom.bridge import update_studies
 from dicom.scp import STORAGE_CLASSES
 from dicom.store import file_store
 from dicom.tables import dicom_study
-from dicom.web.common import (
-    DICOM_JSON, audit, base_url, check, error, forget_rows, services, visible_studies,
-)
+from dicom.access import visible_studies
+from dicom.web.common import DICOM_JSON, audit, base_url, check, error, forget_rows, services
 from dicom.web.multipart import MultipartError, parse_media_type, parse_multipart
 
 # Failure reasons (PS3.18 Table 10.5.3-2 / PS3.4 B.2.3)
@@ -153,7 +152,8 @@ def store_parts(target_study: str | None) -> Response:
                            "the index write failed") for _r, ds in accepted)
             accepted = []
         if studies:  # the Endpoint gets the configured address, as for C-STORE (not this Host header)
-            update_studies(repo, studies, svc.settings.fhir_base[:-len("/fhir")] + "/dicomweb")
+            # matched to the patients the sender may see, as for C-STORE from a node
+            update_studies(repo, studies, svc.settings.fhir_base[:-len("/fhir")] + "/dicomweb", pol)
     base = base_url()
     result = Dataset()
     url_study = target_study or (next(iter(studies)) if len(studies) == 1 else None)

@@ -5,3 +5,6 @@ from fhirserver.access.smart import PATIENT_COMPARTMENT_TYPES, Principal, SmartP
 
 __all__ = ["OpenPolicy", "PATIENT_COMPARTMENT_TYPES", "Policy", "Principal", "Scope", "SmartPolicy",
            "parse_scope", "parse_scopes"]
+from fhirserver.access.dicom import dicom_node_principal, organization_of, visible_ids, visible_studies  # noqa: E402
+
+__all__ += ["dicom_node_principal", "organization_of", "visible_ids", "visible_studies"]

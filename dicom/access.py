@@ -1,0 +1,38 @@
+"""The DICOM node's questions to the access gate (`fhirserver.access`): as whom a calling AE acts,
+and which studies and patients that caller may see. Every DIMSE and DICOMweb entry point asks
+here; the rules themselves live in `fhirserver.access.dicom`."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from sqlalchemy.engine import Connection
+
+from dicom.nodes import get_node
+from dicom.tables import dicom_study
+from fhirserver import access
+
+
+def node_policy(repo: Any, settings: Any, ae_title: str) -> Any:
+    """The policy of the node calling as `ae_title`: a system principal of the node's
+    organization, or site-wide for a node registered without one. A calling AE missing from the
+    registry only gets this far when the operator started the node with `--accept-unknown`, and
+    is then site-wide too (that option is the open, single-site configuration)."""
+    from smart_auth.fhir import build_policy
+
+    ae = (ae_title or "").strip()
+    node = get_node(repo.engine, ae) if ae else None
+    principal = access.dicom_node_principal(ae or "?", node.organization if node else None)
+    return build_policy(repo, settings, principal)
+
+
+def visible_studies(conn: Connection, policy: Any, study_uids: Iterable[str]) -> set[str]:
+    """The studies among `study_uids` the caller may see (its ImagingStudy is visible to it)."""
+    return access.visible_studies(conn, policy, study_uids, dicom_study)
+
+
+def visible_patients(conn: Connection, policy: Any, patient_ids: Iterable[str]) -> set[str]:
+    """The Patient ids among `patient_ids` the caller may see (a scan may be matched to)."""
+    return access.visible_ids(conn, policy, "Patient", patient_ids)
+
+
+__all__ = ["node_policy", "visible_patients", "visible_studies"]
