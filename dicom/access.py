@@ -15,13 +15,15 @@ from fhirserver import access
 def node_policy(repo: Any, settings: Any, ae_title: str) -> Any:
     """The policy of the node calling as `ae_title`: a system principal of the node's
     organization, or site-wide for a node registered without one. A calling AE missing from the
-    registry only gets this far when the operator started the node with `--accept-unknown`, and
-    is then site-wide too (that option is the open, single-site configuration)."""
+    registry is site-wide only when the operator started the node with `--accept-unknown` (the
+    open, single-site configuration); otherwise (removed while its association was open) it
+    sees nothing."""
     from smart_auth.fhir import build_policy
 
     ae = (ae_title or "").strip()
     node = get_node(repo.engine, ae) if ae else None
-    principal = access.dicom_node_principal(ae or "?", node.organization if node else None)
+    admitted = node is not None or not settings.dicom_reject_unknown
+    principal = access.dicom_node_principal(ae or "?", node.organization if node else None, admitted=admitted)
     return build_policy(repo, settings, principal)
 
 

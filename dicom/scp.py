@@ -30,6 +30,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove, Verification,
 )
 from pynetdicom.presentation import AllStoragePresentationContexts
+from sqlalchemy import select as sql_select
 
 from dicom import audit as dicom_audit
 from dicom import index, query, worklist
@@ -37,6 +38,7 @@ from dicom.access import node_policy, visible_studies
 from dicom.bridge import update_studies
 from dicom.nodes import get_node, list_nodes
 from dicom.store import InstanceStore, file_store
+from dicom.tables import dicom_study
 from fhirserver.audit import AuditTrail
 from fhirserver.config import Settings
 from fhirserver.storage import Repository
@@ -557,10 +559,6 @@ class DicomNode:
             if not list(pol.row_filter("ImagingStudy")):
                 allowed[study_uid] = True
             else:
-                from sqlalchemy import select as sql_select
-
-                from dicom.tables import dicom_study
-
                 with self.engine.connect() as conn:
                     linked = conn.execute(sql_select(dicom_study.c.imaging_study_id).where(
                         dicom_study.c.study_uid == study_uid)).scalar()
@@ -652,11 +650,7 @@ class DicomNode:
 
     @staticmethod
     def _patient_studies(conn: Any, pol: Any, results: list[Any]) -> set[str]:
-        from sqlalchemy import select as sql_select
-
-        from dicom.access import visible_studies
-        from dicom.tables import dicom_study
-
+        """The visible studies of the patients a PATIENT-level answer named (for its AuditEvent)."""
         pids = sorted({str(ds.PatientID) for ds in results if ds.get("PatientID")})
         if not pids:
             return set()

@@ -26,12 +26,15 @@ NODE_SCOPES = ("system/*.crus",)
 _CHUNK = 500
 
 
-def dicom_node_principal(ae_title: str, organization: str | None) -> Principal:
+def dicom_node_principal(ae_title: str, organization: str | None, *, admitted: bool = True) -> Principal:
     """The principal of a DICOM node: a system client named after its AE title, bound to its
-    organization when it has one (None: site-wide, the operator's choice)."""
+    organization when it has one (None: site-wide, the operator's choice). A node that is not
+    `admitted` (e.g. removed from the registry while its association was open) gets no scopes:
+    it sees nothing, fails closed."""
     orgs = (organization,) if organization else ()
+    scopes = NODE_SCOPES if admitted else ()
     return Principal(client_id=f"dicom:{ae_title}", role="system",
-                     scopes=tuple(parse_scopes(list(NODE_SCOPES))), scope_text=" ".join(NODE_SCOPES),
+                     scopes=tuple(parse_scopes(list(scopes))), scope_text=" ".join(scopes),
                      organizations=orgs)
 
 

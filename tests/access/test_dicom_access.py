@@ -75,10 +75,11 @@ class Clinics:
         self.node, self.tmp, self.ports = node, tmp, ports
         self._n = 0
 
-    def run(self, tool: str, *args: str, aet: str, check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, tool: str, *args: str, aet: str, check: bool = True,
+            files: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         if shutil.which(tool) is None:
             pytest.fail(f"dcmtk ({tool}) is not installed")
-        cmd = [tool, "-aet", aet, "-aec", SERVER_AE, *args, "127.0.0.1", str(self.node.settings.dicom_port)]
+        cmd = [tool, "-aet", aet, "-aec", SERVER_AE, *args, "127.0.0.1", str(self.node.settings.dicom_port), *files]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
@@ -92,15 +93,8 @@ class Clinics:
 
     def store(self, aet: str, *datasets: Dataset, check: bool = True) -> subprocess.CompletedProcess:
         folder = self.fresh_dir("send")
-        files = [str(_write(ds, folder / f"{i}.dcm")) for i, ds in enumerate(datasets)]
-        need = shutil.which("storescu")
-        if need is None:
-            pytest.fail("dcmtk (storescu) is not installed")
-        cmd = ["storescu", "-aet", aet, "-aec", SERVER_AE, "127.0.0.1", str(self.node.settings.dicom_port), *files]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
+        files = tuple(str(_write(ds, folder / f"{i}.dcm")) for i, ds in enumerate(datasets))
+        return self.run("storescu", aet=aet, check=check, files=files)
 
     def find(self, aet: str, *keys: str, model: str = "-S") -> list[Dataset]:
         out = self.fresh_dir("find")
