@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -287,13 +288,32 @@ def update_study(repo: Repository, study_uid: str, dicomweb_base: str, policy: A
         return is_id
 
 
+TRANSIENT_ATTEMPTS = 3
+
+
 def update_studies(repo: Repository, study_uids: Iterable[str], dicomweb_base: str,
                    policy: Any) -> dict[str, str | None]:
+    """The ImagingStudy id of each study, None where it could not be made. A transient database
+    failure (deadlock, serialization failure, a dropped or refused connection) is retried: the
+    update is idempotent. What still fails is logged and answered as None, so that the caller
+    (STOW) can tell its client instead of acknowledging a study nobody can find on the FHIR side."""
+    from sqlalchemy.exc import OperationalError
+
     out: dict[str, str | None] = {}
     for uid in sorted(set(study_uids)):
-        try:
-            out[uid] = update_study(repo, uid, dicomweb_base, policy)
-        except Exception:  # one bad study must not block the others
-            log.exception("dicom: ImagingStudy update failed for study %s", uid)
-            out[uid] = None
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                out[uid] = update_study(repo, uid, dicomweb_base, policy)
+                break
+            except OperationalError:
+                if attempt == TRANSIENT_ATTEMPTS:
+                    log.exception("dicom: ImagingStudy update failed for study %s", uid)
+                    out[uid] = None
+                else:
+                    log.warning("dicom: ImagingStudy update of study %s: transient database error, retrying", uid)
+                    time.sleep(0.1 * attempt)
+            except Exception:  # one bad study must not block the others
+                log.exception("dicom: ImagingStudy update failed for study %s", uid)
+                out[uid] = None
+                break
     return out

@@ -139,6 +139,7 @@ def store_parts(target_study: str | None) -> Response:
         except _Failed as f:
             failed.append((sop_class, sop_uid, f.reason, str(f)))
     studies: set[str] = set()
+    unbridged: list[str] = []
     if accepted:
         try:
             with repo.transaction(write=True) as tx:
@@ -153,7 +154,8 @@ def store_parts(target_study: str | None) -> Response:
             accepted = []
         if studies:  # the Endpoint gets the configured address, as for C-STORE (not this Host header)
             # matched to the patients the sender may see, as for C-STORE from a node
-            update_studies(repo, studies, svc.settings.fhir_base[:-len("/fhir")] + "/dicomweb", pol)
+            made = update_studies(repo, studies, svc.settings.fhir_base[:-len("/fhir")] + "/dicomweb", pol)
+            unbridged = sorted(uid for uid in studies if made.get(uid) is None)
     base = base_url()
     result = Dataset()
     url_study = target_study or (next(iter(studies)) if len(studies) == 1 else None)
@@ -178,13 +180,17 @@ def store_parts(target_study: str | None) -> Response:
                               f"/instances/{rec.instance['sop_uid']}")
             items.append(it)
         result.ReferencedSOPSequence = items
-    status = 200 if not failed else 409 if not accepted else 202
+    # instances stored but their ImagingStudy not made: a warning (202), never a silent 200
+    status = 200 if not failed and not unbridged else 409 if not accepted else 202
     body_text = orjson.dumps(result.to_json_dict())
     audit("store", studies, f"{len(accepted)} stored, {len(failed)} failed"
-          + "".join(f"; {uid or '?'}: {msg}" for _c, uid, _r, msg in failed[:10]),
-          outcome="0" if not failed else "4")
+          + "".join(f"; {uid or '?'}: {msg}" for _c, uid, _r, msg in failed[:10])
+          + "".join(f"; study {uid}: ImagingStudy not updated" for uid in unbridged[:10]),
+          outcome="0" if not failed and not unbridged else "4")
     resp = Response(body_text, status=status, content_type=DICOM_JSON)
-    if failed:
-        resp.headers["Warning"] = "299 fhirserver: " + "; ".join(
-            f"{uid or 'part'}: {msg}" for _c, uid, _r, msg in failed[:5]).replace("\r", " ").replace("\n", " ")[:900]
+    warnings = [f"{uid or 'part'}: {msg}" for _c, uid, _r, msg in failed[:5]]
+    warnings += [f"study {uid}: stored, but its ImagingStudy could not be updated (sending again retries it)"
+                 for uid in unbridged[:5]]
+    if warnings:
+        resp.headers["Warning"] = "299 fhirserver: " + "; ".join(warnings).replace("\r", " ").replace("\n", " ")[:900]
     return resp
