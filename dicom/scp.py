@@ -705,6 +705,17 @@ class DicomNode:
             out.append(build_context(cls, syntaxes))
         return out
 
+    def _for_destination(self, dest_ae: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What a C-MOVE may send to `dest_ae`: the destination is a node too, and a clinic's
+        data never goes to another clinic's node (a site-wide destination, e.g. a PACS, takes
+        what the caller may see)."""
+        if not items:
+            return items
+        dest_pol = node_policy(self.repo, self.settings, dest_ae)
+        with self.engine.connect() as conn:
+            allowed = visible_studies(conn, dest_pol, self._studies_of(items))
+        return [it for it in items if it.get("StudyInstanceUID") in allowed]
+
     @staticmethod
     def _studies_of(items: list[dict[str, Any]]) -> set[str]:
         return {it["StudyInstanceUID"] for it in items if it.get("StudyInstanceUID")}
@@ -726,6 +737,7 @@ class DicomNode:
             yield node.host, node.port
             yield 0xA900, None
             return
+        items = self._for_destination(node.ae_title, items)
         self.audit_event(event.assoc, "retrieve", self._studies_of(items), f"{what}: {len(items)} instances",
                          what)
         yield node.host, node.port, {"contexts": self.contexts_for(items),

@@ -105,10 +105,12 @@ class Clinics:
         self.run("findscu", *args, aet=aet)
         return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
 
-    def move(self, aet: str, study_uid: str) -> list[Dataset]:
-        """C-MOVE a study to the calling node itself (movescu receives on its registered port)."""
+    def move(self, aet: str, study_uid: str, dest: str | None = None) -> list[Dataset]:
+        """C-MOVE a study to a registered node (default: the calling node itself); movescu
+        receives on the destination's registered port."""
+        dest = dest or aet
         out = self.fresh_dir("moved")
-        self.run("movescu", "-S", "-aem", aet, "--port", str(self.ports[aet]), "-od", str(out),
+        self.run("movescu", "-S", "-aem", dest, "--port", str(self.ports[dest]), "-od", str(out),
                  "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", aet=aet)
         return [dcmread(p) for p in sorted(out.iterdir())]
 
@@ -275,6 +277,9 @@ def test_cmove_and_cget_retrieve_only_visible_studies(clinics):  # noqa: ANN001
     moved = c.move("SCANA", a_study)
     assert len(moved) == 2 and {d.StudyInstanceUID for d in moved} == {a_study}
     assert c.move("SCANA", b_study) == []
+    # a destination is a node too: org-a's study goes to a site-wide node, never to org-b's
+    assert len(c.move("SCANA", a_study, dest="SITE")) == 2
+    assert c.move("SCANA", a_study, dest="SCANB") == []
     got = c.get("SCANA", a_study)
     assert len(got) == 2 and {d.StudyInstanceUID for d in got} == {a_study}
     assert c.get("SCANA", b_study) == []
