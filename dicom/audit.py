@@ -90,7 +90,8 @@ def event(info: dict[str, Any], studies: list[tuple[str, str | None, str | None]
         ident = {"system": "urn:dicom:uid", "value": "urn:oid:" + uid}
         entities.append({"what": {"reference": f"ImagingStudy/{is_id}", "identifier": ident} if is_id
                          else {"identifier": ident},
-                         "type": {"system": _ENTITY_TYPE, "code": "2"}, "role": {"system": _OBJECT_ROLE, "code": "3"}})
+                         "type": {"system": _ENTITY_TYPE, "code": "2"},
+                         "role": {"system": _OBJECT_ROLE, "code": "3"}})
         if pat:
             patients.add(pat)
     others = []

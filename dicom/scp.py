@@ -613,16 +613,16 @@ class DicomNode:
             return
         mwl = cls == ModalityWorklistInformationFind
         level = "WORKLIST" if mwl else str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
-        what = f"C-FIND {'MWL' if mwl else level} ({'study' if cls == StudyRootQueryRetrieveInformationModelFind else 'patient'} root)"
+        model = "study" if cls == StudyRootQueryRetrieveInformationModelFind else "patient"
+        what = "C-FIND MWL" if mwl else f"C-FIND {level} ({model} root)"
         disclosed: list[str] = []
         try:
             pol = self.policy(event.assoc)
             if mwl:
                 results = worklist.find(self.repo, identifier, pol, disclosed)
             else:
-                root = "study" if cls == StudyRootQueryRetrieveInformationModelFind else "patient"
                 with self.engine.connect() as conn:
-                    results = list(query.find(conn, identifier, policy=pol, root=root,
+                    results = list(query.find(conn, identifier, policy=pol, root=model,
                                               retrieve_ae=self.settings.dicom_ae))
                 for ds in results:
                     ds.SpecificCharacterSet = "ISO_IR 192"

@@ -192,5 +192,6 @@ def store_parts(target_study: str | None) -> Response:
     warnings += [f"study {uid}: stored, but its ImagingStudy could not be updated (sending again retries it)"
                  for uid in unbridged[:5]]
     if warnings:
-        resp.headers["Warning"] = "299 fhirserver: " + "; ".join(warnings).replace("\r", " ").replace("\n", " ")[:900]
+        joined = "; ".join(warnings).replace("\r", " ").replace("\n", " ")
+        resp.headers["Warning"] = "299 fhirserver: " + joined[:900]
     return resp
