@@ -184,7 +184,9 @@ class SmartPolicy:
         members.append(r.c.res_type.notin_(patient_compartment_types() | RESTRICTED_TYPES))
         if context != "patient" and p.role in ("staff", "system"):
             # patient-compartment data not yet attached to any patient (a report filed later)
+            # (never a deleted row: one whose compartment rows were lost must not open to all staff)
             members.append(and_(r.c.res_type.notin_(("Patient",) + tuple(RESTRICTED_TYPES)),
+                                r.c.deleted.is_(False),
                                 ~exists(select(1).where(rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient"))))
         audience = or_(*members)
         if res_type is not None and res_type not in ALL_NAMED_TYPES:

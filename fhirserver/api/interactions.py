@@ -474,6 +474,7 @@ def reindex(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type = check_type(req.res_type) if req.res_type else None
     ctx.search.refresh(tx.conn, force=True)
     n = tx.reindex_all(res_type)
+    tx.recompartment_deleted(res_type)
     return FhirResponse(200, {"resourceType": "Parameters", "parameter": [
         {"name": "count", "valueInteger": n},
         {"name": "message", "valueString": f"Reindexed {n} resources" + (f" of type {res_type}" if res_type else "")}]})

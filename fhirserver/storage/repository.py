@@ -270,6 +270,30 @@ class Tx:
                 n += 1
             last = rows[-1][0]
 
+    def recompartment_deleted(self, res_type: str | None = None) -> int:
+        """Give deleted resources the compartment rows of their last content (databases written
+        before deletions kept them); returns how many were restored."""
+        if self.indexer is None:
+            return 0
+        from fhirserver.model.jsonio import loads
+
+        h = resource_history
+        q = select(resource.c.pk, resource.c.res_type, resource.c.res_id).where(
+            resource.c.deleted.is_(True),
+            ~exists().where(resource_compartment.c.res_pk == resource.c.pk))
+        if res_type:
+            q = q.where(resource.c.res_type == res_type)
+        n = 0
+        for pk, rtype, rid in list(self.conn.execute(q)):
+            body = self.conn.execute(select(h.c.body).where(
+                h.c.res_type == rtype, h.c.res_id == rid, h.c.body.isnot(None))
+                .order_by(h.c.version_id.desc()).limit(1)).scalar()
+            rows = self.indexer(rtype, loads(body)).get("compartment") if body else None
+            if rows:
+                self.conn.execute(_INSERT_INDEX["compartment"], [{**row, "res_pk": pk} for row in rows])
+                n += 1
+        return n
+
     def reindex(self, pk: int, res_type: str, body: dict[str, Any]) -> None:
         """Recompute one resource's index rows (after the registry changed)."""
         self._index(pk, res_type, body, replace=True)
