@@ -25,7 +25,6 @@ from sqlalchemy import delete, select, text
 from dicom.nodes import add_node
 from dicom.scp import DicomNode
 from dicom.tables import DICOM_TABLES, dicom_instance
-from fhirserver.app import create_app
 from smart_auth import store as auth_store
 
 SERVER_AE = "FHIRSERVER"
@@ -373,16 +372,9 @@ def _multipart(*datasets: Dataset) -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture(scope="module")
-def secure_app(settings, session_app):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False))
-
-
-def test_stow_as_organization_backend_client_matches_only_its_patients(clinics, secure_app):  # noqa: ANN001
-    c = clinics
+def test_stow_as_organization_backend_client_matches_only_its_patients(clinics, gate_app):  # noqa: ANN001
+    c, secure_app = clinics, gate_app  # gate_app: the auth-on app (tests/access/conftest.py)
     engine = secure_app.extensions["fhirserver"].repo.engine
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM auth_token"))
     tok, _pk = auth_store.save_token(engine, kind="access", grant_id=generate_uid(), client_id="lab-a",
                                      user_pk=None, scope="system/*.cruds",
                                      context={"role": "system", "organizations": ["org-a"]}, lifetime=3600)
