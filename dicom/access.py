@@ -1,5 +1,6 @@
 """The DICOM node's questions to the access gate (`fhirserver.access`): as whom a calling AE acts,
-and which studies and patients that caller may see. Every DIMSE and DICOMweb entry point asks
+and which studies that caller may see (which patients, orders and appointments: the policy's
+row filter, applied by `dicom.fhir.search`). Every DIMSE and DICOMweb entry point asks
 here; the rules themselves live in `fhirserver.access.dicom`."""
 from __future__ import annotations
 
@@ -32,9 +33,4 @@ def visible_studies(conn: Connection, policy: Any, study_uids: Iterable[str]) ->
     return access.visible_studies(conn, policy, study_uids, dicom_study)
 
 
-def visible_patients(conn: Connection, policy: Any, patient_ids: Iterable[str]) -> set[str]:
-    """The Patient ids among `patient_ids` the caller may see (a scan may be matched to)."""
-    return access.visible_ids(conn, policy, "Patient", patient_ids)
-
-
-__all__ = ["node_policy", "visible_patients", "visible_studies"]
+__all__ = ["node_policy", "visible_studies"]

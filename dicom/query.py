@@ -11,6 +11,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from sqlalchemy import distinct, func, select
 from sqlalchemy.engine import Connection
 
+from dicom.access import visible_studies
 from dicom.tables import dicom_instance, dicom_series, dicom_study
 
 PATIENT_ATTRS = {
@@ -243,8 +244,6 @@ def candidates(conn: Connection, level: str, query: Dataset, *, policy: Any) -> 
     studies the caller's `policy` lets it see (the access gate). Every level is built from those
     studies only: a patient's counts and demographics never come from a study the caller may not
     see (two clinics may use the same PatientID for different people)."""
-    from dicom.access import visible_studies
-
     if level not in LEVELS:
         raise QueryError(f"unknown QueryRetrieveLevel {level!r}")
     studies = {r.study_uid: r for r in conn.execute(select(dicom_study).where(*_study_where(query)))}

@@ -67,21 +67,6 @@ def visible_studies(conn: Connection, policy: object, study_uids: Iterable[str],
     return out
 
 
-def visible_ids(conn: Connection, policy: object, res_type: str, ids: Iterable[str]) -> set[str]:
-    """The subset of these ids of `res_type` the policy lets the caller see (current, not
-    deleted): e.g. which Patients a scan's PatientID may be matched to."""
-    from fhirserver.storage.tables import resource
-
-    wanted = sorted(set(ids))
-    conds = list(policy.row_filter(res_type))  # type: ignore[attr-defined]
-    out: set[str] = set()
-    for chunk in _chunks(wanted):
-        q = select(resource.c.res_id).where(resource.c.res_type == res_type, resource.c.res_id.in_(list(chunk)),
-                                            resource.c.deleted.is_(False), *conds)
-        out.update(conn.execute(q).scalars())
-    return out
-
-
 def organization_of(policy: object) -> str | None:
     """The organization records created for this caller belong to (its only one), else None:
     a scan from a clinic's modality creates that clinic's unreconciled Patient."""
@@ -90,4 +75,4 @@ def organization_of(policy: object) -> str | None:
     return orgs[0] if len(orgs) == 1 else None
 
 
-__all__ = ["NODE_SCOPES", "dicom_node_principal", "organization_of", "visible_ids", "visible_studies"]
+__all__ = ["NODE_SCOPES", "dicom_node_principal", "organization_of", "visible_studies"]

@@ -404,3 +404,32 @@ def test_stow_as_organization_backend_client_matches_only_its_patients(clinics, 
     seen = {f["0020000D"]["Value"][0] for f in found}
     assert seen == {own, other}
     secure_app.extensions["fhirserver"].audit.flush()
+
+
+# -- the gate on its own -------------------------------------------------------------------------
+def test_node_principals_and_study_visibility(clinics):  # noqa: ANN001
+    """`fhirserver.access.visible_studies` through `dicom.access.node_policy`: a clinic's node sees
+    its clinic's studies, a site-wide node all, an AE missing from the registry (the node refuses
+    such callers) nothing, and a study whose ImagingStudy was deleted is gone for the clinic."""
+    from dicom.access import node_policy, visible_studies
+
+    c = clinics
+    studies = _send_studies(c)
+    both = {studies["SCANA"][0], studies["SCANB"][0]}
+    repo, settings = c.node.repo, c.node.settings
+
+    def seen(ae: str, **changes: Any) -> set[str]:
+        pol = node_policy(repo, settings.replace(**changes) if changes else settings, ae)
+        with repo.engine.connect() as conn:
+            return visible_studies(conn, pol, both)
+
+    assert seen("SCANA") == {studies["SCANA"][0]}
+    assert seen("SCANB") == {studies["SCANB"][0]}
+    assert seen("SITE") == both
+    assert seen("NOBODY") == set()                                   # not registered: fails closed
+    assert seen("NOBODY", dicom_reject_unknown=False) == both        # --accept-unknown: site-wide
+    ims = c.imaging_study(studies["SCANA"][0])
+    with repo.transaction(write=True) as tx:
+        tx.delete("ImagingStudy", ims["id"])
+    assert seen("SCANA") == set()
+    assert c.find("SCANA", "QueryRetrieveLevel=STUDY", "StudyInstanceUID") == []
