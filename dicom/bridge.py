@@ -94,7 +94,8 @@ def _pg_lock(tx: Tx, key: str) -> None:
 def match_patient(tx: Tx, study: Any, policy: Any) -> str:
     """The id of the Patient for the study's PatientID/issuer among the Patients the sender's
     `policy` lets it see (a clinic's modality matches that clinic's patients only: another
-    clinic may use the same PatientID for someone else), else a new unreconciled one. A sender
+    clinic may use the same PatientID for someone else), else (or when it matches several) the
+    unreconciled one waiting for it, else a new unreconciled one. A sender
     bound to one organization makes the new Patient that organization's (managingOrganization),
     so its staff see it in their reconciliation list and its next scans match it."""
     pid, issuer = study.patient_id, study.issuer
@@ -105,9 +106,15 @@ def match_patient(tx: Tx, study: Any, policy: Any) -> str:
         token = f"{system}|{pid}" if system else pid
         found = list(search(tx, "Patient", [("identifier", token)],
                             lambda b: has_identifier(b, pid, system), limit=10, policy=policy))
-        if found:
-            reconciled = [f for f in found if not _is_unreconciled(f[1])]
-            return (reconciled or found)[0][0]
+        reconciled = [f for f in found if not _is_unreconciled(f[1])]
+        if len(reconciled) == 1:
+            return reconciled[0][0]
+        if len(reconciled) > 1:  # two people with this PatientID (e.g. two clinics): never guess
+            log.warning("dicom: PatientID %s matches %d patients; the study waits for reconciliation",
+                        pid, len(reconciled))
+        waiting = [f for f in found if _is_unreconciled(f[1])]
+        if waiting:
+            return waiting[0][0]
     body: dict[str, Any] = {"resourceType": "Patient", "meta": {"tag": [UNRECONCILED]}}
     if org:
         body["managingOrganization"] = {"reference": f"Organization/{org}"}

@@ -214,6 +214,14 @@ def test_cstore_matches_only_the_senders_organizations_patients(clinics):  # noq
     site = generate_uid()
     c.store("SITE", _ct(patient_id="MRN-2", patient_name="Bravotwo^Pat", study_uid=site))
     assert _subject(c.imaging_study(site)) == "Patient/pb2"
+    # but it never guesses between two clinics' MRN-1 people: the study waits for reconciliation
+    shared = generate_uid()
+    c.store("SITE", _ct(patient_id="MRN-1", patient_name="Who^Pat", study_uid=shared))
+    subject = _subject(c.imaging_study(shared))
+    assert subject not in ("Patient/pa", "Patient/pb")
+    made = c.resource("Patient", subject.split("/", 1)[1])
+    assert any(t.get("code") == UNRECONCILED for t in made["meta"].get("tag", []))
+    assert "managingOrganization" not in made
 
 
 def test_cstore_into_another_organizations_study_is_refused(clinics):  # noqa: ANN001
