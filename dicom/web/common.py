@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from flask import current_app, g, request
 from sqlalchemy import select
