@@ -35,14 +35,14 @@ class Services:
             pass
         return self.settings.fhir_base
 
-    def context(self, access: Any = None) -> Any:
-        """An interaction Context for internal callers (loader, DICOM bridge, operations)."""
-        from fhirserver.access import OpenPolicy
+    def context(self, access: Any) -> Any:
+        """An interaction Context for internal callers (DICOM bridge, portal, jobs): always with
+        the caller's own policy, or a named `SystemJob` for the server's own work."""
         from fhirserver.api.interactions import Context
 
         return Context(base=self.fhir_base(), default_count=self.settings.default_page_size,
                        max_count=self.settings.max_page_size, postgres=self.repo.postgres,
-                       access=access or OpenPolicy(), search=self.search)
+                       access=access, search=self.search)
 
     def capability_statement(self) -> dict[str, Any]:
         from conformance import capability_statement
