@@ -5,3 +5,6 @@ from fhirserver.access.smart import ALL_NAMED_TYPES, Principal, SmartPolicy, pat
 
 __all__ = ["ALL_NAMED_TYPES", "DenyPolicy", "OpenPolicy", "Policy", "SystemJob", "Principal", "Scope", "SmartPolicy",
            "parse_scope", "parse_scopes", "patient_compartment_types"]
+from fhirserver.access.dicom import dicom_node_principal, organization_of, visible_studies  # noqa: E402
+
+__all__ += ["dicom_node_principal", "organization_of", "visible_studies"]
