@@ -23,6 +23,8 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import and_, exists, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from fhirserver.access.audit_event import with_audit_event_rule
+from fhirserver.access.binary import PATIENT_LINKED_TYPES, with_security_context
 from fhirserver.access.scopes import INTERACTION_PERM, Scope
 from fhirserver.model.references import referenced_ids
 
@@ -241,6 +243,9 @@ class SmartPolicy:
                 result = ()
             else:
                 result = (or_(*branches),) if branches else (false(),)
+            result = with_security_context(result, res_type, any(s.res_type in ("*", "Binary") for s in scopes),
+                                           lambda t: self._filter(t, perms))
+            result = with_audit_event_rule(result, res_type, lambda: self._filter("Patient", "r"))
         self._cache[key] = result
         return result
 
@@ -291,7 +296,7 @@ class SmartPolicy:
                     return None
                 return "A Patient written with this token must belong to one of its organizations"
             return "This token may not write Patient resources other than its own patients"
-        if res_type not in PATIENT_COMPARTMENT_TYPES:
+        if res_type not in PATIENT_COMPARTMENT_TYPES | PATIENT_LINKED_TYPES:
             if s.context != "patient" and p.role in ("staff", "system"):
                 return None
             return f"This token may not write {res_type} resources"
