@@ -188,6 +188,9 @@ def test_rest_binary_follows_its_security_context(papp):
     assert r.status_code == 404 and b"Ym9iLXNjYW4tc2VjcmV0" not in r.data
     r = c.get("/fhir/Binary", headers=ana_h)
     assert b"bob-scan-file" not in r.data and own.encode() in r.data  # searches too
+    for path in ("/fhir/Binary/_history", "/fhir/_history", "/fhir/?_type=Binary,DocumentReference"):
+        r = c.get(path, headers=ana_h)  # and history, at type and system level
+        assert r.status_code == 200 and own.encode() in r.data and b"bob-scan" not in r.data, path
     did = post_document(c, ana_h, "demo-ana", "Binary/bob-scan-file")
     r = login(papp, "ana@example.org").get(f"/portal/documents/{did}/file")
     assert r.status_code == 404 and b"bob-scan-secret" not in r.data
