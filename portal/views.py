@@ -407,9 +407,9 @@ def viewer(study_id: str) -> Response:
     uid = next((i.get("value", "").removeprefix("urn:oid:") for i in s.get("identifier") or []
                 if i.get("system") == "urn:dicom:uid"), "")
     series = s.get("series") or []
-    si = min(max(int(request.args.get("series", 0) or 0), 0), max(len(series) - 1, 0))
+    si = min(max(request.args.get("series", 0, type=int) or 0, 0), max(len(series) - 1, 0))
     instances = (series[si].get("instance") or []) if series else []
-    n = min(max(int(request.args.get("i", 0) or 0), 0), max(len(instances) - 1, 0))
+    n = min(max(request.args.get("i", 0, type=int) or 0, 0), max(len(instances) - 1, 0))
     img = None
     if instances:
         img = url_for("portal.dicomweb", path=f"studies/{uid}/series/{series[si]['uid']}/instances/"

@@ -270,10 +270,15 @@ def test_share_link_without_its_maker_is_refused(papp):
     forged = rnd._serializer(eng).dumps({"r": "demo-bob-rep", "p": "demo-bob", "t": 9e12})
     r = papp.test_client().get(f"/portal/share/{forged}")
     assert r.status_code == 410 and b"Bob" not in r.data
-    ana = _user(papp, "ana@example.org")
-    other = rnd.share_token(eng, "demo-bob-rep", "demo-bob", ana["pk"])  # a link naming Ana for Bob's report
-    r = papp.test_client().get(f"/portal/share/{other}")
-    assert r.status_code == 410 and b"Bob" not in r.data
+    for username, patient in (("ana@example.org", "demo-bob"), ("ana@example.org", "demo-ana"),
+                              ("carmen@example.org", "demo-leo"), ("carmen@example.org", "demo-bob")):
+        maker = _user(papp, username)  # a link naming a user for a report they cannot see
+        link = rnd.share_token(eng, "demo-bob-rep", patient, maker["pk"])
+        r = papp.test_client().get(f"/portal/share/{link}")
+        assert r.status_code == 410 and b"Bob" not in r.data, (username, patient)
+    carmen = login(papp, "carmen@example.org")
+    r = carmen.get("/portal/reports/demo-bob-rep?share=1")
+    assert r.status_code == 404 and "/portal/share/" not in r.text
 
 
 # -- 3. every other page reads and writes as the patient ---------------------------------------------
@@ -286,7 +291,7 @@ def test_pages_of_another_patient_are_not_found(papp):
     bob = login(papp, "bob@example.org")
     own = {"/portal/reports/demo-bob-rep": b"Blood panel", "/portal/reports/demo-bob-rep.pdf": b"%PDF",
            "/portal/reports/bob-form-rep/form/0": b"bob-form", "/portal/invoices/demo-bob-inv.pdf": b"%PDF",
-           "/portal/imaging/bob-study": b"panoramic"}
+           "/portal/imaging/bob-study": b"panoramic", "/portal/imaging/bob-study?series=x&i=-1": b"panoramic"}
     for path, needle in own.items():
         r = bob.get(path)
         assert r.status_code == 200 and needle in r.data, path
