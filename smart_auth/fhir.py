@@ -39,8 +39,10 @@ def build_policy(repo: Any, settings: Any, principal: Principal) -> SmartPolicy:
     from fhirserver.operations.sharing import email_owners_fn, with_live_shares  # issue 7
 
     principal = with_live_shares(repo.engine, principal, settings)
+    # the same base the index reads absolute references against, so both read them alike
+    base = settings.fhir_base if getattr(settings, "base_url", None) else None
     return SmartPolicy(principal, postgres=repo.postgres, org_patients=_org_patients_fn(repo.engine),
-                       email_owners=email_owners_fn(repo.engine))
+                       email_owners=email_owners_fn(repo.engine), base=base)
 
 
 def _unauthorized(message: str, error: str | None) -> Exception:

@@ -27,6 +27,10 @@ class Policy(Protocol):
         """Raise FhirError(403) when the caller may not write this content (e.g. outside its
         patient's compartment)."""
 
+    def check_new_id(self, res_type: str) -> None:
+        """Raise FhirError(403) when the caller may not create `res_type` under an id it chose
+        (update-as-create), whether or not that id is taken by something it cannot see."""
+
 
 class OpenPolicy:
     """No restrictions."""
@@ -38,4 +42,7 @@ class OpenPolicy:
         return ()
 
     def check_write(self, res_type: str, body: dict[str, Any]) -> None:
+        return None
+
+    def check_new_id(self, res_type: str) -> None:
         return None

@@ -245,15 +245,23 @@ def update(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         raise bad_request(f"The {res_type} in the body has no id; it must be '{res_id}'")
     if body["id"] != res_id:
         raise bad_request(f"The id in the body ('{body['id']}') differs from the id in the URL ('{res_id}')")
-    return _write_version(ctx, tx, req, res_type, res_id, body, "PUT")
+    return _write_version(ctx, tx, req, res_type, res_id, body, "PUT", chosen_id=True)
 
 
 def _write_version(ctx: Context, tx: Tx, req: FhirRequest, res_type: str, res_id: str,
-                   body: dict, method: str) -> FhirResponse:
+                   body: dict, method: str, chosen_id: bool = False) -> FhirResponse:
+    """A new version of `res_type/res_id`. A row the caller cannot see (deleted ones included:
+    they keep their audience) is never written; creating under an id the client chose is the
+    access gate's call, answered alike whether or not the id is taken."""
     if ctx.access.row_filter(res_type):
-        existing = tx.current(res_type, res_id)
-        if existing is not None and not existing.deleted and _visible(ctx, tx, res_type, res_id) is None:
-            raise FhirError(403, f"Not permitted to write {res_type}/{res_id}", "forbidden")
+        seen = _visible(ctx, tx, res_type, res_id)
+        if seen is None:
+            if chosen_id:
+                ctx.access.check_new_id(res_type)
+            if tx.current(res_type, res_id) is not None:
+                raise FhirError(403, f"Not permitted to write {res_type}/{res_id}", "forbidden")
+        elif not seen.deleted:  # replacing content is changing it: it must be the caller's to write
+            ctx.access.check_write(res_type, loads(seen.body or "{}"))
     if_match = req.header("if-match")
     try:
         stored, created = tx.update(res_type, res_id, body,
@@ -276,9 +284,10 @@ def _conditional_update(ctx: Context, tx: Tx, req: FhirRequest, res_type: str,
         target = matches[0].res_id
         if "id" in body and body["id"] != target:
             raise bad_request(f"The id in the body ('{body['id']}') differs from the matched resource ({target})")
-    else:
-        target = body.get("id") or req.assigned_id or _new_id()
-    return _write_version(ctx, tx, req, res_type, target, {**body, "id": target}, "PUT")
+        return _write_version(ctx, tx, req, res_type, target, {**body, "id": target}, "PUT")
+    target = body.get("id") or req.assigned_id or _new_id()
+    return _write_version(ctx, tx, req, res_type, target, {**body, "id": target}, "PUT",
+                          chosen_id="id" in body)
 
 
 def _new_id() -> str:
@@ -356,8 +365,12 @@ def delete(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         res_id = matches[0].res_id
     else:
         res_id = check_id(req.res_id)
-        if ctx.access.row_filter(res_type) and _visible(ctx, tx, res_type, res_id) is None:
+    if ctx.access.row_filter(res_type):
+        cur = _visible(ctx, tx, res_type, res_id)
+        if cur is None or cur.deleted:
             return FhirResponse(204, outcome=info(f"{res_type}/{res_id} did not exist or was already deleted"))
+        # deleting is changing: only what the caller could also write (not a message naming others)
+        ctx.access.check_write(res_type, loads(cur.body or "{}"))
     if_match = req.header("if-match")
     try:
         stored = tx.delete(res_type, res_id, parse_etag(if_match) if if_match else None)
@@ -461,6 +474,7 @@ def reindex(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type = check_type(req.res_type) if req.res_type else None
     ctx.search.refresh(tx.conn, force=True)
     n = tx.reindex_all(res_type)
+    tx.recompartment_deleted(res_type)
     return FhirResponse(200, {"resourceType": "Parameters", "parameter": [
         {"name": "count", "valueInteger": n},
         {"name": "message", "valueString": f"Reindexed {n} resources" + (f" of type {res_type}" if res_type else "")}]})

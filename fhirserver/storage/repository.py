@@ -33,6 +33,10 @@ _INSERT_RESOURCE = insert(resource).returning(resource.c.pk)
 _INSERT_HISTORY = insert(resource_history)
 _INSERT_INDEX = {name: insert(table) for name, table in _INDEX_TABLES.items()}
 _DELETE_INDEX = [table.delete().where(table.c.res_pk == bindparam("pk_")) for table in _INDEX_TABLES.values()]
+# A deletion keeps the compartment rows: the deleted versions still belong to their patients, so
+# history and vread keep the audience they had (deleted data never becomes "unassigned").
+_DELETE_SEARCH_INDEX = [table.delete().where(table.c.res_pk == bindparam("pk_"))
+                        for name, table in _INDEX_TABLES.items() if name != "compartment"]
 
 
 class StorageError(Exception):
@@ -220,7 +224,7 @@ class Tx:
         self.conn.execute(update(resource).where(resource.c.pk == cur.pk).values(
             version_id=vid, last_updated=when, deleted=True, body=None))
         self._history(res_type, res_id, vid, when, "DELETE", None)
-        self._unindex(cur.pk)
+        self._unindex(cur.pk, keep_compartments=True)
         return Stored(cur.pk, res_type, res_id, vid, when, True, None, "DELETE")
 
     def _history(self, res_type: str, res_id: str, vid: int, when: datetime, method: str,
@@ -229,9 +233,9 @@ class Tx:
             "res_type": res_type, "res_id": res_id, "version_id": vid, "last_updated": when,
             "method": method, "deleted": text is None, "body": text})
 
-    def _unindex(self, pk: int) -> None:
+    def _unindex(self, pk: int, keep_compartments: bool = False) -> None:
         self.flush()
-        for stmt in _DELETE_INDEX:
+        for stmt in (_DELETE_SEARCH_INDEX if keep_compartments else _DELETE_INDEX):
             self.conn.execute(stmt, {"pk_": pk})
 
     def _index(self, pk: int, res_type: str, body: dict[str, Any], replace: bool) -> None:
@@ -265,6 +269,30 @@ class Tx:
                 self._index(pk, rtype, loads(body), replace=True)
                 n += 1
             last = rows[-1][0]
+
+    def recompartment_deleted(self, res_type: str | None = None) -> int:
+        """Give deleted resources the compartment rows of their last content (databases written
+        before deletions kept them); returns how many were restored."""
+        if self.indexer is None:
+            return 0
+        from fhirserver.model.jsonio import loads
+
+        h = resource_history
+        q = select(resource.c.pk, resource.c.res_type, resource.c.res_id).where(
+            resource.c.deleted.is_(True),
+            ~exists().where(resource_compartment.c.res_pk == resource.c.pk))
+        if res_type:
+            q = q.where(resource.c.res_type == res_type)
+        n = 0
+        for pk, rtype, rid in list(self.conn.execute(q)):
+            body = self.conn.execute(select(h.c.body).where(
+                h.c.res_type == rtype, h.c.res_id == rid, h.c.body.isnot(None))
+                .order_by(h.c.version_id.desc()).limit(1)).scalar()
+            rows = self.indexer(rtype, loads(body)).get("compartment") if body else None
+            if rows:
+                self.conn.execute(_INSERT_INDEX["compartment"], [{**row, "res_pk": pk} for row in rows])
+                n += 1
+        return n
 
     def reindex(self, pk: int, res_type: str, body: dict[str, Any]) -> None:
         """Recompute one resource's index rows (after the registry changed)."""
