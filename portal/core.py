@@ -1,4 +1,10 @@
-"""Portal sessions, the user's SMART policy, and FHIR calls through the same interactions as the API."""
+"""Portal sessions, the user's SMART policy, and FHIR calls through the same interactions as the API.
+
+The portal acts as the signed-in patient (or guardian) everywhere: every read and write goes
+through `Fhir(g.policy)`. Two things a patient's action needs beyond their own rights run as named
+jobs with narrow scopes (`booking_fhir`), and a share link renders with the policy of the user who
+made it (`sharer_policy`), rebuilt when the link is opened. There is no open-policy client here.
+"""
 from __future__ import annotations
 
 import json
@@ -8,7 +14,7 @@ from typing import Any
 from flask import current_app, g, request
 from sqlalchemy.exc import IntegrityError
 
-from fhirserver.access import OpenPolicy, Principal, parse_scopes
+from fhirserver.access import Principal, job_policy, parse_scopes
 from fhirserver.api import transact
 from fhirserver.api.interactions import FhirRequest, dispatch
 from fhirserver.api.outcome import FhirError
@@ -103,14 +109,19 @@ def _as_dict(body: Any) -> Any:
 
 
 class Fhir:
-    def __init__(self, policy: Any = None) -> None:
-        self.open = policy is None
-        self.ctx = services().context(policy or OpenPolicy())
+    """FHIR interactions with one policy (required: the portal has no open client)."""
+
+    def __init__(self, policy: Any, audit: bool = True) -> None:
+        if policy is None:
+            raise ValueError("the portal calls FHIR with a policy")
+        self.audited = audit
+        self.policy = policy
+        self.ctx = services().context(policy)
         self.repo = services().repo
 
     def _audit(self, action: str, interaction: str, refs: list[str], query: str | None = None) -> None:
         p = getattr(g, "principal", None)
-        if p is None or self.open:
+        if p is None or not self.audited:
             return
         try:
             services().audit.record(who={"reference": p.fhir_user, "client_id": PORTAL_CLIENT}, action=action,
@@ -124,17 +135,17 @@ class Fhir:
             return dispatch(self.ctx, tx, req)
         return transact.run(self.repo, lambda t: dispatch(self.ctx, t, req), write=transact.writes(req))
 
-    def read(self, res_type: str, res_id: str) -> dict[str, Any] | None:
+    def read(self, res_type: str, res_id: str, tx: Any = None) -> dict[str, Any] | None:
         try:
-            resp = self.call(FhirRequest("GET", res_type, res_id))
+            resp = self.call(FhirRequest("GET", res_type, res_id), tx)
         except FhirError:
             return None
         self._audit("R", "read", [f"{res_type}/{res_id}"])
         return _as_dict(resp.body)
 
-    def search(self, res_type: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    def search(self, res_type: str, params: list[tuple[str, str]], tx: Any = None) -> list[dict[str, Any]]:
         try:
-            resp = self.call(FhirRequest("GET", res_type, params=list(params)))
+            resp = self.call(FhirRequest("GET", res_type, params=list(params)), tx)
         except FhirError:
             return []
         bundle = _as_dict(resp.body)
@@ -170,6 +181,39 @@ def user_fhir() -> Fhir:
     return Fhir(g.policy)
 
 
-def open_fhir() -> Fhir:
-    """Clinic-public resources (Organization, Practitioner, Schedule, Slot, Questionnaire)."""
-    return Fhir(None)
+def guardian_fhir() -> Fhir:
+    """A guardian's policy over every child they act for now (the children's names in the header);
+    the page itself uses the one child chosen."""
+    import dataclasses
+
+    from smart_auth import policy_for
+
+    return Fhir(policy_for(dataclasses.replace(g.principal, patient=None)), audit=False)
+
+
+# The booking job: reads the Schedules open for online booking (Schedule is Patient-compartment
+# data, so a patient's own policy sees none) and marks Slots busy or free. Nothing else.
+BOOKING_SCOPES = "system/Schedule.rs?service-category=urn:fhirserver:portal|online-booking system/Slot.rus"
+
+
+def booking_fhir() -> Fhir:
+    return Fhir(job_policy("portal-booking", BOOKING_SCOPES, postgres=services().repo.postgres), audit=False)
+
+
+def sharer_policy(user_pk: Any, patient: str | None) -> Any:
+    """The policy of the user who made a share link, as of now; None when their account is gone
+    or closed, or the patient is no longer one they act for (the link stops working)."""
+    from smart_auth import policy_for, store
+
+    if not isinstance(user_pk, int):
+        return None
+    user = store.get_user(engine(), user_pk)
+    if user is None or not user["active"]:
+        return None
+    if user["role"] in ("patient", "guardian") and patient not in user["patients"]:
+        return None
+    policy = policy_for(principal_for(user, patient))
+    live = getattr(policy, "p", None)
+    if user["role"] in ("patient", "guardian") and (live is None or patient not in live.patients):
+        return None
+    return policy

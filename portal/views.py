@@ -1,6 +1,7 @@
 """The portal pages (server-rendered). Every FHIR access goes through `portal.core.Fhir` with the
-signed-in user's SMART policy; clinic-public data (schedules, slots, questionnaires, organizations)
-is read with the open policy."""
+signed-in user's SMART policy, clinic data (practitioners, organizations, slots, questionnaires)
+included; booking's work on the clinic's Schedules and Slots runs as the named booking job, and a
+share link renders with the policy of the user who made it."""
 from __future__ import annotations
 
 import base64
@@ -117,7 +118,7 @@ def before() -> Response | None:
         f = core.Fhir(g.policy)
         g.patient_res = f.read("Patient", g.patient)
         if g.user["role"] == "guardian":
-            names = core.open_fhir()  # the guardian's own children (g.patients): their names only
+            names = core.guardian_fhir()  # every child the guardian acts for now
             g.children = [(pid, rnd.human_name(names.read("Patient", pid)) or pid) for pid in g.patients]
     if request.endpoint in PUBLIC:
         return None
@@ -126,6 +127,13 @@ def before() -> Response | None:
     if request.method == "POST" and not core.csrf_ok():
         return page("message.html", 400, title=_("The form expired; try again."), text="")
     return None
+
+
+def _ref_id(value: Any, res_type: str) -> str | None:
+    """The id of a local reference to `res_type` (the one reference parser), else None."""
+    from fhirserver.model.references import reference_id
+
+    return reference_id(value, res_type, core.services().fhir_base())
 
 
 def pid() -> str:
@@ -355,7 +363,7 @@ def report(rid: str) -> Response:
                           + base64.b64encode(i["data"]).decode()} for i in details["images"]]
     share = None
     if request.args.get("share"):
-        share = rnd.share_url_for(core.engine(), rid, g.patient)
+        share = rnd.share_url_for(core.engine(), rid, g.patient, g.user["pk"])
     forms = [(i, x.get("title") or x.get("contentType")) for i, x in enumerate(rep.get("presentedForm") or [])]
     return page("report.html", rep=rep, d=details, share=share, forms=forms)
 
@@ -365,7 +373,7 @@ def report_pdf(rid: str) -> Response:
     f = core.user_fhir()
     with f.repo.transaction() as tx:
         details = rnd.report_details(f.ctx, tx, rep)
-    data = rnd.report_pdf(details, rnd.share_url_for(core.engine(), rid, g.patient), lang())
+    data = rnd.report_pdf(details, rnd.share_url_for(core.engine(), rid, g.patient, g.user["pk"]), lang())
     return _download(data, "application/pdf", f"report-{rid}.pdf")
 
 
@@ -388,13 +396,16 @@ def report_revoke(rid: str) -> Response:
 def share(token: str) -> Response:
     data = rnd.check_share_token(core.engine(), token,
                                  getattr(core.services().settings, "share_link_seconds", rnd.SHARE_SECONDS))
-    if data is None:
+    policy = core.sharer_policy(data.get("u"), data.get("p")) if data is not None else None
+    if policy is None:  # expired, revoked, or its maker's account or access is gone
         return page("message.html", 410, title=_("Share link"), text=_("This link is not valid or has expired."))
-    f = core.Fhir(None)
-    rep = f.read("DiagnosticReport", data["r"])
-    if rep is None:
-        abort(404)
+    # everything the PDF shows is read as the user who shared it: what they could not see is not shown
+    f = core.Fhir(policy, audit=False)
     with f.repo.transaction() as tx:
+        rep = f.read("DiagnosticReport", str(data.get("r")), tx)
+        if rep is None:
+            return page("message.html", 410, title=_("Share link"),
+                        text=_("This link is not valid or has expired."))
         details = rnd.report_details(f.ctx, tx, rep)
     core.services().audit.record(who={"reference": "share-link", "client_id": core.PORTAL_CLIENT}, action="R",
                                  interaction="read", references=[f"DiagnosticReport/{data['r']}",
@@ -429,9 +440,9 @@ def viewer(study_id: str) -> Response:
     uid = next((i.get("value", "").removeprefix("urn:oid:") for i in s.get("identifier") or []
                 if i.get("system") == "urn:dicom:uid"), "")
     series = s.get("series") or []
-    si = min(max(int(request.args.get("series", 0) or 0), 0), max(len(series) - 1, 0))
+    si = min(max(request.args.get("series", 0, type=int) or 0, 0), max(len(series) - 1, 0))
     instances = (series[si].get("instance") or []) if series else []
-    n = min(max(int(request.args.get("i", 0) or 0), 0), max(len(instances) - 1, 0))
+    n = min(max(request.args.get("i", 0, type=int) or 0, 0), max(len(instances) - 1, 0))
     img = None
     if instances:
         img = url_for("portal.dicomweb", path=f"studies/{uid}/series/{series[si]['uid']}/instances/"
@@ -462,15 +473,16 @@ def _appointments(f: core.Fhir, p: str) -> tuple[list[dict], list[dict]]:
 
 
 def _open_schedules() -> list[dict]:
-    return core.open_fhir().search("Schedule", [("service-category", f"{ONLINE[0]}|{ONLINE[1]}"),
-                                                ("active", "true"), ("_count", "50")])
+    return core.booking_fhir().search("Schedule", [("service-category", f"{ONLINE[0]}|{ONLINE[1]}"),
+                                                   ("active", "true"), ("_count", "50")])
 
 
 def _free_slots() -> list[tuple[dict, dict]]:
     out = []
     soon = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    user = core.user_fhir()
     for sch in _open_schedules():
-        for s in core.open_fhir().search("Slot", [("schedule", f"Schedule/{sch['id']}"), ("status", "free"),
+        for s in user.search("Slot", [("schedule", f"Schedule/{sch['id']}"), ("status", "free"),
                                                   ("start", f"ge{soon}"), ("_sort", "start"), ("_count", "50")]):
             out.append((sch, s))
     out.sort(key=lambda x: x[1].get("start", ""))
@@ -486,22 +498,24 @@ def appointments() -> Response:
 def book_slot(policy: Any, patient_id: str, slot_id: str, reason: str = "") -> dict[str, Any]:
     """Book a free Slot of a Schedule open for online booking: in one transaction the booking row
     (its primary key is the slot), the Appointment (through the patient's policy) and the Slot
-    marked busy. A second booking of the same slot fails at the database: SlotTaken."""
+    marked busy (by the booking job). A second booking of the same slot fails at the database:
+    SlotTaken. The Slot is locked only if the patient may see it."""
+    from fhirserver.model.references import reference_id
     from portal.tables import portal_slot_booking as booking
 
     services = core.services()
     user = core.Fhir(policy)
+    job = core.booking_fhir()
     try:
         with services.repo.transaction(write=True) as tx:
             tx.conn.execute(insert(booking).values(slot_id=slot_id, appointment_id="-", patient_id=patient_id,
                                                    created=int(time.time())))
-            stored = tx.current("Slot", slot_id, for_update=True)
-            if stored is None or getattr(stored, "deleted", False):
+            stored = tx.current("Slot", slot_id, for_update=True, where=policy.row_filter("Slot"))
+            if stored is None or getattr(stored, "deleted", False) or stored.body is None:
                 raise SlotTaken()
             slot = _load(stored.body)
-            sched_id = (slot.get("schedule") or {}).get("reference", "").split("/")[-1]
-            sch = tx.current("Schedule", sched_id)
-            sch = _load(sch.body) if sch is not None else {}
+            sched_id = reference_id(slot.get("schedule"), "Schedule", services.fhir_base())
+            sch = (job.read("Schedule", sched_id, tx) if sched_id else None) or {}  # only online-bookable ones
             online = any(cd.get("system") == ONLINE[0] and cd.get("code") == ONLINE[1]
                          for c in sch.get("serviceCategory") or [] for cd in c.get("coding") or [])
             start = _when(slot.get("start"))
@@ -516,7 +530,7 @@ def book_slot(policy: Any, patient_id: str, slot_id: str, reason: str = "") -> d
             if reason:
                 appt["comment"] = reason[:1000]
             created = user.create("Appointment", appt, tx)
-            tx.update("Slot", slot_id, {**slot, "status": "busy"})
+            job.update("Slot", slot_id, {**slot, "status": "busy"}, tx)
             tx.conn.execute(update(booking).where(booking.c.slot_id == slot_id).values(appointment_id=created["id"]))
     except IntegrityError:
         raise SlotTaken() from None
@@ -561,15 +575,18 @@ def cancel(aid: str) -> Response:
         return page("appointments.html", 409, up=up, past=past, slots=_free_slots(), hours=hours,
                     errors={"cancel": _("Appointments can be cancelled online until %(h)s hours before they "
                                         "start; please call the clinic.", h=hours)})
+    job = core.booking_fhir()
     with f.repo.transaction(write=True) as tx:
         f.update("Appointment", aid, {**appt, "status": "cancelled",
                                       "cancelationReason": {"text": "cancelled by the patient online"}}, tx)
-        for ref in appt.get("slot") or []:
-            sid = ref.get("reference", "").split("/")[-1]
-            cur = tx.current("Slot", sid, for_update=True)
+        # only the slots booked for this very appointment are freed: an Appointment the patient wrote
+        # naming someone else's slot frees nothing
+        booked = tx.conn.execute(select(booking.c.slot_id).where(booking.c.appointment_id == aid)).scalars().all()
+        for sid in booked:
+            cur = job.read("Slot", sid, tx)
             if cur is not None:
-                tx.update("Slot", sid, {**_load(cur.body), "status": "free"})
-            tx.conn.execute(delete(booking).where(booking.c.slot_id == sid))
+                job.update("Slot", sid, {**cur, "status": "free"}, tx)
+            tx.conn.execute(delete(booking).where(booking.c.slot_id == sid, booking.c.appointment_id == aid))
     return back("portal.appointments", _("The appointment was cancelled."))
 
 
@@ -603,9 +620,9 @@ def upload() -> Response:
     p = pid()
     f = core.user_fhir()
     with f.repo.transaction(write=True) as tx:
-        # the Binary is written by the portal (patients cannot create bare Binaries); the
-        # DocumentReference pointing at it is written with the patient's own policy
-        binary = core.open_fhir().create("Binary", {"resourceType": "Binary", "contentType": mime,
+        # both written with the patient's own policy; the Binary is the patient's data through its
+        # securityContext (never through the DocumentReference that points at it)
+        binary = f.create("Binary", {"resourceType": "Binary", "contentType": mime,
                                      "securityContext": {"reference": f"Patient/{p}"},
                                      "data": base64.b64encode(data).decode()}, tx)
         f.create("DocumentReference", {
@@ -627,9 +644,12 @@ def document_file(did: str) -> Response:
     if att.get("data"):
         data = base64.b64decode(att["data"])
     else:
-        url = att.get("url", "")
-        # visible DocumentReference -> its Binary (read by the portal on the patient's behalf)
-        b = core.open_fhir().read("Binary", url.split("Binary/")[-1]) if "Binary/" in url else None
+        from fhirserver.model.references import reference_id
+
+        # the Binary is read with the patient's own policy too: a DocumentReference the patient
+        # wrote pointing at another patient's Binary opens nothing
+        bid = reference_id(att.get("url"), "Binary", core.services().fhir_base())
+        b = f.read("Binary", bid) if bid else None
         if b is None:
             abort(404)
         data = base64.b64decode(b.get("data") or "")
@@ -638,7 +658,7 @@ def document_file(did: str) -> Response:
 
 # -- messages -------------------------------------------------------------------------------------
 def _clinicians() -> list[dict]:
-    return core.open_fhir().search("Practitioner", [("_count", "100")])
+    return core.user_fhir().search("Practitioner", [("_count", "100")])
 
 
 def _threads(rows: list[dict]) -> list[dict]:
@@ -650,8 +670,8 @@ def _threads(rows: list[dict]) -> list[dict]:
         seen = set()
         while r.get("id") not in seen:
             seen.add(r.get("id"))
-            parent = next((by_id.get((x.get("reference") or "").split("/")[-1]) for x in r.get("inResponseTo") or []
-                           if (x.get("reference") or "").split("/")[-1] in by_id), None)
+            parent = next((by_id.get(_ref_id(x, "Communication")) for x in r.get("inResponseTo") or []
+                           if _ref_id(x, "Communication") in by_id), None)
             if parent is None:
                 break
             r = parent
@@ -743,14 +763,14 @@ def invoice_pdf(iid: str) -> Response:
     inv = f.read("Invoice", iid)
     if inv is None:
         abort(404)
-    issuer = f.read("Organization", (inv.get("issuer") or {}).get("reference", "/").split("/")[-1]) \
-        if inv.get("issuer") else None
+    issuer_id = _ref_id(inv.get("issuer"), "Organization")
+    issuer = f.read("Organization", issuer_id) if issuer_id else None
     data = rnd.invoice_pdf(inv, rnd.human_name(g.patient_res), rnd.human_name(issuer), lang())
     return _download(data, "application/pdf", f"invoice-{iid}.pdf")
 
 
 def questionnaires() -> Response:
-    qs = core.open_fhir().search("Questionnaire", [("status", "active"), ("_count", "50")])
+    qs = core.user_fhir().search("Questionnaire", [("status", "active"), ("_count", "50")])
     done = core.user_fhir().search("QuestionnaireResponse", [("patient", pid()), ("_count", "100")])
     return page("questionnaires.html", qs=qs, done=done)
 
@@ -766,7 +786,7 @@ def _items(items: list[dict]) -> list[dict]:
 
 
 def questionnaire(qid: str) -> Response:
-    q = core.open_fhir().read("Questionnaire", qid)
+    q = core.user_fhir().read("Questionnaire", qid)
     if q is None:
         abort(404)
     items = _items(q.get("item") or [])
@@ -814,10 +834,10 @@ def questionnaire(qid: str) -> Response:
 def _share_state() -> dict[str, Any]:
     f = core.user_fhir()
     consents = [c for c in f.search("Consent", [("patient", pid()), ("_count", "100")]) if c.get("status") == "active"]
-    orgs = {o["id"]: o for o in core.open_fhir().search("Organization", [("_count", "100")])}
+    orgs = {o["id"]: o for o in f.search("Organization", [("_count", "100")])}
     for c in consents:
         actor = ((c.get("provision") or {}).get("actor") or [{}])[0].get("reference", {}).get("reference", "")
-        c["_org"] = rnd.human_name(orgs.get(actor.split("/")[-1])) or actor
+        c["_org"] = rnd.human_name(orgs.get(_ref_id(actor, "Organization") or "")) or actor
         c["_imaging"] = any(k.get("code") == "ImagingStudy" for k in (c.get("provision") or {}).get("class") or [])
     try:
         reqs = f.operation("Patient", pid(), "$access-requests")
@@ -826,7 +846,7 @@ def _share_state() -> dict[str, Any]:
     except FhirError:
         pending = []
     for r in pending:
-        oid = (r.get("organization") or {}).get("reference", "").split("/")[-1]
+        oid = _ref_id(r.get("organization"), "Organization") or ""
         r["_org"] = rnd.human_name(orgs.get(oid)) or oid
     return {"consents": consents, "orgs": list(orgs.values()), "pending": pending}
 

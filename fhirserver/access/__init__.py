@@ -8,3 +8,7 @@ __all__ = ["ALL_NAMED_TYPES", "DenyPolicy", "OpenPolicy", "Policy", "SystemJob",
 from fhirserver.access.dicom import dicom_node_principal, organization_of, visible_studies  # noqa: E402
 
 __all__ += ["dicom_node_principal", "organization_of", "visible_studies"]
+from fhirserver.access.binary import PROXY_TYPES, with_security_context  # noqa: E402  Binary.securityContext
+from fhirserver.access.jobs import job_policy, job_principal  # noqa: E402  named internal jobs
+
+__all__ += ["PROXY_TYPES", "job_policy", "job_principal", "with_security_context"]

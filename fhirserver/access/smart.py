@@ -21,6 +21,7 @@ from sqlalchemy import and_, exists, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhirserver.access.grants import audit_write_error, consent_write_error
+from fhirserver.access.binary import PATIENT_LINKED_TYPES, with_security_context
 from fhirserver.access.scopes import INTERACTION_PERM, Scope
 from fhirserver.model.references import reference_id, referenced_ids
 from fhirserver.search.registry import patient_compartment_types
@@ -256,6 +257,8 @@ class SmartPolicy:
                 result = ()
             else:
                 result = (or_(*branches),) if branches else (false(),)
+            result = with_security_context(result, res_type, any(s.res_type in ("*", "Binary") for s in scopes),
+                                           lambda t: self._filter(t, perms))
         self._cache[key] = result
         return result
 
@@ -342,7 +345,7 @@ class SmartPolicy:
                     return "A Patient written with this token must belong to one of its organizations"
             if not refs:
                 return None  # links to other patients are checked below like any reference
-        elif res_type not in patient_compartment_types():
+        elif res_type not in patient_compartment_types() | PATIENT_LINKED_TYPES:
             if staff:
                 return None
             return f"This token may not write {res_type} resources"

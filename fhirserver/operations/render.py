@@ -5,6 +5,9 @@ answers the report's stored `presentedForm` PDF as it is, or (none stored, or `g
 drawn here: clinic, patient, date, results, conclusion, key images and a QR code that opens a
 signed, expiring share link (`/portal/share/<token>`), revocable per report from the portal.
 Everything referenced is read through the caller's policy, so the PDF shows what the caller may see.
+A share link names the user who made it; whoever opens it sees what that user may see now (the
+portal rebuilds their policy), so a report whose `result` points at another patient's Observation
+shows nothing of it, and a closed account's links stop working.
 """
 from __future__ import annotations
 
@@ -43,8 +46,9 @@ def _serializer(engine: Any) -> Any:
     return URLSafeTimedSerializer(store.server_secret(engine, "portal-share"), salt=SHARE_SALT)
 
 
-def share_token(engine: Any, report_id: str, patient_id: str | None) -> str:
-    return _serializer(engine).dumps({"r": report_id, "p": patient_id, "t": time.time()})
+def share_token(engine: Any, report_id: str, patient_id: str | None, user_pk: int) -> str:
+    """A signed link payload: the report, the patient acted for and the user sharing it."""
+    return _serializer(engine).dumps({"r": report_id, "p": patient_id, "u": user_pk, "t": time.time()})
 
 
 def check_share_token(engine: Any, token: str, max_age: int = SHARE_SECONDS) -> dict[str, Any] | None:
@@ -79,14 +83,13 @@ def revoke_shares(engine: Any, report_id: str) -> None:
 def _read(ctx: Any, tx: Any, ref: Any) -> dict[str, Any] | None:
     from fhirserver.api.interactions import dispatch
 
-    if isinstance(ref, dict):
-        ref = ref.get("reference")
-    if not isinstance(ref, str) or "/" not in ref:
+    from fhirserver.model.references import parse_reference
+
+    parsed = parse_reference(ref, ctx.base)
+    if not parsed.local:  # contained, bundle-local, external or invalid: nothing to read here
         return None
-    t, _, i = ref.split("/_history/")[0].rstrip("/").rpartition("/")
-    t = t.rsplit("/", 1)[-1]
     try:
-        resp = dispatch(ctx, tx, FhirRequest("GET", t, i))
+        resp = dispatch(ctx, tx, FhirRequest("GET", parsed.res_type, parsed.res_id))
     except FhirError:
         return None
     body = resp.body
@@ -283,10 +286,14 @@ def invoice_pdf(invoice: dict[str, Any], patient_name: str, clinic: str, lang: s
     return _pdf(f"Invoice {invoice.get('id', '')}", b)
 
 
-def share_url_for(engine: Any, report_id: str, patient_id: str | None) -> str:
+def share_url_for(engine: Any, report_id: str, patient_id: str | None, user_pk: int | None) -> str | None:
+    """The share link of a report made by a user; None without one (a system client or the
+    no-auth mode has no one whose access the link could carry)."""
     from fhirserver.operations._common import root_url
 
-    return f"{root_url()}/portal/share/{share_token(engine, report_id, patient_id)}"
+    if user_pk is None:
+        return None
+    return f"{root_url()}/portal/share/{share_token(engine, report_id, patient_id, user_pk)}"
 
 
 def render(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
@@ -305,6 +312,7 @@ def render(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
                 return FhirResponse(200, PdfBody(base64.b64decode(form["data"])))
     details = report_details(ctx, tx, report)
     pid = c.ref_id(report.get("subject"), "Patient")
-    url = share_url_for(c.services().repo.engine, req.res_id, pid)
+    sharer = c.principal(ctx)
+    url = share_url_for(c.services().repo.engine, req.res_id, pid, getattr(sharer, "user_pk", None))
     lang = str(args.get("language") or "en")[:2]
     return FhirResponse(200, PdfBody(report_pdf(details, url, lang)))

@@ -327,6 +327,7 @@ def access_log(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     tx.flush()
     rows = tx.conn.execute(select(resource.c.res_id, resource.c.body).where(
         resource.c.res_type == "AuditEvent", resource.c.deleted.is_(False),
+        *ctx.access.row_filter("AuditEvent"),  # only the events the caller may see (none naming others)
         resource.c.pk.in_(select(idx_reference.c.res_pk).where(
             idx_reference.c.res_type == "AuditEvent", idx_reference.c.target_type == "Patient",
             idx_reference.c.target_id == pid))).order_by(resource.c.pk.desc()).limit(count)).all()

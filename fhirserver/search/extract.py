@@ -15,6 +15,7 @@ from fhirserver.model.references import parse_reference
 from fhirserver.search.dates import date_range
 from fhirserver.search.paths import compile_path
 from fhirserver.search.registry import Registry, SearchParam, compartment_params
+from fhirserver.search.security_context import security_context_rows
 
 MAX = 255
 _TAG = re.compile(r"<[^>]+>")
@@ -209,6 +210,9 @@ class Extractor:
                         out["uri"].append({"param": code, "uri": node})
         out["text"].append(self._text(resource))
         out["compartment"] = self._compartments(res_type, resource.get("id"), refs_by_param)
+        comps, links = security_context_rows(res_type, resource, self.base_url)  # Binary's patient
+        out["compartment"] += [c for c in comps if c not in out["compartment"]]
+        out["reference"] += links
         return out
 
     @staticmethod
