@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 from sqlalchemy import and_, insert, select, update
 
+from fhirserver.model.integers import parse_count
 from fhirserver.api.interactions import FhirResponse
 from fhirserver.api.outcome import FhirError
 from fhirserver.operations import _common as c
@@ -323,7 +324,7 @@ def access_log(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     ctx.access.check_interaction("operation", "Patient")
     pid = req.res_id
     c.visible(ctx, tx, "Patient", pid)
-    count = min(int(req.param("_count") or 100) if (req.param("_count") or "100").isdigit() else 100, 1000)
+    count = min(parse_count(req.param("_count") or "100") or 100, 1000)
     tx.flush()
     rows = tx.conn.execute(select(resource.c.res_id, resource.c.body).where(
         resource.c.res_type == "AuditEvent", resource.c.deleted.is_(False),
