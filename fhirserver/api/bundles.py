@@ -13,6 +13,7 @@ from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 from fhirserver.api.formats import Raw
+from fhirserver.api.limits import BundleBudget, client_fault
 from fhirserver.api.interactions import (
     Context, FhirRequest, FhirResponse, WRITE_METHODS, dispatch, find_matches, http_date,
 )
@@ -131,8 +132,10 @@ def _prefer_return(headers: dict[str, str]) -> str:
     return "representation"
 
 
-def process(ctx: Context, repo: Repository, bundle: Any, headers: dict[str, str]) -> dict[str, Any]:
+def process(ctx: Context, repo: Repository, bundle: Any, headers: dict[str, str],
+            budget: BundleBudget | None = None) -> dict[str, Any]:
     """Run a batch or transaction Bundle; returns the response Bundle (raises for a failed transaction)."""
+    budget = budget or BundleBudget()
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FhirError(400, "POST to the base URL takes a batch or transaction Bundle", "invalid")
     kind = bundle.get("type")
@@ -141,22 +144,27 @@ def process(ctx: Context, repo: Repository, bundle: Any, headers: dict[str, str]
     raw_entries = bundle.get("entry") or []
     if not isinstance(raw_entries, list):
         raise FhirError(400, "Bundle.entry must be an array", "structure")
+    budget.check_entries(len(raw_entries))
     prefer = _prefer_return(headers)
     if kind == "transaction":
-        return _transaction(ctx, repo, raw_entries, prefer)
-    return _batch(ctx, repo, raw_entries, prefer)
+        return _transaction(ctx, repo, raw_entries, prefer, budget)
+    return _batch(ctx, repo, raw_entries, prefer, budget)
 
 
-def _batch(ctx: Context, repo: Repository, raw_entries: list, prefer: str) -> dict[str, Any]:
+def _batch(ctx: Context, repo: Repository, raw_entries: list, prefer: str, budget: BundleBudget) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     for i, raw in enumerate(raw_entries):
         try:
+            budget.check_time(i)
             entry = to_request(raw if isinstance(raw, dict) else {}, i, ctx.base)
             with repo.transaction(write=entry.request.method in WRITE_METHODS) as tx:
                 resp = dispatch(ctx, tx, entry.request)
             out.append(_finish(ctx, _response_entry(resp, prefer), resp))
-        except FhirError as exc:
-            out.append({"response": {"status": str(exc.status), "outcome": outcome(exc.issues)}})
+        except Exception as exc:  # noqa: BLE001 - an entry fails alone, unless it is a bug
+            fault = exc if isinstance(exc, FhirError) else client_fault(exc)
+            if fault is None:
+                raise
+            out.append({"response": {"status": str(fault.status), "outcome": outcome(fault.issues)}})
     return {"resourceType": "Bundle", "type": "batch-response", "entry": out}
 
 
@@ -169,7 +177,8 @@ def _finish(ctx: Context, item: dict[str, Any], resp: FhirResponse) -> dict[str,
     return item
 
 
-def _transaction(ctx: Context, repo: Repository, raw_entries: list, prefer: str) -> dict[str, Any]:
+def _transaction(ctx: Context, repo: Repository, raw_entries: list, prefer: str,
+                 budget: BundleBudget) -> dict[str, Any]:
     entries = [to_request(raw if isinstance(raw, dict) else {}, i, ctx.base)
                for i, raw in enumerate(raw_entries)]
     results: dict[int, dict[str, Any]] = {}
@@ -183,6 +192,7 @@ def _transaction(ctx: Context, repo: Repository, raw_entries: list, prefer: str)
                     raise _entry_error(e.index, exc) from None
         for e in sorted(entries, key=lambda x: (_ORDER[x.request.method], x.index)):
             try:
+                budget.check_time(e.index)
                 resp = dispatch(ctx, tx, e.request)
             except FhirError as exc:
                 raise _entry_error(e.index, exc) from None
