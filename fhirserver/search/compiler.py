@@ -143,10 +143,12 @@ class Compiler:
         used: list[tuple[str, str]] = []
         ignored: list[str] = []
         types = [res_type] if res_type else None
+        seen: set[tuple[str, str]] = set()
         for name, value in params:
             base = name.split(":", 1)[0].split(".", 1)[0]
-            if base in RESULT_PARAMS:
+            if base in RESULT_PARAMS or (name, value) in seen:  # a repeated condition adds nothing
                 continue
+            seen.add((name, value))
             try:
                 cond = self.param(resource, types, name, value)
             except SearchError:
