@@ -19,6 +19,8 @@ from sqlalchemy import and_, or_, select
 from fhirserver.api.formats import Raw
 from fhirserver.api.outcome import FhirError, bad_request
 from fhirserver.model.integers import INT64_MAX, parse_count
+from fhirserver.model.text import printable
+from fhirserver.model.validate import is_valid_id
 from fhirserver.search import Include, SearchError
 from fhirserver.search.compiler import Compiler
 from fhirserver.storage import Stored, Tx
@@ -120,6 +122,8 @@ def run_search(ctx: Any, tx: Tx, req: Any, strict: bool) -> dict[str, Any]:
         where = [*compiled.where, *ctx.access.row_filter(res_type)]
         compartment = getattr(req, "compartment", None)
         if compartment:
+            if not is_valid_id(compartment[1]):
+                raise FhirError(404, f"Resource {compartment[0]}/{compartment[1]} is not known", "not-found")
             where.append(compiler.compartment(compartment[0], compartment[1], res_type))
             if res_type is None:
                 where.append(resource.c.res_type.in_(compiler.compartment_types(compartment[0])))
@@ -171,7 +175,7 @@ def run_search(ctx: Any, tx: Tx, req: Any, strict: bool) -> dict[str, Any]:
     if warnings:
         entries.append({"resource": {"resourceType": "OperationOutcome", "issue": [
             {"severity": "warning", "code": "incomplete" if "_include" in w else "not-supported",
-             "diagnostics": w} for w in warnings]}, "search": {"mode": "outcome"}})
+             "diagnostics": printable(w)} for w in warnings]}, "search": {"mode": "outcome"}})
     if entries:
         bundle["entry"] = entries
     return bundle

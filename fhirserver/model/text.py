@@ -59,3 +59,12 @@ def value_issues(data: Any, path: str, max_string: int = MAX_STRING) -> list[Iss
                     or abs(node.adjusted()) > MAX_EXPONENT:
                 issues.append(Issue("error", "value", f"{where}: the number is out of range", where))
     return issues
+
+
+def printable(text: str) -> str:
+    """`text` with every character FHIR strings cannot carry replaced by U+FFFD.
+
+    For messages that quote what a client sent (an OperationOutcome naming a bad parameter),
+    so the answer itself can be written as XML.
+    """
+    return _NOT_XML.sub("\ufffd", text)

@@ -182,6 +182,31 @@ def test_nul_in_search_values_is_refused(client, query: str) -> None:
     _refused(client.get(f"/fhir/Patient?{query}"), 400)
 
 
+@pytest.mark.parametrize("url,status", [
+    ("/fhir/Patient/a%00/Observation", 404), ("/fhir/Patient/p1/Observation?code=%00", 400),
+    ("/fhir/Patient?_type=%00", 400), ("/fhir/Patient?_format=xml&_count=%01", 400),
+    ("/fhir/Patient/%01?_format=xml", 400), ("/fhir/Patient?_format=xml&_sort=%01", 400),
+])
+def test_refusals_quoting_bad_characters_are_still_written(client, url: str, status: int) -> None:
+    """The OperationOutcome quoting a control character can itself be written, as XML too."""
+    _seed(client)
+    resp = client.get(url)
+    assert resp.status_code == status, resp.data[:300]
+    assert b"OperationOutcome" in resp.data
+
+
+def test_conditional_writes_with_nul_are_refused(client) -> None:
+    _seed(client)
+    before = _snapshot(client)
+    body = json.dumps({"resourceType": "Patient"})
+    _refused(client.put("/fhir/Patient?identifier=a%00", data=body, headers=JSON), 400)
+    _refused(client.post("/fhir/Patient", data=body, headers={**JSON, "If-None-Exist": "identifier=a\x00"}), 400)
+    _refused(client.delete("/fhir/Patient?identifier=a%00"), 400)
+    _refused(client.post("/fhir/Patient/_search", data="name=a%00",
+                         headers={"Content-Type": "application/x-www-form-urlencoded"}), 400)
+    assert _snapshot(client) == before
+
+
 def test_reference_ids_longer_than_ids_find_nothing(client) -> None:
     _seed(client)
     for q in ("Observation?subject=Patient/" + "a" * 100, "Observation?subject=" + "a" * 100,
@@ -330,10 +355,14 @@ _HEADERS = st.fixed_dictionaries({}, optional={
     "If-Match": _TEXT, "If-None-Match": _TEXT, "If-Modified-Since": _TEXT, "Prefer": _TEXT, "Accept": _TEXT})
 
 
-@hsettings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(path=_PATHS, params=st.lists(st.tuples(_PARAMS, _TEXT), max_size=5), headers=_HEADERS)
-def test_fuzzed_reads_never_answer_500(fuzz_client, path: str, params: list, headers: dict) -> None:
+@pytest.mark.slow
+@hsettings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+           database=None)
+@given(path=_PATHS, params=st.lists(st.tuples(_PARAMS, _TEXT), max_size=5), headers=_HEADERS,
+       fmt=st.sampled_from([[], [("_format", "xml")], [("_format", "json")]]))
+def test_fuzzed_reads_never_answer_500(fuzz_client, path: str, params: list, headers: dict, fmt: list) -> None:
     client, before = fuzz_client
+    params = params + fmt
     resp = client.get(f"/fhir/{path}", query_string=params,
                       headers={k: _header(v) for k, v in headers.items()})
     assert resp.status_code < 500 or resp.status_code == 503, (path, params, headers, resp.data[:300])
@@ -357,7 +386,9 @@ def _json_default(o: object) -> object:
     return float(o)  # decimals from the strategy
 
 
-@hsettings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@pytest.mark.slow
+@hsettings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+           database=None)
 @given(fields=st.dictionaries(_KEYS, _VALUES, max_size=4), method=st.sampled_from(["POST", "PUT", "BATCH"]))
 def test_fuzzed_writes_never_answer_500(fuzz_client, fields: dict, method: str) -> None:
     client, before = fuzz_client
