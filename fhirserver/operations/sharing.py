@@ -285,10 +285,9 @@ def respond_access(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     decision = args.get("decision")
     if decision not in ("accept", "reject"):
         raise FhirError(422, "decision is 'accept' or 'reject'", "value")
-    try:
-        rpk = int(args.get("request") or "")
-    except ValueError:
-        raise FhirError(422, "request: the number of the access request", "value") from None
+    rpk = parse_count(args.get("request"))
+    if rpk is None:
+        raise FhirError(422, "request: the number of the access request", "value")
     row = tx.conn.execute(select(lifecycle_access_request).where(
         lifecycle_access_request.c.pk == rpk, lifecycle_access_request.c.patient_id == pid)).mappings().first()
     if row is None or row["status"] != "pending":
