@@ -416,3 +416,10 @@ def fuzz_client(client):  # noqa: ANN001, ANN201
     """One seeded database for all examples of a fuzz test (hypothesis reuses function fixtures)."""
     seeded = _seed(client)
     return client, seeded
+
+
+@pytest.mark.parametrize("url", ["/dicomweb/studies?limit=99999999999999999999", "/dicomweb/studies?offset=%C2%B2",
+                                 "/dicomweb/studies?limit=%D9%A3"])
+def test_dicomweb_paging_numbers_outside_64_bits_are_refused(client, url: str) -> None:
+    assert client.get("/dicomweb/studies?limit=5").status_code in (200, 204)
+    assert client.get(url).status_code == 400
