@@ -95,7 +95,7 @@ def _child_cmd(settings: Any, fd: int, board: str, slot: int) -> list[str]:
     cmd = [sys.executable, "-m", "fhirserver.cli", "dicom", "--exit-with-parent", "--processes", "1",
            "--listen-fd", str(fd), "--load-board", board, "--load-slot", str(slot), "--dicom-port", str(settings.dicom_port), "--dicom-ae", settings.dicom_ae,
            "--host", settings.dicom_host or settings.host, "--data-dir", str(settings.data_dir),
-           "--base-url", settings.fhir_base[:-len("/fhir")]]
+           "--base-url", settings.root_url]
     if settings.database_url:
         cmd += ["--database-url", settings.database_url]
     if not settings.dicom_reject_unknown:
@@ -193,7 +193,7 @@ def spawn_node(settings: Any) -> subprocess.Popen | None:
     cmd = [sys.executable, "-m", "fhirserver.cli", "dicom", "--exit-with-parent",
            "--dicom-port", str(settings.dicom_port), "--dicom-ae", settings.dicom_ae,
            "--host", settings.dicom_host or settings.host, "--data-dir", str(settings.data_dir),
-           "--base-url", settings.fhir_base[:-len("/fhir")]]
+           "--base-url", settings.root_url]
     if settings.database_url:
         cmd += ["--database-url", settings.database_url]
     if not settings.dicom_reject_unknown:

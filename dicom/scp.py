@@ -425,7 +425,7 @@ class DicomNode:
         self.repo = repo
         self.engine = self.repo.engine
         self.store = store or file_store(settings.data_dir)
-        self.dicomweb_base = settings.fhir_base[:-len("/fhir")] + "/dicomweb"
+        self.dicomweb_base = settings.root_url + "/dicomweb"
         self.ae = self._make_ae()
         self.server: Any = None
 

@@ -136,9 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = sub.add_parser("load", help="load Bundles and NDJSON files")
     load.add_argument("files", nargs="+", type=Path)
-    load.add_argument("--url", help="FHIR base of a running server (default: straight into the database)")
+    load.add_argument("--url", help="FHIR base of a running server (default: straight into the database;"
+                      " with --url, --database-url names the database that keeps the load journal)")
     load.add_argument("--stop-on-error", action="store_true")
-    load.add_argument("--journal", type=Path, help="resume journal (default DATA_DIR/load-journal.json)")
+    load.add_argument("--forget-journal", action="store_true",
+                      help="forget what earlier loads into this target did: send every file again")
     load.add_argument("--batch-size", type=int, default=500, help="NDJSON resources per request")
     load.add_argument("--no-progress", action="store_true")
     _add_common(load)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from fhirserver.access import OpenPolicy, Principal, SmartPolicy
 from smart_auth import store
 from smart_auth.bearer import InvalidToken, authenticate
+from smart_auth.launch import principal_still_allowed
 
 OPEN_PATHS = ("/fhir/metadata", "/fhir/.well-known/")
 
@@ -40,7 +41,7 @@ def build_policy(repo: Any, settings: Any, principal: Principal) -> SmartPolicy:
 
     principal = with_live_shares(repo.engine, principal, settings)
     # the same base the index reads absolute references against, so both read them alike
-    base = settings.fhir_base if getattr(settings, "base_url", None) else None
+    base = settings.fhir_base
     return SmartPolicy(principal, postgres=repo.postgres, org_patients=_org_patients_fn(repo.engine),
                        email_owners=email_owners_fn(repo.engine), base=base)
 
@@ -69,7 +70,8 @@ def before_fhir_request() -> Response | None:
     if not auth.lower().startswith("bearer ") or not auth[7:].strip():
         raise _unauthorized("An access token is required (Authorization: Bearer ...)", None)
     try:
-        principal = authenticate(services.repo.engine, auth[7:].strip())
+        principal = authenticate(services.repo.engine, auth[7:].strip(), base=services.fhir_base(),
+                                 still_allowed=principal_still_allowed(services.repo, services.settings))
     except InvalidToken as exc:
         raise _unauthorized(str(exc), "invalid_token") from None
     g.fhir_principal = principal

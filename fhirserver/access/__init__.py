@@ -1,7 +1,7 @@
 """The access policy (who may see what), called by every entry point."""
-from fhirserver.access.policy import OpenPolicy, Policy
+from fhirserver.access.policy import DenyPolicy, OpenPolicy, Policy, SystemJob
 from fhirserver.access.scopes import Scope, parse_scope, parse_scopes
 from fhirserver.access.smart import ALL_NAMED_TYPES, Principal, SmartPolicy, patient_compartment_types
 
-__all__ = ["ALL_NAMED_TYPES", "OpenPolicy", "Policy", "Principal", "Scope", "SmartPolicy",
+__all__ = ["ALL_NAMED_TYPES", "DenyPolicy", "OpenPolicy", "Policy", "SystemJob", "Principal", "Scope", "SmartPolicy",
            "parse_scope", "parse_scopes", "patient_compartment_types"]

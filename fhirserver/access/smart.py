@@ -30,6 +30,9 @@ RESTRICTED_TYPES = frozenset({"Binary", "Task", "Bundle", "Parameters"})
 # Types that describe several patients at once (who accessed what, who belongs together): a
 # restricted caller sees one only when it may see every patient it names.
 ALL_NAMED_TYPES = frozenset({"AuditEvent", "Group", "Provenance", "Linkage"})
+# Patient data that names no patient yet (a report filed before its patient is known) belongs to
+# the organization whose staff or client wrote it: a meta.tag the gate stamps and filters on.
+OWNER_TAG = "urn:fhirserver:owner"
 IMAGING_TYPES = ("ImagingStudy", "Media")  # what an imaging-only Consent shares (with the Patient)
 
 
@@ -185,9 +188,15 @@ class SmartPolicy:
         if context != "patient" and p.role in ("staff", "system"):
             # patient-compartment data not yet attached to any patient (a report filed later)
             # (never a deleted row: one whose compartment rows were lost must not open to all staff)
+            from fhirserver.storage.tables import idx_token
+
+            tag = idx_token.alias("owner_tag")
             members.append(and_(r.c.res_type.notin_(("Patient",) + tuple(RESTRICTED_TYPES)),
                                 r.c.deleted.is_(False),
-                                ~exists(select(1).where(rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient"))))
+                                ~exists(select(1).where(rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient")),
+                                ~exists(select(1).where(tag.c.res_pk == r.c.pk, tag.c.param == "_tag",
+                                                        tag.c.system == OWNER_TAG,
+                                                        tag.c.code.notin_(p.organizations or ("",))))))
         audience = or_(*members)
         if res_type is not None and res_type not in ALL_NAMED_TYPES:
             return audience
@@ -267,6 +276,22 @@ class SmartPolicy:
                 return
             errors.append(msg)
         raise _forbidden(errors[0])
+
+    def owned(self, res_type: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The body as stored: patient data naming no patient, written by an organization's staff
+        or client, carries that organization's owner tag (and no owner tag of another)."""
+        p = self.p
+        if p.unrestricted or p.role not in ("staff", "system") or not p.organizations \
+                or res_type == "Patient" or res_type not in patient_compartment_types():
+            return body
+        if patient_refs(body, self.base):
+            return body
+        meta = dict(body.get("meta") or {})
+        tags = [t for t in meta.get("tag") or [] if not (isinstance(t, dict) and t.get("system") == OWNER_TAG)]
+        mine = [t for t in meta.get("tag") or [] if isinstance(t, dict) and t.get("system") == OWNER_TAG
+                and t.get("code") in p.organizations][:1]
+        meta["tag"] = tags + (mine or [{"system": OWNER_TAG, "code": p.organizations[0]}])
+        return {**body, "meta": meta}
 
     def check_new_id(self, res_type: str) -> None:
         """Only a full-access caller creates under an id of its choosing (PUT to a new id).

@@ -14,7 +14,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Callable
 from urllib.parse import urlencode
 
-from fhirserver.access import OpenPolicy, Policy
+from fhirserver.access import DenyPolicy, Policy
 from fhirserver.api.formats import Raw
 from fhirserver.api.outcome import FhirError, bad_request, info, not_found
 from fhirserver.model import patch as patching
@@ -74,7 +74,7 @@ class Context:
     default_count: int = 50
     max_count: int = 1000
     postgres: bool = False
-    access: Policy = dataclasses.field(default_factory=OpenPolicy)
+    access: Policy = dataclasses.field(default_factory=DenyPolicy)  # fail closed
     search: Any = None                     # fhirserver.search.SearchEngine
 
     def page_size(self, req: "FhirRequest") -> int:
@@ -223,6 +223,7 @@ def create(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     ctx.access.check_interaction("create", res_type)
     body = _validated(req.body, res_type)
     ctx.access.check_write(res_type, body)
+    body = ctx.access.owned(res_type, body)
     cond = req.header("if-none-exist")
     if cond:
         matches = find_matches(ctx, tx, res_type, cond.split("?", 1)[-1])
@@ -241,6 +242,7 @@ def update(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     ctx.access.check_interaction("update", res_type)
     body = _validated(req.body, res_type)
     ctx.access.check_write(res_type, body)
+    body = ctx.access.owned(res_type, body)
     if req.res_id is None:
         return _conditional_update(ctx, tx, req, res_type, body)
     res_id = check_id(req.res_id)
@@ -340,6 +342,7 @@ def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         raise FhirError(422, "A patch may not change resourceType or id", "processing")
     body = _validated(patched, res_type)
     ctx.access.check_write(res_type, body)
+    body = ctx.access.owned(res_type, body)
     return _write_version(ctx, tx, req, res_type, res_id, body, "PATCH")
 
 

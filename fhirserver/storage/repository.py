@@ -126,6 +126,7 @@ class Tx:
         # 500-entry transaction Bundle costs ~500 + 10 round trips, not ~4,000. Anything that
         # reads those tables flushes first.
         self._pending: dict[str, list[dict[str, Any]]] = {}
+        self.written: set[str] = set()  # resource types written: handed to Repository.after_commit
 
     def flush(self) -> None:
         """Write buffered history and index rows."""
@@ -176,6 +177,7 @@ class Tx:
         rid = res_id or new_id()
         when = now_utc()
         stamped = stamp(body, rid, 1, when)
+        self.written.add(res_type)
         text = dumps(stamped).decode()
         pk = self.conn.execute(_INSERT_RESOURCE, {
             "res_type": res_type, "res_id": rid, "version_id": 1, "last_updated": when,
@@ -205,6 +207,7 @@ class Tx:
             text = dumps(stamped).decode()
             self.conn.execute(update(resource).where(resource.c.pk == cur.pk).values(
                 version_id=vid, last_updated=when, deleted=False, body=text))
+            self.written.add(res_type)
             self._history(res_type, res_id, vid, when, method, text)
             self._index(cur.pk, res_type, stamped, replace=True)
             return Stored(cur.pk, res_type, res_id, vid, when, False, text, method), cur.deleted
@@ -223,6 +226,7 @@ class Tx:
         when = max(now_utc(), cur.last_updated)
         self.conn.execute(update(resource).where(resource.c.pk == cur.pk).values(
             version_id=vid, last_updated=when, deleted=True, body=None))
+        self.written.add(res_type)
         self._history(res_type, res_id, vid, when, "DELETE", None)
         self._unindex(cur.pk, keep_compartments=True)
         return Stored(cur.pk, res_type, res_id, vid, when, True, None, "DELETE")
@@ -407,6 +411,8 @@ class Repository:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self.indexer = indexer
+        # called with the written resource types after each commit (e.g. auth caches to drop)
+        self.after_commit: list[Callable[[set[str]], None]] = []
 
     @contextmanager
     def transaction(self, write: bool = False, single_read: bool = False) -> Iterator[Tx]:
@@ -424,6 +430,8 @@ class Repository:
                 tx = Tx(conn, self.postgres, self.indexer)
                 yield tx
                 tx.flush()
+        for hook in self.after_commit if tx.written else ():
+            hook(tx.written)
 
 
 __all__ = ["Repository", "Tx", "Stored", "StorageError", "VersionConflict", "format_instant", "now_utc"]

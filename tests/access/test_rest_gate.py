@@ -248,3 +248,22 @@ def test_search_features_stay_inside_the_audience(world):  # noqa: ANN001
             r = world.get(who, q)
             entries = str([e for e in (r.get_json() or {}).get("entry", [])])
             assert "b-secret" not in entries and "'pb'" not in entries, (who, q, entries[:300])
+
+
+def test_unassigned_data_belongs_to_the_organization_that_wrote_it(world):  # noqa: ANN001
+    report = {"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "unassigned-org2"},
+              "meta": {"tag": [{"system": "urn:fhirserver:owner", "code": "org1"}]}}  # a forged owner
+    r = world.post("S2", "DiagnosticReport", report)
+    assert r.status_code == 201, text_of(r)
+    rid = r.get_json()["id"]
+    assert {"system": "urn:fhirserver:owner", "code": "org2"} in r.get_json()["meta"]["tag"]
+    assert world.get("S2", f"DiagnosticReport/{rid}").status_code == 200
+    assert world.get("SYS2", f"DiagnosticReport/{rid}").status_code == 200
+    for who in ("S1", "SYS1", "A", "B"):
+        assert world.get(who, f"DiagnosticReport/{rid}").status_code == 404, who
+        assert rid not in ids(world.get(who, "DiagnosticReport?code:text=unassigned-org2").get_json()), who
+    # once org2 files it to its patient, the patient sees it too
+    filed = {**world.get("S2", f"DiagnosticReport/{rid}").get_json(), "subject": {"reference": "Patient/pb"}}
+    assert world.put("S2", f"DiagnosticReport/{rid}", filed).status_code == 200
+    assert world.get("B", f"DiagnosticReport/{rid}").status_code == 200
+    assert world.get("S1", f"DiagnosticReport/{rid}").status_code == 404
