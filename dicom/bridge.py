@@ -40,13 +40,13 @@ def identifier_system(issuer: str | None) -> str | None:
         return None
     if issuer.startswith(("urn:", "http://", "https://")):
         return issuer
-    if all(part.isdigit() for part in issuer.split(".")) and "." in issuer:
+    if all(part.isascii() and part.isdigit() for part in issuer.split(".")) and "." in issuer:
         return "urn:oid:" + issuer
     return f"urn:dicom:issuer:{issuer}"
 
 
 def _fhir_date(da: str | None) -> str | None:
-    if not da or len(da) < 8 or not da[:8].isdigit():
+    if not da or len(da) < 8 or not (da[:8].isascii() and da[:8].isdigit()):
         return None
     return f"{da[:4]}-{da[4:6]}-{da[6:8]}"
 
@@ -56,7 +56,7 @@ def _fhir_datetime(da: str | None, tm: str | None) -> str | None:
     if not date:
         return None
     digits = (tm or "").replace(":", "").split(".")[0]
-    if len(digits) < 4 or not digits.isdigit():
+    if len(digits) < 4 or not (digits.isascii() and digits.isdigit()):
         return date
     hh, mm, ss = digits[0:2], digits[2:4], (digits[4:6] or "00")
     try:

@@ -66,7 +66,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         def load_config(self) -> None:
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
             self.cfg.set("workers", settings.workers)
-            self.cfg.set("worker_class", "gthread")
+            # gthread, reading header blocks without holding a thread; its own errors as OperationOutcomes
+            self.cfg.set("worker_class", "fhirserver.api.worker.FhirThreadWorker")
+            self.cfg.set("limit_request_line", settings.max_url_bytes)
+            self.cfg.set("limit_request_field_size", settings.max_header_bytes)
+            self.cfg.set("limit_request_fields", settings.max_header_fields)
             self.cfg.set("threads", args.threads)
             self.cfg.set("timeout", 120)
             self.cfg.set("keepalive", 30)

@@ -23,6 +23,12 @@ class Settings:
     smtp_url: str = ""
     workers: int = 2
     max_body_bytes: int = 64 * 1024 * 1024
+    max_url_bytes: int = 8190            # request line (gunicorn answers 414 beyond, as an OperationOutcome)
+    max_header_bytes: int = 8190         # one header line (431 beyond)
+    max_header_fields: int = 100         # header lines (431 beyond)
+    max_bundle_entries: int = 10_000     # entries of one batch/transaction (413 beyond)
+    statement_seconds: float = 30.0      # budget of one database statement (503 beyond; 0: none)
+    bundle_seconds: float = 120.0        # budget of one batch/transaction (503 beyond; 0: none)
     default_page_size: int = 50
     max_page_size: int = 1000
     insecure_no_auth: bool = False
@@ -76,7 +82,9 @@ _ENV_FIELDS = {
     "host": str, "port": int, "dicom_port": int, "dicom_ae": str, "dicom_host": str,
     "dicom_reject_unknown": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "data_dir": Path,
     "database_url": str, "base_url": str, "smtp_url": str, "workers": int,
-    "max_body_bytes": int, "default_page_size": int, "max_page_size": int,
+    "max_body_bytes": int, "max_url_bytes": int, "max_header_bytes": int, "max_header_fields": int,
+    "max_bundle_entries": int, "statement_seconds": float, "bundle_seconds": float,
+    "default_page_size": int, "max_page_size": int,
     "guardian_age_limit": int, "invitation_seconds": int,
     "portal_cancel_hours": int, "portal_upload_max_bytes": int, "share_link_seconds": int,
 }

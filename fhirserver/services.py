@@ -12,6 +12,7 @@ from typing import Any
 from fhirserver.config import Settings
 from fhirserver.search import SearchEngine
 from fhirserver.storage import Repository, make_engine, upgrade
+from fhirserver.storage.budget import install_budget
 
 
 @dataclasses.dataclass
@@ -47,6 +48,7 @@ class Services:
 
 def build_services(settings: Settings, *, upgrade_schema: bool = False) -> Services:
     engine = make_engine(settings.effective_database_url)
+    install_budget(engine, settings.statement_seconds)  # cancels statements past the request budget
     if upgrade_schema:
         upgrade(engine)
     from fhirserver.audit import AuditTrail

@@ -15,6 +15,7 @@ from flask import (Blueprint, Response, abort, current_app, g, make_response, re
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from fhirserver.model.integers import parse_count
 from fhirserver.api.outcome import FhirError
 from fhirserver.operations import render as rnd
 from portal import core
@@ -440,9 +441,9 @@ def viewer(study_id: str) -> Response:
     uid = next((i.get("value", "").removeprefix("urn:oid:") for i in s.get("identifier") or []
                 if i.get("system") == "urn:dicom:uid"), "")
     series = s.get("series") or []
-    si = min(max(request.args.get("series", 0, type=int) or 0, 0), max(len(series) - 1, 0))
+    si = min(parse_count(request.args.get("series", "0")) or 0, max(len(series) - 1, 0))
     instances = (series[si].get("instance") or []) if series else []
-    n = min(max(request.args.get("i", 0, type=int) or 0, 0), max(len(instances) - 1, 0))
+    n = min(parse_count(request.args.get("i", "0")) or 0, max(len(instances) - 1, 0))
     img = None
     if instances:
         img = url_for("portal.dicomweb", path=f"studies/{uid}/series/{series[si]['uid']}/instances/"

@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset
 
 from dicom import query as cfind
 from dicom.web.common import DICOM_JSON, audit, base_url, check, error, services
+from fhirserver.model.integers import parse_count
 from dicom.web.multipart import parse_accept
 
 MAX_RESULTS = 1000
@@ -54,11 +55,8 @@ def _int_param(name: str, default: int | None) -> int | None:
     raw = request.args.get(name)
     if raw in (None, ""):
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise error(400, f"{name} must be a non-negative integer, not '{raw}'") from None
-    if value < 0:
+    value = parse_count(raw)  # ASCII digits within 64 bits: the database's range
+    if value is None:
         raise error(400, f"{name} must be a non-negative integer, not '{raw}'")
     return value
 

@@ -58,7 +58,7 @@ def parse_viewport(text: str | None) -> tuple[int, int, tuple[int, int, int, int
         return None
     try:
         vals = [int(float(p)) if p.strip() else 0 for p in text.split(",")]
-    except ValueError:
+    except (ValueError, OverflowError):  # 1e999 is a float (inf) no int holds
         raise RenderError(400, f"viewport is vw,vh[,sx,sy,sw,sh] as integers, not '{text}'") from None
     if len(vals) not in (2, 6):
         raise RenderError(400, "viewport is vw,vh[,sx,sy,sw,sh]")

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from fhirserver.api import transact
 from fhirserver.api.formats import Raw
+from fhirserver.api.limits import BundleBudget, client_fault
 from fhirserver.api.interactions import (
     Context, FhirRequest, FhirResponse, dispatch, find_matches, http_date,
 )
@@ -137,8 +138,10 @@ def _prefer_return(headers: dict[str, str]) -> str:
     return "representation"
 
 
-def process(ctx: Context, repo: Repository, bundle: Any, headers: dict[str, str]) -> dict[str, Any]:
+def process(ctx: Context, repo: Repository, bundle: Any, headers: dict[str, str],
+            budget: BundleBudget | None = None) -> dict[str, Any]:
     """Run a batch or transaction Bundle; returns the response Bundle (raises for a failed transaction)."""
+    budget = budget or BundleBudget()
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FhirError(400, "POST to the base URL takes a batch or transaction Bundle", "invalid")
     kind = bundle.get("type")
@@ -147,11 +150,12 @@ def process(ctx: Context, repo: Repository, bundle: Any, headers: dict[str, str]
     raw_entries = bundle.get("entry") or []
     if not isinstance(raw_entries, list):
         raise FhirError(400, "Bundle.entry must be an array", "structure")
+    budget.check_entries(len(raw_entries))
     prefer = _prefer_return(headers)
     batch_id = _batch_id(bundle.get("identifier"))
     if kind == "transaction":
-        return _transaction(ctx, repo, raw_entries, prefer, batch_id)
-    return _batch(ctx, repo, raw_entries, prefer, batch_id)
+        return _transaction(ctx, repo, raw_entries, prefer, batch_id, budget)
+    return _batch(ctx, repo, raw_entries, prefer, batch_id, budget)
 
 
 def _batch_id(identifier: Any) -> str | None:
@@ -176,17 +180,21 @@ def _claim(tx: Tx, key: str, what: str) -> None:
 
 
 def _batch(ctx: Context, repo: Repository, raw_entries: list, prefer: str,
-           batch_id: str | None) -> dict[str, Any]:
+           batch_id: str | None, budget: BundleBudget) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     for i, raw in enumerate(raw_entries):
         try:
+            budget.check_time(i)
             entry = to_request(raw if isinstance(raw, dict) else {}, i, ctx.base)
             write = transact.writes(entry.request)
             claim = f"{batch_id}#{i}" if batch_id is not None and write else None
             resp = transact.run(repo, functools.partial(_batch_entry, ctx, entry.request, claim, i), write=write)
             out.append(_finish(ctx, _response_entry(resp, prefer), resp))
-        except FhirError as exc:
-            out.append({"response": {"status": str(exc.status), "outcome": outcome(exc.issues)}})
+        except Exception as exc:  # noqa: BLE001 - an entry fails alone, unless it is a bug
+            fault = exc if isinstance(exc, FhirError) else client_fault(exc)
+            if fault is None:
+                raise
+            out.append({"response": {"status": str(fault.status), "outcome": outcome(fault.issues)}})
     return {"resourceType": "Bundle", "type": "batch-response", "entry": out}
 
 
@@ -206,7 +214,7 @@ def _batch_entry(ctx: Context, req: FhirRequest, claim: str | None, index: int, 
 
 
 def _transaction(ctx: Context, repo: Repository, raw_entries: list, prefer: str,
-                 batch_id: str | None) -> dict[str, Any]:
+                 batch_id: str | None, budget: BundleBudget) -> dict[str, Any]:
     """The whole Bundle in one transaction, run again from the raw entries after a conflict
     (the references a failed attempt rewrote in place are put back first)."""
     rewritten: list[tuple[dict[str, Any], str]] = []
@@ -217,13 +225,13 @@ def _transaction(ctx: Context, repo: Repository, raw_entries: list, prefer: str,
             ref["reference"] = value
         if batch_id is not None:  # first: a concurrent copy of this Bundle waits here, not midway
             _claim(tx, batch_id, "This transaction")
-        return _run_transaction(ctx, tx, raw_entries, prefer, rewritten)
+        return _run_transaction(ctx, tx, raw_entries, prefer, rewritten, budget)
 
     return transact.run(repo, attempt, write=True)
 
 
 def _run_transaction(ctx: Context, tx: Tx, raw_entries: list, prefer: str,
-                     rewritten: list[tuple[dict[str, Any], str]]) -> dict[str, Any]:
+                     rewritten: list[tuple[dict[str, Any], str]], budget: BundleBudget) -> dict[str, Any]:
     entries = [to_request(raw if isinstance(raw, dict) else {}, i, ctx.base)
                for i, raw in enumerate(raw_entries)]
     results: dict[int, dict[str, Any]] = {}
@@ -241,6 +249,7 @@ def _run_transaction(ctx: Context, tx: Tx, raw_entries: list, prefer: str,
                 raise _entry_error(e.index, exc) from None
     for e in sorted(entries, key=lambda x: (_ORDER[x.request.method], x.index)):
         try:
+            budget.check_time(e.index)
             resp = dispatch(ctx, tx, e.request)
         except FhirError as exc:
             raise _entry_error(e.index, exc) from None

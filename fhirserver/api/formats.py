@@ -149,9 +149,13 @@ def render(body: Any, fmt: OutputFormat) -> bytes:
         body = loads(body)
     prepared = _prepare(body, fmt, True)
     if fmt.kind == "xml":
-        from fhirserver.model.xml import resource_to_xml
+        from fhirserver.model.xml import XmlFormatError, resource_to_xml
 
-        return resource_to_xml(_materialize(prepared), pretty=fmt.pretty)
+        try:
+            return resource_to_xml(_materialize(prepared), pretty=fmt.pretty)
+        except XmlFormatError as exc:  # stored before such values were refused at write
+            raise FhirError(406, f"This content cannot be written as XML ({exc}); ask for JSON",
+                            "not-supported") from None
     if isinstance(prepared, orjson.Fragment):
         return bytes(prepared.contents) if isinstance(prepared.contents, (bytes, bytearray)) else \
             str(prepared.contents).encode()

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from fhirserver.api import bundles, transact
 from fhirserver.api.formats import OutputFormat, choose_output, header_map, parse_body, render
+from fhirserver.api.limits import BundleBudget, client_fault
 from fhirserver.api.interactions import (
     Context, FhirRequest, FhirResponse, WRITE_METHODS, dispatch, http_date,
 )
@@ -148,7 +149,8 @@ def _handle(path: str = "") -> Response:
         with services.repo.engine.connect() as conn:
             services.search.refresh(conn)  # custom SearchParameters (cheap; at most every 2 s)
     if not segments and req.method == "POST":
-        result = bundles.process(ctx, services.repo, req.body, req.headers)
+        budget = BundleBudget(services.settings.max_bundle_entries, services.settings.bundle_seconds)
+        result = bundles.process(ctx, services.repo, req.body, req.headers, budget)
         _audit(req, result)
         return _respond(200, result, g.fhir_output)
     single = req.method in ("GET", "HEAD") and req.res_id is not None and req.compartment is None and (
@@ -235,6 +237,9 @@ def install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _bug(exc: Exception) -> Response:
+        known = client_fault(exc)  # malformed chunked bodies, cancelled statements...
+        if known is not None:
+            return error_response(known)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(FhirError(500, "Internal server error; the request was not applied", "exception"))
 

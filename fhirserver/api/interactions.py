@@ -20,6 +20,7 @@ from fhirserver.api.outcome import FhirError, bad_request, info, not_found
 from fhirserver.model import patch as patching
 from fhirserver.model.jsonio import loads
 from fhirserver.model.types import NOT_STORABLE, R4_RESOURCE_TYPES
+from fhirserver.model.integers import parse_count
 from fhirserver.model.validate import InvalidResource, Issue, is_valid_id, validate_resource
 from fhirserver.search import SearchError, date_range
 from fhirserver.search.dates import split_prefix
@@ -89,9 +90,10 @@ _ETAG_RE = re.compile(r'^(?:W/)?"?([^"]+)"?$')
 
 def parse_etag(value: str) -> int:
     m = _ETAG_RE.match(value.strip())
-    if not m or not m.group(1).isdigit():
+    version = parse_count(m.group(1)) if m else None
+    if version is None:
         raise bad_request(f"'{value}' is not a version ETag (expected W/\"<versionId>\")")
-    return int(m.group(1))
+    return version
 
 
 def check_type(res_type: str | None) -> str:
@@ -172,11 +174,12 @@ def read(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
 def vread(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type, res_id = check_type(req.res_type), check_id(req.res_id)
     ctx.access.check_interaction("vread", res_type)
-    if not (req.version_id or "").isdigit():
+    version = parse_count(req.version_id)
+    if version is None:
         raise not_found(res_type, f"{res_id}/_history/{req.version_id}")
     if _visible(ctx, tx, res_type, res_id) is None:
         raise not_found(res_type, res_id)
-    ver = tx.version(res_type, res_id, int(req.version_id or 0))
+    ver = tx.version(res_type, res_id, version)
     if ver is None:
         raise FhirError(404, f"Version {req.version_id} of {res_type}/{res_id} is not known", "not-found")
     if ver.deleted:
@@ -396,18 +399,20 @@ def _count(ctx: Context, req: FhirRequest) -> int:
     raw = req.param("_count")
     if raw is None:
         return ctx.default_count
-    if not raw.isdigit():
+    count = parse_count(raw)
+    if count is None:
         raise bad_request(f"_count must be a non-negative integer, not '{raw}'")
-    return min(int(raw), ctx.max_count)
+    return min(count, ctx.max_count)
 
 
 def _int_param(req: FhirRequest, name: str) -> int | None:
     raw = req.param(name)
     if raw is None:
         return None
-    if not raw.isdigit():
+    value = parse_count(raw)
+    if value is None:
         raise bad_request(f"{name} must be a paging cursor from a link of this server")
-    return int(raw)
+    return value
 
 
 def history(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:

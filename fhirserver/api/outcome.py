@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from fhirserver.model.text import printable
 from fhirserver.model.validate import Issue
 
 
@@ -23,10 +24,10 @@ def outcome(issues: Iterable[Issue]) -> dict[str, Any]:
     """An OperationOutcome resource for the given issues."""
     out = []
     for i in issues:
-        entry: dict[str, Any] = {"severity": i.severity, "code": i.code, "diagnostics": i.diagnostics}
+        entry: dict[str, Any] = {"severity": i.severity, "code": i.code, "diagnostics": printable(i.diagnostics)}
         if i.expression:
-            entry["expression"] = [i.expression]
-            entry["location"] = [i.expression]
+            entry["expression"] = [printable(i.expression)]
+            entry["location"] = [printable(i.expression)]
         out.append(entry)
     return {"resourceType": "OperationOutcome", "issue": out}
 

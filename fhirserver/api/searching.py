@@ -8,6 +8,7 @@ OperationOutcome entry says so (never a silent cut).
 from __future__ import annotations
 
 import base64
+import math
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,9 @@ from sqlalchemy import and_, or_, select
 
 from fhirserver.api.formats import Raw
 from fhirserver.api.outcome import FhirError, bad_request
+from fhirserver.model.integers import INT64_MAX, parse_count
+from fhirserver.model.text import printable
+from fhirserver.model.validate import is_valid_id
 from fhirserver.search import Include, SearchError
 from fhirserver.search.compiler import Compiler
 from fhirserver.storage import Stored, Tx
@@ -40,25 +44,59 @@ def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(tagged)).decode().rstrip("=")
 
 
-def decode_cursor(token: str, n_keys: int) -> list[Any]:
+def decode_cursor(token: str, kinds: list[str]) -> list[Any]:
+    """The sort key values a paging link carries, checked against the search's sort columns.
+
+    `kinds` names each key's type (`flag`, `str`, `date`, `num`, `int`); a cursor edited by
+    hand (wrong JSON types, numbers beyond 64 bits, NaN) is refused here, not by the database.
+    """
+    bad = bad_request("The paging cursor is not one this server made")
     try:
-        if token.isdigit():
-            values: list[Any] = [int(token)]
+        pk = parse_count(token)
+        if pk is not None:
+            values: list[Any] = [pk]
         else:
             raw = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            if not isinstance(raw, list):
+                raise bad
             values = []
             for v in raw:
-                if isinstance(v, dict) and "d" in v:
+                if isinstance(v, dict) and isinstance(v.get("d"), str):
                     values.append(datetime.fromisoformat(v["d"]))
-                elif isinstance(v, dict) and "n" in v:
+                elif isinstance(v, dict) and isinstance(v.get("n"), str):
                     values.append(Decimal(v["n"]))
                 else:
                     values.append(v)
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise bad_request("The paging cursor is not one this server made") from None
-    if len(values) != n_keys:
+    except (ValueError, TypeError, ArithmeticError, orjson.JSONDecodeError):
+        raise bad from None
+    if len(values) != len(kinds):
         raise bad_request("The paging cursor does not fit this search (was _sort changed?)")
+    if not all(_fits(v, k) for v, k in zip(values, kinds)):
+        raise bad
     return values
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if kind in ("flag", "int"):
+        return type(value) is int and -INT64_MAX <= value <= INT64_MAX and (kind == "int" or value in (0, 1))
+    if kind == "str":
+        return isinstance(value, str) and "\x00" not in value
+    if kind == "date":
+        return isinstance(value, datetime)
+    if kind == "num":
+        if isinstance(value, float):
+            return math.isfinite(value)
+        return (isinstance(value, Decimal) and value.is_finite()) or (
+            type(value) is int and -INT64_MAX <= value <= INT64_MAX)
+    return False
+
+
+def cursor_kinds(sort: list[Any]) -> list[str]:
+    """The type of each cursor value: a missing-value flag and the value per sort key, then pk."""
+    kinds: list[str] = []
+    for key in sort:
+        kinds += ["flag", key.kind]
+    return kinds + ["int"]
 
 
 def _url(base: str, path: str, params: list[tuple[str, str]]) -> str:
@@ -84,6 +122,8 @@ def run_search(ctx: Any, tx: Tx, req: Any, strict: bool) -> dict[str, Any]:
         where = [*compiled.where, *ctx.access.row_filter(res_type)]
         compartment = getattr(req, "compartment", None)
         if compartment:
+            if not is_valid_id(compartment[1]):
+                raise FhirError(404, f"Resource {compartment[0]}/{compartment[1]} is not known", "not-found")
             where.append(compiler.compartment(compartment[0], compartment[1], res_type))
             if res_type is None:
                 where.append(resource.c.res_type.in_(compiler.compartment_types(compartment[0])))
@@ -92,11 +132,11 @@ def run_search(ctx: Any, tx: Tx, req: Any, strict: bool) -> dict[str, Any]:
     if res_type is None and types_param:
         where.append(resource.c.res_type.in_(types_param.split(",")))
     count = 0 if summary == "count" else ctx.page_size(req)
-    n_keys = 2 * len(compiled.sort) + 1
+    kinds = cursor_kinds(compiled.sort)
     after = req.param("_page_after")
     before = req.param("_page_before")
-    after_c = decode_cursor(after, n_keys) if after else None
-    before_c = decode_cursor(before, n_keys) if before else None
+    after_c = decode_cursor(after, kinds) if after else None
+    before_c = decode_cursor(before, kinds) if before else None
     rows, total, more, cursors = tx.search(res_type, where, count=count, after=after_c, before=before_c,
                                            sort=compiled.sort, with_total=total_mode != "none")
     if compartment:
@@ -135,7 +175,7 @@ def run_search(ctx: Any, tx: Tx, req: Any, strict: bool) -> dict[str, Any]:
     if warnings:
         entries.append({"resource": {"resourceType": "OperationOutcome", "issue": [
             {"severity": "warning", "code": "incomplete" if "_include" in w else "not-supported",
-             "diagnostics": w} for w in warnings]}, "search": {"mode": "outcome"}})
+             "diagnostics": printable(w)} for w in warnings]}, "search": {"mode": "outcome"}})
     if entries:
         bundle["entry"] = entries
     return bundle

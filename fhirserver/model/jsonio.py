@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -27,13 +28,46 @@ def _reject_constant(name: str) -> Any:
     raise JsonFormatError(f"{name} is not allowed in FHIR JSON")
 
 
-def loads(data: bytes | str) -> Any:
+# FHIR resources nest a few dozen levels at most (Questionnaire items, extensions on extensions);
+# the parser and every walk over the result recurse, so a body nested deeper is refused before
+# parsing rather than ending in a RecursionError.
+MAX_DEPTH = 100
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKET = bytes(c for c in range(256) if c not in b"[]{}")
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+
+
+def check_depth(data: bytes, max_depth: int = MAX_DEPTH) -> None:
+    """Raise JsonFormatError when arrays/objects in `data` nest deeper than `max_depth`."""
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return
+    if b"\\" in data:  # escaped quotes: find the strings with the (slower) pattern
+        outside = _STRING.sub(b"", data)
+    else:  # every quote opens or closes a string: the text outside them is every other piece
+        outside = b"".join(data.split(b'"')[::2])
+    brackets = outside.translate(_ONE_KIND, _NOT_BRACKET)
+    for _level in range(max_depth):  # each round removes the innermost level
+        if not brackets:
+            return
+        peeled = brackets.replace(b"[]", b"")
+        if peeled == brackets:
+            return  # unbalanced: not JSON, which the parser reports
+        brackets = peeled
+    if brackets.replace(b"[]", b"") != brackets:
+        raise JsonFormatError(f"The JSON nests deeper than {max_depth} levels")
+
+
+def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     """Parse JSON; decimals become Decimal so their text survives a round trip."""
     try:
-        return json.loads(data, parse_float=JsonDecimal, parse_constant=_reject_constant)
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        check_depth(raw, max_depth)
+        return json.loads(raw, parse_float=JsonDecimal, parse_constant=_reject_constant)
     except JsonFormatError:
         raise
-    except (ValueError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise JsonFormatError("The JSON nests too deeply") from None
+    except (ValueError, UnicodeError) as exc:
         raise JsonFormatError(f"Body is not valid JSON: {exc}") from None
 
 

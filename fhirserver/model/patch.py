@@ -171,7 +171,7 @@ class _Model:
             get_fhir_model_class = None
         self._get_class = get_fhir_model_class
 
-    @functools.lru_cache(maxsize=None)
+    @functools.lru_cache(maxsize=512)  # names come from client paths: bounded
     def named_class(self, name: Any) -> Any:
         if self._get_class is None or not isinstance(name, str) or not name or name in _R4_ONLY_SHAPES:
             return None

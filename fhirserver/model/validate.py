@@ -98,17 +98,26 @@ def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, 
         issues.append(Issue("error", "value", f"{rt}.id: '{data['id']}' is not a valid id "
                             "([A-Za-z0-9-.]{1,64})", f"{rt}.id"))
     _check_nulls(data, rt, issues)
+    issues.extend(value_issues(data, rt))
+    if issues and any(i.code == "not-supported" for i in issues):
+        raise InvalidResource(issues, 422)  # the models cannot even look up an unknown type
     if rt not in R4_ONLY_SHAPES:
         try:
             _model(rt).model_validate(data)
         except ValidationError as exc:
             issues.extend(_issues_from(rt, exc))
-        except (TypeError, ValueError) as exc:  # model-level checks raising plain errors
+        except (TypeError, ValueError, LookupError) as exc:  # model-level checks raising plain errors
             issues.append(Issue("error", "invalid", f"{rt}: {exc}", rt))
         check_codes(data, _model(rt), rt, issues)
     if issues:
         raise InvalidResource(issues, 422)
     return data
+
+
+def value_issues(data: Any, path: str) -> list[Issue]:
+    from fhirserver.model.text import value_issues as check  # text imports Issue from here
+
+    return check(data, path)
 
 
 def _check_nulls(node: Any, path: str, issues: list[Issue]) -> None:

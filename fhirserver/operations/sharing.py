@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 from sqlalchemy import and_, insert, select, update
 
+from fhirserver.model.integers import parse_count
 from fhirserver.api.interactions import FhirResponse
 from fhirserver.api.outcome import FhirError
 from fhirserver.operations import _common as c
@@ -284,10 +285,9 @@ def respond_access(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     decision = args.get("decision")
     if decision not in ("accept", "reject"):
         raise FhirError(422, "decision is 'accept' or 'reject'", "value")
-    try:
-        rpk = int(args.get("request") or "")
-    except ValueError:
-        raise FhirError(422, "request: the number of the access request", "value") from None
+    rpk = parse_count(args.get("request"))
+    if rpk is None:
+        raise FhirError(422, "request: the number of the access request", "value")
     row = tx.conn.execute(select(lifecycle_access_request).where(
         lifecycle_access_request.c.pk == rpk, lifecycle_access_request.c.patient_id == pid)).mappings().first()
     if row is None or row["status"] != "pending":
@@ -323,7 +323,7 @@ def access_log(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     ctx.access.check_interaction("operation", "Patient")
     pid = req.res_id
     c.visible(ctx, tx, "Patient", pid)
-    count = min(int(req.param("_count") or 100) if (req.param("_count") or "100").isdigit() else 100, 1000)
+    count = min(parse_count(req.param("_count") or "100") or 100, 1000)
     tx.flush()
     rows = tx.conn.execute(select(resource.c.res_id, resource.c.body).where(
         resource.c.res_type == "AuditEvent", resource.c.deleted.is_(False),

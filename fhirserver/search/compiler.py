@@ -17,8 +17,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter  # re-targets access conditions onto aliases
 
 from fhirserver.model.types import R4_RESOURCE_TYPES
-from fhirserver.search.dates import date_range, split_prefix
+from fhirserver.search.dates import date_range, shift, split_prefix
 from fhirserver.search.extract import normalize, split_reference
+from fhirserver.search.limits import search_limit_problem
 from fhirserver.search.registry import Registry, SearchParam, compartment_params
 from fhirserver.storage.tables import (
     idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_text, idx_token, idx_uri,
@@ -26,6 +27,9 @@ from fhirserver.storage.tables import (
 )
 
 # Result parameters: they shape the answer, they do not filter.
+# Numbers beyond ±1e1000 (or finer than 1e-1000) are no measurement; PostgreSQL's numeric and
+# Python's decimal context overflow on them.
+MAX_EXPONENT = 1000
 RESULT_PARAMS = frozenset({
     "_count", "_sort", "_total", "_summary", "_elements", "_format", "_pretty", "_include",
     "_revinclude", "_contained", "_containedType", "_page_after", "_page_before", "_type",
@@ -106,6 +110,8 @@ def _decimal(text: str) -> Decimal:
         raise SearchError(f"'{text}' is not a number") from None
     if not d.is_finite():
         raise SearchError(f"'{text}' is not a number")
+    if not -MAX_EXPONENT <= d.as_tuple().exponent <= MAX_EXPONENT or abs(d.adjusted()) > MAX_EXPONENT:
+        raise SearchError(f"'{text}' is out of the range of numbers this server compares")
     return d
 
 
@@ -130,14 +136,19 @@ class Compiler:
     # -- entry point ---------------------------------------------------------------------------
     def compile(self, res_type: str | None, params: Sequence[tuple[str, str]], *,
                 strict: bool) -> CompiledSearch:
+        problem = search_limit_problem(params)
+        if problem:
+            raise SearchError(problem)
         where: list[ColumnElement[bool]] = []
         used: list[tuple[str, str]] = []
         ignored: list[str] = []
         types = [res_type] if res_type else None
+        seen: set[tuple[str, str]] = set()
         for name, value in params:
             base = name.split(":", 1)[0].split(".", 1)[0]
-            if base in RESULT_PARAMS:
+            if base in RESULT_PARAMS or (name, value) in seen:  # a repeated condition adds nothing
                 continue
+            seen.add((name, value))
             try:
                 cond = self.param(resource, types, name, value)
             except SearchError:
@@ -317,7 +328,7 @@ class Compiler:
             if prefix == "le":
                 return low < hi
             slack = max(timedelta(days=1), (hi - lo) / 10)
-            return and_(low >= lo - slack, low < hi + slack)
+            return and_(low >= shift(lo, -slack), low < shift(hi, slack))
         if prefix == "eq":
             return and_(low >= lo, high <= hi)
         if prefix == "ne":
@@ -337,7 +348,7 @@ class Compiler:
         # ap: within 10% of the gap between now and the value (at least a day), as R4 suggests
         gap = abs(datetime.now(timezone.utc) - lo)
         slack = max(timedelta(days=1), gap / 10)
-        return and_(low < hi + slack, high > lo - slack)
+        return and_(low < shift(hi, slack), high > shift(lo, -slack))
 
     def _date(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         if modifier:
