@@ -27,6 +27,13 @@ class Policy(Protocol):
         """Raise FhirError(403) when the caller may not write this content (e.g. outside its
         patient's compartment)."""
 
+    def check_operation(self, name: str, res_type: str | None) -> None:
+        """Raise FhirError(403) unless the caller may run `$name` (see access.operations)."""
+
+    def check_delete(self, tx: Any, res_type: str, res_id: str) -> None:
+        """Raise FhirError(403) when the caller may not delete this resource (e.g. a profile its
+        patient owns); runs in the delete's transaction `tx` and writes only there."""
+
 
 class OpenPolicy:
     """No restrictions."""
@@ -38,4 +45,10 @@ class OpenPolicy:
         return ()
 
     def check_write(self, res_type: str, body: dict[str, Any]) -> None:
+        return None
+
+    def check_operation(self, name: str, res_type: str | None) -> None:
+        return None
+
+    def check_delete(self, tx: Any, res_type: str, res_id: str) -> None:
         return None

@@ -358,6 +358,7 @@ def delete(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         res_id = check_id(req.res_id)
         if ctx.access.row_filter(res_type) and _visible(ctx, tx, res_type, res_id) is None:
             return FhirResponse(204, outcome=info(f"{res_type}/{res_id} did not exist or was already deleted"))
+    ctx.access.check_delete(tx, res_type, res_id)
     if_match = req.header("if-match")
     try:
         stored = tx.delete(res_type, res_id, parse_etag(if_match) if if_match else None)
@@ -518,8 +519,9 @@ def operations() -> dict[str, Handler]:
     """Every `$operation`: `$reindex` here, the rest from `fhirserver.operations` (loaded on first
     use, not at import, so that the operations may import this module)."""
     from fhirserver import operations as ops
+    from fhirserver.access.operations import guard_all
 
-    return {"$reindex": reindex, **ops.registry()}
+    return guard_all({"$reindex": reindex, **ops.registry()})
 
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -42,7 +42,6 @@ def _grants(conn: Any, patient_id: str) -> dict[str, dict[str, Any]]:
 def connected_apps(ctx: Any, tx: Any, req: Any) -> Any:
     from fhirserver.api.interactions import FhirResponse
 
-    ctx.access.check_interaction("operation", "Patient")
     if req.res_type != "Patient" or not req.res_id:
         raise FhirError(400, "$connected-apps runs on a Patient: /Patient/{id}/$connected-apps", "invalid")
     require(ctx, "patient", "guardian")
@@ -67,7 +66,6 @@ def revoke_app(ctx: Any, tx: Any, req: Any) -> Any:
     from smart_auth import store
     from smart_auth.tables import auth_token
 
-    ctx.access.check_interaction("operation", "Patient")
     if req.method != "POST" or req.res_type != "Patient" or not req.res_id:
         raise FhirError(400, "POST /Patient/{id}/$revoke-app with a grant or client parameter", "invalid")
     require(ctx, "patient", "guardian")
