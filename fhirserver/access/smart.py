@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import and_, exists, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from fhirserver.access.audit import every_named_patient_visible
 from fhirserver.access.scopes import INTERACTION_PERM, Scope
 from fhirserver.model.references import referenced_ids
 
@@ -229,6 +230,9 @@ class SmartPolicy:
                     conds.append(resource.c.res_type == types)
                 if aud is not None:
                     conds.append(aud)
+                named = every_named_patient_visible(self, s.context, res_type or types)
+                if named is not None:  # AuditEvents: every patient they name must be reached
+                    conds.append(named)
                 if s.query:
                     if types is None:  # a query on '*' cannot be compiled per type: grants nothing
                         continue
