@@ -125,13 +125,6 @@ def visible_keys(ctx: Any, tx: Any, keys: Iterable[tuple[str, str]]) -> list[tup
     return [k for k in keys if k in seen]
 
 
-def require(ctx: Any, *roles: str) -> Any:
-    p = principal(ctx)
-    if p is not None and p.role not in roles and p.role != "admin":
-        raise FhirError(403, f"This operation is for {' or '.join(roles)} users", "forbidden")
-    return p
-
-
 def audit(tx: Any, ctx: Any, action: str, refs: Iterable[str], what: str, detail: str = "") -> None:
     """An AuditEvent in the operation's own transaction."""
     p = principal(ctx)
