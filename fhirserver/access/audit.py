@@ -10,7 +10,7 @@ Imaging-only and date-window shares do not reach AuditEvents.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import and_, exists, not_, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
@@ -18,18 +18,19 @@ from sqlalchemy.sql.elements import ColumnElement
 AUDIT_TYPE = "AuditEvent"
 
 
-def every_named_patient_visible(policy: Any, context: str, res_type: str | None) -> ColumnElement[bool] | None:
+def every_named_patient_visible(p: Any, ids: Sequence[str] | None, context: str,
+                                res_type: str | None) -> ColumnElement[bool] | None:
     """The SQL condition on `resource` for `res_type` (None: any type) under a scope of `context`
-    ('patient' | 'user' | 'system'), or None when it adds nothing."""
+    ('patient' | 'user' | 'system') of principal `p` reaching patients `ids` (plus, for staff and
+    clients, their organizations' patients), or None when it adds nothing."""
     from fhirserver.storage.tables import idx_reference, resource, resource_compartment
 
     if res_type not in (None, AUDIT_TYPE):
         return None
-    p = policy.p
     if context != "patient" and p.unrestricted:
         return None
     r, rc = resource, resource_compartment.alias("audit_named")
-    ids = tuple(policy._patient_ids(context) or ())
+    ids = tuple(ids or ())
     reached: list[ColumnElement[bool]] = []
     if ids:
         reached.append(rc.c.comp_id.in_(ids))

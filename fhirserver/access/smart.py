@@ -230,7 +230,8 @@ class SmartPolicy:
                     conds.append(resource.c.res_type == types)
                 if aud is not None:
                     conds.append(aud)
-                named = every_named_patient_visible(self, s.context, res_type or types)
+                named = every_named_patient_visible(self.p, self._patient_ids(s.context), s.context,
+                                                    res_type or types)
                 if named is not None:  # AuditEvents: every patient they name must be reached
                     conds.append(named)
                 if s.query:

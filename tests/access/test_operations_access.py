@@ -353,3 +353,44 @@ def test_access_log_of_a_patient_does_not_show_events_naming_others(oapp, ops_sm
     assert c.get(f"/fhir/AuditEvent/{both}", headers=H(d2)).status_code == 404
     assert json.dumps(c.get("/fhir/AuditEvent", headers=H(d2)).get_json()).count(f"Patient/{a}") == 0
     assert _count(oapp, "SELECT count(*) FROM resource WHERE res_type = 'AuditEvent'") >= 3
+
+
+# -- the declarations themselves ---------------------------------------------------------------------------
+def test_every_operation_declares_what_it_needs():
+    from fhirserver.access import OPERATION_NEEDS
+    from fhirserver.api.interactions import operations
+
+    assert set(operations()) <= set(OPERATION_NEEDS)
+
+
+@pytest.mark.parametrize(("role", "scope", "op", "allowed"), [
+    ("staff", "user/*.cruds", "$erase", True),
+    ("staff", "user/*.rs", "$erase", False),
+    ("staff", "user/Patient.cruds", "$erase", False),  # erasure touches every type
+    ("patient", "patient/*.cruds", "$erase", True),
+    ("patient", "patient/*.read", "$erase", False),
+    ("guardian", "patient/*.cruds", "$erase", False),
+    ("system", "system/*.cruds", "$merge", False),
+    ("staff", "user/*.write", "$merge", True),
+    ("admin", "user/*.cruds", "$merge", True),
+    ("patient", "patient/*.cruds", "$merge", False),
+    ("patient", "patient/*.rs", "$access-log", True),
+    ("patient", "patient/Patient.rs", "$access-log", False),  # AuditEvents need their own scope
+    ("staff", "user/*.cruds", "$connected-apps", False),
+    ("patient", "patient/*.rs", "$everything", True),
+    ("staff", "user/*.cruds", "$reindex", False),
+    ("admin", "user/*.cruds", "$reindex", True),
+    ("staff", "user/*.cruds", "$no-such-operation", False),
+])
+def test_operation_needs(role, scope, op, allowed):  # noqa: ANN001
+    from fhirserver.access import Principal, SmartPolicy, parse_scopes
+    from fhirserver.api.outcome import FhirError
+
+    policy = SmartPolicy(Principal(client_id="c", role=role, scopes=tuple(parse_scopes(scope.split())),
+                                   patients=("p1",), organizations=("o1",) if role in ("staff", "system") else ()))
+    try:
+        policy.check_operation(op, "Patient")
+    except FhirError as exc:
+        assert not allowed and exc.status == 403
+    else:
+        assert allowed
