@@ -162,10 +162,10 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     )
     from smart_auth.tables import auth_code, auth_session, auth_token, auth_user
 
-    if req.res_type != "Patient" or not req.res_id:
-        raise FhirError(404, "$erase is an operation on Patient/[id]", "not-supported")
     from fhirserver.api.interactions import check_id
 
+    if req.res_type != "Patient" or not req.res_id:
+        raise FhirError(404, "$erase is an operation on Patient/[id]", "not-supported")
     pid = check_id(req.res_id)
     p = c.principal(ctx)
     conn = tx.conn
@@ -208,7 +208,10 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
                 resource_history.c.res_type == t, resource_history.c.res_id == i,
                 resource_history.c.body.isnot(None),
                 resource_history.c.pk.notin_(naming.get((t, i), [-1])))).first()
-            (drop_versions.extend(naming.get((t, i), [])) if remaining else whole.add((t, i)))
+            if remaining:
+                drop_versions.extend(naming.get((t, i), []))
+            else:
+                whole.add((t, i))
         else:
             body = json.loads(cur.body)
             if names(body, pid, base) or (t, i) not in naming:
