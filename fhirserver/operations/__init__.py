@@ -36,6 +36,11 @@ def registry() -> dict[str, Callable[..., Any]]:
     }
 
 
+# Operations a GET may run that write in their transaction (an AuditEvent of their own): the
+# transaction takes SQLite's write lock before reading, as a read transaction cannot upgrade
+# under a concurrent writer (SQLITE_BUSY).
+WRITES_ON_GET = frozenset({"$access-log"})
+
 # name -> (OperationDefinition id, resource types)
 OPERATION_DEFINITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "invite": ("Patient-invite", ("Patient", "RelatedPerson")),
@@ -54,4 +59,4 @@ OPERATION_DEFINITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "revoke-app": ("Patient-revoke-app", ("Patient",)),
 }
 
-__all__ = ["OPERATION_DEFINITIONS", "registry"]
+__all__ = ["OPERATION_DEFINITIONS", "WRITES_ON_GET", "registry"]
