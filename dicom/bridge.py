@@ -168,6 +168,17 @@ def complete_appointments(tx: Tx, sr_id: str) -> None:
         tx.update("Appointment", aid, body)
 
 
+INCOMPLETE_URL = "http://fhirserver.local/StructureDefinition/dicom-instance-incomplete"
+
+
+def flag_incomplete(item: dict[str, Any], problem: str | None) -> None:
+    """Mark an instance received with its pixel data cut short or missing, where staff look:
+    its title in viewers and lists, and an extension that says why for software."""
+    if problem:
+        item["title"] = f"INCOMPLETE: {problem}"
+        item["extension"] = [{"url": INCOMPLETE_URL, "valueString": problem}]
+
+
 def build_imaging_study(study: Any, series: list[Any], instances: list[Any], patient_id: str,
                         endpoint_id: str, sr: tuple[str, dict] | None) -> dict[str, Any]:
     by_series: dict[str, list[Any]] = {}
@@ -200,6 +211,7 @@ def build_imaging_study(study: Any, series: list[Any], instances: list[Any], pat
                                                  "code": "urn:oid:" + i.sop_class_uid}}
             if i.instance_number is not None:
                 item["number"] = i.instance_number
+            flag_incomplete(item, getattr(i, "incomplete", None))
             entry["instance"].append(item)
         out_series.append(entry)
     body: dict[str, Any] = {

@@ -95,7 +95,7 @@ def _child_cmd(settings: Any, fd: int, board: str, slot: int) -> list[str]:
     cmd = [sys.executable, "-m", "fhirserver.cli", "dicom", "--exit-with-parent", "--processes", "1",
            "--listen-fd", str(fd), "--load-board", board, "--load-slot", str(slot), "--dicom-port", str(settings.dicom_port), "--dicom-ae", settings.dicom_ae,
            "--host", settings.dicom_host or settings.host, "--data-dir", str(settings.data_dir),
-           "--base-url", settings.fhir_base[:-len("/fhir")]]
+           "--base-url", settings.root_url]
     if settings.database_url:
         cmd += ["--database-url", settings.database_url]
     if not settings.dicom_reject_unknown:
@@ -193,12 +193,59 @@ def spawn_node(settings: Any) -> subprocess.Popen | None:
     cmd = [sys.executable, "-m", "fhirserver.cli", "dicom", "--exit-with-parent",
            "--dicom-port", str(settings.dicom_port), "--dicom-ae", settings.dicom_ae,
            "--host", settings.dicom_host or settings.host, "--data-dir", str(settings.data_dir),
-           "--base-url", settings.fhir_base[:-len("/fhir")]]
+           "--base-url", settings.root_url]
     if settings.database_url:
         cmd += ["--database-url", settings.database_url]
     if not settings.dicom_reject_unknown:
         cmd.append("--accept-unknown")
     return subprocess.Popen(cmd)
+
+
+class NodeSupervisor:
+    """`serve`'s DICOM node process, started again whenever it dies (each restart logged).
+
+    A node that keeps dying right after its start (port taken, database away) is restarted
+    after a pause that doubles up to a minute, so a permanent fault does not spin."""
+
+    def __init__(self, settings: Any, poll: float = 0.5) -> None:
+        self.settings = settings
+        self.poll = poll
+        self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "NodeSupervisor":
+        self.proc = spawn_node(self.settings)
+        if self.proc is not None:
+            self._thread = threading.Thread(target=self._watch, name="dicom-node-supervisor", daemon=True)
+            self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        log = logging.getLogger("fhirserver.dicom")
+        started, pause = time.monotonic(), 1.0
+        while not self._stop.wait(self.poll):
+            proc = self.proc
+            if proc is None or proc.poll() is None:
+                continue
+            ran = time.monotonic() - started
+            pause = 1.0 if ran > 30 else min(pause * 2, 60.0) if self.restarts else 1.0
+            log.error("fhirserver: DICOM node (pid %s) exited with status %s after %.0f s; "
+                      "starting it again in %.0f s", proc.pid, proc.returncode, ran, pause)
+            if self._stop.wait(pause):  # its receivers leave the port within a second
+                return
+            self.proc = spawn_node(self.settings)
+            self.restarts += 1
+            started = time.monotonic()
+            log.warning("fhirserver: DICOM node started again (pid %s, restart %d)",
+                        self.proc.pid if self.proc else "-", self.restarts)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        stop_node(self.proc)
 
 
 def stop_node(proc: subprocess.Popen | None) -> None:

@@ -1,6 +1,7 @@
 """The DICOM node: a pynetdicom SCP for C-ECHO, C-STORE, C-FIND (patient/study root, worklist),
-C-MOVE and C-GET. Handlers stay thin: received bytes go to the store as they are, index rows are
-written in batches, and the ImagingStudy bridge runs when the association ends."""
+C-MOVE and C-GET. Handlers stay thin: received bytes go to the store as they are; C-STORE answers
+success once the instance's index row and its study's ImagingStudy work item are committed (group
+commit across associations); the ImagingStudy bridge runs when the association ends."""
 from __future__ import annotations
 
 import copy
@@ -31,8 +32,8 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.presentation import AllStoragePresentationContexts
 
-from dicom import index, query, worklist
-from dicom.bridge import update_studies
+from dicom import bridge_work, completeness, index, query, recovery, worklist
+from dicom.commit import CommitFailed, GroupCommitter
 from dicom.nodes import get_node, list_nodes
 from dicom.store import InstanceStore, file_store
 from fhirserver.config import Settings
@@ -44,12 +45,12 @@ IMPLEMENTATION_UID = UID("1.2.826.0.1.3680043.10.1447.1")
 IMPLEMENTATION_VERSION = "FHIRSERVER_01"
 STORAGE_CLASSES = [cx.abstract_syntax for cx in AllStoragePresentationContexts]
 TRANSFER_SYNTAXES = list(dict.fromkeys(list(ALL_TRANSFER_SYNTAXES) + list(AllTransferSyntaxes)))
-BATCH = 64
 _UNCOMPRESSED = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, "1.2.840.10008.1.2.2"}
 
 # C-STORE statuses (PS3.4 B.2.3)
 OUT_OF_RESOURCES = 0xA700
 DOES_NOT_MATCH = 0xA900
+INCOMPLETE = 0xB007  # warning: Data Set does not match SOP Class (kept, flagged)
 CANNOT_UNDERSTAND = 0xC000
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 
@@ -363,15 +364,17 @@ def _meta_header_pydicom(sop_class: str, sop_uid: str, ts: str, calling: str) ->
     return head.getvalue()
 
 
-def _read_header(buf: BytesIO, header: bytes, ts: UID) -> Any:
+def _read_header(buf: BytesIO, header: bytes, ts: UID) -> tuple[Any, int]:
     """The data set's elements before the pixel data, read in place from the received buffer
-    (deflated data sets go through dcmread, which inflates them)."""
+    (deflated data sets go through dcmread, which inflates them), and the offset where the
+    read stopped: the Pixel Data element, or the end (0 for deflated ones)."""
     if ts == _DEFLATED or not ts.is_transfer_syntax:
         with buf.getbuffer() as raw:
-            return dcmread(BytesIO(header + bytes(raw)), stop_before_pixels=True)
+            return dcmread(BytesIO(header + bytes(raw)), stop_before_pixels=True), 0
     buf.seek(0)
     try:
-        return read_dataset(buf, ts.is_implicit_VR, ts.is_little_endian, stop_when=_at_pixel_data)
+        ds = read_dataset(buf, ts.is_implicit_VR, ts.is_little_endian, stop_when=_at_pixel_data)
+        return ds, buf.tell()
     finally:
         buf.seek(0)
 
@@ -425,9 +428,11 @@ class DicomNode:
         self.repo = repo
         self.engine = self.repo.engine
         self.store = store or file_store(settings.data_dir)
-        self.dicomweb_base = settings.fhir_base[:-len("/fhir")] + "/dicomweb"
+        self.dicomweb_base = settings.root_url + "/dicomweb"
         self.ae = self._make_ae()
         self.server: Any = None
+        self.committer: GroupCommitter | None = None
+        self.work: bridge_work.WorkRunner | None = None
 
     # -- setup -----------------------------------------------------------------------------
     def _make_ae(self) -> AE:
@@ -461,8 +466,20 @@ class DicomNode:
             (evt.EVT_CONN_CLOSE, self.on_end),
         ]
 
+    def recover(self) -> None:
+        """Start-up reconciliation after a crash: stray temp files removed, files without an
+        index row indexed, queued ImagingStudy updates done (see dicom.recovery)."""
+        try:
+            recovery.recover(self.repo, self.store, self.dicomweb_base)
+        except Exception:  # noqa: BLE001 - e.g. the database is away: serve (stores fail) and retry later
+            log.exception("dicom: start-up recovery failed; queued work is retried in the background")
+
     def start(self, block: bool = False, listen_fd: int | None = None, load: LoadBoard | None = None) -> Any:
         address = (self.settings.dicom_host or self.settings.host, self.settings.dicom_port)
+        self.recover()
+        self.committer = GroupCommitter(self.repo)
+        self.work = bridge_work.WorkRunner(self.repo, self.dicomweb_base)
+        self.work.start()
         self.ae.listen_fd = listen_fd
         self.ae.load = load
         install_wakeups()
@@ -477,13 +494,17 @@ class DicomNode:
 
     def stop(self) -> None:
         self.ae.shutdown()
+        if self.work is not None:
+            self.work.stop()
+        if self.committer is not None:
+            self.committer.close()
 
     # -- C-STORE ---------------------------------------------------------------------------
     @staticmethod
     def _pending(assoc: Any) -> dict[str, Any]:
         state = getattr(assoc, "_fhir_state", None)
         if state is None:
-            state = {"records": [], "studies": set(), "lock": threading.Lock(), "done": False}
+            state = {"studies": set(), "lock": threading.Lock(), "done": False}
             assoc._fhir_state = state
         return state
 
@@ -500,7 +521,7 @@ class DicomNode:
         calling = (event.assoc.requestor.ae_title or "").strip()
         header = meta_header(sop_class, sop_uid, ts, calling)
         try:
-            ds = _read_header(buf, header, ts)
+            ds, pixel_offset = _read_header(buf, header, ts)
             if str(ds.get("SOPInstanceUID", "")).strip() != sop_uid.strip():
                 log.warning("dicom: C-STORE %s: SOP Instance UID missing or different", sop_uid)
                 return DOES_NOT_MATCH
@@ -508,6 +529,8 @@ class DicomNode:
                 log.warning("dicom: C-STORE %s: SOP Class UID missing or different", sop_uid)
                 return DOES_NOT_MATCH
             record = index.extract(ds, str(ts), "", 0, calling)  # validates before anything is written
+            with buf.getbuffer() as raw:
+                problem = completeness.check(ds, raw, pixel_offset, str(ts))
         except index.InvalidInstance as exc:
             log.warning("dicom: C-STORE %s rejected: %s", sop_uid, exc)
             return DOES_NOT_MATCH
@@ -521,30 +544,28 @@ class DicomNode:
             log.error("dicom: cannot write instance %s: %s", sop_uid, exc)
             return OUT_OF_RESOURCES
         record.instance["storage_key"], record.instance["size"] = key, size
+        record.instance["incomplete"] = problem
+        committer = self.committer
+        try:
+            if committer is None:
+                raise CommitFailed("the node is not started")
+            committer.submit(record)
+        except CommitFailed as exc:  # the file stays: start-up recovery indexes it (flagged if not whole)
+            log.error("dicom: C-STORE %s not indexed, failure sent: %s", sop_uid, exc)
+            return OUT_OF_RESOURCES
         state = self._pending(event.assoc)
         with state["lock"]:
-            state["records"].append(record)
-            full = len(state["records"]) >= BATCH
-        if full:
-            try:
-                self._flush(state)
-            except Exception:  # noqa: BLE001
-                log.exception("dicom: index write failed")
-                return OUT_OF_RESOURCES
-        return 0x0000
+            state["studies"].add(record.study_uid)
+        if problem:
+            log.warning("dicom: C-STORE %s from %s kept but INCOMPLETE (%s): warning status sent",
+                        sop_uid, calling or "?", problem)
+            from pydicom.dataset import Dataset
 
-    def _flush(self, state: dict[str, Any]) -> None:
-        with state["lock"]:
-            records, state["records"] = state["records"], []
-        if not records:
-            return
-        try:
-            with self.repo.transaction(write=True) as tx:
-                state["studies"] |= index.write_batch(tx.conn, records)
-        except Exception:
-            with state["lock"]:
-                state["records"] = records + state["records"]
-            raise
+            status = Dataset()
+            status.Status = INCOMPLETE
+            status.ErrorComment = problem[:64]
+            return status
+        return 0x0000
 
     def on_acse(self, event: Any) -> None:
         from pynetdicom.pdu_primitives import A_RELEASE
@@ -557,15 +578,13 @@ class DicomNode:
         if state is None or state["done"]:
             return
         state["done"] = True
-        for attempt in range(3):
+        with state["lock"]:
+            studies = set(state["studies"])
+        if studies:  # what fails stays queued: the background runner or the next start does it
             try:
-                self._flush(state)
-                break
-            except Exception:  # noqa: BLE001
-                log.exception("dicom: index write failed (attempt %d)", attempt + 1)
-                time.sleep(0.5)
-        if state["studies"]:
-            update_studies(self.repo, state["studies"], self.dicomweb_base)
+                bridge_work.process(self.repo, studies, self.dicomweb_base)
+            except Exception:  # noqa: BLE001 - e.g. the database went away
+                log.exception("dicom: ImagingStudy updates left queued")
 
     # -- C-FIND ----------------------------------------------------------------------------
     def on_find(self, event: Any) -> Iterator[tuple[int, Any]]:

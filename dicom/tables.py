@@ -71,6 +71,9 @@ dicom_instance = Table(
     Column("size", Integer, nullable=False),
     Column("received", DateTime(timezone=True), nullable=False),
     Column("source_ae", String(16), nullable=True),
+    # why the instance is not whole (pixel data cut short or missing); NULL: complete. Kept as
+    # received, answered with a warning, shown on the ImagingStudy (migration 0008)
+    Column("incomplete", String(200), nullable=True),
     UniqueConstraint("sop_uid", name="uq_dicom_instance_sop"),
     Index("ix_dicom_instance_series", "series_uid"),
     Index("ix_dicom_instance_study", "study_uid"),
@@ -87,4 +90,26 @@ dicom_node = Table(
     UniqueConstraint("ae_title", name="uq_dicom_node_ae"),
 )
 
-DICOM_TABLES = (dicom_study, dicom_series, dicom_instance, dicom_node)
+# The ImagingStudy updates still to do: one row per study, written in the same transaction as
+# the instance rows that make it due, deleted once the ImagingStudy reflects them (`seq` changes
+# with every new instance, so an update that raced with a newer instance leaves the row behind).
+# Rows survive a crash and are done at the next start (migration 0008).
+dicom_bridge_work = Table(
+    "dicom_bridge_work", metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False, default=1),
+    Column("touched", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", String(500), nullable=True),
+)
+
+# Stored objects whose instances were erased ($erase): the file is deleted after the commit, and
+# a crash in between must not let start-up recovery index the file again (migration 0008).
+dicom_erased_object = Table(
+    "dicom_erased_object", metadata,
+    Column("storage_key", String(128), primary_key=True),
+    Column("erased", DateTime(timezone=True), nullable=False),
+)
+
+DICOM_TABLES = (dicom_study, dicom_series, dicom_instance, dicom_node, dicom_bridge_work,
+                dicom_erased_object)

@@ -55,6 +55,13 @@ class AuditTrail:
         self._queue.append({"build": build})
         self._ensure_writer()
 
+    @staticmethod
+    def write(tx: Any, bodies: Iterable[dict[str, Any]]) -> None:
+        """Write AuditEvents now, inside the caller's transaction (an operation's record of what
+        it changed commits or rolls back with the change)."""
+        for body in bodies:
+            tx.create("AuditEvent", body)
+
     def _ensure_writer(self) -> None:
         if self._thread is not None and self._pid == os.getpid():
             return
@@ -89,9 +96,8 @@ class AuditTrail:
                 owners = self._patients(tx.conn, {r for it in plain for r in it["refs"]})
                 for it in items:
                     bodies = it["build"](tx) if "build" in it else [_event(it, owners)]
-                    for body in bodies:
-                        tx.create("AuditEvent", body)
-                        written += 1
+                    self.write(tx, bodies)
+                    written += len(bodies)
             return written
 
     @staticmethod

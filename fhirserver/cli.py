@@ -78,13 +78,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"fhirserver: FHIR base http://{settings.host}:{settings.port}/fhir "
           f"({settings.workers} workers, database {settings.effective_database_url.split('@')[-1]})",
           file=sys.stderr, flush=True)
-    from dicom.cli import spawn_node, stop_node  # issue 4: the DICOM node in its own process
+    from dicom.cli import NodeSupervisor  # the DICOM node in its own process, restarted if it dies
 
-    dicom_proc = spawn_node(settings)
+    dicom_node = NodeSupervisor(settings).start()
     try:
         _Server().run()
     finally:
-        stop_node(dicom_proc)
+        dicom_node.stop()
     return 0
 
 
@@ -132,9 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = sub.add_parser("load", help="load Bundles and NDJSON files")
     load.add_argument("files", nargs="+", type=Path)
-    load.add_argument("--url", help="FHIR base of a running server (default: straight into the database)")
+    load.add_argument("--url", help="FHIR base of a running server (default: straight into the database;"
+                      " with --url, --database-url names the database that keeps the load journal)")
     load.add_argument("--stop-on-error", action="store_true")
-    load.add_argument("--journal", type=Path, help="resume journal (default DATA_DIR/load-journal.json)")
+    load.add_argument("--forget-journal", action="store_true",
+                      help="forget what earlier loads into this target did: send every file again")
     load.add_argument("--batch-size", type=int, default=500, help="NDJSON resources per request")
     load.add_argument("--no-progress", action="store_true")
     _add_common(load)

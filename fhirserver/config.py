@@ -45,10 +45,28 @@ class Settings:
         return f"sqlite:///{(Path(self.data_dir) / 'fhirserver.sqlite3').resolve()}"
 
     @property
+    def root_url(self) -> str:
+        """The server's public root URL: the one source of every absolute link it hands out
+        (emails, OIDC issuer and discovery, Bundle links, Location headers, DICOMweb URLs).
+
+        The configured `--base-url` (a trailing `/fhir` dropped), else the address the server was
+        started on. Never a request's Host header: a client must not choose where the links in a
+        password-reset email or the token issuer point to.
+        """
+        if self.base_url:
+            base = self.base_url.rstrip("/")
+            return base[: -len("/fhir")] if base.endswith("/fhir") else base
+        host = self.host or "127.0.0.1"
+        if host in ("0.0.0.0", "::"):  # a wildcard listen address is no address to link to
+            host = "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
     def fhir_base(self) -> str:
-        """Absolute FHIR base URL used in Location headers and Bundle links."""
-        base = self.base_url.rstrip("/") if self.base_url else f"http://{self.host}:{self.port}"
-        return base if base.endswith("/fhir") else base + "/fhir"
+        """Absolute FHIR base URL used in Location headers and Bundle links (see `root_url`)."""
+        return self.root_url + "/fhir"
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

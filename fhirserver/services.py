@@ -23,26 +23,21 @@ class Services:
     audit: Any = None                      # fhirserver.audit.AuditTrail
 
     def fhir_base(self) -> str:
-        """The FHIR base URL: configured, or from the current HTTP request."""
-        if self.settings.base_url:
-            return self.settings.fhir_base
-        try:
-            from flask import has_request_context, request
-
-            if has_request_context():
-                return f"{request.scheme}://{request.host}/fhir"  # (host_url costs ~0.1 ms)
-        except ImportError:  # pragma: no cover
-            pass
+        """The FHIR base URL (`Settings.fhir_base`: configured, or the listen address)."""
         return self.settings.fhir_base
 
-    def context(self, access: Any = None) -> Any:
-        """An interaction Context for internal callers (loader, DICOM bridge, operations)."""
-        from fhirserver.access import OpenPolicy
+    def root_url(self) -> str:
+        """The server's public root URL (`Settings.root_url`), for /auth, /portal, /dicomweb links."""
+        return self.settings.root_url
+
+    def context(self, access: Any) -> Any:
+        """An interaction Context for internal callers (DICOM bridge, portal, jobs): always with
+        the caller's own policy, or a named `SystemJob` for the server's own work."""
         from fhirserver.api.interactions import Context
 
         return Context(base=self.fhir_base(), default_count=self.settings.default_page_size,
                        max_count=self.settings.max_page_size, postgres=self.repo.postgres,
-                       access=access or OpenPolicy(), search=self.search)
+                       access=access, search=self.search)
 
     def capability_statement(self) -> dict[str, Any]:
         from conformance import capability_statement
@@ -56,7 +51,7 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False) -> Servi
         upgrade(engine)
     from fhirserver.audit import AuditTrail
 
-    search = SearchEngine(settings.fhir_base if settings.base_url else None)
+    search = SearchEngine(settings.fhir_base)
     repo = Repository(engine, indexer=search.index_rows)
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     AuditTrail(repo))

@@ -39,7 +39,7 @@ def ensure_client() -> None:
     if store.get_client(engine(), PORTAL_CLIENT) is None:
         try:
             store.add_client(engine(), name="Patient portal (first party)", client_id=PORTAL_CLIENT,
-                             redirect_uris=[request.host_url.rstrip("/") + "/portal/"],
+                             redirect_uris=[services().root_url() + "/portal/"],
                              scope=PATIENT_SCOPES, auth_method="none")
         except IntegrityError:  # another worker registered it first
             pass
@@ -57,6 +57,10 @@ def load_session() -> None:
     user = store.get_user(engine(), sess["user_pk"])
     if user is None or not user["active"]:
         return
+    from smart_auth.links import live_patients
+
+    with engine().connect() as conn:  # the links in force now (a removed guardian link ends access)
+        user = {**user, "patients": live_patients(conn, user, services().fhir_base())}
     g.user, g.session = user, sess
     patients = list(user["patients"])
     wanted = request.cookies.get(PATIENT_COOKIE)

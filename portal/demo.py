@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from fhirserver.access import SystemJob
+
 DEMO_PASSWORD = "demo-pass-1"
 STAFF_LOGIN = "staff@clinic.example"  # Dr. Moreno's staff login (invites patients, answers messages)
 STAFF_APP = "demo-staff-app"  # a public SMART client for staff scripts and the browser tests
@@ -101,7 +103,7 @@ def seed(app: Any, users: bool = True) -> dict[str, Any]:
 
     services = app.extensions["fhirserver"]
     with app.test_request_context("/"):
-        ctx = services.context()
+        ctx = services.context(SystemJob("demo seed"))
         for r in resources():
             with services.repo.transaction(write=True) as tx:
                 dispatch(ctx, tx, FhirRequest("PUT", r["resourceType"], r["id"], body=r))

@@ -60,9 +60,11 @@ def page(template: str, status: int = 200, **kw: Any) -> Response:
     html = render_template(template, _=_, lang=lang(), user=g.get("user"), patient_id=g.get("patient"),
                            patient_res=g.get("patient_res"), children=g.get("children") or [],
                            csrf=(g.session["csrf"] if g.get("session") else anon_csrf),
-                           name=rnd.human_name, concept=rnd.concept_text, flash=request.args.get("m"),
+                           name=rnd.human_name, concept=rnd.concept_text, flash=_take_flash(),
                            dev=bool(getattr(core.services().settings, "dev_mode", False)), **kw)
     resp = make_response(html, status)
+    if request.cookies.get(FLASH_COOKIE):
+        resp.delete_cookie(FLASH_COOKIE, path="/portal")
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
@@ -71,8 +73,40 @@ def page(template: str, status: int = 200, **kw: Any) -> Response:
     return resp
 
 
+FLASH_COOKIE = "fs_portal_flash"
+FLASH_SECONDS = 300
+
+
+def _flash_serializer() -> Any:
+    from itsdangerous import URLSafeTimedSerializer
+
+    from smart_auth import store
+
+    return URLSafeTimedSerializer(store.server_secret(core.engine(), "portal-flash"), salt="portal-flash")
+
+
+def _take_flash() -> str | None:
+    """The banner of the page after a redirect: a message the server signed, never query text
+    (a link with `?m=...` must not make the portal say anything)."""
+    from itsdangerous import BadSignature
+
+    raw = request.cookies.get(FLASH_COOKIE)
+    if not raw:
+        return None
+    try:
+        msg = _flash_serializer().loads(raw, max_age=FLASH_SECONDS)
+    except BadSignature:
+        return None
+    return msg if isinstance(msg, str) else None
+
+
 def back(endpoint: str, msg: str | None = None, **kw: Any) -> Response:
-    return redirect(url_for(endpoint, m=msg, **kw) if msg else url_for(endpoint, **kw), 303)
+    """Redirect (303) to a page that shows `msg` once, carried in a signed cookie."""
+    resp = redirect(url_for(endpoint, **kw), 303)
+    if msg:
+        resp.set_cookie(FLASH_COOKIE, _flash_serializer().dumps(msg), max_age=FLASH_SECONDS, httponly=True,
+                        samesite="Lax", path="/portal", secure=request.scheme == "https")
+    return resp
 
 
 def before() -> Response | None:
@@ -123,8 +157,7 @@ def login() -> Response:
     from smart_auth import store
 
     if request.method == "GET":
-        msg = {"activated": _("Your account is ready: sign in."), "reset": _("Your password was reset; sign in.")}
-        return page("login.html", info=msg.get(request.args.get("m", "")), next=request.args.get("next", ""))
+        return page("login.html", next=request.args.get("next", ""))
     form = request.form
     username = form.get("username", "").strip().lower()
     if not core.csrf_ok():
@@ -236,7 +269,7 @@ def reset() -> Response:
     with core.engine().begin() as conn:
         conn.execute(update(auth_user).where(auth_user.c.pk == row[0]).values(
             password_hash=store.hash_password(form["new_password"]), failed_logins=0, locked_until=0))
-    return back("portal.login", "reset")
+    return back("portal.login", _("Your password was reset; sign in."))
 
 
 def password() -> Response:

@@ -9,7 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from smart_auth.fhir import access_for_request, after_fhir_request, before_fhir_request, policy_for
+from smart_auth import store
 from smart_auth.store import add_client, add_initial_token, add_user, mint_launch, rotate_key
+
+
+LINK_TYPES = frozenset({"RelatedPerson"})  # resources whose changes can end a login's patient links
+
+
+def _links_changed(written: set[str]) -> None:
+    """After a commit that wrote a guardian link: every worker revalidates its cached tokens, which
+    re-derives their patients from the live links (smart_auth.links)."""
+    if written & LINK_TYPES:
+        store.bump_revocations()
 
 
 def install(app: Any) -> None:
@@ -19,10 +30,11 @@ def install(app: Any) -> None:
 
     from pathlib import Path
 
-    from smart_auth import store
-
     settings = app.extensions["fhirserver"].settings
     store.REVOCATION_FILE = Path(settings.data_dir).resolve() / "auth-revocations"
+    repo = app.extensions["fhirserver"].repo
+    if _links_changed not in repo.after_commit:
+        repo.after_commit.append(_links_changed)
     app.register_blueprint(blueprint(), url_prefix="/auth")
 
     def _smart_config():  # noqa: ANN202

@@ -1,12 +1,12 @@
 """AuditEvents written by the authorization server (through the repository, like any resource).
 
-`audit_token` records every token issued. `audit_access` is the hook for per-access audit
-(an entry point calls it with the principal and what was read or written).
+`audit_token` records every token issued, through the one AuditEvent writer
+(`fhirserver.audit.AuditTrail`).
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _AUDIT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
@@ -49,21 +49,7 @@ def token_event(client: dict[str, Any], ctx: dict[str, Any], scope: str, grant_t
 
 def audit_token(repo: Any, client: dict[str, Any], ctx: dict[str, Any], scope: str, grant_type: str,
                 remote: str | None) -> None:
-    with repo.transaction(write=True) as tx:
-        tx.create("AuditEvent", token_event(client, ctx, scope, grant_type, remote))
+    from fhirserver.audit import AuditTrail
 
-
-def audit_access(repo: Any, principal: Any, action: str, references: Iterable[str],
-                 remote: str | None = None) -> None:
-    """Per-access audit hook: `action` is C R U D E; `references` like 'Observation/1'."""
-    ctx = {"fhirUser": getattr(principal, "fhir_user", None)}
-    body = {
-        "resourceType": "AuditEvent",
-        "type": {"system": _AUDIT_TYPE, "code": "rest", "display": "RESTful Operation"},
-        "action": action, "recorded": _now(), "outcome": "0",
-        "agent": _agent(getattr(principal, "client_id", "?"), ctx, remote),
-        "source": {"observer": {"display": "fhirserver"}},
-        "entity": [{"what": {"reference": ref}} for ref in references],
-    }
     with repo.transaction(write=True) as tx:
-        tx.create("AuditEvent", body)
+        AuditTrail.write(tx, [token_event(client, ctx, scope, grant_type, remote)])

@@ -4,20 +4,23 @@ A token is looked up by its SHA-256 in the database; the Principal built from it
 the worker for at most `CHECK_TTL` seconds together with the token's expiry. Every revocation
 rewrites a small file in the data folder (`store.bump_revocations`), and a cached entry is only
 trusted while that file's stamp is unchanged, so a revocation in any worker on this host takes
-effect at once; workers on other hosts sharing the database see it within `CHECK_TTL`.
+effect at once; workers on other hosts sharing the database see it within `CHECK_TTL`. Removing a
+guardian's RelatedPerson link bumps the same stamp (`smart_auth.install` hooks the repository's
+commits), and a (re)validation re-derives the token's patients from the login's live links.
 """
 from __future__ import annotations
 
 import json
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from fhirserver.access import Principal, parse_scopes
 from smart_auth import store
+from smart_auth.links import live_context
 from smart_auth.store import digest, now
 from smart_auth.tables import auth_token
 
@@ -45,7 +48,16 @@ _Q_FULL = select(auth_token.c.pk, auth_token.c.revoked, auth_token.c.expires_at,
                  auth_token.c.client_id, auth_token.c.user_pk, auth_token.c.scope, auth_token.c.context)
 
 
-def authenticate(engine: Engine, token: str) -> Principal:
+def authenticate(engine: Engine, token: str, *, base: str | None = None,
+                 still_allowed: Callable[[Principal], bool] | None = None) -> Principal:
+    """The Principal of a bearer token, or InvalidToken.
+
+    Each (re)validation rebuilds the Principal from the token row and the login's live links
+    (`smart_auth.links.live_context`), so a cached entry never outlives a revocation, a closed
+    account or a removed guardian link by more than the revocation stamp allows.
+    `still_allowed` re-checks what the links cannot tell (a launch patient still visible to a
+    staff member), also only on (re)validation.
+    """
     h = digest(token)
     stamp = store.revocation_stamp()
     hit = _cache.get(h)
@@ -56,17 +68,21 @@ def authenticate(engine: Engine, token: str) -> Principal:
                 _cache.pop(h, None)
                 raise InvalidToken("The access token expired")
             return principal
+    _cache.pop(h, None)
     with engine.connect() as c:
         row = c.execute(_Q_FULL.where(auth_token.c.token_hash == h)).mappings().first()
-    if row is None or row["kind"] != "access":
-        raise InvalidToken("The access token is unknown")
-    if row["revoked"]:
-        _cache.pop(h, None)
-        raise InvalidToken("The access token was revoked")
-    if row["expires_at"] <= now():
-        _cache.pop(h, None)
-        raise InvalidToken("The access token expired")
-    principal = hit[0] if hit is not None else principal_from(dict(row), json.loads(row["context"]))
+        if row is None or row["kind"] != "access":
+            raise InvalidToken("The access token is unknown")
+        if row["revoked"]:
+            raise InvalidToken("The access token was revoked")
+        if row["expires_at"] <= now():
+            raise InvalidToken("The access token expired")
+        ctx = live_context(c, row["user_pk"], json.loads(row["context"]), base)
+    if ctx is None:
+        raise InvalidToken("The access token's grant no longer holds (account or patient link removed)")
+    principal = principal_from(dict(row), ctx)
+    if still_allowed is not None and not still_allowed(principal):
+        raise InvalidToken("The access token's patient context is no longer visible to its user")
     _cache[h] = (principal, row["expires_at"], time.monotonic(), stamp)
     if len(_cache) > _CACHE_MAX:
         _cache.popitem(last=False)

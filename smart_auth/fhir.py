@@ -9,6 +9,7 @@ from sqlalchemy import select
 from fhirserver.access import OpenPolicy, Principal, SmartPolicy
 from smart_auth import store
 from smart_auth.bearer import InvalidToken, authenticate
+from smart_auth.launch import principal_still_allowed
 
 OPEN_PATHS = ("/fhir/metadata", "/fhir/.well-known/")
 
@@ -39,8 +40,10 @@ def build_policy(repo: Any, settings: Any, principal: Principal) -> SmartPolicy:
     from fhirserver.access.consent import email_owners_fn, with_live_shares
 
     principal = with_live_shares(repo.engine, principal, settings)
+    # the same base the index reads absolute references against, so both read them alike
+    base = settings.fhir_base
     return SmartPolicy(principal, postgres=repo.postgres, org_patients=_org_patients_fn(repo.engine),
-                       email_owners=email_owners_fn(repo.engine))
+                       email_owners=email_owners_fn(repo.engine), base=base)
 
 
 def _unauthorized(message: str, error: str | None) -> Exception:
@@ -67,7 +70,8 @@ def before_fhir_request() -> Response | None:
     if not auth.lower().startswith("bearer ") or not auth[7:].strip():
         raise _unauthorized("An access token is required (Authorization: Bearer ...)", None)
     try:
-        principal = authenticate(services.repo.engine, auth[7:].strip())
+        principal = authenticate(services.repo.engine, auth[7:].strip(), base=services.fhir_base(),
+                                 still_allowed=principal_still_allowed(services.repo, services.settings))
     except InvalidToken as exc:
         raise _unauthorized(str(exc), "invalid_token") from None
     g.fhir_principal = principal

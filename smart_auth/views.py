@@ -13,7 +13,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 from flask import Blueprint, Response, current_app, jsonify, make_response, redirect, render_template, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from fhirserver.access import Principal, SmartPolicy, parse_scopes
+from fhirserver.access import Principal, parse_scopes
 from fhirserver.access.scopes import NON_RESOURCE, describe, narrow, parse_scope, split
 from smart_auth import store
 from smart_auth.audit import audit_token
@@ -46,12 +46,11 @@ def _setting(name: str, default: Any) -> Any:
 
 
 def fhir_base() -> str:
-    return _services().fhir_base().rstrip("/")
+    return _services().fhir_base()
 
 
 def root_url() -> str:
-    base = fhir_base()
-    return base[: -len("/fhir")] if base.endswith("/fhir") else base
+    return _services().root_url()
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -236,19 +235,11 @@ def authenticate_client(form: Any, *, public_allowed: bool = True) -> dict[str, 
 
 # -- users and context ------------------------------------------------------------------------
 def user_patients(user: dict[str, Any]) -> list[str]:
-    """Patients a user acts for: their own record, or a guardian's children."""
-    ids = list(user["patients"])
-    fu = user.get("fhir_user") or ""
-    if user["role"] == "patient" and fu.startswith("Patient/") and fu[8:] not in ids:
-        ids.append(fu[8:])
-    if user["role"] == "guardian" and not ids and fu.startswith("RelatedPerson/"):
-        with _services().repo.transaction() as tx:
-            cur = tx.current("RelatedPerson", fu.split("/", 1)[1])
-        if cur is not None and cur.body:
-            ref = (json.loads(cur.body).get("patient") or {}).get("reference", "")
-            if ref.startswith("Patient/"):
-                ids.append(ref[8:])
-    return ids
+    """Patients a user acts for now: their own record, or a guardian's linked children."""
+    from smart_auth.links import live_patients
+
+    with _engine().connect() as c:
+        return live_patients(c, user, fhir_base())
 
 
 def user_context(user: dict[str, Any]) -> dict[str, Any]:
@@ -257,18 +248,16 @@ def user_context(user: dict[str, Any]) -> dict[str, Any]:
 
 
 def _patient_choices(user: dict[str, Any], ctx: dict[str, Any]) -> list[tuple[str, str]]:
-    """(id, display name) of the patients the user may pick."""
+    """(id, display name) of the patients the user may pick: what their own policy shows them."""
     from fhirserver.access.scopes import parse_scope as ps
+    from smart_auth.fhir import build_policy
 
-    if user["role"] in ("patient", "guardian"):
-        ids = ctx["patients"]
-        if not ids:
-            return []
-        principal = Principal("picker", user["role"], (ps("user/Patient.rs"),), patients=tuple(ids))  # type: ignore[arg-type]
-    else:
-        principal = Principal("picker", user["role"], (ps("user/Patient.rs"),),  # type: ignore[arg-type]
-                              organizations=tuple(ctx["organizations"]), patients=tuple(ctx["patients"]))
-    policy = SmartPolicy(principal, postgres=_services().repo.postgres)
+    if user["role"] in ("patient", "guardian") and not ctx["patients"]:
+        return []
+    principal = Principal("picker", user["role"], (ps("user/Patient.rs"),),  # type: ignore[arg-type]
+                          organizations=tuple(ctx["organizations"]), patients=tuple(ctx["patients"]),
+                          fhir_user=user.get("fhir_user"), user_pk=user["pk"])
+    policy = build_policy(_services().repo, _services().settings, principal)
     with _services().repo.transaction() as tx:
         rows = tx.search("Patient", list(policy.row_filter("Patient")), count=200, with_total=False)[0]
     out = []
@@ -276,6 +265,13 @@ def _patient_choices(user: dict[str, Any], ctx: dict[str, Any]) -> list[tuple[st
         body = json.loads(r.body or "{}")
         out.append((r.res_id, _name(body) or r.res_id))
     return out
+
+
+def _context_error(user: dict[str, Any], ctx: dict[str, Any]) -> str | None:
+    """Why the launch/picked context is not this user's to see (see smart_auth.launch)."""
+    from smart_auth.launch import context_error
+
+    return context_error(_services().repo, _services().settings, user, ctx)
 
 
 def _name(body: dict[str, Any]) -> str:
@@ -371,6 +367,14 @@ def _consent_page(req: dict[str, Any], pending: str, user: dict[str, Any], sess:
     client = store.get_client(_engine(), req["client_id"])
     ctx = user_context(user)
     choices: list[tuple[str, str]] = []
+    if req["launch"]:
+        from smart_auth.launch import MINTED_BY
+
+        launched = {**ctx, **{k: req["launch"][k] for k in ("patient", "encounter", MINTED_BY)
+                              if k in req["launch"]}}
+        why = _context_error(user, launched)
+        if why:
+            return _redirect_error(req["redirect_uri"], req["state"], "access_denied", why)
     needs_pick = "launch/patient" in req["scope"] and not req["launch"].get("patient")
     if needs_pick:
         choices = _patient_choices(user, ctx)
@@ -483,6 +487,11 @@ def consent() -> Response:
     for k in ("encounter", "fhirContext", "need_patient_banner", "smart_style_url"):
         if k in launch:
             ctx[k] = launch[k]
+    from smart_auth.launch import MINTED_BY
+
+    why = _context_error(user, {**ctx, MINTED_BY: launch.get(MINTED_BY)} if MINTED_BY in launch else ctx)
+    if why:
+        return _redirect_error(req["redirect_uri"], req["state"], "access_denied", why)
     code = store.save_code(_engine(), client_id=req["client_id"], user_pk=user["pk"],
                            redirect_uri=req["redirect_uri"], scope=" ".join(scopes), context=ctx,
                            code_challenge=req["code_challenge"], nonce=req.get("nonce"))
@@ -595,8 +604,26 @@ def _grant_code(form: Any) -> dict[str, Any]:
     if not (43 <= len(verifier) <= 128) or not hmac.compare_digest(store.s256(verifier), row["code_challenge"]):
         raise OAuthError("invalid_grant", "PKCE verification failed")
     scopes = row["scope"].split()
+    ctx = _live_grant_context(row["user_pk"], row["context"])
     return _issue(client=client, grant_id=row["grant_id"], user_pk=row["user_pk"], scopes=scopes,
-                  ctx=row["context"], nonce=row["nonce"], grant_type="authorization_code")
+                  ctx=ctx, nonce=row["nonce"], grant_type="authorization_code")
+
+
+def _live_grant_context(user_pk: int | None, context: dict[str, Any]) -> dict[str, Any]:
+    """The grant's context re-derived from the user's live links and re-checked against what the
+    user may see now; invalid_grant when it no longer holds (never the old list carried over)."""
+    from smart_auth.links import live_context
+
+    if user_pk is None:
+        return context
+    with _engine().connect() as c:
+        ctx = live_context(c, user_pk, context, fhir_base())
+    user = store.get_user(_engine(), user_pk)
+    if ctx is None or user is None or not user["active"]:
+        raise OAuthError("invalid_grant", "The grant no longer holds: the account or its patient link was removed")
+    if _context_error(user, ctx):
+        raise OAuthError("invalid_grant", "The grant's patient is no longer one this user may see")
+    return ctx
 
 
 def _grant_refresh(form: Any) -> dict[str, Any]:
@@ -612,14 +639,16 @@ def _grant_refresh(form: Any) -> dict[str, Any]:
     asked = split(form.get("scope")) or granted
     if not set(asked) <= set(granted):
         raise OAuthError("invalid_scope", "A refresh may only narrow the granted scopes")
+    try:
+        ctx = _live_grant_context(row["user_pk"], row["context"])
+    except OAuthError:
+        store.revoke_token(_engine(), row)  # the grant ended: its whole token family goes
+        raise
     if not store.rotate_refresh(_engine(), row):
         raise OAuthError("invalid_grant", "The refresh token was already used")
-    user = store.get_user(_engine(), row["user_pk"]) if row["user_pk"] is not None else None
-    if row["user_pk"] is not None and (user is None or not user["active"]):
-        raise OAuthError("invalid_grant", "The user account is no longer active")
     remaining = max(row["expires_at"] - store.now(), 60)
     return _issue(client=client, grant_id=row["grant_id"], user_pk=row["user_pk"], scopes=asked,
-                  ctx=row["context"], refresh_lifetime=remaining, grant_type="refresh_token")
+                  ctx=ctx, refresh_lifetime=remaining, grant_type="refresh_token")
 
 
 def _grant_client_credentials(form: Any) -> dict[str, Any]:
@@ -645,7 +674,7 @@ def introspect() -> Response:
             from smart_auth.bearer import InvalidToken, authenticate
 
             try:
-                authenticate(_engine(), bearer[7:].strip())
+                authenticate(_engine(), bearer[7:].strip(), base=fhir_base())
             except InvalidToken:
                 raise OAuthError("invalid_client", "The bearer token is not valid", 401) from None
         else:
@@ -655,7 +684,10 @@ def introspect() -> Response:
     row = store.find_token(_engine(), request.form.get("token", ""))
     if row is None or row["revoked"] or row["expires_at"] <= store.now():
         return _oauth_json({"active": False})
-    ctx = row["context"]
+    try:
+        ctx = _live_grant_context(row["user_pk"], row["context"])
+    except OAuthError:
+        return _oauth_json({"active": False})
     body: dict[str, Any] = {"active": True, "scope": row["scope"], "client_id": row["client_id"],
                             "exp": row["expires_at"], "iat": row["issued_at"], "token_type":
                             "Bearer" if row["kind"] == "access" else "refresh_token",
@@ -713,26 +745,39 @@ def jwks() -> Response:
 
 
 def launch() -> Response:
-    """Mint an EHR launch value: POST {"patient": id, "encounter": id} with a staff/admin/system token."""
+    """Mint an EHR launch value: POST {"patient": id, "encounter": id} with a staff/admin/system token.
+
+    The patient and encounter must be visible to the minting token; a launch minted with a user's
+    token is bound to that user (see smart_auth.launch)."""
     from smart_auth.bearer import InvalidToken, authenticate
+    from smart_auth.fhir import policy_for
+    from smart_auth.launch import MINTED_BY
 
     auth = request.headers.get("Authorization", "")
     try:
-        principal = authenticate(_engine(), auth[7:].strip()) if auth.lower().startswith("bearer ") else None
+        principal = authenticate(_engine(), auth[7:].strip(), base=fhir_base()) \
+            if auth.lower().startswith("bearer ") else None
     except InvalidToken:
         principal = None
     if principal is None or principal.role not in ("staff", "admin", "system"):
         return _oauth_json({"error": "invalid_token", "error_description": "a staff or system token is needed"}, 401)
     body = request.get_json(silent=True) or {}
-    patient = body.get("patient")
-    if patient:
-        policy = SmartPolicy(principal, postgres=_services().repo.postgres)
+    if not isinstance(body, dict):
+        return _oauth_json({"error": "invalid_request", "error_description": "a JSON object is expected"}, 400)
+    policy = policy_for(principal)
+    for key, res_type in (("patient", "Patient"), ("encounter", "Encounter")):
+        value = body.get(key)
+        if value in (None, ""):
+            continue
         with _services().repo.transaction() as tx:
-            visible = tx.current("Patient", str(patient), where=policy.row_filter("Patient"))
-        if visible is None:
-            return _oauth_json({"error": "invalid_request", "error_description": "unknown patient"}, 400)
+            found = tx.current(res_type, str(value), where=list(policy.row_filter(res_type))) \
+                if isinstance(value, str) else None
+        if found is None or found.deleted:
+            return _oauth_json({"error": "invalid_request", "error_description": f"unknown {key}"}, 400)
     ctx = {k: body[k] for k in ("patient", "encounter", "fhirContext", "need_patient_banner",
                                 "smart_style_url") if k in body}
+    if principal.user_pk is not None:
+        ctx[MINTED_BY] = principal.user_pk
     return _oauth_json({"launch": store.mint_launch(_engine(), ctx)}, 201)
 
 

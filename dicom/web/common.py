@@ -35,15 +35,8 @@ def services() -> Any:
 
 
 def base_url() -> str:
-    """The DICOMweb base: `<server base>/dicomweb` (configured base URL, else the request's host)."""
-    s = services()
-    fhir = s.fhir_base()
-    root = fhir[:-len("/fhir")] if fhir.endswith("/fhir") else fhir
-    if not s.settings.base_url and ":" not in request.host and s.settings.port not in (80, 443):
-        # a Host header without the port (dicomweb-client sends one): add the port we listen on,
-        # or the BulkDataURIs/RetrieveURLs we hand out would point at port 80
-        root = f"{request.scheme}://{request.host}:{s.settings.port}"
-    return root + "/dicomweb"
+    """The DICOMweb base: `<server root URL>/dicomweb` (configured, never the request's Host)."""
+    return services().root_url() + "/dicomweb"
 
 
 def policy() -> Any:

@@ -153,7 +153,7 @@ def store_parts(target_study: str | None) -> Response:
                            "the index write failed") for _r, ds in accepted)
             accepted = []
         if studies:  # the Endpoint gets the configured address, as for C-STORE (not this Host header)
-            update_studies(repo, studies, svc.settings.fhir_base[:-len("/fhir")] + "/dicomweb")
+            update_studies(repo, studies, svc.settings.root_url + "/dicomweb")
     base = base_url()
     result = Dataset()
     url_study = target_study or (next(iter(studies)) if len(studies) == 1 else None)

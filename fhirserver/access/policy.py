@@ -34,6 +34,13 @@ class Policy(Protocol):
         """Raise FhirError(403) when the caller may not delete this resource (e.g. a profile its
         patient owns); runs in the delete's transaction `tx` and writes only there."""
 
+    def owned(self, res_type: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The body to store: the gate may stamp who owns data that names no patient."""
+
+    def check_new_id(self, res_type: str) -> None:
+        """Raise FhirError(403) when the caller may not create `res_type` under an id it chose
+        (update-as-create), whether or not that id is taken by something it cannot see."""
+
 
 class OpenPolicy:
     """No restrictions."""
@@ -52,3 +59,48 @@ class OpenPolicy:
 
     def check_delete(self, tx: Any, res_type: str, res_id: str) -> None:
         return None
+
+    def owned(self, res_type: str, body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    def check_new_id(self, res_type: str) -> None:
+        return None
+
+
+class SystemJob(OpenPolicy):
+    """The server acting for itself (loading files an operator named, seeding a demo, internal
+    upkeep): no restrictions, and a name saying which job it is. Never a request's policy."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class DenyPolicy:
+    """What a caller gets when nobody said who it is: nothing. Contexts default to it, so an
+    entry point that forgets to pass its caller's policy fails closed, never open."""
+
+    def check_interaction(self, interaction: str, res_type: str | None) -> None:
+        from fhirserver.api.outcome import FhirError
+
+        raise FhirError(403, "No access policy was given for this call", "forbidden")
+
+    def row_filter(self, res_type: str | None) -> Sequence[ColumnElement[bool]]:
+        from sqlalchemy import false
+
+        return (false(),)
+
+    def check_write(self, res_type: str, body: dict[str, Any]) -> None:
+        self.check_interaction("create", res_type)
+
+    def owned(self, res_type: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.check_interaction("create", res_type)
+        return body
+
+    def check_new_id(self, res_type: str) -> None:
+        self.check_interaction("create", res_type)
+
+    def check_operation(self, name: str, res_type: str | None) -> None:
+        self.check_interaction("operation", res_type)
+
+    def check_delete(self, tx: Any, res_type: str, res_id: str) -> None:
+        self.check_interaction("delete", res_type)

@@ -15,33 +15,25 @@ and paging can never see more than a read.
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sqlalchemy import and_, exists, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from fhirserver.access.audit import every_named_patient_visible
+from fhirserver.access.grants import audit_write_error, consent_write_error
 from fhirserver.access.scopes import INTERACTION_PERM, Scope
-from fhirserver.model.references import referenced_ids
+from fhirserver.model.references import reference_id, referenced_ids
+from fhirserver.search.registry import patient_compartment_types
 
-_DEF = Path(__file__).resolve().parents[2] / "conformance" / "definitions" / "CompartmentDefinition-patient.json"
-
-
-def _compartment_types() -> frozenset[str]:
-    try:
-        d = json.loads(_DEF.read_text())
-        return frozenset(r["code"] for r in d["resource"] if r.get("param")) | {"Patient"}
-    except (OSError, ValueError, KeyError):  # pragma: no cover - shipped with the package
-        return frozenset({"Patient", "Observation", "Condition", "DiagnosticReport", "Encounter"})
-
-
-PATIENT_COMPARTMENT_TYPES = _compartment_types()
 # Types outside the Patient compartment that hold patient data anyway: only a full-access
 # principal sees them until they are linked to a patient (e.g. Binary via securityContext).
 RESTRICTED_TYPES = frozenset({"Binary", "Task", "Bundle", "Parameters"})
+# Types that describe several patients at once (who accessed what, who belongs together): a
+# restricted caller sees one only when it may see every patient it names.
+ALL_NAMED_TYPES = frozenset({"AuditEvent", "Group", "Provenance", "Linkage"})
+# Patient data that names no patient yet (a report filed before its patient is known) belongs to
+# the organization whose staff or client wrote it: a meta.tag the gate stamps and filters on.
+OWNER_TAG = "urn:fhirserver:owner"
 IMAGING_TYPES = ("ImagingStudy", "Media")  # what an imaging-only Consent shares (with the Patient)
 
 
@@ -124,8 +116,10 @@ class SmartPolicy:
 
     def __init__(self, principal: Principal, *, postgres: bool = False,
                  org_patients: Callable[[Sequence[str], Sequence[str]], set[str]] | None = None,
-                 email_owners: Callable[[Sequence[str]], dict[str, tuple[str, str]]] | None = None) -> None:
+                 email_owners: Callable[[Sequence[str]], dict[str, tuple[str, str]]] | None = None,
+                 base: str | None = None) -> None:
         self.p = principal
+        self.base = base  # our own base URL: absolute references to it are local
         self._email_owners = email_owners  # issue 7: reserved emails -> (res_type, res_id)
         self.postgres = postgres
         self._org_patients = org_patients  # (orgs, candidate patient ids) -> those in the orgs
@@ -155,8 +149,8 @@ class SmartPolicy:
             return p.patients
         return p.patients  # staff/system: explicit shares; organizations are added in SQL
 
-    def _audience(self, context: str) -> ColumnElement[bool] | None:
-        """None: no restriction."""
+    def _audience(self, context: str, res_type: str | None = None) -> ColumnElement[bool] | None:
+        """The rows a scope context reaches, as one SQL condition on `resource` (None: all)."""
         from fhirserver.storage.tables import idx_reference, resource, resource_compartment
 
         r, rc = resource, resource_compartment
@@ -166,6 +160,7 @@ class SmartPolicy:
         ids = self._patient_ids(context) or ()
         org_scope = context != "patient" and p.role in ("staff", "system") and p.organizations
         members: list[ColumnElement[bool]] = []
+        org_ids = None
         if ids:
             members.append(and_(r.c.res_type == "Patient", r.c.res_id.in_(ids)))
             members.append(exists(select(1).where(
@@ -183,20 +178,39 @@ class SmartPolicy:
             members.append(exists(select(1).where(
                 rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient", rc.c.comp_id.in_(org_ids))))
         if context != "patient" and p.role in ("staff", "system") and p.shared_imaging:
-            # issue 7: imaging-only Consents: the Patient and its imaging, nothing else
+            # imaging-only Consents: the Patient and its imaging, nothing else
             img = p.shared_imaging
             members.append(and_(r.c.res_type == "Patient", r.c.res_id.in_(img)))
             members.append(and_(r.c.res_type.in_(IMAGING_TYPES), exists(select(1).where(
                 rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient", rc.c.comp_id.in_(img)))))
         if context != "patient" and p.role in ("staff", "system") and p.shared_windows:
             members.extend(_window_members(p.shared_windows))
-        shared = r.c.res_type.notin_(PATIENT_COMPARTMENT_TYPES | RESTRICTED_TYPES)
-        members.append(shared)
+        members.append(r.c.res_type.notin_(patient_compartment_types() | RESTRICTED_TYPES))
         if context != "patient" and p.role in ("staff", "system"):
-            # patient-compartment data not yet attached to any patient (issue 7: reports found later)
+            # patient-compartment data not yet attached to any patient (a report filed later)
+            # (never a deleted row: one whose compartment rows were lost must not open to all staff)
+            from fhirserver.storage.tables import idx_token
+
+            tag = idx_token.alias("owner_tag")
             members.append(and_(r.c.res_type.notin_(("Patient",) + tuple(RESTRICTED_TYPES)),
-                                ~exists(select(1).where(rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient"))))
-        return or_(*members)
+                                r.c.deleted.is_(False),
+                                ~exists(select(1).where(rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient")),
+                                ~exists(select(1).where(tag.c.res_pk == r.c.pk, tag.c.param == "_tag",
+                                                        tag.c.system == OWNER_TAG,
+                                                        tag.c.code.notin_(p.organizations or ("",))))))
+        audience = or_(*members)
+        if res_type is not None and res_type not in ALL_NAMED_TYPES:
+            return audience
+        # a record naming several patients is seen only by who may see every one of them
+        outside = [rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient"]
+        if ids:
+            outside.append(rc.c.comp_id.notin_(ids))
+        if org_ids is not None:
+            outside.append(rc.c.comp_id.notin_(org_ids))
+        guard = ~exists(select(1).where(*outside))
+        if res_type is None:
+            guard = or_(r.c.res_type.notin_(ALL_NAMED_TYPES), guard)
+        return and_(audience, guard)
 
     def _query_filter(self, scope: Scope, res_type: str) -> ColumnElement[bool]:
         from fhirserver.search import SearchError, compile_search
@@ -223,17 +237,13 @@ class SmartPolicy:
             branches: list[ColumnElement[bool]] = []
             open_ = False
             for s in scopes:
-                aud = self._audience(s.context)
                 types = None if s.res_type == "*" else s.res_type
+                aud = self._audience(s.context, types or res_type)
                 conds: list[ColumnElement[bool]] = []
                 if types is not None and res_type is None:
                     conds.append(resource.c.res_type == types)
                 if aud is not None:
                     conds.append(aud)
-                named = every_named_patient_visible(self.p, self._patient_ids(s.context), s.context,
-                                                    res_type or types)
-                if named is not None:  # AuditEvents: every patient they name must be reached
-                    conds.append(named)
                 if s.query:
                     if types is None:  # a query on '*' cannot be compiled per type: grants nothing
                         continue
@@ -278,6 +288,33 @@ class SmartPolicy:
             errors.append(msg)
         raise _forbidden(errors[0])
 
+    def owned(self, res_type: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The body as stored: patient data naming no patient, written by an organization's staff
+        or client, carries that organization's owner tag (and no owner tag of another)."""
+        p = self.p
+        if p.unrestricted or p.role not in ("staff", "system") or not p.organizations \
+                or res_type == "Patient" or res_type not in patient_compartment_types():
+            return body
+        if patient_refs(body, self.base):
+            return body
+        meta = dict(body.get("meta") or {})
+        tags = [t for t in meta.get("tag") or [] if not (isinstance(t, dict) and t.get("system") == OWNER_TAG)]
+        mine = [t for t in meta.get("tag") or [] if isinstance(t, dict) and t.get("system") == OWNER_TAG
+                and t.get("code") in p.organizations][:1]
+        meta["tag"] = tags + (mine or [{"system": OWNER_TAG, "code": p.organizations[0]}])
+        return {**body, "meta": meta}
+
+    def check_new_id(self, res_type: str) -> None:
+        """Only a full-access caller creates under an id of its choosing (PUT to a new id).
+
+        Anyone else is refused whether or not the id exists, so the answer never tells that
+        another patient's or organization's resource has that id."""
+        if any(s.context != "patient" and s.perms & {"c", "u"} and s.res_type in ("*", res_type)
+               for s in self.p.scopes) and self.p.unrestricted:
+            return
+        raise _forbidden(f"This token may not write {res_type} resources under an id of its choosing: "
+                         "create them with POST")
+
     def _check_reserved_email(self, body: dict[str, Any]) -> None:
         """issue 7: an email owned by an account, or of an unlinked/closed profile, is not reusable."""
         emails = [t["value"].strip().lower() for t in body.get("telecom") or []
@@ -295,33 +332,40 @@ class SmartPolicy:
         p = self.p
         if s.context != "patient" and p.unrestricted:
             return None
+        if res_type == "AuditEvent":
+            return audit_write_error(p)
+        if res_type == "Consent":
+            refused = consent_write_error(p, body, self.base)
+            if refused:
+                return refused
         ids = set(self._patient_ids(s.context) or ())
+        staff = s.context != "patient" and p.role in ("staff", "system")
+        refs = patient_refs(body, self.base)
         if res_type == "Patient":
             rid = body.get("id")
-            if rid and rid in ids:
-                return None
-            if s.context != "patient" and p.role in ("staff", "system") and p.organizations:
-                org = ((body.get("managingOrganization") or {}).get("reference") or "").rsplit("/", 1)[-1]
-                if org in p.organizations:
-                    return None
-                return "A Patient written with this token must belong to one of its organizations"
-            return "This token may not write Patient resources other than its own patients"
-        if res_type not in PATIENT_COMPARTMENT_TYPES:
-            if s.context != "patient" and p.role in ("staff", "system"):
+            refs.discard(rid)
+            if not (rid and rid in ids):
+                if not (staff and p.organizations):
+                    return "This token may not write Patient resources other than its own patients"
+                org = reference_id(body.get("managingOrganization"), "Organization", self.base)
+                if org not in p.organizations:
+                    return "A Patient written with this token must belong to one of its organizations"
+            if not refs:
+                return None  # links to other patients are checked below like any reference
+        elif res_type not in patient_compartment_types():
+            if staff:
                 return None
             return f"This token may not write {res_type} resources"
-        refs = patient_refs(body)
-        if not refs:
-            if s.context != "patient" and p.role in ("staff", "system"):
+        elif not refs:
+            if staff:
                 return None
             return f"The {res_type} must reference the token's patient"
         outside = refs - ids
-        if outside and s.context != "patient" and p.role in ("staff", "system") and p.organizations \
-                and self._org_patients is not None:
+        if outside and staff and p.organizations and self._org_patients is not None:
             outside -= self._org_patients(p.organizations, sorted(outside))
         if outside:
             return f"The {res_type} references patients outside the token's access"
         return None
 
 
-__all__ = ["PATIENT_COMPARTMENT_TYPES", "Principal", "SmartPolicy", "patient_refs"]
+__all__ = ["ALL_NAMED_TYPES", "Principal", "SmartPolicy", "patient_compartment_types", "patient_refs"]

@@ -4,6 +4,10 @@ A transaction runs in one database transaction: ids are assigned first, `urn:uui
 conditional references are rewritten, entries run in the spec's order (DELETE, POST, PUT/PATCH,
 GET/HEAD), and any failure rolls the whole Bundle back. Batch entries run each in their own
 transaction and fail alone.
+
+A Bundle whose `identifier` is in `BATCH_ID_SYSTEM` is applied at most once: its value is recorded
+in the same database transaction as the entries (per entry for a batch), so a client that lost
+the answer can send it again and get 409 `duplicate` instead of a second copy of the data.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from fhirserver.api.outcome import FhirError, outcome
 from fhirserver.model.jsonio import loads
 from fhirserver.model.types import R4_RESOURCE_TYPES
 from fhirserver.model.validate import Issue, is_valid_id
-from fhirserver.storage import Repository, Tx
+from fhirserver.storage import Repository, Tx, batches
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
@@ -142,17 +146,43 @@ def process(ctx: Context, repo: Repository, bundle: Any, headers: dict[str, str]
     if not isinstance(raw_entries, list):
         raise FhirError(400, "Bundle.entry must be an array", "structure")
     prefer = _prefer_return(headers)
+    batch_id = _batch_id(bundle.get("identifier"))
     if kind == "transaction":
-        return _transaction(ctx, repo, raw_entries, prefer)
-    return _batch(ctx, repo, raw_entries, prefer)
+        return _transaction(ctx, repo, raw_entries, prefer, batch_id)
+    return _batch(ctx, repo, raw_entries, prefer, batch_id)
 
 
-def _batch(ctx: Context, repo: Repository, raw_entries: list, prefer: str) -> dict[str, Any]:
+def _batch_id(identifier: Any) -> str | None:
+    """The at-most-once key of a Bundle, if its identifier is in BATCH_ID_SYSTEM."""
+    if not isinstance(identifier, dict) or identifier.get("system") != batches.BATCH_ID_SYSTEM:
+        return None
+    value = identifier.get("value")
+    if not isinstance(value, str) or not value.strip():
+        raise FhirError(400, f"Bundle.identifier in {batches.BATCH_ID_SYSTEM} needs a value", "required")
+    if len(value) > batches.MAX_KEY - 12:  # room for "#<entry index>"
+        raise FhirError(400, f"Bundle.identifier.value in {batches.BATCH_ID_SYSTEM} is longer than "
+                        f"{batches.MAX_KEY - 12} characters", "too-long")
+    return value
+
+
+def _claim(tx: Tx, key: str, what: str) -> None:
+    """Record the key in this transaction, or refuse: the same work was committed before."""
+    when = batches.claim(tx, key)
+    if when is not None:
+        raise FhirError(409, f"{what} ({batches.BATCH_ID_SYSTEM}|{key}) was already committed at "
+                        f"{when.isoformat(timespec='seconds')}; it was not applied again", "duplicate")
+
+
+def _batch(ctx: Context, repo: Repository, raw_entries: list, prefer: str,
+           batch_id: str | None) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     for i, raw in enumerate(raw_entries):
         try:
             entry = to_request(raw if isinstance(raw, dict) else {}, i, ctx.base)
-            with repo.transaction(write=entry.request.method in WRITE_METHODS) as tx:
+            write = entry.request.method in WRITE_METHODS
+            with repo.transaction(write=write) as tx:
+                if batch_id is not None and write:
+                    _claim(tx, f"{batch_id}#{i}", f"Bundle.entry[{i}] of this batch")
                 resp = dispatch(ctx, tx, entry.request)
             out.append(_finish(ctx, _response_entry(resp, prefer), resp))
         except FhirError as exc:
@@ -169,11 +199,14 @@ def _finish(ctx: Context, item: dict[str, Any], resp: FhirResponse) -> dict[str,
     return item
 
 
-def _transaction(ctx: Context, repo: Repository, raw_entries: list, prefer: str) -> dict[str, Any]:
+def _transaction(ctx: Context, repo: Repository, raw_entries: list, prefer: str,
+                 batch_id: str | None) -> dict[str, Any]:
     entries = [to_request(raw if isinstance(raw, dict) else {}, i, ctx.base)
                for i, raw in enumerate(raw_entries)]
     results: dict[int, dict[str, Any]] = {}
     with repo.transaction(write=True) as tx:
+        if batch_id is not None:  # first: a concurrent copy of this Bundle waits here, not midway
+            _claim(tx, batch_id, "This transaction")
         mapping = _assign_identities(ctx, tx, entries)
         for e in entries:
             if e.request.body is not None and e.request.body_kind == "resource":

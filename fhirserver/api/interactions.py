@@ -14,7 +14,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Callable
 from urllib.parse import urlencode
 
-from fhirserver.access import OpenPolicy, Policy
+from fhirserver.access import DenyPolicy, Policy
 from fhirserver.api.formats import Raw
 from fhirserver.api.outcome import FhirError, bad_request, info, not_found
 from fhirserver.model import patch as patching
@@ -73,7 +73,7 @@ class Context:
     default_count: int = 50
     max_count: int = 1000
     postgres: bool = False
-    access: Policy = dataclasses.field(default_factory=OpenPolicy)
+    access: Policy = dataclasses.field(default_factory=DenyPolicy)  # fail closed
     search: Any = None                     # fhirserver.search.SearchEngine
 
     def page_size(self, req: "FhirRequest") -> int:
@@ -220,6 +220,7 @@ def create(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     ctx.access.check_interaction("create", res_type)
     body = _validated(req.body, res_type)
     ctx.access.check_write(res_type, body)
+    body = ctx.access.owned(res_type, body)
     cond = req.header("if-none-exist")
     if cond:
         matches = find_matches(ctx, tx, res_type, cond.split("?", 1)[-1])
@@ -238,6 +239,7 @@ def update(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     ctx.access.check_interaction("update", res_type)
     body = _validated(req.body, res_type)
     ctx.access.check_write(res_type, body)
+    body = ctx.access.owned(res_type, body)
     if req.res_id is None:
         return _conditional_update(ctx, tx, req, res_type, body)
     res_id = check_id(req.res_id)
@@ -245,15 +247,23 @@ def update(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         raise bad_request(f"The {res_type} in the body has no id; it must be '{res_id}'")
     if body["id"] != res_id:
         raise bad_request(f"The id in the body ('{body['id']}') differs from the id in the URL ('{res_id}')")
-    return _write_version(ctx, tx, req, res_type, res_id, body, "PUT")
+    return _write_version(ctx, tx, req, res_type, res_id, body, "PUT", chosen_id=True)
 
 
 def _write_version(ctx: Context, tx: Tx, req: FhirRequest, res_type: str, res_id: str,
-                   body: dict, method: str) -> FhirResponse:
+                   body: dict, method: str, chosen_id: bool = False) -> FhirResponse:
+    """A new version of `res_type/res_id`. A row the caller cannot see (deleted ones included:
+    they keep their audience) is never written; creating under an id the client chose is the
+    access gate's call, answered alike whether or not the id is taken."""
     if ctx.access.row_filter(res_type):
-        existing = tx.current(res_type, res_id)
-        if existing is not None and not existing.deleted and _visible(ctx, tx, res_type, res_id) is None:
-            raise FhirError(403, f"Not permitted to write {res_type}/{res_id}", "forbidden")
+        seen = _visible(ctx, tx, res_type, res_id)
+        if seen is None:
+            if chosen_id:
+                ctx.access.check_new_id(res_type)
+            if tx.current(res_type, res_id) is not None:
+                raise FhirError(403, f"Not permitted to write {res_type}/{res_id}", "forbidden")
+        elif not seen.deleted:  # replacing content is changing it: it must be the caller's to write
+            ctx.access.check_write(res_type, loads(seen.body or "{}"))
     if_match = req.header("if-match")
     try:
         stored, created = tx.update(res_type, res_id, body,
@@ -276,9 +286,10 @@ def _conditional_update(ctx: Context, tx: Tx, req: FhirRequest, res_type: str,
         target = matches[0].res_id
         if "id" in body and body["id"] != target:
             raise bad_request(f"The id in the body ('{body['id']}') differs from the matched resource ({target})")
-    else:
-        target = body.get("id") or req.assigned_id or _new_id()
-    return _write_version(ctx, tx, req, res_type, target, {**body, "id": target}, "PUT")
+        return _write_version(ctx, tx, req, res_type, target, {**body, "id": target}, "PUT")
+    target = body.get("id") or req.assigned_id or _new_id()
+    return _write_version(ctx, tx, req, res_type, target, {**body, "id": target}, "PUT",
+                          chosen_id="id" in body)
 
 
 def _new_id() -> str:
@@ -328,6 +339,7 @@ def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         raise FhirError(422, "A patch may not change resourceType or id", "processing")
     body = _validated(patched, res_type)
     ctx.access.check_write(res_type, body)
+    body = ctx.access.owned(res_type, body)
     return _write_version(ctx, tx, req, res_type, res_id, body, "PATCH")
 
 
@@ -356,8 +368,12 @@ def delete(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         res_id = matches[0].res_id
     else:
         res_id = check_id(req.res_id)
-        if ctx.access.row_filter(res_type) and _visible(ctx, tx, res_type, res_id) is None:
+    if ctx.access.row_filter(res_type):
+        cur = _visible(ctx, tx, res_type, res_id)
+        if cur is None or cur.deleted:
             return FhirResponse(204, outcome=info(f"{res_type}/{res_id} did not exist or was already deleted"))
+        # deleting is changing: only what the caller could also write (not a message naming others)
+        ctx.access.check_write(res_type, loads(cur.body or "{}"))
     ctx.access.check_delete(tx, res_type, res_id)
     if_match = req.header("if-match")
     try:
@@ -462,6 +478,7 @@ def reindex(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type = check_type(req.res_type) if req.res_type else None
     ctx.search.refresh(tx.conn, force=True)
     n = tx.reindex_all(res_type)
+    tx.recompartment_deleted(res_type)
     return FhirResponse(200, {"resourceType": "Parameters", "parameter": [
         {"name": "count", "valueInteger": n},
         {"name": "message", "valueString": f"Reindexed {n} resources" + (f" of type {res_type}" if res_type else "")}]})

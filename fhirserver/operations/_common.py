@@ -139,13 +139,15 @@ def audit(tx: Any, ctx: Any, action: str, refs: Iterable[str], what: str, detail
     entity = [{"what": {"reference": r}} for r in refs]
     if detail:
         entity.append({"what": {"display": what}, "description": detail[:1000]})
-    tx.create("AuditEvent", {
+    from fhirserver.audit import AuditTrail
+
+    AuditTrail.write(tx, [{
         "resourceType": "AuditEvent",
         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
                  "display": "RESTful Operation"},
         "subtype": [{"system": "urn:fhirserver:audit", "code": what}],
         "action": action, "recorded": instant(), "outcome": "0", "agent": agent,
-        "source": {"observer": {"display": "fhirserver"}}, "entity": entity})
+        "source": {"observer": {"display": "fhirserver"}}, "entity": entity}])
 
 
 def parameters(*pairs: tuple[str, Any]) -> dict[str, Any]:
@@ -165,8 +167,7 @@ def parameters(*pairs: tuple[str, Any]) -> dict[str, Any]:
 
 
 def root_url() -> str:
-    base = services().fhir_base().rstrip("/")
-    return base[: -len("/fhir")] if base.endswith("/fhir") else base
+    return services().root_url()
 
 
 def revoke_user_tokens(conn: Any, user_pk: int) -> None:

@@ -307,7 +307,11 @@ def _erase_dicom(conn: Any, pid: str, study_ids: list[str]) -> list[str]:
     conn.execute(delete(dicom_study).where(dicom_study.c.study_uid.in_(studies)))
     still = set(conn.execute(select(dicom_instance.c.storage_key).where(
         dicom_instance.c.storage_key.in_(keys))).scalars()) if keys else set()
-    return [k for k in keys if k not in still]
+    keys = [k for k in keys if k not in still]
+    from dicom.index import record_erased
+
+    record_erased(conn, keys)  # a crash before the files go must not bring them back
+    return keys
 
 
 def _forget_in_guardians(conn: Any, pid: str) -> None:

@@ -76,13 +76,18 @@ def close(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         raise FhirError(403, "Only the patient closes their own account", "forbidden")
     acct = _owned(tx.conn, pid)
     tx.update("Patient", pid, {**body, "active": False})
-    if acct:
-        from smart_auth.tables import auth_user
+    from smart_auth.tables import auth_user
 
-        tx.conn.execute(update(auth_user).where(auth_user.c.pk == acct["user_pk"]).values(active=False))
+    # every login of this patient ends: the invited account, and a login made by hand for it
+    logins = set(tx.conn.execute(select(auth_user.c.pk).where(
+        auth_user.c.role == "patient", auth_user.c.fhir_user == f"Patient/{pid}")).scalars())
+    if acct:
+        logins.add(acct["user_pk"])
         tx.conn.execute(update(lifecycle_account).where(lifecycle_account.c.user_pk == acct["user_pk"])
                         .values(status="closed"))
-        c.revoke_user_tokens(tx.conn, acct["user_pk"])
+    for user_pk in sorted(logins):
+        tx.conn.execute(update(auth_user).where(auth_user.c.pk == user_pk).values(active=False))
+        c.revoke_user_tokens(tx.conn, user_pk)
     _reserve_all(tx.conn, body, pid, "closed")
     c.audit(tx, ctx, "U", [f"Patient/{pid}"], "close", "account closed")
     return FhirResponse(200, c.parameters(("result", True), ("message", "The account is closed")))

@@ -162,4 +162,17 @@ def compartment_params() -> dict[str, dict[str, tuple[str, ...]]]:
             if r.get("param"):
                 per_type[r["code"]] = tuple(r["param"])
         out[cd["code"]] = per_type
+    # Patient data outside the R4 compartment (Device.patient, Task.for ...) is that patient's too:
+    # one loader, so the index, compartment search and the access gate agree. No fallback: a
+    # definition that cannot be read stops the server instead of opening access.
+    for r in load_definition("patient-data-links.json")["resource"]:
+        out["Patient"][r["code"]] = tuple(dict.fromkeys(out["Patient"].get(r["code"], ()) + tuple(r["param"])))
+    if not out.get("Patient"):
+        raise RuntimeError("The Patient compartment definition is empty")
     return out
+
+
+@lru_cache(maxsize=1)
+def patient_compartment_types() -> frozenset[str]:
+    """Every type that can belong to a patient's compartment (Patient itself included)."""
+    return frozenset(compartment_params()["Patient"]) | {"Patient"}

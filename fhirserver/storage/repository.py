@@ -33,6 +33,10 @@ _INSERT_RESOURCE = insert(resource).returning(resource.c.pk)
 _INSERT_HISTORY = insert(resource_history)
 _INSERT_INDEX = {name: insert(table) for name, table in _INDEX_TABLES.items()}
 _DELETE_INDEX = [table.delete().where(table.c.res_pk == bindparam("pk_")) for table in _INDEX_TABLES.values()]
+# A deletion keeps the compartment rows: the deleted versions still belong to their patients, so
+# history and vread keep the audience they had (deleted data never becomes "unassigned").
+_DELETE_SEARCH_INDEX = [table.delete().where(table.c.res_pk == bindparam("pk_"))
+                        for name, table in _INDEX_TABLES.items() if name != "compartment"]
 
 
 class StorageError(Exception):
@@ -122,6 +126,7 @@ class Tx:
         # 500-entry transaction Bundle costs ~500 + 10 round trips, not ~4,000. Anything that
         # reads those tables flushes first.
         self._pending: dict[str, list[dict[str, Any]]] = {}
+        self.written: set[str] = set()  # resource types written: handed to Repository.after_commit
 
     def flush(self) -> None:
         """Write buffered history and index rows."""
@@ -172,6 +177,7 @@ class Tx:
         rid = res_id or new_id()
         when = now_utc()
         stamped = stamp(body, rid, 1, when)
+        self.written.add(res_type)
         text = dumps(stamped).decode()
         pk = self.conn.execute(_INSERT_RESOURCE, {
             "res_type": res_type, "res_id": rid, "version_id": 1, "last_updated": when,
@@ -201,6 +207,7 @@ class Tx:
             text = dumps(stamped).decode()
             self.conn.execute(update(resource).where(resource.c.pk == cur.pk).values(
                 version_id=vid, last_updated=when, deleted=False, body=text))
+            self.written.add(res_type)
             self._history(res_type, res_id, vid, when, method, text)
             self._index(cur.pk, res_type, stamped, replace=True)
             return Stored(cur.pk, res_type, res_id, vid, when, False, text, method), cur.deleted
@@ -219,8 +226,9 @@ class Tx:
         when = max(now_utc(), cur.last_updated)
         self.conn.execute(update(resource).where(resource.c.pk == cur.pk).values(
             version_id=vid, last_updated=when, deleted=True, body=None))
+        self.written.add(res_type)
         self._history(res_type, res_id, vid, when, "DELETE", None)
-        self._unindex(cur.pk)
+        self._unindex(cur.pk, keep_compartments=True)
         return Stored(cur.pk, res_type, res_id, vid, when, True, None, "DELETE")
 
     def _history(self, res_type: str, res_id: str, vid: int, when: datetime, method: str,
@@ -229,9 +237,9 @@ class Tx:
             "res_type": res_type, "res_id": res_id, "version_id": vid, "last_updated": when,
             "method": method, "deleted": text is None, "body": text})
 
-    def _unindex(self, pk: int) -> None:
+    def _unindex(self, pk: int, keep_compartments: bool = False) -> None:
         self.flush()
-        for stmt in _DELETE_INDEX:
+        for stmt in (_DELETE_SEARCH_INDEX if keep_compartments else _DELETE_INDEX):
             self.conn.execute(stmt, {"pk_": pk})
 
     def _index(self, pk: int, res_type: str, body: dict[str, Any], replace: bool) -> None:
@@ -265,6 +273,30 @@ class Tx:
                 self._index(pk, rtype, loads(body), replace=True)
                 n += 1
             last = rows[-1][0]
+
+    def recompartment_deleted(self, res_type: str | None = None) -> int:
+        """Give deleted resources the compartment rows of their last content (databases written
+        before deletions kept them); returns how many were restored."""
+        if self.indexer is None:
+            return 0
+        from fhirserver.model.jsonio import loads
+
+        h = resource_history
+        q = select(resource.c.pk, resource.c.res_type, resource.c.res_id).where(
+            resource.c.deleted.is_(True),
+            ~exists().where(resource_compartment.c.res_pk == resource.c.pk))
+        if res_type:
+            q = q.where(resource.c.res_type == res_type)
+        n = 0
+        for pk, rtype, rid in list(self.conn.execute(q)):
+            body = self.conn.execute(select(h.c.body).where(
+                h.c.res_type == rtype, h.c.res_id == rid, h.c.body.isnot(None))
+                .order_by(h.c.version_id.desc()).limit(1)).scalar()
+            rows = self.indexer(rtype, loads(body)).get("compartment") if body else None
+            if rows:
+                self.conn.execute(_INSERT_INDEX["compartment"], [{**row, "res_pk": pk} for row in rows])
+                n += 1
+        return n
 
     def reindex(self, pk: int, res_type: str, body: dict[str, Any]) -> None:
         """Recompute one resource's index rows (after the registry changed)."""
@@ -379,6 +411,8 @@ class Repository:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self.indexer = indexer
+        # called with the written resource types after each commit (e.g. auth caches to drop)
+        self.after_commit: list[Callable[[set[str]], None]] = []
 
     @contextmanager
     def transaction(self, write: bool = False, single_read: bool = False) -> Iterator[Tx]:
@@ -396,6 +430,8 @@ class Repository:
                 tx = Tx(conn, self.postgres, self.indexer)
                 yield tx
                 tx.flush()
+        for hook in self.after_commit if tx.written else ():
+            hook(tx.written)
 
 
 __all__ = ["Repository", "Tx", "Stored", "StorageError", "VersionConflict", "format_instant", "now_utc"]

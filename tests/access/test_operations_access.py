@@ -231,9 +231,10 @@ def test_merge_across_organizations_is_refused(oapp):  # noqa: ANN001
     t1 = _patient(c, d1, "o1", "Target")
     rep = _post(c, d1, {"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "x"},
                         "subject": {"reference": f"Patient/{s1}/"}})["id"]  # a trailing-slash spelling
-    task = _post(c, root, {"resourceType": "Task", "status": "requested", "intent": "order",
-                           "for": {"reference": f"Patient/{s1}"}})["id"]  # outside what d1 sees
-    assert c.get(f"/fhir/Task/{task}", headers=H(d1)).status_code == 404
+    far = _patient(c, d2, "o2", "Far")
+    group = _post(c, root, {"resourceType": "Group", "type": "person", "actual": True, "member": [
+        {"entity": {"reference": f"Patient/{s1}"}}, {"entity": {"reference": f"Patient/{far}"}}]})["id"]
+    assert c.get(f"/fhir/Group/{group}", headers=H(d1)).status_code == 404  # it names o2's patient too
     # own success first: d1 merges two patients of o1; only what d1 sees moves
     p = params(source_patient={"reference": f"Patient/{s1}"}, target_patient={"reference": f"Patient/{t1}"})
     r = c.post("/fhir/Patient/$merge", json=p, headers=H(d1))
@@ -241,7 +242,7 @@ def test_merge_across_organizations_is_refused(oapp):  # noqa: ANN001
     moved = {x["valueReference"]["reference"] for x in r.get_json()["parameter"] if x["name"] == "moved"}
     assert moved == {f"DiagnosticReport/{rep}"}
     assert c.get(f"/fhir/DiagnosticReport/{rep}", headers=H(d1)).get_json()["subject"] == {"reference": f"Patient/{t1}"}
-    assert c.get(f"/fhir/Task/{task}", headers=H(root)).get_json()["for"] == {"reference": f"Patient/{s1}"}
+    assert c.get(f"/fhir/Group/{group}", headers=H(root)).get_json()["member"][0] == {"entity": {"reference": f"Patient/{s1}"}}
     # across organizations: d1 sees s2 but not o2's patient, d2 the other way round
     s2 = _patient(c, d1, "o1", "Source2")
     other = _patient(c, d2, "o2", "Elsewhere")
@@ -314,13 +315,15 @@ def test_owned_profile_cannot_be_deleted_by_staff_by_any_route(oapp, ops_smtp): 
 
 
 # -- the access log as a patient -------------------------------------------------------------------------
-def _audit(c, tok, *pids) -> str:  # noqa: ANN001
-    return _post(c, tok, {
+def _audit(app, *pids) -> str:  # noqa: ANN001
+    """An AuditEvent naming these patients, written by the server (clients cannot write them)."""
+    with app.extensions["fhirserver"].repo.transaction(write=True) as tx:
+        return tx.create("AuditEvent", {
         "resourceType": "AuditEvent", "recorded": "2026-01-01T10:00:00Z",
         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
         "agent": [{"who": {"reference": "Practitioner/d1"}, "requestor": True}],
         "source": {"observer": {"display": "test"}},
-        "entity": [{"what": {"reference": f"Patient/{p}"}} for p in pids]})["id"]
+        "entity": [{"what": {"reference": f"Patient/{p}"}} for p in pids]}).res_id
 
 
 def test_access_log_of_a_patient_does_not_show_events_naming_others(oapp, ops_smtp):  # noqa: ANN001
@@ -329,9 +332,9 @@ def test_access_log_of_a_patient_does_not_show_events_naming_others(oapp, ops_sm
     a = _patient(c, d1, "o1", "Alpha", email="alpha@example.org")
     b = _patient(c, d1, "o1", "Beta")
     pa = _own_account(oapp, c, ops_smtp, d1, a, "alpha@example.org")
-    mine = _audit(c, d1, a)
-    both = _audit(c, d1, a, b)
-    theirs = _audit(c, d1, b)
+    mine = _audit(oapp, a)
+    both = _audit(oapp, a, b)
+    theirs = _audit(oapp, b)
     # own success first: A's log lists the event about A alone
     r = c.get(f"/fhir/Patient/{a}/$access-log", headers=H(pa))
     assert r.status_code == 200, r.get_data(as_text=True)

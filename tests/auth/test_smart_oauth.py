@@ -248,7 +248,9 @@ def test_unticking_a_scope_narrows_the_token(sapp, engine, open_client):
 
 
 def test_ehr_launch_context(sapp, engine, open_client):
-    seed(open_client, standard_data())
+    # the launch's encounter must exist and be visible to the signed-in user like its patient
+    seed(open_client, standard_data() + [{"resourceType": "Encounter", "id": "e1", "status": "finished",
+                                          "class": {"code": "AMB"}, "subject": {"reference": "Patient/b"}}])
     _user(engine, username="doc", role="staff", fhir_user="Practitioner/doc1", organizations=["org1"])
     c = sapp.test_client()
     launch = store.mint_launch(engine, {"patient": "b", "encounter": "e1", "need_patient_banner": False})

@@ -11,6 +11,7 @@ import threading
 import pytest
 from pypdf import PdfReader
 
+from fhirserver.access import SystemJob
 from portal_helpers import admin_token, csrf_of, login
 
 
@@ -48,7 +49,7 @@ def test_spanish_messages_and_language_kept_in_patient(papp, ana):
 
         svc = papp.extensions["fhirserver"]
         with svc.repo.transaction() as tx:
-            body = dispatch(svc.context(), tx, FhirRequest("GET", "Patient", "demo-ana")).body
+            body = dispatch(svc.context(SystemJob("test check")), tx, FhirRequest("GET", "Patient", "demo-ana")).body
         pat = json.loads(body) if isinstance(body, str) else body
     assert pat["communication"][0]["language"]["coding"][0]["code"] == "es"
     r = ana.get("/portal/reports")
@@ -172,7 +173,7 @@ def test_two_patients_never_book_the_same_slot(papp):
     with papp.test_request_context("/"):
         from fhirserver.api.interactions import FhirRequest, dispatch
         with svc.repo.transaction() as tx:
-            b = dispatch(svc.context(), tx, FhirRequest("GET", "Appointment", params=[("slot", "Slot/demo-slot3")])).body
+            b = dispatch(svc.context(SystemJob("test check")), tx, FhirRequest("GET", "Appointment", params=[("slot", "Slot/demo-slot3")])).body
     b = json.loads(b) if isinstance(b, str) else b
     assert b.get("total", len(b.get("entry") or [])) == 1
 

@@ -1,0 +1,31 @@
+"""Fixtures of the access-gate suites: the auth-on app on an emptied database and a small world
+of two organizations, their patients, a guardian, staff and organization-bound backend clients."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from fhirserver.app import create_app
+
+
+@pytest.fixture(scope="session")
+def gate_session_app(settings, session_app):  # noqa: ANN001, ANN201
+    return create_app(settings.replace(insecure_no_auth=False))
+
+
+@pytest.fixture()
+def gate_app(gate_session_app, app):  # noqa: ANN001, ANN201
+    """The auth-on app, on an emptied database (the `app` fixture empties the resources)."""
+    eng = gate_session_app.extensions["fhirserver"].repo.engine
+    with eng.begin() as c:
+        for t in ("auth_token", "auth_code", "auth_session", "auth_launch", "auth_jti", "auth_user",
+                  "oauth_client"):
+            c.execute(text(f"DELETE FROM {t}"))
+    return gate_session_app
+
+
+@pytest.fixture()
+def world(gate_app, app):  # noqa: ANN001, ANN201
+    from access_helpers import World
+
+    return World(gate_app, app)
