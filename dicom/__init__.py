@@ -4,4 +4,5 @@ bridge that writes through the FHIR repository. DICOMweb (issue 5) reuses the st
 
 Public API: `DicomNode` (dicom.scp), `file_store`/`InstanceStore` (dicom.store), the index
 query `find`/`retrieve` (dicom.query), `update_studies` (dicom.bridge), node registry
-(dicom.nodes). Submodules are imported lazily so `import dicom` stays cheap."""
+(dicom.nodes), who a node acts as and which studies a caller may see (dicom.access, asking
+fhirserver.access), the AuditEvents of DIMSE and DICOMweb (dicom.audit). Submodules are imported lazily so `import dicom` stays cheap."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -18,6 +19,7 @@ from sqlalchemy import select, text, update
 from dicom.fhir import has_identifier, ref_id, search
 from dicom.index import study_summary
 from dicom.tables import dicom_study
+from fhirserver.access import organization_of
 from fhirserver.model.validate import validate_resource
 from fhirserver.storage import Repository, Tx, now_utc
 
@@ -89,21 +91,33 @@ def _pg_lock(tx: Tx, key: str) -> None:
         tx.conn.execute(text("SELECT pg_advisory_xact_lock(:n)"), {"n": n})
 
 
-def match_patient(tx: Tx, study: Any) -> str:
-    """The id of the Patient for the study's PatientID/issuer, creating an unreconciled one."""
+def match_patient(tx: Tx, study: Any, policy: Any) -> str:
+    """The id of the Patient for the study's PatientID/issuer among the Patients the sender's
+    `policy` lets it see (a clinic's modality matches that clinic's patients only: another
+    clinic may use the same PatientID for someone else), else (or when it matches several) the
+    unreconciled one waiting for it, else a new unreconciled one. A sender
+    bound to one organization makes the new Patient that organization's (managingOrganization),
+    so its staff see it in their reconciliation list and its next scans match it."""
     pid, issuer = study.patient_id, study.issuer
     system = identifier_system(issuer)
+    org = organization_of(policy)
     if pid:
         _pg_lock(tx, f"dicom-patient|{issuer or ''}|{pid}")
         token = f"{system}|{pid}" if system else pid
         found = list(search(tx, "Patient", [("identifier", token)],
-                            lambda b: has_identifier(b, pid, system), limit=10))
-        if not found and system is None:
-            found = []
-        if found:
-            reconciled = [f for f in found if not _is_unreconciled(f[1])]
-            return (reconciled or found)[0][0]
+                            lambda b: has_identifier(b, pid, system), limit=10, policy=policy))
+        reconciled = [f for f in found if not _is_unreconciled(f[1])]
+        if len(reconciled) == 1:
+            return reconciled[0][0]
+        if len(reconciled) > 1:  # two people with this PatientID (e.g. two clinics): never guess
+            log.warning("dicom: PatientID %s matches %d patients; the study waits for reconciliation",
+                        pid, len(reconciled))
+        waiting = [f for f in found if _is_unreconciled(f[1])]
+        if waiting:
+            return waiting[0][0]
     body: dict[str, Any] = {"resourceType": "Patient", "meta": {"tag": [UNRECONCILED]}}
+    if org:
+        body["managingOrganization"] = {"reference": f"Organization/{org}"}
     if pid:
         ident: dict[str, Any] = {"system": system or PATIENT_ID_SYSTEM, "value": pid}
         if issuer:
@@ -145,21 +159,23 @@ def ensure_endpoint(tx: Tx, dicomweb_base: str) -> str:
     return ENDPOINT_ID
 
 
-def find_service_request(tx: Tx, accession: str | None) -> tuple[str, dict] | None:
+def find_service_request(tx: Tx, accession: str | None, policy: Any) -> tuple[str, dict] | None:
+    """The order the scan fulfils: a ServiceRequest with its accession the sender may see."""
     if not accession:
         return None
     for rid, body in search(tx, "ServiceRequest", [("identifier", accession)],
-                            lambda b: has_identifier(b, accession), limit=5):
+                            lambda b: has_identifier(b, accession), limit=5, policy=policy):
         return rid, body
     return None
 
 
-def complete_appointments(tx: Tx, sr_id: str) -> None:
-    """Appointments based on the ServiceRequest are fulfilled by the arriving study."""
+def complete_appointments(tx: Tx, sr_id: str, policy: Any) -> None:
+    """Appointments based on the ServiceRequest (that the sender may see) are fulfilled by the
+    arriving study."""
     ref = f"ServiceRequest/{sr_id}"
     for aid, body in list(search(tx, "Appointment", [("based-on", ref)],
                                  lambda b: any(ref_id(r, "ServiceRequest") == sr_id
-                                               for r in b.get("basedOn") or []), limit=50)):
+                                               for r in b.get("basedOn") or []), limit=50, policy=policy)):
         if body.get("status") in ("fulfilled", "cancelled", "entered-in-error", "noshow"):
             continue
         body = {k: v for k, v in body.items() if k not in ("meta", "id")}
@@ -243,8 +259,9 @@ def build_imaging_study(study: Any, series: list[Any], instances: list[Any], pat
     return body
 
 
-def update_study(repo: Repository, study_uid: str, dicomweb_base: str) -> str | None:
-    """Create or update the ImagingStudy of one study; returns its id."""
+def update_study(repo: Repository, study_uid: str, dicomweb_base: str, policy: Any) -> str | None:
+    """Create or update the ImagingStudy of one study; returns its id. `policy` is the sender's
+    (the calling node's, the STOW client's): what it may see is what the study may be linked to."""
     with repo.transaction(write=True) as tx:
         q = select(dicom_study).where(dicom_study.c.study_uid == study_uid)
         if tx.postgres:
@@ -260,9 +277,9 @@ def update_study(repo: Repository, study_uid: str, dicomweb_base: str) -> str | 
             cur = tx.current("Patient", patient_id)
             if cur is None or cur.deleted:
                 patient_id = None
-        patient_id = patient_id or match_patient(tx, study)
+        patient_id = patient_id or match_patient(tx, study, policy)
         endpoint_id = ensure_endpoint(tx, dicomweb_base)
-        sr = find_service_request(tx, study.accession)
+        sr = find_service_request(tx, study.accession, policy)
         body = build_imaging_study(study, series, instances, patient_id, endpoint_id, sr)
         validate_resource(body)
         is_id = study.imaging_study_id
@@ -281,7 +298,7 @@ def update_study(repo: Repository, study_uid: str, dicomweb_base: str) -> str | 
         else:
             is_id = tx.create("ImagingStudy", body).res_id
         if sr:
-            complete_appointments(tx, sr[0])
+            complete_appointments(tx, sr[0], policy)
         tx.conn.execute(update(dicom_study).where(dicom_study.c.pk == study.pk).values(
             imaging_study_id=is_id, patient_res_id=patient_id,
             modalities="\\".join(sorted({s.modality for s in series if s.modality})) or None,
@@ -290,12 +307,32 @@ def update_study(repo: Repository, study_uid: str, dicomweb_base: str) -> str | 
         return is_id
 
 
-def update_studies(repo: Repository, study_uids: Iterable[str], dicomweb_base: str) -> dict[str, str | None]:
+TRANSIENT_ATTEMPTS = 3
+
+
+def update_studies(repo: Repository, study_uids: Iterable[str], dicomweb_base: str,
+                   policy: Any) -> dict[str, str | None]:
+    """The ImagingStudy id of each study, None where it could not be made. A transient database
+    failure (deadlock, serialization failure, a dropped or refused connection) is retried: the
+    update is idempotent. What still fails is logged and answered as None, so that the caller
+    (STOW) can tell its client instead of acknowledging a study nobody can find on the FHIR side."""
+    from sqlalchemy.exc import OperationalError
+
     out: dict[str, str | None] = {}
     for uid in sorted(set(study_uids)):
-        try:
-            out[uid] = update_study(repo, uid, dicomweb_base)
-        except Exception:  # one bad study must not block the others
-            log.exception("dicom: ImagingStudy update failed for study %s", uid)
-            out[uid] = None
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                out[uid] = update_study(repo, uid, dicomweb_base, policy)
+                break
+            except OperationalError:
+                if attempt == TRANSIENT_ATTEMPTS:
+                    log.exception("dicom: ImagingStudy update failed for study %s", uid)
+                    out[uid] = None
+                else:
+                    log.warning("dicom: ImagingStudy update of study %s: transient database error, retrying", uid)
+                    time.sleep(0.1 * attempt)
+            except Exception:  # one bad study must not block the others
+                log.exception("dicom: ImagingStudy update failed for study %s", uid)
+                out[uid] = None
+                break
     return out

@@ -12,7 +12,7 @@ import functools
 import logging
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
@@ -80,9 +80,12 @@ def _seq(repo: Repository, study_uid: str) -> int | None:
                             .where(dicom_bridge_work.c.study_uid == study_uid)).scalar()
 
 
-def process(repo: Repository, study_uids: Iterable[str], dicomweb_base: str) -> dict[str, bool]:
+def process(repo: Repository, study_uids: Iterable[str], dicomweb_base: str,
+            policy_for: Callable[[str], Any]) -> dict[str, bool]:
     """Bring the ImagingStudies of these studies up to date where work is queued; True per
-    study done (or with nothing to do), False when its update failed (it stays queued)."""
+    study done (or with nothing to do), False when its update failed (it stays queued).
+    `policy_for(study_uid)` is the access policy of the node that sent the study: its patient
+    is matched among the patients that node may see."""
     out: dict[str, bool] = {}
     for uid in sorted(set(study_uids)):
         seq = _seq(repo, uid)
@@ -90,7 +93,7 @@ def process(repo: Repository, study_uids: Iterable[str], dicomweb_base: str) -> 
             out[uid] = True
             continue
         try:
-            update_study(repo, uid, dicomweb_base)
+            update_study(repo, uid, dicomweb_base, policy_for(uid))
         except Exception as exc:  # noqa: BLE001 - one bad study must not block the others
             log.exception("dicom: ImagingStudy update failed for study %s (kept queued)", uid)
             _failed(repo, uid, exc)
@@ -117,8 +120,10 @@ class WorkRunner:
     """A background thread that does queued updates nobody else will do: those left by a crash
     or a failure, once their study has been quiet for QUIET_SECONDS."""
 
-    def __init__(self, repo: Repository, dicomweb_base: str, interval: float = 2.0) -> None:
+    def __init__(self, repo: Repository, dicomweb_base: str, policy_for: Callable[[str], Any],
+                 interval: float = 2.0) -> None:
         self.repo, self.base, self.interval = repo, dicomweb_base, interval
+        self.policy_for = policy_for
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -131,7 +136,7 @@ class WorkRunner:
             try:
                 uids = due(self.repo, quiet=QUIET_SECONDS)
                 if uids:
-                    process(self.repo, uids, self.base)
+                    process(self.repo, uids, self.base, self.policy_for)
             except Exception:  # noqa: BLE001 - database away: try again next round
                 log.exception("dicom: queued ImagingStudy updates failed")
 

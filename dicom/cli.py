@@ -71,7 +71,8 @@ def cmd_dicom(args: argparse.Namespace, settings: Any) -> int:
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     # several association threads per process: hand the GIL over sooner (lower latency per message)
     sys.setswitchinterval(float(os.environ.get("FHIRSERVER_DICOM_SWITCH_INTERVAL", "0.001")))
-    node = DicomNode(settings, repo=build_services(settings, upgrade_schema=True).repo)
+    services = build_services(settings, upgrade_schema=True)
+    node = DicomNode(settings, repo=services.repo, audit=services.audit)
     if args.exit_with_parent:
         parent = os.getppid()
 

@@ -10,13 +10,16 @@ from fhirserver.storage import Tx
 
 
 def search(tx: Tx, res_type: str, params: list[tuple[str, str]],
-           predicate: Callable[[dict[str, Any]], bool], limit: int = 1000) -> Iterator[tuple[str, dict]]:
-    """(id, body) of current resources matching `params`; `predicate` re-checks each body (and
+           predicate: Callable[[dict[str, Any]], bool], limit: int = 1000, *,
+           policy: Any) -> Iterator[tuple[str, dict]]:
+    """(id, body) of current resources matching `params` that `policy` (the caller's access
+    policy: a node's, a STOW sender's) lets the caller see; `predicate` re-checks each body (and
     is the whole filter when the compiler cannot handle `params`)."""
     try:
-        where = compile_search(res_type, params, postgres=tx.postgres, strict=True).where
+        where = list(compile_search(res_type, params, postgres=tx.postgres, strict=True).where)
     except SearchError:
         where = []
+    where += list(policy.row_filter(res_type))
     after = None
     seen = 0
     while seen < limit:

@@ -11,6 +11,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from sqlalchemy import distinct, func, select
 from sqlalchemy.engine import Connection
 
+from dicom.access import visible_studies
 from dicom.tables import dicom_instance, dicom_series, dicom_study
 
 PATIENT_ATTRS = {
@@ -238,11 +239,17 @@ def _study_stats(conn: Connection, study_uids: list[str]) -> dict[str, dict[str,
     return stats
 
 
-def candidates(conn: Connection, level: str, query: Dataset) -> Iterator[dict[str, Any]]:
-    """Index entries at `level` as keyword -> value dicts, pre-filtered on the UID keys."""
+def candidates(conn: Connection, level: str, query: Dataset, *, policy: Any) -> Iterator[dict[str, Any]]:
+    """Index entries at `level` as keyword -> value dicts, pre-filtered on the UID keys, of the
+    studies the caller's `policy` lets it see (the access gate). Every level is built from those
+    studies only: a patient's counts and demographics never come from a study the caller may not
+    see (two clinics may use the same PatientID for different people)."""
     if level not in LEVELS:
         raise QueryError(f"unknown QueryRetrieveLevel {level!r}")
     studies = {r.study_uid: r for r in conn.execute(select(dicom_study).where(*_study_where(query)))}
+    if studies:
+        visible = visible_studies(conn, policy, studies)
+        studies = {uid: row for uid, row in studies.items() if uid in visible}
     if not studies:
         return
     if level in ("PATIENT", "STUDY"):
@@ -310,14 +317,15 @@ def candidates(conn: Connection, level: str, query: Dataset) -> Iterator[dict[st
         yield item
 
 
-def find(conn: Connection, query: Dataset, *, root: str = "patient",
+def find(conn: Connection, query: Dataset, *, policy: Any, root: str = "patient",
          retrieve_ae: str | None = None) -> Iterator[Dataset]:
-    """C-FIND: the response identifiers for `query` at its QueryRetrieveLevel."""
+    """C-FIND: the response identifiers for `query` at its QueryRetrieveLevel, of what the
+    caller's `policy` lets it see."""
     level = str(query.get("QueryRetrieveLevel", "")).strip().upper()
     if root == "study" and level == "PATIENT":
         raise QueryError("PATIENT level is not part of the Study Root information model")
     extra = {"RetrieveAETitle": retrieve_ae} if retrieve_ae and "RetrieveAETitle" not in query else {}
-    for item in candidates(conn, level, query):
+    for item in candidates(conn, level, query, policy=policy):
         if match_dataset(item, query):
             item = {**item, "QueryRetrieveLevel": level}
             if retrieve_ae:
@@ -325,8 +333,9 @@ def find(conn: Connection, query: Dataset, *, root: str = "patient",
             yield response_for(item, query, extra)
 
 
-def retrieve(conn: Connection, query: Dataset) -> list[dict[str, Any]]:
-    """C-MOVE/C-GET: the instances selected by the unique keys of `query`."""
+def retrieve(conn: Connection, query: Dataset, *, policy: Any) -> list[dict[str, Any]]:
+    """C-MOVE/C-GET: the instances selected by the unique keys of `query` that the caller's
+    `policy` lets it see."""
     level = str(query.get("QueryRetrieveLevel", "")).strip().upper()
     if level not in LEVELS:
         raise QueryError(f"unknown QueryRetrieveLevel {level!r}")
@@ -336,7 +345,7 @@ def retrieve(conn: Connection, query: Dataset) -> list[dict[str, Any]]:
             setattr(keys, kw, query.get(kw))
     if len(keys) == 0:
         raise QueryError("no unique key to retrieve")
-    return [item for item in candidates(conn, "IMAGE", keys) if match_dataset(item, keys)]
+    return [item for item in candidates(conn, "IMAGE", keys, policy=policy) if match_dataset(item, keys)]
 
 
 __all__ = ["QueryError", "find", "match_dataset", "match_value", "response_for", "retrieve",

@@ -15,7 +15,7 @@ import os
 import time
 from datetime import datetime, timezone
 from io import BytesIO
-from typing import Any
+from typing import Any, Callable
 
 from pydicom import dcmread
 from pydicom.filereader import _at_pixel_data, _read_file_meta_info, read_dataset, read_preamble
@@ -140,7 +140,8 @@ def index_orphans(repo: Repository, store: FileStore) -> tuple[int, int]:
     return indexed, unreadable
 
 
-def recover(repo: Repository, store: Any, dicomweb_base: str) -> dict[str, int]:
+def recover(repo: Repository, store: Any, dicomweb_base: str,
+            policy_for: Callable[[str], Any]) -> dict[str, int]:
     """Everything above, once, before the node listens; returns what it did."""
     t0 = time.monotonic()
     out = {"temps_removed": 0, "orphans_indexed": 0, "orphans_unreadable": 0, "studies_updated": 0}
@@ -149,7 +150,7 @@ def recover(repo: Repository, store: Any, dicomweb_base: str) -> dict[str, int]:
         out["orphans_indexed"], out["orphans_unreadable"] = index_orphans(repo, store)
     due = bridge_work.due(repo, limit=100_000)
     if due:
-        out["studies_updated"] = sum(bridge_work.process(repo, due, dicomweb_base).values())
+        out["studies_updated"] = sum(bridge_work.process(repo, due, dicomweb_base, policy_for).values())
     if any(out.values()):
         log.warning("dicom: start-up recovery in %.1f s: %s", time.monotonic() - t0,
                     ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in out.items()))

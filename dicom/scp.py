@@ -31,11 +31,16 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove, Verification,
 )
 from pynetdicom.presentation import AllStoragePresentationContexts
+from sqlalchemy import select as sql_select
 
+from dicom import audit as dicom_audit
 from dicom import bridge_work, completeness, index, query, recovery, worklist
+from dicom.access import node_policy, visible_studies
 from dicom.commit import CommitFailed, GroupCommitter
 from dicom.nodes import get_node, list_nodes
 from dicom.store import InstanceStore, file_store
+from dicom.tables import dicom_instance, dicom_study
+from fhirserver.audit import AuditTrail
 from fhirserver.config import Settings
 from fhirserver.storage import Repository
 
@@ -53,6 +58,7 @@ DOES_NOT_MATCH = 0xA900
 INCOMPLETE = 0xB007  # warning: Data Set does not match SOP Class (kept, flagged)
 CANNOT_UNDERSTAND = 0xC000
 SOP_CLASS_NOT_SUPPORTED = 0x0122
+NOT_AUTHORIZED = 0x0124  # Refused: not authorized (PS3.7 C.4.2)
 
 
 def set_nodelay(event: Any) -> None:
@@ -419,13 +425,15 @@ class DicomNode:
     """One SCP bound to settings.dicom_port with AE title settings.dicom_ae."""
 
     def __init__(self, settings: Settings, repo: Repository | None = None,
-                 store: InstanceStore | None = None) -> None:
+                 store: InstanceStore | None = None, audit: AuditTrail | None = None) -> None:
         self.settings = settings
         if repo is None:  # the services' repository indexes every write (ImagingStudy searchable)
             from fhirserver.services import build_services
 
-            repo = build_services(settings).repo
+            services = build_services(settings)
+            repo, audit = services.repo, audit or services.audit
         self.repo = repo
+        self.audit = audit or AuditTrail(repo)  # the process's one audit writer
         self.engine = self.repo.engine
         self.store = store or file_store(settings.data_dir)
         self.dicomweb_base = settings.root_url + "/dicomweb"
@@ -470,7 +478,7 @@ class DicomNode:
         """Start-up reconciliation after a crash: stray temp files removed, files without an
         index row indexed, queued ImagingStudy updates done (see dicom.recovery)."""
         try:
-            recovery.recover(self.repo, self.store, self.dicomweb_base)
+            recovery.recover(self.repo, self.store, self.dicomweb_base, self.study_policy)
         except Exception:  # noqa: BLE001 - e.g. the database is away: serve (stores fail) and retry later
             log.exception("dicom: start-up recovery failed; queued work is retried in the background")
 
@@ -478,7 +486,7 @@ class DicomNode:
         address = (self.settings.dicom_host or self.settings.host, self.settings.dicom_port)
         self.recover()
         self.committer = GroupCommitter(self.repo)
-        self.work = bridge_work.WorkRunner(self.repo, self.dicomweb_base)
+        self.work = bridge_work.WorkRunner(self.repo, self.dicomweb_base, self.study_policy)
         self.work.start()
         self.ae.listen_fd = listen_fd
         self.ae.load = load
@@ -504,7 +512,8 @@ class DicomNode:
     def _pending(assoc: Any) -> dict[str, Any]:
         state = getattr(assoc, "_fhir_state", None)
         if state is None:
-            state = {"studies": set(), "lock": threading.Lock(), "done": False}
+            state = {"studies": set(), "lock": threading.Lock(), "done": False,
+                     "allowed": {}, "stored": 0, "refused": 0}
             assoc._fhir_state = state
         return state
 
@@ -529,6 +538,11 @@ class DicomNode:
                 log.warning("dicom: C-STORE %s: SOP Class UID missing or different", sop_uid)
                 return DOES_NOT_MATCH
             record = index.extract(ds, str(ts), "", 0, calling)  # validates before anything is written
+            if not self._may_add_to(event.assoc, record.study_uid):
+                log.warning("dicom: C-STORE %s from %s refused: its study belongs to a patient outside "
+                            "the node's access", sop_uid, calling)
+                self._pending(event.assoc)["refused"] += 1
+                return NOT_AUTHORIZED
             with buf.getbuffer() as raw:
                 problem = completeness.check(ds, raw, pixel_offset, str(ts))
         except index.InvalidInstance as exc:
@@ -554,6 +568,7 @@ class DicomNode:
             log.error("dicom: C-STORE %s not indexed, failure sent: %s", sop_uid, exc)
             return OUT_OF_RESOURCES
         state = self._pending(event.assoc)
+        state["stored"] += 1
         with state["lock"]:
             state["studies"].add(record.study_uid)
         if problem:
@@ -566,6 +581,23 @@ class DicomNode:
             status.ErrorComment = problem[:64]
             return status
         return 0x0000
+
+    def _may_add_to(self, assoc: Any, study_uid: str) -> bool:
+        """May the calling node add instances to this study? A new study, or one whose
+        ImagingStudy is not made yet, is the sender's; an existing one only when the access gate
+        lets the node see it (a clinic's modality cannot add images to another clinic's study).
+        Asked once per study and association."""
+        allowed = self._pending(assoc)["allowed"]
+        if study_uid not in allowed:
+            pol = self.policy(assoc)
+            if not list(pol.row_filter("ImagingStudy")):
+                allowed[study_uid] = True
+            else:
+                with self.engine.connect() as conn:
+                    linked = conn.execute(sql_select(dicom_study.c.imaging_study_id).where(
+                        dicom_study.c.study_uid == study_uid)).scalar()
+                    allowed[study_uid] = not linked or bool(visible_studies(conn, pol, [study_uid]))
+        return allowed[study_uid]
 
     def on_acse(self, event: Any) -> None:
         from pynetdicom.pdu_primitives import A_RELEASE
@@ -582,9 +614,14 @@ class DicomNode:
             studies = set(state["studies"])
         if studies:  # what fails stays queued: the background runner or the next start does it
             try:
-                bridge_work.process(self.repo, studies, self.dicomweb_base)
+                bridge_work.process(self.repo, studies, self.dicomweb_base,
+                                    lambda _uid: self.policy(event.assoc))
             except Exception:  # noqa: BLE001 - e.g. the database went away
                 log.exception("dicom: ImagingStudy updates left queued")
+        if studies or state["refused"]:
+            self.audit_event(event.assoc, "store", studies,
+                             f"C-STORE: {state['stored']} instances stored, {state['refused']} refused", "C-STORE",
+                             outcome="4" if state["refused"] else "0")
 
     # -- C-FIND ----------------------------------------------------------------------------
     def on_find(self, event: Any) -> Iterator[tuple[int, Any]]:
@@ -594,86 +631,91 @@ class DicomNode:
         except Exception:  # noqa: BLE001
             yield 0xC000, None
             return
+        mwl = cls == ModalityWorklistInformationFind
+        level = "WORKLIST" if mwl else str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+        model = "study" if cls == StudyRootQueryRetrieveInformationModelFind else "patient"
+        what = "C-FIND MWL" if mwl else f"C-FIND {level} ({model} root)"
+        disclosed: list[str] = []
         try:
-            if cls == ModalityWorklistInformationFind:
-                results = worklist.find(self.repo, identifier)
+            pol = self.policy(event.assoc)
+            if mwl:
+                results = worklist.find(self.repo, identifier, pol, disclosed)
             else:
-                root = "study" if cls == StudyRootQueryRetrieveInformationModelFind else "patient"
                 with self.engine.connect() as conn:
-                    results = list(query.find(conn, identifier, root=root,
+                    results = list(query.find(conn, identifier, policy=pol, root=model,
                                               retrieve_ae=self.settings.dicom_ae))
-                results = self._filter_found(event, results)
                 for ds in results:
                     ds.SpecificCharacterSet = "ISO_IR 192"
         except query.QueryError as exc:
             log.warning("dicom: C-FIND rejected: %s", exc)
+            self.audit_event(event.assoc, "query", (), f"{what}: rejected: {exc}", what, outcome="4")
             yield 0xA900, None
             return
         except Exception:  # noqa: BLE001
             log.exception("dicom: C-FIND failed")
+            self.audit_event(event.assoc, "query", (), f"{what}: failed", what, outcome="8")
             yield 0xC000, None
             return
+        uids = () if mwl else {str(ds.StudyInstanceUID) for ds in results if ds.get("StudyInstanceUID")}
+        if not mwl and level == "PATIENT":  # a patient-level answer discloses the patients' studies
+            with self.engine.connect() as conn:
+                uids = self._patient_studies(conn, pol, results)
+        self.audit_event(event.assoc, "query", uids, f"{what}: {len(results)} results", what,
+                         references=disclosed)
         for ds in results:
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
             yield 0xFF00, ds
 
-    # -- access: a modality bound to an organization sees that organization's studies -----------
-    def _policy(self, event: Any) -> Any:
-        """None (everything) for a node without an organization; else the policy of a system
-        principal bound to it, the same rules as a backend service of that organization."""
-        from dicom.nodes import get_node
+    @staticmethod
+    def _patient_studies(conn: Any, pol: Any, results: list[Any]) -> set[str]:
+        """The visible studies of the patients a PATIENT-level answer named (for its AuditEvent)."""
+        pids = sorted({str(ds.PatientID) for ds in results if ds.get("PatientID")})
+        if not pids:
+            return set()
+        uids = set(conn.execute(sql_select(dicom_study.c.study_uid)
+                                .where(dicom_study.c.patient_id.in_(pids[:500]))).scalars())
+        return visible_studies(conn, pol, uids)
 
-        node = get_node(self.engine, (event.assoc.requestor.ae_title or "").strip())
-        if node is None or not node.organization:
-            return None
-        from fhirserver.access import Principal, parse_scopes
-        from smart_auth.fhir import build_policy
-
-        principal = Principal(client_id=f"dicom:{node.ae_title}", role="system",
-                              scopes=tuple(parse_scopes(["system/*.rs"])), organizations=(node.organization,))
-        return build_policy(self.repo, self.settings, principal)
-
-    def _visible(self, event: Any, study_uids: Any) -> set[str] | None:
-        """The visible subset of these studies for the calling node (None: no restriction)."""
-        pol = self._policy(event)
+    # -- access and audit: the calling node's principal asks the one gate ------------------------
+    def policy(self, assoc: Any) -> Any:
+        """The access policy of the calling node (`dicom.access.node_policy`), once per
+        association: a node bound to an organization sees and matches that organization's
+        patients only; a node registered without one is site-wide."""
+        pol = getattr(assoc, "_fhir_policy", None)
         if pol is None:
-            return None
-        from dicom.web.common import visible_studies
+            pol = node_policy(self.repo, self.settings, assoc.requestor.ae_title or "")
+            assoc._fhir_policy = pol
+        return pol
 
+    def study_policy(self, study_uid: str) -> Any:
+        """The policy of the node that sent a study (its first instance's calling AE), for work
+        done after its association ended: a restart's recovery, a retried ImagingStudy update."""
         with self.engine.connect() as conn:
-            return visible_studies(conn, pol, study_uids)
+            ae = conn.execute(sql_select(dicom_instance.c.source_ae).where(
+                dicom_instance.c.study_uid == study_uid).order_by(dicom_instance.c.pk).limit(1)).scalar()
+        return node_policy(self.repo, self.settings, ae or "")
 
-    def _filter_found(self, event: Any, results: list[Any]) -> list[Any]:
-        uids = {str(ds.StudyInstanceUID) for ds in results if "StudyInstanceUID" in ds}
-        pids = {str(ds.PatientID) for ds in results if "StudyInstanceUID" not in ds and "PatientID" in ds}
-        if pids:  # PATIENT level: a patient shows when one of their studies is visible
-            from sqlalchemy import select
-
-            from dicom.tables import dicom_study
-
-            with self.engine.connect() as conn:
-                rows = list(conn.execute(select(dicom_study.c.patient_id, dicom_study.c.study_uid)
-                                         .where(dicom_study.c.patient_id.in_(sorted(pids)))))
-            visible = self._visible(event, {u for _p, u in rows})
-            if visible is None:
-                return results
-            shown = {p for p, u in rows if u in visible}
-            return [ds for ds in results if "StudyInstanceUID" in ds or str(ds.PatientID) in shown]
-        visible = self._visible(event, uids)
-        if visible is None:
-            return results
-        return [ds for ds in results if str(ds.get("StudyInstanceUID", "")) in visible]
+    def audit_event(self, assoc: Any, kind: str, study_uids: Any, detail: str, what: str,
+                    outcome: str = "0", references: Any = ()) -> None:
+        """One AuditEvent for a DIMSE service, written by the process's audit writer (the same
+        one as REST and DICOMweb), naming the calling node's principal and address."""
+        ae = (assoc.requestor.ae_title or "").strip() or "?"
+        try:
+            info = dicom_audit.event_info(
+                kind, study_uids, detail, outcome=outcome, channel="dimse", client=f"dicom:{ae}", user=None,
+                remote=str(assoc.requestor.address or "unknown"), what=f"{what} from {ae}",
+                references=references)
+            dicom_audit.queue(self.audit, info)
+        except Exception:  # noqa: BLE001 - auditing never fails the service
+            log.exception("dicom: cannot queue the AuditEvent")
 
     # -- C-MOVE / C-GET ----------------------------------------------------------------------
     def _retrieve(self, event: Any) -> list[dict[str, Any]]:
+        pol = self.policy(event.assoc)
         with self.engine.connect() as conn:
-            items = query.retrieve(conn, event.identifier)
-        visible = self._visible(event, {it["StudyInstanceUID"] for it in items if it.get("StudyInstanceUID")})
-        if visible is None:
-            return items
-        return [it for it in items if it.get("StudyInstanceUID") in visible]
+            return query.retrieve(conn, event.identifier, policy=pol)
 
     def _dataset(self, item: dict[str, Any]) -> Any:
         with self.store.open(item["_storage_key"]) as f:
@@ -691,20 +733,41 @@ class DicomNode:
             out.append(build_context(cls, syntaxes))
         return out
 
+    def _for_destination(self, dest_ae: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What a C-MOVE may send to `dest_ae`: the destination is a node too, and a clinic's
+        data never goes to another clinic's node (a site-wide destination, e.g. a PACS, takes
+        what the caller may see)."""
+        if not items:
+            return items
+        dest_pol = node_policy(self.repo, self.settings, dest_ae)
+        with self.engine.connect() as conn:
+            allowed = visible_studies(conn, dest_pol, self._studies_of(items))
+        return [it for it in items if it.get("StudyInstanceUID") in allowed]
+
+    @staticmethod
+    def _studies_of(items: list[dict[str, Any]]) -> set[str]:
+        return {it["StudyInstanceUID"] for it in items if it.get("StudyInstanceUID")}
+
     def on_move(self, event: Any) -> Iterator[Any]:
         dest = (event.move_destination or b"")
         dest = dest.decode() if isinstance(dest, bytes) else str(dest)
         node = get_node(self.engine, dest.strip())
+        what = f"C-MOVE to {dest.strip()}"
         if node is None:
             log.warning("dicom: C-MOVE to unknown destination %r", dest)
+            self.audit_event(event.assoc, "retrieve", (), f"{what}: unknown destination", what, outcome="4")
             yield None, None
             return
         try:
             items = self._retrieve(event)
-        except query.QueryError:
+        except query.QueryError as exc:
+            self.audit_event(event.assoc, "retrieve", (), f"{what}: rejected: {exc}", what, outcome="4")
             yield node.host, node.port
             yield 0xA900, None
             return
+        items = self._for_destination(node.ae_title, items)
+        self.audit_event(event.assoc, "retrieve", self._studies_of(items), f"{what}: {len(items)} instances",
+                         what)
         yield node.host, node.port, {"contexts": self.contexts_for(items),
                                      "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)]}
         yield len(items)
@@ -715,12 +778,16 @@ class DicomNode:
             yield 0xFF00, self._dataset(item)
 
     def on_get(self, event: Any) -> Iterator[Any]:
+        what = "C-GET"
         try:
             items = self._retrieve(event)
-        except query.QueryError:
+        except query.QueryError as exc:
+            self.audit_event(event.assoc, "retrieve", (), f"{what}: rejected: {exc}", what, outcome="4")
             yield 0
             yield 0xA900, None
             return
+        self.audit_event(event.assoc, "retrieve", self._studies_of(items), f"{what}: {len(items)} instances",
+                         what)
         yield len(items)
         for item in items:
             if event.is_cancelled:

@@ -101,15 +101,19 @@ def _patient_id(pid: str, patient: dict[str, Any] | None) -> tuple[str, str]:
     return pid[:64], ""
 
 
-def items(tx: Tx) -> Iterator[dict[str, Any]]:
+def items(tx: Tx, policy: Any) -> Iterator[dict[str, Any]]:
+    """The scheduled procedures the caller's `policy` lets it see: a clinic's modality gets its
+    clinic's orders, for its clinic's patients, never another's."""
     appointments: dict[str, list[dict[str, Any]]] = {}
-    for _aid, appt in search(tx, "Appointment", [], lambda b: bool(b.get("basedOn")), limit=100000):
+    for _aid, appt in search(tx, "Appointment", [], lambda b: bool(b.get("basedOn")), limit=100000,
+                             policy=policy):
         for r in appt.get("basedOn") or []:
             sr_id = ref_id(r, "ServiceRequest")
             if sr_id:
                 appointments.setdefault(sr_id, []).append(appt)
+    patient_access = list(policy.row_filter("Patient"))
     for sr_id, sr in search(tx, "ServiceRequest", [("status", "active")],
-                            lambda b: b.get("status") == "active", limit=100000):
+                            lambda b: b.get("status") == "active", limit=100000, policy=policy):
         appts = appointments.get(sr_id, [])
         open_appts = [a for a in appts if a.get("status") in OPEN_APPOINTMENT]
         if appts and not open_appts:
@@ -118,7 +122,7 @@ def items(tx: Tx) -> Iterator[dict[str, Any]]:
         patient_ref = ref_id(sr.get("subject"), "Patient")
         patient = None
         if patient_ref:
-            cur = tx.current("Patient", patient_ref)
+            cur = tx.current("Patient", patient_ref, where=patient_access)
             patient = loads(cur.body) if cur is not None and not cur.deleted else None
         pid, issuer = _patient_id(patient_ref or "", patient)
         start = appt.get("start") or sr.get("occurrenceDateTime") or \
@@ -142,6 +146,7 @@ def items(tx: Tx) -> Iterator[dict[str, Any]]:
             "ScheduledProcedureStepStatus": "SCHEDULED",
         }
         yield {
+            "_refs": [f"ServiceRequest/{sr_id}"] + ([f"Patient/{patient_ref}"] if patient is not None else []),
             "PatientName": _pn(patient),
             "PatientID": pid,
             "IssuerOfPatientID": issuer,
@@ -156,12 +161,17 @@ def items(tx: Tx) -> Iterator[dict[str, Any]]:
         }
 
 
-def find(repo: Repository, query: Dataset) -> list[Dataset]:
+def find(repo: Repository, query: Dataset, policy: Any,
+         disclosed: list[str] | None = None) -> list[Dataset]:
+    """C-FIND MWL: the matching worklist items the caller may see; the ServiceRequests and
+    Patients answered are appended to `disclosed` (for the AuditEvent)."""
     with repo.transaction() as tx:
         out = []
-        for item in items(tx):
+        for item in items(tx, policy):
             if match_dataset(item, query):
                 out.append(response_for(item, query, {"SpecificCharacterSet": "ISO_IR 192"}))
+                if disclosed is not None:
+                    disclosed.extend(item["_refs"])
         return out
 
 

@@ -9,6 +9,7 @@ from flask import current_app, g, request
 from sqlalchemy.exc import IntegrityError
 
 from fhirserver.access import OpenPolicy, Principal, parse_scopes
+from fhirserver.api import transact
 from fhirserver.api.interactions import FhirRequest, dispatch
 from fhirserver.api.outcome import FhirError
 
@@ -121,8 +122,7 @@ class Fhir:
     def call(self, req: FhirRequest, tx: Any = None) -> Any:
         if tx is not None:
             return dispatch(self.ctx, tx, req)
-        with self.repo.transaction(write=req.method != "GET") as t:
-            return dispatch(self.ctx, t, req)
+        return transact.run(self.repo, lambda t: dispatch(self.ctx, t, req), write=transact.writes(req))
 
     def read(self, res_type: str, res_id: str) -> dict[str, Any] | None:
         try:

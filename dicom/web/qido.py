@@ -10,7 +10,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from dicom import query as cfind
-from dicom.web.common import DICOM_JSON, audit, base_url, check, error, services, visible_studies
+from dicom.web.common import DICOM_JSON, audit, base_url, check, error, services
 from dicom.web.multipart import parse_accept
 
 MAX_RESULTS = 1000
@@ -138,16 +138,13 @@ def search(level: str, fixed: dict[str, str]) -> Response:
     repo = services().repo
     with repo.engine.connect() as conn:
         try:
-            items = [it for it in cfind.candidates(conn, level, q) if cfind.match_dataset(it, q)]
+            items = [it for it in cfind.candidates(conn, level, q, policy=pol) if cfind.match_dataset(it, q)]
         except cfind.QueryError as exc:
             raise error(400, str(exc)) from None
-        if items:
-            allowed = visible_studies(conn, pol, {it["StudyInstanceUID"] for it in items})
-            items = [it for it in items if it["StudyInstanceUID"] in allowed]
     if fixed.get("StudyInstanceUID") and not items and level != "STUDY":
         with repo.engine.connect() as conn:
-            if not visible_studies(conn, pol, [fixed["StudyInstanceUID"]]) or not any(
-                    True for _ in cfind.candidates(conn, "STUDY", _study_only(fixed["StudyInstanceUID"]))):
+            if not any(True for _ in cfind.candidates(conn, "STUDY", _study_only(fixed["StudyInstanceUID"]),
+                                                      policy=pol)):
                 raise error(404, f"No study with that UID ({fixed['StudyInstanceUID']})")
     items.sort(key=lambda it: _sort_key(level, it), reverse=(level == "STUDY"))
     total = len(items)

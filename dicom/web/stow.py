@@ -17,9 +17,8 @@ from dicom.bridge import update_studies
 from dicom.scp import STORAGE_CLASSES
 from dicom.store import file_store
 from dicom.tables import dicom_study
-from dicom.web.common import (
-    DICOM_JSON, audit, base_url, check, error, forget_rows, services, visible_studies,
-)
+from dicom.access import visible_studies
+from dicom.web.common import DICOM_JSON, audit, base_url, check, error, forget_rows, services
 from dicom.web.multipart import MultipartError, parse_media_type, parse_multipart
 
 # Failure reasons (PS3.18 Table 10.5.3-2 / PS3.4 B.2.3)
@@ -140,6 +139,7 @@ def store_parts(target_study: str | None) -> Response:
         except _Failed as f:
             failed.append((sop_class, sop_uid, f.reason, str(f)))
     studies: set[str] = set()
+    unbridged: list[str] = []
     if accepted:
         try:
             with repo.transaction(write=True) as tx:
@@ -153,7 +153,9 @@ def store_parts(target_study: str | None) -> Response:
                            "the index write failed") for _r, ds in accepted)
             accepted = []
         if studies:  # the Endpoint gets the configured address, as for C-STORE (not this Host header)
-            update_studies(repo, studies, svc.settings.root_url + "/dicomweb")
+            # matched to the patients the sender may see, as for C-STORE from a node
+            made = update_studies(repo, studies, svc.settings.root_url + "/dicomweb", pol)
+            unbridged = sorted(uid for uid in studies if made.get(uid) is None)
     base = base_url()
     result = Dataset()
     url_study = target_study or (next(iter(studies)) if len(studies) == 1 else None)
@@ -178,13 +180,18 @@ def store_parts(target_study: str | None) -> Response:
                               f"/instances/{rec.instance['sop_uid']}")
             items.append(it)
         result.ReferencedSOPSequence = items
-    status = 200 if not failed else 409 if not accepted else 202
+    # instances stored but their ImagingStudy not made: a warning (202), never a silent 200
+    status = 200 if not failed and not unbridged else 409 if not accepted else 202
     body_text = orjson.dumps(result.to_json_dict())
     audit("store", studies, f"{len(accepted)} stored, {len(failed)} failed"
-          + "".join(f"; {uid or '?'}: {msg}" for _c, uid, _r, msg in failed[:10]),
-          outcome="0" if not failed else "4")
+          + "".join(f"; {uid or '?'}: {msg}" for _c, uid, _r, msg in failed[:10])
+          + "".join(f"; study {uid}: ImagingStudy not updated" for uid in unbridged[:10]),
+          outcome="0" if not failed and not unbridged else "4")
     resp = Response(body_text, status=status, content_type=DICOM_JSON)
-    if failed:
-        resp.headers["Warning"] = "299 fhirserver: " + "; ".join(
-            f"{uid or 'part'}: {msg}" for _c, uid, _r, msg in failed[:5]).replace("\r", " ").replace("\n", " ")[:900]
+    warnings = [f"{uid or 'part'}: {msg}" for _c, uid, _r, msg in failed[:5]]
+    warnings += [f"study {uid}: stored, but its ImagingStudy could not be updated (sending again retries it)"
+                 for uid in unbridged[:5]]
+    if warnings:
+        joined = "; ".join(warnings).replace("\r", " ").replace("\n", " ")
+        resp.headers["Warning"] = "299 fhirserver: " + joined[:900]
     return resp

@@ -5,5 +5,9 @@ from fhirserver.access.smart import ALL_NAMED_TYPES, Principal, SmartPolicy, pat
 
 __all__ = ["ALL_NAMED_TYPES", "DenyPolicy", "OpenPolicy", "Policy", "SystemJob", "Principal", "Scope", "SmartPolicy",
            "parse_scope", "parse_scopes", "patient_compartment_types"]
-from fhirserver.access.operations import OPERATION_NEEDS, OperationNeeds, check_operation, guard_all
+from fhirserver.access.dicom import dicom_node_principal, organization_of, visible_studies  # noqa: E402
+
+__all__ += ["dicom_node_principal", "organization_of", "visible_studies"]
+from fhirserver.access.operations import OPERATION_NEEDS, OperationNeeds, check_operation, guard_all  # noqa: E402
+
 __all__ += ["OPERATION_NEEDS", "OperationNeeds", "check_operation", "guard_all"]

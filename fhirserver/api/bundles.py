@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
+from fhirserver.api import transact
 from fhirserver.api.formats import Raw
 from fhirserver.api.interactions import (
-    Context, FhirRequest, FhirResponse, WRITE_METHODS, dispatch, find_matches, http_date,
+    Context, FhirRequest, FhirResponse, dispatch, find_matches, http_date,
 )
 from fhirserver.api.outcome import FhirError, outcome
 from fhirserver.model.jsonio import loads
@@ -179,11 +181,9 @@ def _batch(ctx: Context, repo: Repository, raw_entries: list, prefer: str,
     for i, raw in enumerate(raw_entries):
         try:
             entry = to_request(raw if isinstance(raw, dict) else {}, i, ctx.base)
-            write = entry.request.method in WRITE_METHODS
-            with repo.transaction(write=write) as tx:
-                if batch_id is not None and write:
-                    _claim(tx, f"{batch_id}#{i}", f"Bundle.entry[{i}] of this batch")
-                resp = dispatch(ctx, tx, entry.request)
+            write = transact.writes(entry.request)
+            claim = f"{batch_id}#{i}" if batch_id is not None and write else None
+            resp = transact.run(repo, functools.partial(_batch_entry, ctx, entry.request, claim, i), write=write)
             out.append(_finish(ctx, _response_entry(resp, prefer), resp))
         except FhirError as exc:
             out.append({"response": {"status": str(exc.status), "outcome": outcome(exc.issues)}})
@@ -199,33 +199,75 @@ def _finish(ctx: Context, item: dict[str, Any], resp: FhirResponse) -> dict[str,
     return item
 
 
+def _batch_entry(ctx: Context, req: FhirRequest, claim: str | None, index: int, tx: Tx) -> FhirResponse:
+    if claim is not None:
+        _claim(tx, claim, f"Bundle.entry[{index}] of this batch")
+    return dispatch(ctx, tx, req)
+
+
 def _transaction(ctx: Context, repo: Repository, raw_entries: list, prefer: str,
                  batch_id: str | None) -> dict[str, Any]:
+    """The whole Bundle in one transaction, run again from the raw entries after a conflict
+    (the references a failed attempt rewrote in place are put back first)."""
+    rewritten: list[tuple[dict[str, Any], str]] = []
+
+    def attempt(tx: Tx) -> dict[str, Any]:
+        while rewritten:
+            ref, value = rewritten.pop()
+            ref["reference"] = value
+        if batch_id is not None:  # first: a concurrent copy of this Bundle waits here, not midway
+            _claim(tx, batch_id, "This transaction")
+        return _run_transaction(ctx, tx, raw_entries, prefer, rewritten)
+
+    return transact.run(repo, attempt, write=True)
+
+
+def _run_transaction(ctx: Context, tx: Tx, raw_entries: list, prefer: str,
+                     rewritten: list[tuple[dict[str, Any], str]]) -> dict[str, Any]:
     entries = [to_request(raw if isinstance(raw, dict) else {}, i, ctx.base)
                for i, raw in enumerate(raw_entries)]
     results: dict[int, dict[str, Any]] = {}
-    with repo.transaction(write=True) as tx:
-        if batch_id is not None:  # first: a concurrent copy of this Bundle waits here, not midway
-            _claim(tx, batch_id, "This transaction")
-        mapping = _assign_identities(ctx, tx, entries)
-        for e in entries:
-            if e.request.body is not None and e.request.body_kind == "resource":
-                try:
-                    _rewrite_references(ctx, tx, e.request.body, mapping)
-                except FhirError as exc:
-                    raise _entry_error(e.index, exc) from None
-        for e in sorted(entries, key=lambda x: (_ORDER[x.request.method], x.index)):
+    # Locks in one canonical order before any entry runs: conditional criteria, then the rows
+    # the entries will write. Two Bundles over the same resources then queue, not deadlock.
+    tx.lock_all_criteria(_conditional_criteria(entries))
+    written: set[tuple[str, str]] = set()
+    mapping = _assign_identities(ctx, tx, entries, written)
+    tx.lock_rows(sorted(written))
+    for e in entries:
+        if e.request.body is not None and e.request.body_kind == "resource":
             try:
-                resp = dispatch(ctx, tx, e.request)
+                _rewrite_references(ctx, tx, e.request.body, mapping, rewritten)
             except FhirError as exc:
                 raise _entry_error(e.index, exc) from None
-            results[e.index] = _finish(ctx, _response_entry(resp, prefer), resp)
+    for e in sorted(entries, key=lambda x: (_ORDER[x.request.method], x.index)):
+        try:
+            resp = dispatch(ctx, tx, e.request)
+        except FhirError as exc:
+            raise _entry_error(e.index, exc) from None
+        results[e.index] = _finish(ctx, _response_entry(resp, prefer), resp)
     return {"resourceType": "Bundle", "type": "transaction-response",
             "entry": [results[i] for i in range(len(entries))]}
 
 
-def _assign_identities(ctx: Context, tx: Tx, entries: list[_Entry]) -> dict[str, str]:
-    """Map each entry's fullUrl to the Type/id it will have once the transaction is done."""
+def _conditional_criteria(entries: list[_Entry]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(type, params) of every conditional entry: ifNoneExist, and PUT/PATCH/DELETE Type?query."""
+    out = []
+    for e in entries:
+        r = e.request
+        if not r.res_type or r.res_type not in R4_RESOURCE_TYPES or r.res_id or r.operation:
+            continue
+        cond = r.header("if-none-exist") if r.method == "POST" else None
+        if cond:
+            out.append((r.res_type, parse_qsl(cond.split("?", 1)[-1], keep_blank_values=True)))
+        elif r.method in ("PUT", "PATCH", "DELETE") and r.params:
+            out.append((r.res_type, r.params))
+    return out
+
+
+def _assign_identities(ctx: Context, tx: Tx, entries: list[_Entry],
+                       written: set[tuple[str, str]]) -> dict[str, str]:
+    """Map each entry's fullUrl to the Type/id it will have once the transaction is done;
+    adds to `written` the existing resources that entries will change (to lock them)."""
     import uuid
 
     mapping: dict[str, str] = {}
@@ -248,12 +290,15 @@ def _assign_identities(ctx: Context, tx: Tx, entries: list[_Entry]) -> dict[str,
                 matches = find_matches(ctx, tx, r.res_type, r.params)
                 if len(matches) == 1:
                     target = f"{r.res_type}/{matches[0].res_id}"
+                    written.add((r.res_type, matches[0].res_id))
                 elif not matches:
                     body_id = r.body.get("id") if isinstance(r.body, dict) else None
                     r.assigned_id = body_id if is_valid_id(body_id) else str(uuid.uuid4())
                     target = f"{r.res_type}/{r.assigned_id}"
         except FhirError as exc:
             raise _entry_error(e.index, exc) from None
+        if r.method in ("PUT", "PATCH", "DELETE") and r.res_type and r.res_id and not r.operation:
+            written.add((r.res_type, r.res_id))
         if target and r.method in ("PUT", "POST") and r.res_id is None and target in seen_targets:
             raise FhirError(400, f"Bundle.entry[{e.index}]: two entries of this transaction resolve to "
                             f"{target}", "duplicate")
@@ -264,20 +309,24 @@ def _assign_identities(ctx: Context, tx: Tx, entries: list[_Entry]) -> dict[str,
     return mapping
 
 
-def _rewrite_references(ctx: Context, tx: Tx, resource: Any, mapping: dict[str, str]) -> None:
+def _rewrite_references(ctx: Context, tx: Tx, resource: Any, mapping: dict[str, str],
+                        rewritten: list[tuple[dict[str, Any], str]]) -> None:
+    """Rewrite in place; `rewritten` keeps each original value, for a retry to put back."""
     for ref in _walk_references(resource):
         value = ref["reference"]
         if value in mapping:
+            rewritten.append((ref, value))
             ref["reference"] = mapping[value]
         elif value.startswith("urn:uuid:") or value.startswith("urn:oid:"):
             raise FhirError(400, f"Reference '{value}' names no entry of this transaction", "not-found")
         elif "?" in value and value.split("?", 1)[0] in R4_RESOURCE_TYPES:
             res_type, query = value.split("?", 1)
-            matches = find_matches(ctx, tx, res_type, query)
+            matches = find_matches(ctx, tx, res_type, query, lock=False)  # a read: nothing to serialize
             if len(matches) != 1:
                 raise FhirError(412 if matches else 404,
                                 f"Conditional reference '{value}' matches {len(matches)} resources "
                                 "(exactly one is required)", "multiple-matches" if matches else "not-found")
+            rewritten.append((ref, value))
             ref["reference"] = f"{res_type}/{matches[0].res_id}"
 
 

@@ -9,8 +9,7 @@ import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from fhirserver import operations as ops
-from fhirserver.api import bundles
+from fhirserver.api import bundles, transact
 from fhirserver.api.formats import OutputFormat, choose_output, header_map, parse_body, render
 from fhirserver.api.interactions import (
     Context, FhirRequest, FhirResponse, WRITE_METHODS, dispatch, http_date,
@@ -154,9 +153,8 @@ def _handle(path: str = "") -> Response:
         return _respond(200, result, g.fhir_output)
     single = req.method in ("GET", "HEAD") and req.res_id is not None and req.compartment is None and (
         req.operation is None or (req.operation == "_history" and req.version_id is not None))
-    writes = req.method in WRITE_METHODS or req.operation in ops.WRITES_ON_GET  # SQLite: lock up front
-    with services.repo.transaction(write=writes, single_read=single) as tx:
-        resp = dispatch(ctx, tx, req)
+    resp = transact.run(services.repo, lambda tx: dispatch(ctx, tx, req), write=transact.writes(req),
+                        single_read=single)
     _audit(req, resp.body if resp.stored is None else None, resp)
     if isinstance(resp.body, PdfBody):
         return Response(bytes(resp.body), status=resp.status, mimetype=PdfBody.mime)

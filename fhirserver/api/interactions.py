@@ -128,8 +128,11 @@ def _strict(req: FhirRequest) -> bool:
 
 
 def find_matches(ctx: Context, tx: Tx, res_type: str, query: str | list[tuple[str, str]],
-                 limit: int = 2) -> list[Stored]:
-    """Resources matching a conditional query (`identifier=...`); unknown parameters are errors."""
+                 limit: int = 2, lock: bool = True) -> list[Stored]:
+    """Resources matching a conditional query (`identifier=...`); unknown parameters are errors.
+
+    `lock`: hold the criteria's lock until commit (storage.locks), so that of concurrent
+    conditional writes with the same criteria the later ones see what the first one wrote."""
     from urllib.parse import parse_qsl
 
     params = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else query
@@ -142,6 +145,8 @@ def find_matches(ctx: Context, tx: Tx, res_type: str, query: str | list[tuple[st
     except SearchError as exc:
         raise FhirError(400, str(exc), "not-supported") from None
     where = [*compiled.where, *ctx.access.row_filter(res_type)]
+    if lock:
+        tx.lock_criteria(res_type, params)
     rows, _total, _more, _cursors = tx.search(res_type, where, count=limit, with_total=False)
     return rows
 
@@ -310,7 +315,7 @@ def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         res_id = matches[0].res_id
     else:
         res_id = check_id(req.res_id)
-    cur = _visible(ctx, tx, res_type, res_id)
+    cur = _visible(ctx, tx, res_type, res_id, for_update=True)  # no lost update between read and write
     if cur is None:
         raise not_found(res_type, res_id)
     if cur.deleted:

@@ -36,10 +36,10 @@ def registry() -> dict[str, Callable[..., Any]]:
     }
 
 
-# Operations a GET may run that write in their transaction (an AuditEvent of their own): the
-# transaction takes SQLite's write lock before reading, as a read transaction cannot upgrade
-# under a concurrent writer (SQLITE_BUSY).
-WRITES_ON_GET = frozenset({"$access-log"})
+# Operations that write (rows, AuditEvents) whatever the HTTP method: their transaction starts as
+# a writer (BEGIN IMMEDIATE on SQLite). A read-only operation called with POST stays a reader.
+WRITING = frozenset({"$invite", "$find-by-email", "$request-access", "$respond-access", "$access-log",
+                     "$unlink", "$close", "$reactivate", "$merge", "$erase", "$revoke-app"})
 
 # name -> (OperationDefinition id, resource types)
 OPERATION_DEFINITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -59,4 +59,4 @@ OPERATION_DEFINITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "revoke-app": ("Patient-revoke-app", ("Patient",)),
 }
 
-__all__ = ["OPERATION_DEFINITIONS", "WRITES_ON_GET", "registry"]
+__all__ = ["OPERATION_DEFINITIONS", "WRITING", "registry"]

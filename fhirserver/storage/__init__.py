@@ -5,6 +5,8 @@ from fhirserver.storage.repository import (
     Repository, StorageError, Stored, Tx, VersionConflict, format_instant, now_utc,
 )
 from fhirserver.storage.tables import resource, resource_history
+from fhirserver.storage.conflicts import TransactionConflict, run as run_transaction
 
 __all__ = ["Repository", "StorageError", "Stored", "Tx", "VersionConflict", "format_instant",
            "is_postgres", "make_engine", "now_utc", "resource", "resource_history", "upgrade"]
+__all__ += ["TransactionConflict", "run_transaction"]

@@ -6,6 +6,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
+from fhirserver.storage.conflicts import refuse_write_in_read
+
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:
     """An engine whose write transactions serialize on SQLite (BEGIN IMMEDIATE) as they do on PG."""
@@ -29,6 +31,12 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         def _begin(conn):  # noqa: ANN001
             write = conn.get_execution_options().get("fhir_write", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _upgrade(conn, _cursor, statement, _params, context, _many):  # noqa: ANN001
+            # A deferred (read) transaction cannot take the write lock once another connection
+            # has committed: stop before the write so that `conflicts.run` restarts as a writer.
+            refuse_write_in_read(conn, statement, context)
 
         return engine
     if url.startswith("postgresql://") or url.startswith("postgres://"):

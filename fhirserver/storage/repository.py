@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhirserver.model.jsonio import dumps
+from fhirserver.storage import locks
 from fhirserver.storage.tables import (
     idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_text, idx_token, idx_uri,
     resource, resource_compartment, resource_history,
@@ -127,6 +128,7 @@ class Tx:
         # reads those tables flushes first.
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self.written: set[str] = set()  # resource types written: handed to Repository.after_commit
+        self._criteria_locked: set[int] = set()  # advisory locks held (one round trip each, once)
 
     def flush(self) -> None:
         """Write buffered history and index rows."""
@@ -139,6 +141,19 @@ class Tx:
         for name, rows in pending.items():
             if rows:
                 self.conn.execute(_INSERT_INDEX[name], rows)
+
+    # -- locks (see fhirserver.storage.locks) -------------------------------------------------
+    def lock_criteria(self, res_type: str, params: Sequence[tuple[str, str]]) -> None:
+        """Serialize conditional writes on these criteria until the transaction ends."""
+        locks.lock_criteria(self.conn, self.postgres, [(res_type, params)], self._criteria_locked)
+
+    def lock_all_criteria(self, criteria: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> None:
+        """`lock_criteria` for several, in canonical order (a transaction Bundle, up front)."""
+        locks.lock_criteria(self.conn, self.postgres, criteria, self._criteria_locked)
+
+    def lock_rows(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Row-lock these (type, id) in canonical order before writing them."""
+        locks.lock_rows(self.conn, self.postgres, keys)
 
     # -- reads ---------------------------------------------------------------------------
     def current(self, res_type: str, res_id: str, for_update: bool = False,

@@ -72,6 +72,7 @@ def test_dicomweb_client_stow_qido_wado_thumbnail(live_server, dw):  # dw: empty
                                             params={"quality": "80"})
     assert Image.open(BytesIO(jpg)).format == "JPEG"
     # ImagingStudy.endpoint points at this DICOMweb service
-    ep = requests.get(live_server.base + "/Endpoint/dicomweb", timeout=10).json()
-    assert ep["address"] == url
+    r = requests.get(live_server.base + "/Endpoint/dicomweb", timeout=10)
+    assert r.status_code == 200, r.text  # made by the ImagingStudy bridge of the first STOW
+    assert r.json()["address"] == url
     time.sleep(0.5)  # the server writes its AuditEvents in batches: let them land before the next test

@@ -100,3 +100,141 @@ def test_workers_behave_as_one_server(live_server) -> None:  # noqa: ANN001
     hist = requests.get(f"{base}/Patient/multi/_history?_count=100", timeout=30).json()
     assert hist["total"] == 41
     assert sorted(int(e["resource"]["meta"]["versionId"]) for e in hist["entry"]) == list(range(1, 42))
+
+
+def test_read_transaction_that_writes_restarts_as_a_writer(repo, is_postgres) -> None:  # noqa: ANN001
+    """A transaction begun as a reader that writes after another connection committed: on SQLite
+    it cannot take the write lock any more, so it starts over as a writer instead of failing."""
+    from fhirserver.storage import run_transaction
+
+    attempts: list[int] = []
+
+    def work(tx):  # noqa: ANN001, ANN202
+        attempts.append(1)
+        assert tx.current("Patient", "upgrade-me") is None  # the read snapshot begins here
+        if not tx.conn.get_execution_options().get("fhir_write"):  # a reader, every time
+            with repo.transaction(write=True) as other:
+                other.create("Patient", {"resourceType": "Patient"})
+        return tx.create("Patient", {"resourceType": "Patient", "active": True})
+
+    stored = run_transaction(repo, work, write=False)
+    with repo.transaction() as tx:
+        assert tx.current("Patient", stored.res_id).version_id == 1
+    assert len(attempts) == (1 if is_postgres else 2)
+
+
+def _opposite_order_writers(repo, attempts: int) -> tuple[list[int], list[Exception]]:  # noqa: ANN001
+    from fhirserver.storage import run_transaction
+
+    for rid in ("dl-a", "dl-b"):
+        with repo.transaction(write=True) as tx:
+            tx.update("Patient", rid, {"resourceType": "Patient", "id": rid})
+    barrier = threading.Barrier(2, timeout=20)
+    runs = [0, 0]
+    errors: list[Exception] = []
+
+    def writer(i: int) -> None:
+        order = ("dl-a", "dl-b") if i == 0 else ("dl-b", "dl-a")
+
+        def work(tx):  # noqa: ANN001, ANN202
+            runs[i] += 1
+            tx.update("Patient", order[0], {"resourceType": "Patient", "id": order[0]})
+            if runs[i] == 1:
+                barrier.wait()  # both hold their first row: each now waits for the other's
+            tx.update("Patient", order[1], {"resourceType": "Patient", "id": order[1]})
+
+        try:
+            run_transaction(repo, work, write=True, attempts=attempts)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return runs, errors
+
+
+def test_deadlocked_transaction_runs_again(repo, is_postgres) -> None:  # noqa: ANN001
+    if not is_postgres:
+        pytest.skip("SQLite write transactions serialize from BEGIN IMMEDIATE: they cannot deadlock")
+    runs, errors = _opposite_order_writers(repo, attempts=5)
+    assert errors == []
+    assert sorted(runs) == [1, 2]  # the deadlock victim ran once more
+    with repo.transaction() as tx:
+        assert [tx.current("Patient", rid).version_id for rid in ("dl-a", "dl-b")] == [3, 3]
+
+
+def test_conflict_that_remains_is_reported_not_applied(repo, is_postgres) -> None:  # noqa: ANN001
+    from fhirserver.storage import TransactionConflict
+
+    if not is_postgres:
+        pytest.skip("SQLite write transactions serialize from BEGIN IMMEDIATE: they cannot deadlock")
+    runs, errors = _opposite_order_writers(repo, attempts=1)
+    assert len(errors) == 1 and isinstance(errors[0], TransactionConflict)
+    with repo.transaction() as tx:  # the winner's versions only: the loser left nothing
+        assert [tx.current("Patient", rid).version_id for rid in ("dl-a", "dl-b")] == [2, 2]
+
+
+def test_conditional_criteria_are_normalized() -> None:
+    from fhirserver.storage.locks import criteria_key, normalized_criteria
+
+    assert normalized_criteria("Patient", [("name", "x"), ("identifier", "s|1"), ("_format", "json"),
+                                           ("name", "x")]) == "Patient?identifier=s%7C1&name=x"
+    assert criteria_key("Patient", [("a", "1"), ("b", "2")]) == criteria_key("Patient", [("b", "2"), ("a", "1")])
+    assert criteria_key("Patient", [("a", "1")]) != criteria_key("Observation", [("a", "1")])
+
+
+def test_transaction_bundle_chosen_as_deadlock_victim_runs_again_whole(client, repo, is_postgres) -> None:  # noqa: ANN001
+    """A transaction Bundle that loses a deadlock runs again from its entries: its urn:uuid
+    references point at what the successful run created, and nothing of the failed run is left."""
+    import time
+
+    from sqlalchemy import text
+
+    if not is_postgres:
+        pytest.skip("SQLite write transactions serialize from BEGIN IMMEDIATE: they cannot deadlock")
+    hdr = {"Content-Type": "application/fhir+json"}
+    for rid in ("vic-a", "vic-b"):
+        client.put(f"/fhir/Patient/{rid}", headers=hdr, data=json.dumps(
+            {"resourceType": "Patient", "id": rid, "identifier": [{"system": "urn:test:victim", "value": rid}]}))
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:0b3f1a52-9d1e-4c59-8d43-3b0f6c1d2e01", "resource": {"resourceType": "Patient"},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Patient", "id": "vic-a", "gender": "other"},
+         "request": {"method": "PUT", "url": "Patient/vic-a"}},
+        {"request": {"method": "DELETE", "url": "Patient?identifier=urn:test:victim|vic-b"}},  # locks vic-b late
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "victim"},
+                      "subject": {"reference": "urn:uuid:0b3f1a52-9d1e-4c59-8d43-3b0f6c1d2e01"}},
+         "request": {"method": "POST", "url": "Observation"}}]}
+    result: list = []
+    with repo.engine.connect() as blocker:
+        tx = blocker.begin()
+        blocker.execute(text("SELECT 1 FROM resource WHERE res_type = 'Patient' AND res_id = 'vic-b' FOR UPDATE"))
+        worker = threading.Thread(target=lambda: result.append(
+            client.application.test_client().post("/fhir", data=json.dumps(bundle), headers=hdr)))
+        worker.start()
+        deadline = time.time() + 20  # the Bundle holds vic-a and, references rewritten, waits for vic-b
+        with repo.engine.connect() as watcher:  # its own transactions: fresh pg_stat_activity each time
+            while time.time() < deadline and not watcher.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()")).scalar():
+                watcher.rollback()
+                time.sleep(0.05)
+        # now wait for vic-a ourselves: a cycle; the Bundle, waiting longer, is the victim
+        blocker.execute(text("SELECT 1 FROM resource WHERE res_type = 'Patient' AND res_id = 'vic-a' FOR UPDATE"))
+        tx.commit()
+        worker.join(60)
+    resp = result[0]
+    assert resp.status_code == 200, resp.data
+    entries = json.loads(resp.data)["entry"]
+    def path(loc: str) -> str:  # http://testserver/fhir/Type/id/_history/1 -> Type/id
+        return loc.split("/fhir/", 1)[1].split("/_history", 1)[0]
+
+    created = path(entries[0]["response"]["location"]).split("/")[1]
+    obs = json.loads(client.get("/fhir/" + path(entries[3]["response"]["location"])).data)
+    assert obs["subject"]["reference"] == f"Patient/{created}"
+    patients = json.loads(client.get("/fhir/Patient?_count=50").data)
+    assert sorted(e["resource"]["id"] for e in patients["entry"]) == sorted(["vic-a", created])
+    assert json.loads(client.get("/fhir/Observation").data)["total"] == 1
