@@ -12,3 +12,6 @@ from fhirserver.access.binary import PROXY_TYPES, with_security_context  # noqa:
 from fhirserver.access.jobs import job_policy, job_principal  # noqa: E402  named internal jobs
 
 __all__ += ["PROXY_TYPES", "job_policy", "job_principal", "with_security_context"]
+from fhirserver.access.operations import OPERATION_NEEDS, OperationNeeds, check_operation, guard_all  # noqa: E402
+
+__all__ += ["OPERATION_NEEDS", "OperationNeeds", "check_operation", "guard_all"]

@@ -27,6 +27,13 @@ class Policy(Protocol):
         """Raise FhirError(403) when the caller may not write this content (e.g. outside its
         patient's compartment)."""
 
+    def check_operation(self, name: str, res_type: str | None) -> None:
+        """Raise FhirError(403) unless the caller may run `$name` (see access.operations)."""
+
+    def check_delete(self, tx: Any, res_type: str, res_id: str) -> None:
+        """Raise FhirError(403) when the caller may not delete this resource (e.g. a profile its
+        patient owns); runs in the delete's transaction `tx` and writes only there."""
+
     def owned(self, res_type: str, body: dict[str, Any]) -> dict[str, Any]:
         """The body to store: the gate may stamp who owns data that names no patient."""
 
@@ -45,6 +52,12 @@ class OpenPolicy:
         return ()
 
     def check_write(self, res_type: str, body: dict[str, Any]) -> None:
+        return None
+
+    def check_operation(self, name: str, res_type: str | None) -> None:
+        return None
+
+    def check_delete(self, tx: Any, res_type: str, res_id: str) -> None:
         return None
 
     def owned(self, res_type: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -85,3 +98,9 @@ class DenyPolicy:
 
     def check_new_id(self, res_type: str) -> None:
         self.check_interaction("create", res_type)
+
+    def check_operation(self, name: str, res_type: str | None) -> None:
+        self.check_interaction("operation", res_type)
+
+    def check_delete(self, tx: Any, res_type: str, res_id: str) -> None:
+        self.check_interaction("delete", res_type)

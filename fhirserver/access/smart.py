@@ -265,6 +265,16 @@ class SmartPolicy:
     def row_filter(self, res_type: str | None) -> Sequence[ColumnElement[bool]]:
         return self._filter(res_type, "rs")
 
+    def check_operation(self, name: str, res_type: str | None) -> None:
+        from fhirserver.access.operations import check_operation
+
+        check_operation(self.p, name, res_type)
+
+    def check_delete(self, tx: Any, res_type: str, res_id: str) -> None:
+        from fhirserver.access.lifecycle import check_delete
+
+        check_delete(tx, self.p, res_type, res_id)
+
     # -- writes -------------------------------------------------------------------------
     def check_write(self, res_type: str, body: dict[str, Any]) -> None:
         p = self.p

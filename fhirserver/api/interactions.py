@@ -382,6 +382,7 @@ def delete(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
             return FhirResponse(204, outcome=info(f"{res_type}/{res_id} did not exist or was already deleted"))
         # deleting is changing: only what the caller could also write (not a message naming others)
         ctx.access.check_write(res_type, loads(cur.body or "{}"))
+    ctx.access.check_delete(tx, res_type, res_id)
     if_match = req.header("if-match")
     try:
         stored = tx.delete(res_type, res_id, parse_etag(if_match) if if_match else None)
@@ -545,8 +546,9 @@ def operations() -> dict[str, Handler]:
     """Every `$operation`: `$reindex` here, the rest from `fhirserver.operations` (loaded on first
     use, not at import, so that the operations may import this module)."""
     from fhirserver import operations as ops
+    from fhirserver.access.operations import guard_all
 
-    return {"$reindex": reindex, **ops.registry()}
+    return guard_all({"$reindex": reindex, **ops.registry()})
 
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -3,6 +3,11 @@
 `registry()` maps `$name` to its handler for `fhirserver.api.interactions.operations()`;
 `OPERATION_DEFINITIONS` names the OperationDefinition of each (conformance/definitions) with the
 resource types it applies to, for the CapabilityStatement.
+
+What each operation needs from its caller (scopes, principal kinds) is declared in
+`fhirserver.access.operations.OPERATION_NEEDS` and checked before the handler runs
+(`interactions.operations()` wraps every handler); a handler added here without a declaration
+there is refused. Inside, handlers read and write through the caller's row filter.
 """
 from __future__ import annotations
 

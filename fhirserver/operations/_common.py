@@ -104,11 +104,25 @@ def visible(ctx: Any, tx: Any, res_type: str, res_id: str) -> dict[str, Any]:
     return json.loads(cur.body)
 
 
-def require(ctx: Any, *roles: str) -> Any:
-    p = principal(ctx)
-    if p is not None and p.role not in roles and p.role != "admin":
-        raise FhirError(403, f"This operation is for {' or '.join(roles)} users", "forbidden")
-    return p
+def visible_keys(ctx: Any, tx: Any, keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (type, id) pairs among `keys` whose current resource the caller may see, in order."""
+    from sqlalchemy import select
+
+    from fhirserver.storage.tables import resource
+
+    by_type: dict[str, list[str]] = {}
+    keys = list(keys)
+    for t, i in keys:
+        by_type.setdefault(t, []).append(i)
+    seen: set[tuple[str, str]] = set()
+    tx.flush()
+    for t, ids in by_type.items():
+        for chunk in range(0, len(ids), 500):
+            rows = tx.conn.execute(select(resource.c.res_id).where(
+                resource.c.res_type == t, resource.c.res_id.in_(ids[chunk:chunk + 500]),
+                resource.c.deleted.is_(False), *ctx.access.row_filter(t))).scalars()
+            seen.update((t, i) for i in rows)
+    return [k for k in keys if k in seen]
 
 
 def audit(tx: Any, ctx: Any, action: str, refs: Iterable[str], what: str, detail: str = "") -> None:

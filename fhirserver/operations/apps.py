@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from fhirserver.api.outcome import FhirError
-from fhirserver.operations._common import audit, now, params, parameters, require, visible
+from fhirserver.operations._common import audit, now, params, parameters, visible
 
 
 def _grants(conn: Any, patient_id: str) -> dict[str, dict[str, Any]]:
@@ -42,10 +42,8 @@ def _grants(conn: Any, patient_id: str) -> dict[str, dict[str, Any]]:
 def connected_apps(ctx: Any, tx: Any, req: Any) -> Any:
     from fhirserver.api.interactions import FhirResponse
 
-    ctx.access.check_interaction("operation", "Patient")
     if req.res_type != "Patient" or not req.res_id:
         raise FhirError(400, "$connected-apps runs on a Patient: /Patient/{id}/$connected-apps", "invalid")
-    require(ctx, "patient", "guardian")
     visible(ctx, tx, "Patient", req.res_id)
     from datetime import datetime, timezone
 
@@ -67,10 +65,8 @@ def revoke_app(ctx: Any, tx: Any, req: Any) -> Any:
     from smart_auth import store
     from smart_auth.tables import auth_token
 
-    ctx.access.check_interaction("operation", "Patient")
     if req.method != "POST" or req.res_type != "Patient" or not req.res_id:
         raise FhirError(400, "POST /Patient/{id}/$revoke-app with a grant or client parameter", "invalid")
-    require(ctx, "patient", "guardian")
     visible(ctx, tx, "Patient", req.res_id)
     p = params(req)
     grant, client = p.get("grant"), p.get("client")

@@ -1,14 +1,23 @@
-"""`Patient/[id]/$erase`: remove a patient's whole compartment irrecoverably.
+"""`Patient/[id]/$erase`: remove a patient's record irrecoverably, and nothing of anyone else's.
 
-Every version and history row, index and compartment row of the patient and of every resource in
-its compartment or referencing it (AuditEvents included), the DICOM files and index rows of its
-studies, its outbox messages, invitations, account and reserved emails. Older versions of other
-resources that once referenced the patient lose those versions. What remains is one AuditEvent
-that names nobody. On SQLite the deleted pages are zeroed (secure_delete) and the WAL is
-truncated after the commit, so the database file keeps no copy either.
+What belongs to the patient alone goes whole: every version, index and compartment row of the
+patient and of every resource in its compartment or referencing it that names no other patient
+(AuditEvents included), the DICOM files and index rows of its studies, its outbox messages,
+invitations, account and reserved emails.
 
-Allowed to: an admin; the patient themself; staff of the managing organization when the profile
-is not owned by an activated account.
+What is shared with other patients stays: a Group, a CareTeam, an Appointment, an AuditEvent, a
+Patient linking to this one, anything naming another patient (directly, or through that patient's
+RelatedPerson) gets a new version without the erased patient (the list item naming them, or the
+element), and its older versions naming the patient are removed. When that leaves an invalid
+resource, the reference keeps only a neutral display; when even that is invalid, the resource is
+kept as it was and reported as kept. Older versions of other resources that once named the
+patient are removed. What remains is one AuditEvent that names nobody. On SQLite the deleted
+pages are zeroed (secure_delete) and the WAL is truncated after the commit, so the database file
+keeps no copy either.
+
+Allowed to (declared in fhirserver.access.operations, write scopes on every type): an admin; the
+patient themself; staff who can see and write the patient, when the profile is not owned by an
+activated account (the access gate's delete rule).
 """
 from __future__ import annotations
 
@@ -16,45 +25,156 @@ import json
 import uuid
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, delete, or_, select
+from sqlalchemy import Text, and_, cast, delete, or_, select, update
 
 from fhirserver.api.interactions import FhirResponse
 from fhirserver.api.outcome import FhirError
+from fhirserver.model.references import parse_reference
+from fhirserver.model.validate import InvalidResource, validate_resource
 from fhirserver.operations import _common as c
 from fhirserver.operations.merge import referencing
-from fhirserver.storage.tables import INDEX_TABLES, resource, resource_history
+from fhirserver.storage.tables import (
+    INDEX_TABLES, idx_reference, resource, resource_compartment, resource_history,
+)
+
+ERASED = "erased patient"  # the display a shared reference keeps when it cannot be removed
+
+
+# -- what names the patient ---------------------------------------------------------------------
+def _is_ref(v: Any, pid: str, base: str | None) -> bool:
+    if not isinstance(v, dict) or not isinstance(v.get("reference"), str):
+        return False
+    ref = parse_reference(v["reference"], base)
+    return ref.local and ref.res_type == "Patient" and ref.res_id == pid
+
+
+def names(v: Any, pid: str, base: str | None) -> bool:
+    """Whether any reference anywhere in `v` (contained resources included) is to Patient/pid."""
+    if isinstance(v, dict):
+        return _is_ref(v, pid, base) or any(names(x, pid, base) for x in v.values())
+    if isinstance(v, list):
+        return any(names(x, pid, base) for x in v)
+    return False
+
+
+def _direct(v: Any, pid: str, base: str | None) -> bool:
+    """A reference to the patient reached without crossing a list: removing `v` removes it."""
+    return _is_ref(v, pid, base) or (isinstance(v, dict) and any(
+        _direct(x, pid, base) for x in v.values() if not isinstance(x, list)))
+
+
+_GONE = object()
+
+
+def without(v: Any, pid: str, base: str | None) -> Any:
+    """`v` without the patient: the list item or the element holding a reference to them goes
+    (a Group member, a CareTeam participant, a recipient); lists and objects left empty go too."""
+    if isinstance(v, list):
+        items = [without(x, pid, base) for x in v if not _direct(x, pid, base)]
+        items = [x for x in items if x is not _GONE]
+        return items if items else _GONE
+    if isinstance(v, dict):
+        out = {}
+        for k, x in v.items():
+            if _direct(x, pid, base):
+                continue
+            nx = without(x, pid, base)
+            if nx is not _GONE:
+                out[k] = nx
+        return out if out else _GONE
+    return v
+
+
+def anonymized(v: Any, pid: str, base: str | None) -> Any:
+    """`v` with each reference to the patient replaced by a neutral display (no id, no name)."""
+    if _is_ref(v, pid, base):
+        return {"display": ERASED}
+    if isinstance(v, dict):
+        return {k: anonymized(x, pid, base) for k, x in v.items()}
+    if isinstance(v, list):
+        return [anonymized(x, pid, base) for x in v]
+    return v
+
+
+def _valid(body: Any, res_type: str) -> dict[str, Any] | None:
+    if not isinstance(body, dict) or body is _GONE:
+        return None
+    try:
+        return validate_resource(body, res_type)
+    except InvalidResource:
+        return None
+
+
+def _shared_pks(tx: Any, pid: str, rows: dict[int, dict[str, Any]], base: str | None) -> set[int]:
+    """Storage keys (of `rows`: pk -> body) of resources that also belong to another patient: in
+    another patient's compartment, referencing another Patient, or another patient's
+    RelatedPerson."""
+    from fhirserver.model.references import iter_references
+
+    if not rows:
+        return set()
+    tx.flush()
+    pks = list(rows)
+    out = set(tx.conn.execute(select(resource_compartment.c.res_pk).where(
+        resource_compartment.c.res_pk.in_(pks), resource_compartment.c.comp_type == "Patient",
+        resource_compartment.c.comp_id != pid)).scalars())
+    related: dict[int, set[str]] = {}
+    for pk, body in rows.items():
+        for v in iter_references(body):
+            ref = parse_reference(v, base)
+            if ref.local and ref.res_type == "Patient" and ref.res_id != pid:
+                out.add(pk)
+            elif ref.local and ref.res_type == "RelatedPerson":
+                related.setdefault(pk, set()).add(ref.res_id or "")
+    wanted = sorted({i for ids in related.values() for i in ids})
+    if wanted:
+        rp = resource.alias("rp")
+        others = set(tx.conn.execute(select(rp.c.res_id).where(
+            rp.c.res_type == "RelatedPerson", rp.c.res_id.in_(wanted),
+            rp.c.pk.in_(select(idx_reference.c.res_pk).where(
+                idx_reference.c.res_type == "RelatedPerson", idx_reference.c.param == "patient",
+                idx_reference.c.target_type == "Patient", idx_reference.c.target_id != pid)))).scalars())
+        out.update(pk for pk, ids in related.items() if ids & others)
+    return out
+
+
+# -- the operation --------------------------------------------------------------------------------
+def _authorize(ctx: Any, tx: Any, pid: str) -> None:
+    """The caller erases this patient: an admin, the patient themself, or staff who may write
+    them (the operation's needs were checked by the access gate before this runs)."""
+    p = c.principal(ctx)
+    if p is not None and p.role != "admin":
+        if p.role == "patient":
+            if pid not in p.patients and p.patient != pid:
+                raise FhirError(403, "A patient may erase only their own record", "forbidden")
+        elif p.role == "staff":
+            ctx.access.check_write("Patient", c.visible(ctx, tx, "Patient", pid))
+        else:
+            raise FhirError(403, "Not permitted to erase this patient", "forbidden")
+    # an owned profile: only its patient or an admin (the same rule as any delete)
+    ctx.access.check_delete(tx, "Patient", pid)
 
 
 def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
-    from dicom.store import file_store
-    from dicom.tables import dicom_instance, dicom_series, dicom_study
     from fhirserver.notify.tables import notify_outbox
     from fhirserver.operations.tables import (
         lifecycle_access_request, lifecycle_account, lifecycle_email, lifecycle_invitation,
     )
     from smart_auth.tables import auth_code, auth_session, auth_token, auth_user
 
-    ctx.access.check_interaction("operation", "Patient")
-    pid = req.res_id
+    from fhirserver.api.interactions import check_id
+
+    if req.res_type != "Patient" or not req.res_id:
+        raise FhirError(404, "$erase is an operation on Patient/[id]", "not-supported")
+    pid = check_id(req.res_id)
     p = c.principal(ctx)
     conn = tx.conn
+    _authorize(ctx, tx, pid)
+    if tx.current("Patient", pid) is None:
+        raise FhirError(404, f"Patient/{pid} is not known", "not-found")
+    base = c.root_url_or_none()
     accounts = conn.execute(select(lifecycle_account).where(
         lifecycle_account.c.res_type == "Patient", lifecycle_account.c.res_id == pid)).mappings().all()
-    owned = any(a["status"] in ("active", "closed") for a in accounts)
-    if p is not None and p.role != "admin":
-        if p.role == "patient" and pid in p.patients:
-            pass
-        elif p.role == "staff":
-            body = c.visible(ctx, tx, "Patient", pid)
-            ctx.access.check_write("Patient", body)
-            if owned:
-                raise FhirError(403, "This profile is owned by its patient: only the patient (or an admin) "
-                                "can erase it; unlink it instead", "forbidden")
-        else:
-            raise FhirError(403, "Not permitted to erase this patient", "forbidden")
-    cur = tx.current("Patient", pid)
-    if cur is None:
-        raise FhirError(404, f"Patient/{pid} is not known", "not-found")
     if tx.postgres is False:
         conn.exec_driver_sql("PRAGMA secure_delete=ON")
     emails: set[str] = set()
@@ -63,22 +183,62 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         if text:
             emails.update(c.emails_of(json.loads(text)))
     emails.update(a["email"] for a in accounts)
-    targets = referencing(tx, pid) + [("Patient", pid)]
-    # soft-deleted resources keep patient data only in history: find them by their references
-    needle = f'%"Patient/{pid}"%'
-    hist = conn.execute(select(resource_history.c.res_type, resource_history.c.res_id).where(
-        cast(resource_history.c.body, Text).like(needle)).distinct()).all()
-    current_refs = set(targets)
-    partial = []
-    for t, i in hist:
-        if (t, i) in current_refs:
-            continue
-        row = tx.current(t, i)
-        if row is None or row.deleted:
-            current_refs.add((t, i))  # gone anyway: erase the whole resource
+
+    # Every version naming the patient (whatever the reference spelling), and the live resources
+    # referencing them or in their compartment.
+    tx.flush()
+    naming: dict[tuple[str, str], list[int]] = {}
+    for hpk, t, i, text in conn.execute(select(
+            resource_history.c.pk, resource_history.c.res_type, resource_history.c.res_id,
+            resource_history.c.body).where(cast(resource_history.c.body, Text).like(f"%Patient/{pid}%"))):
+        if text and names(json.loads(text), pid, base):
+            naming.setdefault((t, i), []).append(hpk)
+    keys = set(referencing(tx, pid)) | set(naming)
+    keys.discard(("Patient", pid))
+    whole: set[tuple[str, str]] = {("Patient", pid)}
+    live: dict[int, tuple[str, str, dict[str, Any]]] = {}
+    drop_versions: list[int] = []
+    for t, i in sorted(keys):
+        cur = tx.current(t, i, for_update=True)
+        if cur is None:  # versions without a resource row: nothing else to keep
+            drop_versions.extend(naming.get((t, i), []))
+        elif cur.deleted or cur.body is None:
+            # gone already: keep only the versions that never named the patient
+            remaining = conn.execute(select(resource_history.c.pk).where(
+                resource_history.c.res_type == t, resource_history.c.res_id == i,
+                resource_history.c.body.isnot(None),
+                resource_history.c.pk.notin_(naming.get((t, i), [-1])))).first()
+            if remaining:
+                drop_versions.extend(naming.get((t, i), []))
+            else:
+                whole.add((t, i))
         else:
-            partial.append((t, i))  # now about someone else: drop only the versions naming the patient
-    targets = sorted(current_refs)
+            body = json.loads(cur.body)
+            if names(body, pid, base) or (t, i) not in naming:
+                live[cur.pk] = (t, i, body)
+            else:  # no longer about the patient: only older versions named them
+                drop_versions.extend(naming.get((t, i), []))
+    shared = _shared_pks(tx, pid, {pk: b for pk, (t, _i, b) in live.items() if t != "Patient"}, base)
+    shared.update(pk for pk, (t, _i, _b) in live.items() if t == "Patient")  # another patient's profile
+    # what the caller saw of them before they change (reported by name; the rest only counted)
+    seen = set(c.visible_keys(ctx, tx, [(t, i) for pk, (t, i, _b) in live.items() if pk in shared]))
+    updated: list[tuple[str, str]] = []
+    kept: list[tuple[str, str]] = []
+    for pk, (t, i, body) in live.items():
+        if pk not in shared:
+            whole.add((t, i))
+            continue
+        if not names(body, pid, base):
+            continue  # shared, and in the compartment only through someone else: nothing to remove
+        new = _valid(without(body, pid, base), t) or _valid(anonymized(body, pid, base), t)
+        if new is None:
+            kept.append((t, i))
+            continue
+        tx.update(t, i, new)
+        updated.append((t, i))
+        drop_versions.extend(naming.get((t, i), []))
+    tx.flush()
+    targets = sorted(whole)
     study_ids = [i for t, i in targets if t == "ImagingStudy"]
     pks = [r[0] for r in conn.execute(select(resource.c.pk).where(
         or_(*[and_(resource.c.res_type == t, resource.c.res_id == i) for t, i in targets]))).all()]
@@ -89,27 +249,9 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         conn.execute(delete(resource_history).where(resource_history.c.res_type == t, resource_history.c.res_id == i))
     if pks:
         conn.execute(delete(resource).where(resource.c.pk.in_(pks)))
-    for t, i in partial:
-        conn.execute(delete(resource_history).where(
-            resource_history.c.res_type == t, resource_history.c.res_id == i,
-            cast(resource_history.c.body, Text).like(needle)))
-    # DICOM: index rows and files of the patient's studies
-    studies = conn.execute(select(dicom_study.c.study_uid).where(or_(
-        dicom_study.c.patient_res_id == pid,
-        dicom_study.c.imaging_study_id.in_(study_ids) if study_ids else False))).scalars().all()
-    keys: list[str] = []
-    if studies:
-        keys = list(conn.execute(select(dicom_instance.c.storage_key).where(
-            dicom_instance.c.study_uid.in_(studies))).scalars())
-        conn.execute(delete(dicom_instance).where(dicom_instance.c.study_uid.in_(studies)))
-        conn.execute(delete(dicom_series).where(dicom_series.c.study_uid.in_(studies)))
-        conn.execute(delete(dicom_study).where(dicom_study.c.study_uid.in_(studies)))
-        still = set(conn.execute(select(dicom_instance.c.storage_key).where(
-            dicom_instance.c.storage_key.in_(keys))).scalars()) if keys else set()
-        keys = [k for k in keys if k not in still]
-        from dicom.index import record_erased
-
-        record_erased(conn, keys)  # a crash before the files go must not bring them back
+    for chunk in range(0, len(drop_versions), 500):
+        conn.execute(delete(resource_history).where(resource_history.c.pk.in_(drop_versions[chunk:chunk + 500])))
+    files = _erase_dicom(conn, pid, study_ids)
     # outbox, lifecycle rows, logins
     conn.execute(delete(notify_outbox).where(or_(notify_outbox.c.patient_id == pid,
                                                  notify_outbox.c.recipient.in_(sorted(emails)))))
@@ -121,6 +263,7 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
                          (auth_session, auth_session.c.user_pk), (lifecycle_invitation, lifecycle_invitation.c.user_pk),
                          (lifecycle_account, lifecycle_account.c.user_pk), (auth_user, auth_user.c.pk)):
             conn.execute(delete(tbl).where(col == u))
+    _forget_in_guardians(conn, pid)
     conn.execute(delete(lifecycle_invitation).where(lifecycle_invitation.c.res_id == pid,
                                                     lifecycle_invitation.c.res_type == "Patient"))
     conn.execute(delete(lifecycle_email).where(or_(lifecycle_email.c.email.in_(sorted(emails)),
@@ -131,16 +274,59 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
 
     store.bump_revocations()
     erasure = uuid.uuid4().hex
-    detail = f"erasure {erasure}: {len(targets)} resources and {len(keys)} DICOM files removed"
+    detail = (f"erasure {erasure}: {len(targets)} resources and {len(files)} DICOM files removed, "
+              f"{len(updated)} shared resources updated, {len(kept)} kept")
+    report = [(name, {"reference": f"{t}/{i}"}) for name, keys in (("updated-resource", updated),
+                                                                  ("kept-resource", kept))
+              for t, i in keys if (t, i) in seen]
     if p is not None and p.fhir_user == f"Patient/{pid}":
         ctx = _anonymous(ctx)
     c.audit(tx, ctx, "D", [], "erase", detail)
     if not tx.postgres:
         conn.exec_driver_sql("PRAGMA secure_delete=OFF")
     settings = c.services().settings
-    _after_commit(keys, settings, tx.postgres)
+    _after_commit(files, settings, tx.postgres)
     return FhirResponse(200, c.parameters(("result", True), ("erasure", erasure),
-                                          ("resources", len(targets)), ("dicom-files", len(keys))))
+                                          ("resources", len(targets)), ("dicom-files", len(files)),
+                                          ("updated", len(updated)), ("kept", len(kept)), *report))
+
+
+def _erase_dicom(conn: Any, pid: str, study_ids: list[str]) -> list[str]:
+    """Index rows of the patient's studies; the storage keys of their files no one else uses."""
+    from dicom.tables import dicom_instance, dicom_series, dicom_study
+
+    studies = conn.execute(select(dicom_study.c.study_uid).where(or_(
+        dicom_study.c.patient_res_id == pid,
+        dicom_study.c.imaging_study_id.in_(study_ids) if study_ids else False))).scalars().all()
+    if not studies:
+        return []
+    keys = list(conn.execute(select(dicom_instance.c.storage_key).where(
+        dicom_instance.c.study_uid.in_(studies))).scalars())
+    conn.execute(delete(dicom_instance).where(dicom_instance.c.study_uid.in_(studies)))
+    conn.execute(delete(dicom_series).where(dicom_series.c.study_uid.in_(studies)))
+    conn.execute(delete(dicom_study).where(dicom_study.c.study_uid.in_(studies)))
+    still = set(conn.execute(select(dicom_instance.c.storage_key).where(
+        dicom_instance.c.storage_key.in_(keys))).scalars()) if keys else set()
+    keys = [k for k in keys if k not in still]
+    from dicom.index import record_erased
+
+    record_erased(conn, keys)  # a crash before the files go must not bring them back
+    return keys
+
+
+def _forget_in_guardians(conn: Any, pid: str) -> None:
+    """Guardians keep their login (it is theirs), without the erased child."""
+    from smart_auth.tables import auth_user
+
+    for upk, text in conn.execute(select(auth_user.c.pk, auth_user.c.patients).where(
+            auth_user.c.patients.like(f'%"{pid}"%'))).all():
+        try:
+            kids = json.loads(text or "[]")
+        except ValueError:
+            continue
+        if pid in kids:
+            conn.execute(update(auth_user).where(auth_user.c.pk == upk).values(
+                patients=json.dumps([k for k in kids if k != pid])))
 
 
 def _anonymous(ctx: Any) -> Any:

@@ -17,7 +17,6 @@ def everything(ctx: Any, tx: Any, req: Any) -> Any:
 
     if req.res_type != "Patient" or not req.res_id:
         raise FhirError(400, "$everything runs on one Patient: /Patient/{id}/$everything", "invalid")
-    ctx.access.check_interaction("search", None)
     pid = check_id(req.res_id)
     if tx.current("Patient", pid, where=ctx.access.row_filter("Patient")) is None:
         raise FhirError(404, f"Patient/{pid} is not known", "not-found")

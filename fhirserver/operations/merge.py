@@ -10,13 +10,13 @@ transaction (a failure at any step changes nothing); AuditEvents keep their orig
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from fhirserver.api.interactions import FhirResponse
 from fhirserver.api.outcome import FhirError
+from fhirserver.model.references import parse_reference
 from fhirserver.model.validate import InvalidResource, validate_resource
 from fhirserver.operations import _common as c
 from fhirserver.storage.tables import idx_reference, resource, resource_compartment
@@ -24,18 +24,20 @@ from fhirserver.storage.tables import idx_reference, resource, resource_compartm
 KEEP = frozenset({"AuditEvent", "Provenance"})
 
 
-def _repoint(v: Any, src: str, tgt: str) -> Any:
-    pat = re.compile(rf"(^|/)Patient/{re.escape(src)}(/_history/[^/]+)?$")
+def _repoint(v: Any, src: str, tgt: str, base: str | None = None) -> Any:
+    """`v` with every reference to Patient/src (any spelling the reference parser accepts)
+    pointing at Patient/tgt."""
     if isinstance(v, dict):
         out = {}
         for k, x in v.items():
-            if k == "reference" and isinstance(x, str) and pat.search(x):
-                out[k] = pat.sub(lambda m: f"{m.group(1)}Patient/{tgt}", x)
+            ref = parse_reference(x, base) if k == "reference" and isinstance(x, str) else None
+            if ref is not None and ref.local and ref.res_type == "Patient" and ref.res_id == src:
+                out[k] = f"Patient/{tgt}"
             else:
-                out[k] = _repoint(x, src, tgt)
+                out[k] = _repoint(x, src, tgt, base)
         return out
     if isinstance(v, list):
-        return [_repoint(x, src, tgt) for x in v]
+        return [_repoint(x, src, tgt, base) for x in v]
     return v
 
 
@@ -57,8 +59,6 @@ def merge(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
 
     if req.res_id:
         raise FhirError(404, "$merge is called on the Patient type: Patient/$merge", "not-supported")
-    ctx.access.check_interaction("operation", "Patient")
-    c.require(ctx, "staff")
     args = c.params(req)
     src = c.ref_id(args.get("source-patient"), "Patient")
     tgt = c.ref_id(args.get("target-patient"), "Patient")
@@ -79,7 +79,9 @@ def merge(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
             lifecycle_account.c.status == "active")).first():
         raise FhirError(422, "The source profile is owned by its patient's account; merge the other way round",
                         "processing")
-    moving = [(t, i) for t, i in referencing(tx, src) if t not in KEEP]
+    # only what the caller can see moves: the rest keeps the source reference, which now says
+    # `replaced-by` the target
+    moving = c.visible_keys(ctx, tx, [(t, i) for t, i in referencing(tx, src) if t not in KEEP])
     preview = c.truthy(args.get("preview"))
     result = args.get("result-patient")
     if result is not None and (not isinstance(result, dict) or result.get("id") != tgt):
@@ -89,13 +91,20 @@ def merge(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         return FhirResponse(200, c.parameters(("outcome", f"Preview: {len(moving)} resources would move"),
                                               ("result", target), *[("moved", r) for r in moved_refs]))
     for t, i in moving:
-        cur = tx.current(t, i, for_update=True)
+        cur = tx.current(t, i, for_update=True, where=ctx.access.row_filter(t))
+        if cur is None or cur.deleted or cur.body is None:
+            continue  # changed since it was listed
         body = json.loads(cur.body)
-        new = _repoint(body, src, tgt)
+        new = _repoint(body, src, tgt, c.root_url_or_none())
         if new != body:
             ctx.access.check_write(t, new)
             tx.update(t, i, new)
-    tx.conn.execute(update(dicom_study).where(dicom_study.c.patient_res_id == src).values(patient_res_id=tgt))
+    # the DICOM index follows the studies that moved (and those not yet linked to an ImagingStudy)
+    moved_studies = [i for t, i in moving if t == "ImagingStudy"]
+    tx.conn.execute(update(dicom_study).where(
+        dicom_study.c.patient_res_id == src,
+        or_(dicom_study.c.imaging_study_id.is_(None), dicom_study.c.imaging_study_id.in_(moved_studies)))
+        .values(patient_res_id=tgt))
     src_links = [l for l in source.get("link") or [] if c.ref_id(l.get("other"), "Patient") != tgt]
     tx.update("Patient", src, {**source, "active": False,
                                "link": [*src_links, {"other": {"reference": f"Patient/{tgt}"}, "type": "replaced-by"}]})

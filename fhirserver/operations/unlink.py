@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from fhirserver.access.lifecycle import check_reactivate
 from fhirserver.api.interactions import FhirResponse
 from fhirserver.api.outcome import FhirError
 from fhirserver.operations import _common as c
@@ -36,23 +37,25 @@ def _owned(conn, pid: str) -> dict | None:  # noqa: ANN001
 
 
 def unlink(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
-    ctx.access.check_interaction("operation", "Patient")
-    p = c.require(ctx, "staff")
+    p = c.principal(ctx)
     pid = req.res_id
     body = c.visible(ctx, tx, "Patient", pid)
     orgs = set(p.organizations) if p is not None else set()
+    # consents that share the patient with the unlinking organization end too (read while the
+    # patient is still on the organization's list, through the caller's row filter)
+    tx.flush()
+    consents = tx.conn.execute(select(resource.c.res_id, resource.c.body).where(
+        resource.c.res_type == "Consent", resource.c.deleted.is_(False), *ctx.access.row_filter("Consent"),
+        resource.c.pk.in_(select(idx_reference.c.res_pk).where(
+            idx_reference.c.res_type == "Consent", idx_reference.c.param == "patient",
+            idx_reference.c.target_type == "Patient", idx_reference.c.target_id == pid)))).all()
     org = c.ref_id(body.get("managingOrganization"), "Organization")
     changed = False
     if org and (p is None or p.role == "admin" or org in orgs):
         body = {k: v for k, v in body.items() if k != "managingOrganization"}
         tx.update("Patient", pid, body)
         changed = True
-    # consents that share the patient with the unlinking organization end too
-    tx.flush()
-    for cid, text in tx.conn.execute(select(resource.c.res_id, resource.c.body).where(
-            resource.c.res_type == "Consent", resource.c.deleted.is_(False),
-            resource.c.pk.in_(select(idx_reference.c.res_pk).where(
-                idx_reference.c.param == "patient", idx_reference.c.target_id == pid)))).all():
+    for cid, text in consents:
         consent = json.loads(text)
         actors = {c.ref_id(a.get("reference"), "Organization") for a in (consent.get("provision") or {}).get("actor") or []}
         if consent.get("status") == "active" and actors & orgs:
@@ -66,7 +69,6 @@ def unlink(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
 
 
 def close(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
-    ctx.access.check_interaction("operation", "Patient")
     pid = req.res_id
     body = c.visible(ctx, tx, "Patient", pid)
     p = c.principal(ctx)
@@ -91,31 +93,20 @@ def close(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     return FhirResponse(200, c.parameters(("result", True), ("message", "The account is closed")))
 
 
-def _was_managed_by(tx: Any, pid: str, orgs: Any) -> bool:
-    """Whether the current or any earlier version of the Patient named one of these organizations."""
-    wanted = {f"Organization/{o}" for o in orgs}
-    versions, _total = tx.history("Patient", pid, count=1000, with_total=False)
-    for v in versions:
-        if v.body and (json.loads(v.body).get("managingOrganization") or {}).get("reference") in wanted:
-            return True
-    return False
-
-
 def reactivate(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
-    ctx.access.check_interaction("operation", "Patient")
-    p = c.require(ctx, "staff")
-    pid = req.res_id
+    from fhirserver.api.interactions import check_id
+
+    p = c.principal(ctx)
+    pid = check_id(req.res_id)
+    # an unlinked profile is invisible to the organization that had it: the access rule looks
+    # at its history instead of the row filter (and answers before anything says it exists)
+    check_reactivate(tx, p, pid, c.root_url_or_none())
     cur = tx.current("Patient", pid)
     if cur is None or cur.deleted or cur.body is None:
         raise FhirError(404, f"Patient/{pid} is not known", "not-found")
     body = json.loads(cur.body)
     new = {**body, "active": True}
     if p is not None and p.role != "admin":
-        if not p.organizations:
-            raise FhirError(403, "Reactivating needs an organization", "forbidden")
-        if not _was_managed_by(tx, pid, p.organizations):
-            raise FhirError(403, "This patient was never on your organization's list: ask the patient for "
-                            "access ($request-access) instead", "forbidden")
         if "managingOrganization" not in new:
             new["managingOrganization"] = {"reference": f"Organization/{p.organizations[0]}"}
     ctx.access.check_write("Patient", {**new, "id": pid})
