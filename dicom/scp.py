@@ -31,7 +31,7 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.presentation import AllStoragePresentationContexts
 
-from dicom import index, query, worklist
+from dicom import index, query, telemetry, worklist
 from dicom.bridge import update_studies
 from dicom.nodes import get_node, list_nodes
 from dicom.store import InstanceStore, file_store
@@ -451,7 +451,7 @@ class DicomNode:
         return [
             (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_C_ECHO, lambda e: 0x0000),
-            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_STORE, telemetry.counted_store(self.on_store)),
             (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_C_MOVE, self.on_move),
             (evt.EVT_C_GET, self.on_get),
@@ -459,6 +459,7 @@ class DicomNode:
             (evt.EVT_RELEASED, self.on_end),
             (evt.EVT_ABORTED, self.on_end),
             (evt.EVT_CONN_CLOSE, self.on_end),
+            *telemetry.handlers(self.settings.log_requests),  # metrics, one log line per association
         ]
 
     def start(self, block: bool = False, listen_fd: int | None = None, load: LoadBoard | None = None) -> Any:
