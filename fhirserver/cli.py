@@ -207,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("files", nargs="+", type=Path)
     load.add_argument("--url", help="FHIR base of a running server (default: straight into the database;"
                       " with --url, --database-url names the database that keeps the load journal)")
+    load.add_argument("--token", help="bearer token for --url (default: $FHIRSERVER_TOKEN)")
+    load.add_argument("--client-id", help="with --client-secret: get a token by the client credentials grant")
+    load.add_argument("--client-secret", help="(default: $FHIRSERVER_CLIENT_SECRET)")
+    load.add_argument("--scope", default="system/*.cruds", help="scope asked with --client-id")
     load.add_argument("--stop-on-error", action="store_true")
     load.add_argument("--forget-journal", action="store_true",
                       help="forget what earlier loads into this target did: send every file again")
