@@ -148,3 +148,12 @@ def test_serve_exits_with_one_line_when_database_unreachable(tmp_path):  # noqa:
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "fhirserver: error: database" in proc.stderr
+
+
+def test_readme_transaction_example_bundle_posts(client):  # noqa: ANN001
+    bundle = Path(__file__).resolve().parents[2] / "docs" / "examples" / "bundle.json"
+    r = client.post("/fhir", data=bundle.read_bytes(), content_type="application/fhir+json")
+    assert r.status_code == 200, r.data
+    body = json.loads(r.data)
+    assert body["type"] == "transaction-response"
+    assert [e["response"]["status"][:3] for e in body["entry"]] == ["201", "201"]
