@@ -157,3 +157,18 @@ def test_readme_transaction_example_bundle_posts(client):  # noqa: ANN001
     body = json.loads(r.data)
     assert body["type"] == "transaction-response"
     assert [e["response"]["status"][:3] for e in body["entry"]] == ["201", "201"]
+
+
+def test_openapi_from_capability_statement_and_offline_docs(client):  # noqa: ANN001
+    doc = client.get("/openapi.json").json
+    assert doc["openapi"].startswith("3.")
+    read = doc["paths"]["/fhir/Patient/{id}"]["get"]
+    assert read["parameters"][0]["name"] == "id"
+    search = {p["name"] for p in doc["paths"]["/fhir/Patient"]["get"]["parameters"]}
+    assert {"name", "birthdate", "identifier"} <= search
+    assert "/readyz" in doc["paths"] and "/metrics" in doc["paths"]
+    page = client.get("/docs")
+    assert page.status_code == 200 and b"/docs/static/swagger-ui-bundle.js" in page.data
+    assert b"http" not in page.data.split(b"<body>")[1]  # every asset from this server, no CDN
+    js = client.get("/docs/static/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.data) > 100_000
