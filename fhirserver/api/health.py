@@ -36,6 +36,7 @@ def check_database(services: Any) -> str:
 def check_data_dir(services: Any) -> str:
     """Write and remove a file in the data folder and in the DICOM file store (if made)."""
     root = Path(services.settings.data_dir)
+    root.mkdir(parents=True, exist_ok=True)  # a fresh install has none yet; failing here is the finding
     for folder in (root, root / "dicom"):
         if folder is root or folder.exists():
             fd, name = tempfile.mkstemp(prefix=".readyz-", dir=folder)

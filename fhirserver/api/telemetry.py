@@ -17,6 +17,7 @@ from fhirserver.metrics import exposition, metrics, watch_pool
 from fhirserver.model.types import R4_RESOURCE_TYPES
 
 log = logging.getLogger("fhirserver.request")
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 
 def fhir_route(path: str) -> str:
@@ -64,6 +65,8 @@ def install_telemetry(app: Flask) -> None:
         took = time.perf_counter() - getattr(g, "t0", time.perf_counter())
         env = request.environ
         method = env.get("REQUEST_METHOD", "")
+        if method not in _METHODS:  # any token is a valid method: keep label values bounded
+            method = "OTHER"
         route = route_of(request)
         m.http_requests.labels(method, route, resp.status_code).inc()
         m.http_latency.labels(method, route).observe(took)
