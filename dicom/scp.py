@@ -34,7 +34,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from sqlalchemy import select as sql_select
 
 from dicom import audit as dicom_audit
-from dicom import bridge_work, completeness, index, query, recovery, worklist
+from dicom import bridge_work, completeness, index, query, recovery, telemetry, worklist
 from dicom.access import node_policy, visible_studies
 from dicom.commit import CommitFailed, GroupCommitter
 from dicom.nodes import get_node, list_nodes
@@ -464,7 +464,7 @@ class DicomNode:
         return [
             (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_C_ECHO, lambda e: 0x0000),
-            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_STORE, telemetry.counted_store(self.on_store)),
             (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_C_MOVE, self.on_move),
             (evt.EVT_C_GET, self.on_get),
@@ -472,6 +472,7 @@ class DicomNode:
             (evt.EVT_RELEASED, self.on_end),
             (evt.EVT_ABORTED, self.on_end),
             (evt.EVT_CONN_CLOSE, self.on_end),
+            *telemetry.handlers(self.settings.log_requests),  # metrics, one log line per association
         ]
 
     def recover(self) -> None:

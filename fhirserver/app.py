@@ -5,7 +5,9 @@ import logging
 
 from flask import Flask, jsonify
 
-from fhirserver.api import blueprint, install_error_handlers, install_request_log
+from fhirserver.api import blueprint, install_error_handlers
+from fhirserver.api import health, openapi
+from fhirserver.api.telemetry import install_telemetry, metrics_blueprint
 from fhirserver.config import Settings, settings_from_env
 from fhirserver.services import Services, build_services
 
@@ -27,8 +29,11 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     from portal import blueprint as portal_blueprint  # issue 8: the patient portal
 
     app.register_blueprint(portal_blueprint(), url_prefix="/portal")
+    app.register_blueprint(health.blueprint())  # /healthz, /readyz: open, for probes
+    app.register_blueprint(metrics_blueprint())  # /metrics (Prometheus text)
+    app.register_blueprint(openapi.blueprint())  # /openapi.json, /docs
     install_error_handlers(app)
-    install_request_log(app)
+    install_telemetry(app)
 
     @app.get("/")
     def _root():  # noqa: ANN202

@@ -18,7 +18,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    keys = ("host", "port", "dicom_port", "dicom_ae", "data_dir", "database_url", "base_url", "workers")
+    keys = ("host", "port", "dicom_port", "dicom_ae", "data_dir", "database_url", "base_url", "workers",
+            "log_level")
     settings = settings_from_env(**{k: getattr(args, k, None) for k in keys})
     if getattr(args, "insecure_no_auth", False):  # issue 6: auth is on unless asked off
         settings = settings.replace(insecure_no_auth=True)
@@ -35,19 +36,66 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _port_free(host: str, port: int) -> str | None:
+    """None if `host:port` can be bound now, else why not (one line for the operator)."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _preflight(settings: Settings) -> str | None:
+    """Fail fast before forking anything: ports taken, data folder not writable (one clear line)."""
+    import tempfile
+
+    try:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=settings.data_dir).close()
+    except OSError as exc:
+        return f"data folder {settings.data_dir} is not writable: {exc.strerror or exc}"
+    why = _port_free(settings.host, settings.port)
+    if why:
+        return f"cannot listen for HTTP on {settings.host}:{settings.port}: {why}"
+    if settings.dicom_port:  # a server without its DICOM node would lose scans silently
+        dicom_host = settings.dicom_host or settings.host
+        why = _port_free(dicom_host, settings.dicom_port)
+        if why:
+            return (f"cannot listen for DICOM on {dicom_host}:{settings.dicom_port}: {why} "
+                    "(choose another --dicom-port, or --dicom-port 0 for no DICOM node)")
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.insecure_no_auth and not _is_loopback(settings.host):
+        print("--insecure-no-auth only listens on a loopback address (127.0.0.1, ::1)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    problem = _preflight(settings)
+    if problem:
+        print(f"fhirserver: error: {problem}", file=sys.stderr, flush=True)
+        return 1
+    from fhirserver.metrics import prepare_multiprocess_dir, process_exited
+
+    # before prometheus-client is first imported and before any fork: every process's metric files
+    prepare_multiprocess_dir(settings.data_dir)
     from gunicorn.app.base import BaseApplication
 
     from fhirserver.app import create_app
     from fhirserver.storage import make_engine, upgrade
 
-    settings = _settings(args)
-    if args.insecure_no_auth and not _is_loopback(settings.host):
-        print("--insecure-no-auth only listens on a loopback address (127.0.0.1, ::1)", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     engine = make_engine(settings.effective_database_url)
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    except Exception as exc:  # noqa: BLE001 - unreachable or unmigratable database: one line, exit 1
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"fhirserver: error: database {settings.effective_database_url.split('@')[-1]}: {reason}",
+              file=sys.stderr, flush=True)
+        return 1
     engine.dispose()
     if settings.dev_mode:  # issue 8: seed the demo clinic (idempotent)
         from portal.demo import seed
@@ -75,6 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("timeout", 120)
             self.cfg.set("keepalive", 30)
             self.cfg.set("accesslog", None)
+            self.cfg.set("child_exit", lambda _arbiter, worker: process_exited(worker.pid))
 
         def load(self) -> Any:
             return create_app(settings)
@@ -94,13 +143,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_db(args: argparse.Namespace) -> int:
     from fhirserver.storage import make_engine, upgrade
-    from fhirserver.storage.migrate import current_revision
+    from fhirserver.storage.migrate import current_heads, script_heads
 
     settings = _settings(args)
-    engine = make_engine(settings.effective_database_url)
-    if args.action == "upgrade":
-        upgrade(engine)
-    print(f"schema revision: {current_revision(engine)}")
+    where = settings.effective_database_url.split("@")[-1]
+    try:
+        engine = make_engine(settings.effective_database_url)
+        if args.action == "upgrade":
+            upgrade(engine)
+        heads = current_heads(engine)
+    except Exception as exc:  # noqa: BLE001 - unreachable database, failed migration: one line
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"fhirserver: error: database {where}: {reason}", file=sys.stderr)
+        return 1
+    state = "up to date" if set(heads) == set(script_heads()) else \
+        "not initialized (run `fhirserver db upgrade`)" if not heads else "behind (run `fhirserver db upgrade`)"
+    print(f"schema revision: {', '.join(heads) or 'none'} ({state})")
     return 0
 
 
@@ -110,8 +168,18 @@ def cmd_load(args: argparse.Namespace) -> int:
     return run_load(args, _settings(args))
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fhirserver")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fhirserver", description="FHIR R4 server")
+    parser.add_argument("--version", action="version", version=f"fhirserver {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server")
@@ -122,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--base-url", help="public base URL (default http://HOST:PORT)")
     serve.add_argument("--workers", type=int, help="worker processes (default 2)")
     serve.add_argument("--threads", type=int, default=4, help="threads per worker")
+    serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                       help="log level (default INFO; FHIRSERVER_LOG_REQUESTS=0 drops the per-request lines)")
     serve.add_argument("--insecure-no-auth", action="store_true",
                        help="no authentication (loopback only, for local experiments)")
     serve.add_argument("--dev", action="store_true",
@@ -129,15 +199,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     serve.set_defaults(func=cmd_serve)
 
-    db = sub.add_parser("db", help="database schema")
-    db.add_argument("action", choices=["upgrade", "current"])
-    _add_common(db)
-    db.set_defaults(func=cmd_db)
+    db = sub.add_parser("db", help="database schema (Alembic migrations)")
+    db_sub = db.add_subparsers(dest="action", required=True)
+    for action, text in (("upgrade", "migrate the schema to this version's revisions"),
+                         ("current", "show the schema revisions the database is at")):
+        one = db_sub.add_parser(action, help=text, description=text)
+        _add_common(one)
+        one.set_defaults(func=cmd_db)
 
     load = sub.add_parser("load", help="load Bundles and NDJSON files")
     load.add_argument("files", nargs="+", type=Path)
     load.add_argument("--url", help="FHIR base of a running server (default: straight into the database;"
                       " with --url, --database-url names the database that keeps the load journal)")
+    load.add_argument("--token", help="bearer token for --url (default: $FHIRSERVER_TOKEN)")
+    load.add_argument("--client-id", help="with --client-secret: get a token by the client credentials grant")
+    load.add_argument("--client-secret", help="(default: $FHIRSERVER_CLIENT_SECRET)")
+    load.add_argument("--scope", default="system/*.cruds", help="scope asked with --client-id")
     load.add_argument("--stop-on-error", action="store_true")
     load.add_argument("--forget-journal", action="store_true",
                       help="forget what earlier loads into this target did: send every file again")

@@ -35,7 +35,8 @@ class Settings:
     access_token_seconds: int = 3600
     refresh_token_seconds: int = 90 * 24 * 3600  # offline_access
     online_refresh_seconds: int = 8 * 3600  # online_access
-    log_requests: bool = True
+    log_requests: bool = True            # one JSON line per HTTP request and per DICOM association
+    log_level: str = "INFO"
     guardian_age_limit: int = 18         # issue 7: a guardian's access ends at this age of the child
     invitation_seconds: int = 72 * 3600  # issue 7: activation links expire after this
     dev_mode: bool = False               # issue 8: `serve --dev` (demo clinic, /portal/dev/mail)
@@ -86,6 +87,7 @@ _ENV_FIELDS = {
     "max_bundle_entries": int, "statement_seconds": float, "bundle_seconds": float,
     "default_page_size": int, "max_page_size": int,
     "guardian_age_limit": int, "invitation_seconds": int,
+    "log_requests": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "log_level": str,
     "portal_cancel_hours": int, "portal_upload_max_bytes": int, "share_link_seconds": int,
 }
 

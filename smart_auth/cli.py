@@ -56,6 +56,19 @@ def cmd_client(args: argparse.Namespace, settings: Any) -> int:
                                     oauth_client.c.auth_method, oauth_client.c.scope)).mappings().all()
         print(json.dumps([dict(r) for r in rows], indent=2))
         return 0
+    if args.action == "remove":
+        from sqlalchemy import delete, update
+
+        from smart_auth.tables import auth_token, oauth_client
+
+        with engine.begin() as c:
+            c.execute(update(auth_token).where(auth_token.c.client_id == args.client_id).values(revoked=True))
+            n = c.execute(delete(oauth_client).where(oauth_client.c.client_id == args.client_id)).rowcount
+        if not n:
+            print(f"error: no client {args.client_id!r}", file=sys.stderr)
+            return 1
+        print(json.dumps({"removed": args.client_id}))
+        return 0
     if args.action == "launch":
         ctx = {k: v for k, v in (("patient", args.patient), ("encounter", args.encounter)) if v}
         print(json.dumps({"launch": store.mint_launch(engine, ctx)}))
@@ -91,6 +104,22 @@ def cmd_user(args: argparse.Namespace, settings: Any) -> int:
             raise
         print(json.dumps(out, indent=2))
         return 0
+    if args.action == "list":
+        from sqlalchemy import select
+
+        from smart_auth.tables import auth_user as u
+
+        with engine.connect() as c:
+            rows = c.execute(select(u.c.username, u.c.role, u.c.fhir_user, u.c.patients, u.c.organizations,
+                                    u.c.display_name, u.c.active, u.c.locked_until)
+                             .order_by(u.c.username)).mappings().all()
+        out = [{**dict(r), "patients": json.loads(r["patients"] or "[]"),
+                "organizations": json.loads(r["organizations"] or "[]"), "active": bool(r["active"])}
+               for r in rows]
+        print(json.dumps(out, indent=2))
+        return 0
+    if args.action == "remove":
+        return _remove_user(engine, args.username)
     if args.action == "unlock":
         from sqlalchemy import update
 
@@ -104,35 +133,85 @@ def cmd_user(args: argparse.Namespace, settings: Any) -> int:
     return 2
 
 
+def _remove_user(engine: Any, username: str) -> int:
+    """Delete the login; its sessions end and its tokens stop working at once. A login other
+    records still point to (accounts, invitations) is deactivated instead, so they stay whole."""
+    from sqlalchemy import delete, select, update
+    from sqlalchemy.exc import IntegrityError
+
+    from smart_auth.tables import auth_session, auth_token, auth_user
+
+    with engine.begin() as c:
+        pk = c.execute(select(auth_user.c.pk).where(auth_user.c.username == username)).scalar()
+        if pk is None:
+            print(f"error: no user {username!r}", file=sys.stderr)
+            return 1
+        c.execute(update(auth_token).where(auth_token.c.user_pk == pk).values(revoked=True))
+        c.execute(delete(auth_session).where(auth_session.c.user_pk == pk))
+    try:
+        with engine.begin() as c:
+            c.execute(delete(auth_user).where(auth_user.c.pk == pk))
+        print(json.dumps({"removed": username}))
+    except IntegrityError:
+        with engine.begin() as c:
+            c.execute(update(auth_user).where(auth_user.c.pk == pk).values(active=False))
+        print(json.dumps({"removed": username, "deactivated": True}))
+    return 0
+
+
 def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None],
                  settings_of: Callable[[argparse.Namespace], Any]) -> None:
+    """`client ACTION` and `user ACTION`, each action its own parser (its own --help and flags)."""
     client = sub.add_parser("client", help="OAuth clients (SMART apps, backend services)")
-    client.add_argument("action", choices=["add", "list", "initial-token", "launch", "rotate-key"])
-    client.add_argument("--name", default="SMART app")
-    client.add_argument("--client-id", help="choose the client_id (default: random)")
-    client.add_argument("--redirect-uri", action="append", help="exact redirect URI (repeatable)")
-    client.add_argument("--scope", action="append", help="allowed scopes (repeatable, or space separated)")
-    client.add_argument("--confidential", action="store_true", help="issue a client secret")
-    client.add_argument("--auth-method", choices=["none", "client_secret_basic", "client_secret_post",
-                                                   "private_key_jwt"])
-    client.add_argument("--jwks", help="JWKS JSON or a file holding it (private_key_jwt)")
-    client.add_argument("--jwks-uri", help="JWKS URL (private_key_jwt)")
-    client.add_argument("--backend", action="store_true", help="Backend Services client (client_credentials)")
-    client.add_argument("--organization", help="Organization id the client is bound to")
-    client.add_argument("--origin", action="append", help="allowed CORS origin (default: redirect URIs')")
-    client.add_argument("--patient", help="launch: patient id")
-    client.add_argument("--encounter", help="launch: encounter id")
-    add_common(client)
-    client.set_defaults(func=lambda a: cmd_client(a, settings_of(a)))
+    client_sub = client.add_subparsers(dest="action", required=True)
+
+    def client_action(name: str, text: str) -> argparse.ArgumentParser:
+        p = client_sub.add_parser(name, help=text, description=text)
+        add_common(p)
+        p.set_defaults(func=lambda a: cmd_client(a, settings_of(a)))
+        return p
+
+    add = client_action("add", "register a client; prints JSON with its client_id (and secret)")
+    add.add_argument("--name", default="SMART app")
+    add.add_argument("--client-id", help="choose the client_id (default: random)")
+    add.add_argument("--redirect-uri", action="append", help="exact redirect URI (repeatable)")
+    add.add_argument("--scope", action="append", help="allowed scopes (repeatable, or space separated)")
+    add.add_argument("--confidential", action="store_true", help="issue a client secret")
+    add.add_argument("--auth-method", choices=["none", "client_secret_basic", "client_secret_post",
+                                                "private_key_jwt"])
+    add.add_argument("--jwks", help="JWKS JSON or a file holding it (private_key_jwt)")
+    add.add_argument("--jwks-uri", help="JWKS URL (private_key_jwt)")
+    add.add_argument("--backend", action="store_true", help="Backend Services client (client_credentials)")
+    add.add_argument("--organization", help="Organization id the client is bound to")
+    add.add_argument("--origin", action="append", help="allowed CORS origin (default: redirect URIs')")
+    client_action("list", "list registered clients (JSON)")
+    remove = client_action("remove", "remove a client and revoke its tokens")
+    remove.add_argument("client_id")
+    token = client_action("initial-token", "an RFC 7591 initial access token for dynamic registration")
+    token.add_argument("--organization", help="Organization id the registered clients are bound to")
+    launch = client_action("launch", "mint an EHR launch context id")
+    launch.add_argument("--patient", help="patient id")
+    launch.add_argument("--encounter", help="encounter id")
+    client_action("rotate-key", "start signing with a new key (the old one stays published)")
 
     user = sub.add_parser("user", help="logins: staff, patients, guardians, admins")
-    user.add_argument("action", choices=["add", "unlock"])
-    user.add_argument("username")
-    user.add_argument("--role", choices=["patient", "guardian", "staff", "admin"], default="patient")
-    user.add_argument("--password", help="(default: FHIRSERVER_USER_PASSWORD, stdin, or a prompt)")
-    user.add_argument("--fhir-user", help="Patient/ID, Practitioner/ID, RelatedPerson/ID or Person/ID")
-    user.add_argument("--patient", action="append", help="patient id the user acts for (repeatable)")
-    user.add_argument("--organization", action="append", help="organization id (staff, repeatable)")
-    user.add_argument("--name", help="display name")
-    add_common(user)
-    user.set_defaults(func=lambda a: cmd_user(a, settings_of(a)))
+    user_sub = user.add_subparsers(dest="action", required=True)
+
+    def user_action(name: str, text: str, named: bool = True) -> argparse.ArgumentParser:
+        p = user_sub.add_parser(name, help=text, description=text)
+        if named:
+            p.add_argument("username")
+        add_common(p)
+        p.set_defaults(func=lambda a: cmd_user(a, settings_of(a)))
+        return p
+
+    add = user_action("add", "create a login; prints JSON")
+    add.add_argument("--role", choices=["patient", "guardian", "staff", "admin"], default="patient")
+    add.add_argument("--password", help="(default: FHIRSERVER_USER_PASSWORD, stdin, or a prompt)")
+    add.add_argument("--fhir-user", help="Patient/ID, Practitioner/ID, RelatedPerson/ID or Person/ID")
+    add.add_argument("--patient", action="append", help="patient id the user acts for (repeatable)")
+    add.add_argument("--organization", action="append", help="organization id (staff, repeatable)")
+    add.add_argument("--name", help="display name")
+    user_action("list", "list logins (JSON, without password hashes)", named=False)
+    user_action("remove", "remove a login, end its sessions and revoke its tokens")
+    user_action("unlock", "clear a login's failed-login lockout")

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
@@ -242,26 +240,3 @@ def install_error_handlers(app: Flask) -> None:
             return error_response(known)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(FhirError(500, "Internal server error; the request was not applied", "exception"))
-
-
-def install_request_log(app: Flask) -> None:
-    """One structured JSON line per request."""
-
-    if not app.extensions["fhirserver"].settings.log_requests:
-        return
-
-    @app.before_request
-    def _start() -> None:
-        g.t0 = time.perf_counter()
-
-    @app.after_request
-    def _log(resp: Response) -> Response:
-        if log.isEnabledFor(logging.INFO):  # read the raw WSGI environ: request.full_path is costly
-            env = request.environ
-            query = env.get("QUERY_STRING", "")
-            took = (time.perf_counter() - getattr(g, "t0", time.perf_counter())) * 1000
-            log.info(orjson.dumps({
-                "method": env.get("REQUEST_METHOD"), "path": env.get("PATH_INFO", "") + ("?" + query if query else ""),
-                "status": resp.status_code, "ms": round(took, 2), "bytes": resp.content_length or 0,
-                "remote": env.get("REMOTE_ADDR")}).decode())
-        return resp

@@ -389,7 +389,9 @@ def run_load(args: argparse.Namespace, settings: Settings) -> int:
     loader: Loader | None = None
     try:
         if args.url:
-            target = HttpTarget(args.url)
+            from fhirserver.load.auth import bearer_for
+
+            target = HttpTarget(args.url, token=bearer_for(args))
             journal_engine, _shown = open_database(settings)  # the loader's own database
         else:
             direct = DirectTarget(settings)

@@ -136,7 +136,7 @@ class HttpTarget:
     serialising them makes the server noticeably faster.
     """
 
-    def __init__(self, url: str, timeout: float = 600.0) -> None:
+    def __init__(self, url: str, timeout: float = 600.0, token: str | None = None) -> None:
         import requests
 
         self.requests = requests
@@ -147,6 +147,8 @@ class HttpTarget:
             "Content-Type": "application/fhir+json", "Accept": "application/fhir+json",
             "Prefer": "return=minimal",
         })
+        if token:  # a server with auth on (see fhirserver.load.auth)
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
     def describe(self) -> str:
         return "url:" + self.base

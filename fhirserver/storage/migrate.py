@@ -23,8 +23,16 @@ def upgrade(engine: Engine, revision: str = "heads") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_heads(engine: Engine) -> tuple[str, ...]:
+    """The revisions the database is at: one per migration branch (core, dicom, smart_auth...)."""
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+
+
+def script_heads() -> tuple[str, ...]:
+    """The newest revision of every branch this code ships."""
+    from alembic.script import ScriptDirectory
+
+    return tuple(sorted(ScriptDirectory(str(_HERE)).get_heads()))

@@ -1,0 +1,103 @@
+"""`/healthz` (the process answers) and `/readyz` (it can do its work), for load balancers and
+orchestrators. Both are open: they reveal no data, and a probe carries no token.
+
+Readiness checks what every request needs: the database answers, the data folder (file store of
+DICOM instances, exports) takes a write, and the job tables (notify outbox) can be read. A failed
+check answers 503 with an OperationOutcome naming it, so the operator reads the cause in the probe.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+from flask import Blueprint, Response, current_app
+
+# Tables of queued work, checked when this deployment has them.
+JOB_TABLES = ("notify_outbox", "notify_job", "job_queue", "job")
+
+
+def _json(status: int, body: dict[str, Any], mime: str = "application/json") -> Response:
+    resp = Response(orjson.dumps(body), status=status, content_type=mime)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def check_database(services: Any) -> str:
+    from sqlalchemy import text
+
+    with services.repo.engine.connect() as conn:
+        conn.execute(text("SELECT 1")).scalar_one()
+    return "ok"
+
+
+def check_data_dir(services: Any) -> str:
+    """Write and remove a file in the data folder and in the DICOM file store (if made)."""
+    root = Path(services.settings.data_dir)
+    root.mkdir(parents=True, exist_ok=True)  # a fresh install has none yet; failing here is the finding
+    for folder in (root, root / "dicom"):
+        if folder is root or folder.exists():
+            fd, name = tempfile.mkstemp(prefix=".readyz-", dir=folder)
+            try:
+                os.write(fd, b"ok")
+            finally:
+                os.close(fd)
+                os.unlink(name)
+    return "ok"
+
+
+def check_jobs(services: Any) -> str:
+    from sqlalchemy import inspect, text
+
+    engine = services.repo.engine
+    with engine.connect() as conn:
+        present = [t for t in JOB_TABLES if t in set(inspect(conn).get_table_names())]
+        for table in present:
+            conn.execute(text(f"SELECT 1 FROM {table} LIMIT 1")).all()  # names from JOB_TABLES only
+    return "ok" if present else "absent"
+
+
+CHECKS: dict[str, Callable[[Any], str]] = {
+    "database": check_database, "data_dir": check_data_dir, "jobs": check_jobs,
+}
+
+
+def readiness(services: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """Run every check: (results by name, failures by name with their one-line reason)."""
+    results: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    for name, check in CHECKS.items():
+        if name == "jobs" and "database" in failures:
+            results[name] = "skipped"
+            continue
+        try:
+            results[name] = check(services)
+        except Exception as exc:  # noqa: BLE001 - any failure is "not ready", with its reason
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            results[name] = "fail"
+            failures[name] = f"{type(exc).__name__}: {reason}"
+    return results, failures
+
+
+def blueprint() -> Blueprint:
+    bp = Blueprint("health", __name__)
+
+    @bp.get("/healthz")
+    def _healthz() -> Response:
+        return _json(200, {"status": "ok"})
+
+    @bp.get("/readyz")
+    def _readyz() -> Response:
+        results, failures = readiness(current_app.extensions["fhirserver"])
+        if not failures:
+            return _json(200, {"status": "ok", "checks": results})
+        return _json(503, {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "transient", "details": {"text": f"{name} not ready"},
+                       "diagnostics": f"{name}: {reason}", "expression": [name]}
+                      for name, reason in failures.items()],
+        }, "application/fhir+json")
+
+    return bp

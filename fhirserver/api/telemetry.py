@@ -1,0 +1,114 @@
+"""Per-request telemetry: Prometheus counters/histograms, one JSON log line, and `/metrics`.
+
+One before/after hook pair does both, so a request pays for one clock read at each end. Routes
+are reported as templates (`/fhir/Patient/{id}`), never raw paths: a metric label per id would
+grow without bound.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable
+
+import orjson
+from flask import Blueprint, Flask, Response, current_app, g, request
+
+from fhirserver.metrics import exposition, metrics, watch_pool
+from fhirserver.model.types import R4_RESOURCE_TYPES
+
+log = logging.getLogger("fhirserver.request")
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
+def fhir_route(path: str) -> str:
+    """`/fhir/Patient/123/_history/2` -> `/fhir/Patient/{id}/_history/{vid}`: the FHIR interaction's
+    shape, with the type kept only when it is an R4 type (a client cannot invent label values)."""
+    segs = [s for s in path.split("/") if s][1:]  # drop "fhir"
+    out = ["/fhir"]
+    for i, seg in enumerate(segs[:4]):
+        if seg.startswith("$") or seg.startswith("_") or seg == "metadata":
+            out.append(seg if len(seg) <= 40 else "{op}")
+        elif i == 0 or (i == 2 and segs[1:2] and not segs[1].startswith(("$", "_"))):
+            out.append(seg if seg in R4_RESOURCE_TYPES else "{type}")
+        elif i >= 2 and segs[i - 1] == "_history":
+            out.append("{vid}")
+        else:
+            out.append("{id}")
+    if len(segs) > 4:
+        out.append("...")
+    return "/".join(out)
+
+
+def route_of(req: Any) -> str:
+    """The matched URL rule, with the FHIR catch-all spelled out (see `fhir_route`)."""
+    rule = req.url_rule
+    if rule is None:
+        return "unmatched"
+    if rule.endpoint in ("fhir.fhir", "fhir.base", "fhir.metadata"):
+        return fhir_route(req.environ.get("PATH_INFO", ""))
+    return rule.rule
+
+
+def install_telemetry(app: Flask) -> None:
+    """Count and time every request; log it as one JSON line when `log_requests` is on."""
+    services = app.extensions["fhirserver"]
+    m = metrics()
+    watch_pool(services.repo.engine)
+    log_requests = services.settings.log_requests
+
+    @app.before_request
+    def _start() -> None:
+        g.t0 = time.perf_counter()
+
+    @app.after_request
+    def _finish(resp: Response) -> Response:
+        took = time.perf_counter() - getattr(g, "t0", time.perf_counter())
+        env = request.environ
+        method = env.get("REQUEST_METHOD", "")
+        if method not in _METHODS:  # any token is a valid method: keep label values bounded
+            method = "OTHER"
+        route = route_of(request)
+        m.http_requests.labels(method, route, resp.status_code).inc()
+        m.http_latency.labels(method, route).observe(took)
+        if log_requests and log.isEnabledFor(logging.INFO):
+            principal = getattr(g, "fhir_principal", None)
+            query = env.get("QUERY_STRING", "")
+            log.info(orjson.dumps({
+                "event": "http", "method": method, "route": route,
+                "path": env.get("PATH_INFO", "") + ("?" + query if query else ""),
+                "status": resp.status_code, "duration_ms": round(took * 1000, 2),
+                "bytes": resp.content_length or 0, "remote": env.get("REMOTE_ADDR"),
+                "client_id": getattr(principal, "client_id", None)}).decode())
+        return resp
+
+
+def _outbox_depth() -> Iterable[Any]:
+    """Emails waiting in the outbox (unsent): read from the database at scrape time, so every
+    worker reports the same value."""
+    from prometheus_client.core import GaugeMetricFamily
+    from sqlalchemy import func, select
+
+    from fhirserver.notify.tables import notify_outbox
+
+    family = GaugeMetricFamily("fhirserver_queue_depth", "Jobs waiting", labels=["queue"])
+    try:
+        with current_app.extensions["fhirserver"].repo.engine.connect() as conn:
+            n = conn.execute(select(func.count()).select_from(notify_outbox)
+                             .where(notify_outbox.c.sent.is_(None))).scalar_one()
+        family.add_metric(["notify_outbox"], float(n))
+    except Exception:  # noqa: BLE001 - a scrape never fails for a database hiccup (see /readyz)
+        pass
+    yield family
+
+
+def metrics_blueprint() -> Blueprint:
+    """`/metrics`, open like `/healthz`: counters carry no patient data (scrapers sit on the
+    operator's network; put the server behind a proxy to restrict it)."""
+    bp = Blueprint("metrics", __name__)
+
+    @bp.get("/metrics")
+    def _metrics() -> Response:
+        body, ctype = exposition([_outbox_depth])
+        return Response(body, content_type=ctype)
+
+    return bp
