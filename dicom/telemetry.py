@@ -25,18 +25,19 @@ def _tally(assoc: Any) -> dict[str, Any]:
     return tally
 
 
-def counted_store(handler: Callable[[Any], int]) -> Callable[[Any], int]:
-    """Wrap the C-STORE handler: count the answer (0x0000 stored, anything else failed)."""
+def counted_store(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap the C-STORE handler: count the answer (success or a warning stored, else failed)."""
 
     @functools.wraps(handler)
-    def _store(event: Any) -> int:
+    def _store(event: Any) -> Any:
         status = handler(event)
-        ok = status == 0x0000
+        code = int(getattr(status, "Status", status))  # a warning comes as a status Dataset
+        ok = code == 0x0000 or 0xB000 <= code <= 0xBFFF  # warnings are stored (kept, flagged)
         tally = _tally(event.assoc)
         with tally["lock"]:
             tally["stored" if ok else "failed"] += 1
             if not ok:
-                key = f"0x{int(status):04X}"
+                key = f"0x{code:04X}"
                 tally["statuses"][key] = tally["statuses"].get(key, 0) + 1
         count_dicom_instance(ok)
         return status
