@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import text
 
 from fhirserver.load import Journal
@@ -201,3 +202,63 @@ def test_kill_direct_load_and_resume(app, database_url, tmp_path):  # noqa: ANN0
 @pytest.mark.slow
 def test_kill_url_load_and_resume(app, live_server, database_url, tmp_path):  # noqa: ANN001
     crash_and_resume(app.extensions["fhirserver"].repo.engine, database_url, tmp_path, live_server.base)
+
+
+def _serve(database_url: str, data_dir: Path, port: int) -> subprocess.Popen:
+    """`fhirserver serve` (2 workers) in its own process group, so kill -9 takes every process."""
+    log = open(data_dir / f"server-{port}.log", "ab")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen([sys.executable, "-m", "fhirserver.cli", "serve", "--port", str(port), "--workers", "2",
+                             "--dicom-port", "0", "--insecure-no-auth"],
+                            env=dict(os.environ, FHIRSERVER_DATABASE_URL=database_url,
+                                     FHIRSERVER_DATA_DIR=str(data_dir)),
+                            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (data_dir / f"server-{port}.log").read_text(errors="replace")[-2000:]
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=5).status_code == 200:
+                return proc
+        except requests.RequestException:
+            time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError("server did not start")
+
+
+@pytest.mark.slow
+def test_kill_the_whole_server_during_ingest_and_resume(app, database_url, tmp_path):  # noqa: ANN001
+    """kill -9 of every server process while a load goes through it: each bundle is whole or
+    absent, and a resume against the restarted server ends with exactly a clean load."""
+    from conftest import free_port
+
+    engine = app.extensions["fhirserver"].repo.engine
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/fhir"
+    server = _serve(database_url, tmp_path, port)
+    loader = ForkedLoader(database_url, tmp_path, url)
+    try:
+        assert wait_for_commit(engine, loader, snapshot_batches(engine), time.monotonic() + 60)
+        time.sleep(random.uniform(0.0, 0.2))
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+    try:
+        loader_deadline = time.monotonic() + 30
+        while loader.poll() is None and time.monotonic() < loader_deadline:
+            time.sleep(0.1)
+    finally:
+        loader.kill()
+    present = assert_whole_or_absent(engine)
+    assert len(present) < len(FILES), "the load ended before the server was killed"
+    server = _serve(database_url, tmp_path, port)
+    try:
+        final = subprocess.run([sys.executable, "-m", "fhirserver.cli", *_argv(database_url, url)],
+                               env=dict(os.environ, FHIRSERVER_DATA_DIR=str(tmp_path)), capture_output=True,
+                               text=True, timeout=120)
+        assert final.returncode == 0, final.stdout + final.stderr
+        types, history, markers, _ = snapshot(engine)
+        assert types == EXPECTED
+        assert history == sum(EXPECTED.values())
+        assert set(markers.values()) == {1}
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
