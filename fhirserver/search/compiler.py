@@ -50,6 +50,11 @@ class SearchError(ValueError):
     """A parameter the server cannot honour (unknown under strict handling, or malformed)."""
 
 
+class InvalidValue(SearchError):
+    """A known parameter with a value that means nothing (`birthdate=1985-13-45`): refused under
+    lenient handling too, since ignoring it would answer with every resource."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Include:
     source_type: str | None     # `*` -> None
@@ -107,11 +112,11 @@ def _decimal(text: str) -> Decimal:
     try:
         d = Decimal(text)
     except InvalidOperation:
-        raise SearchError(f"'{text}' is not a number") from None
+        raise InvalidValue(f"'{text}' is not a number") from None
     if not d.is_finite():
-        raise SearchError(f"'{text}' is not a number")
+        raise InvalidValue(f"'{text}' is not a number")
     if not -MAX_EXPONENT <= d.as_tuple().exponent <= MAX_EXPONENT or abs(d.adjusted()) > MAX_EXPONENT:
-        raise SearchError(f"'{text}' is out of the range of numbers this server compares")
+        raise InvalidValue(f"'{text}' is out of the range of numbers this server compares")
     return d
 
 
@@ -151,6 +156,8 @@ class Compiler:
             seen.add((name, value))
             try:
                 cond = self.param(resource, types, name, value)
+            except InvalidValue:
+                raise
             except SearchError:
                 if strict:
                     raise
@@ -310,7 +317,7 @@ class Compiler:
         try:
             lo, hi = date_range(raw)
         except ValueError as exc:
-            raise SearchError(str(exc)) from None
+            raise InvalidValue(str(exc)) from None
         low = func.coalesce(low_col, FAR_PAST) if low_col is not None else None
         high = func.coalesce(high_col, FAR_FUTURE)
         if not exclusive_high:  # a point in time (lastUpdated): its range is [t, t]
@@ -356,7 +363,7 @@ class Compiler:
         try:  # validate the value now (the condition itself is built per alias)
             date_range(split_prefix(v)[1])
         except ValueError as exc:
-            raise SearchError(str(exc)) from None
+            raise InvalidValue(str(exc)) from None
         return self._rows(r, idx_date, p, lambda t: [self._date_on(t.c.low, t.c.high, v)])
 
     def _num_cond(self, col: Any, v: str) -> ColumnElement[bool]:
@@ -389,7 +396,7 @@ class Compiler:
             raise SearchError(f"Modifier ':{modifier}' is not supported on quantity parameter '{p.code}'")
         parts = _split_escaped(v, "|")
         if len(parts) not in (1, 3):
-            raise SearchError("A quantity is number, or number|system|code")
+            raise InvalidValue("A quantity is number, or number|system|code")
         self._num_cond(literal(0), parts[0])  # validate the number now
 
         def build(t: Any) -> list[ColumnElement[bool]]:

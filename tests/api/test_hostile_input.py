@@ -37,6 +37,8 @@ def _snapshot(client) -> list:  # noqa: ANN001
 
 
 def _is_outcome(resp) -> bool:  # noqa: ANN001
+    if resp.data.lstrip().startswith(b"<"):  # _format=xml
+        return b"<OperationOutcome" in resp.data[:200]
     try:
         return fhir_json(resp).get("resourceType") == "OperationOutcome"
     except ValueError:

@@ -236,6 +236,10 @@ def test_bad_parameters_strict_and_lenient(people, query) -> None:  # noqa: ANN0
     assert fhir_json(strict)["resourceType"] == "OperationOutcome"
     if "_sort" in query or "_include" in query:
         return  # result parameters have no lenient reading
+    if query in ("Patient?birthdate=notadate", "Observation?value-quantity=abc"):
+        # a malformed value of a known parameter: refused under lenient handling too
+        assert people.get(f"/fhir/{query}").status_code == 400
+        return
     lenient = fhir_json(people.get(f"/fhir/{query}"))
     self_link = lenient["link"][0]["url"]
     assert query.split("?")[1].split("=")[0].split(":")[0] not in self_link.split("?", 1)[-1].split("&_count")[0] or \
