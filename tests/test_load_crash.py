@@ -14,6 +14,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -228,10 +229,10 @@ def _serve(database_url: str, data_dir: Path, port: int) -> subprocess.Popen:
 def test_kill_the_whole_server_during_ingest_and_resume(app, database_url, tmp_path):  # noqa: ANN001
     """kill -9 of every server process while a load goes through it: each bundle is whole or
     absent, and a resume against the restarted server ends with exactly a clean load."""
-    from conftest import free_port
-
+    with socket.socket() as sock:  # a free loopback port (conftest modules shadow each other by name)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     engine = app.extensions["fhirserver"].repo.engine
-    port = free_port()
     url = f"http://127.0.0.1:{port}/fhir"
     server = _serve(database_url, tmp_path, port)
     loader = ForkedLoader(database_url, tmp_path, url)
