@@ -38,7 +38,7 @@ class Services:
 
         return Context(base=self.fhir_base(), default_count=self.settings.default_page_size,
                        max_count=self.settings.max_page_size, postgres=self.repo.postgres,
-                       access=access, search=self.search)
+                       access=access, search=self.search, services=self)
 
     def capability_statement(self) -> dict[str, Any]:
         from conformance import capability_statement

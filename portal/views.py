@@ -225,8 +225,6 @@ def forgot() -> Response:
         return page("forgot.html", 400, form=form, errors={"form": _("The form expired; try again.")})
     if not email or "@" not in email:
         return page("forgot.html", 400, form=form, errors={"email": _("Enter your email address.")})
-    from fhirserver.operations._common import root_url
-
     serializer = _reset_serializer()
     with core.engine().connect() as conn:
         row = conn.execute(select(auth_user.c.pk, auth_user.c.password_hash, acct.c.security_answer_hash)
@@ -235,7 +233,7 @@ def forgot() -> Response:
     if row is not None and row[2]:
         with core.engine().begin() as conn:
             tok = serializer.dumps({"u": row[0], "h": (row[1] or "")[-12:]})
-            link = f"{root_url()}/portal/reset?token={tok}"
+            link = f"{core.services().root_url()}/portal/reset?token={tok}"
             send_email(conn, core.services().settings.smtp_url, email, "Reset your password",
                        f"Someone asked to reset the password of your health records account.\n\n"
                        f"Open this link within one hour and answer your security question:\n{link}\n\n"
@@ -364,7 +362,7 @@ def report(rid: str) -> Response:
                           + base64.b64encode(i["data"]).decode()} for i in details["images"]]
     share = None
     if request.args.get("share"):
-        share = rnd.share_url_for(core.engine(), rid, g.patient, g.user["pk"])
+        share = rnd.share_url_for(core.services(), rid, g.patient, g.user["pk"])
     forms = [(i, x.get("title") or x.get("contentType")) for i, x in enumerate(rep.get("presentedForm") or [])]
     return page("report.html", rep=rep, d=details, share=share, forms=forms)
 
@@ -374,7 +372,7 @@ def report_pdf(rid: str) -> Response:
     f = core.user_fhir()
     with f.repo.transaction() as tx:
         details = rnd.report_details(f.ctx, tx, rep)
-    data = rnd.report_pdf(details, rnd.share_url_for(core.engine(), rid, g.patient, g.user["pk"]), lang())
+    data = rnd.report_pdf(details, rnd.share_url_for(core.services(), rid, g.patient, g.user["pk"]), lang())
     return _download(data, "application/pdf", f"report-{rid}.pdf")
 
 

@@ -6,12 +6,13 @@ from typing import Any, Sequence
 from flask import Response, current_app, g, make_response, request
 from sqlalchemy import select
 
-from fhirserver.access import OpenPolicy, Principal, SmartPolicy
+from fhirserver.access import DenyPolicy, Principal, SmartPolicy, SystemJob
 from smart_auth import store
 from smart_auth.bearer import InvalidToken, authenticate
 from smart_auth.launch import principal_still_allowed
 
 OPEN_PATHS = ("/fhir/metadata", "/fhir/.well-known/")
+INSECURE_NO_AUTH = "--insecure-no-auth"  # the one job the open policy serves for requests
 
 
 def _services() -> Any:
@@ -61,10 +62,10 @@ def before_fhir_request() -> Response | None:
         return _preflight()
     services = _services()
     if services.settings.insecure_no_auth:
-        g.fhir_access = OpenPolicy()
+        g.fhir_access = SystemJob(INSECURE_NO_AUTH)
         return None
     if request.path.startswith(OPEN_PATHS) or request.path.rstrip("/") == "/fhir/metadata":
-        g.fhir_access = OpenPolicy()
+        g.fhir_access = DenyPolicy()  # discovery documents read no resources
         return None
     auth = request.headers.get("Authorization", "")
     if not auth.lower().startswith("bearer ") or not auth[7:].strip():
@@ -85,7 +86,7 @@ def access_for_request() -> Any:
     if policy is not None:
         return policy
     if _services().settings.insecure_no_auth:
-        return OpenPolicy()
+        return SystemJob(INSECURE_NO_AUTH)
     raise _unauthorized("An access token is required", None)
 
 

@@ -18,20 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from fhirserver.model.references import reference_id
-
-
-def _user_row(conn: Connection, user_pk: int) -> dict[str, Any] | None:
-    from smart_auth.tables import auth_user
-
-    row = conn.execute(select(auth_user.c.pk, auth_user.c.username, auth_user.c.role, auth_user.c.fhir_user,
-                              auth_user.c.patients, auth_user.c.organizations, auth_user.c.active)
-                       .where(auth_user.c.pk == user_pk)).mappings().first()
-    if row is None:
-        return None
-    d = dict(row)
-    d["patients"] = json.loads(d["patients"] or "[]")
-    d["organizations"] = json.loads(d["organizations"] or "[]")
-    return d
+from smart_auth.store import user_on
 
 
 def guardian_links(conn: Connection, user: Mapping[str, Any]) -> set[str]:
@@ -164,7 +151,7 @@ def live_context(conn: Connection, user_pk: int | None, context: Mapping[str, An
     ctx = dict(context)
     if user_pk is None:
         return ctx
-    user = _user_row(conn, user_pk)
+    user = user_on(conn, user_pk)
     if user is None or not user["active"]:
         return None
     role = ctx.get("role") or user["role"]

@@ -185,8 +185,12 @@ def get_user(engine: Engine, pk: int | None) -> dict[str, Any] | None:
     if pk is None:
         return None
     with engine.connect() as c:
-        row = c.execute(select(auth_user).where(auth_user.c.pk == pk)).mappings().first()
-    return _user(row)
+        return user_on(c, pk)
+
+
+def user_on(conn: Any, pk: int) -> dict[str, Any] | None:
+    """A login by key, read on the caller's connection (inside its transaction)."""
+    return _user(conn.execute(select(auth_user).where(auth_user.c.pk == pk)).mappings().first())
 
 
 def _user(row: Any) -> dict[str, Any] | None:

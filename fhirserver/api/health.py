@@ -15,6 +15,8 @@ from typing import Any, Callable
 import orjson
 from flask import Blueprint, Response, current_app
 
+from fhirserver.storage import ping, readable_tables
+
 # Tables of queued work, checked when this deployment has them.
 JOB_TABLES = ("notify_outbox", "notify_job", "job_queue", "job")
 
@@ -26,10 +28,7 @@ def _json(status: int, body: dict[str, Any], mime: str = "application/json") -> 
 
 
 def check_database(services: Any) -> str:
-    from sqlalchemy import text
-
-    with services.repo.engine.connect() as conn:
-        conn.execute(text("SELECT 1")).scalar_one()
+    ping(services.repo.engine)
     return "ok"
 
 
@@ -49,14 +48,7 @@ def check_data_dir(services: Any) -> str:
 
 
 def check_jobs(services: Any) -> str:
-    from sqlalchemy import inspect, text
-
-    engine = services.repo.engine
-    with engine.connect() as conn:
-        present = [t for t in JOB_TABLES if t in set(inspect(conn).get_table_names())]
-        for table in present:
-            conn.execute(text(f"SELECT 1 FROM {table} LIMIT 1")).all()  # names from JOB_TABLES only
-    return "ok" if present else "absent"
+    return "ok" if readable_tables(services.repo.engine, JOB_TABLES) else "absent"
 
 
 CHECKS: dict[str, Callable[[Any], str]] = {

@@ -30,7 +30,7 @@ def _context() -> Context:
     s = _services()
     return Context(base=s.fhir_base(), default_count=s.settings.default_page_size,
                    max_count=s.settings.max_page_size, postgres=s.repo.postgres, search=s.search,
-                   access=access_for_request())  # issue 6: the request's SMART policy
+                   access=access_for_request(), services=s)  # issue 6: the request's SMART policy
 
 
 def _output() -> OutputFormat:

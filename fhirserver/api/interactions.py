@@ -76,6 +76,7 @@ class Context:
     postgres: bool = False
     access: Policy = dataclasses.field(default_factory=DenyPolicy)  # fail closed
     search: Any = None                     # fhirserver.search.SearchEngine
+    services: Any = None                   # fhirserver.services.Services (settings, repo, audit)
 
     def page_size(self, req: "FhirRequest") -> int:
         return _count(self, req)

@@ -86,15 +86,12 @@ def _outbox_depth() -> Iterable[Any]:
     """Emails waiting in the outbox (unsent): read from the database at scrape time, so every
     worker reports the same value."""
     from prometheus_client.core import GaugeMetricFamily
-    from sqlalchemy import func, select
 
-    from fhirserver.notify.tables import notify_outbox
+    from fhirserver.notify import pending_count
 
     family = GaugeMetricFamily("fhirserver_queue_depth", "Jobs waiting", labels=["queue"])
     try:
-        with current_app.extensions["fhirserver"].repo.engine.connect() as conn:
-            n = conn.execute(select(func.count()).select_from(notify_outbox)
-                             .where(notify_outbox.c.sent.is_(None))).scalar_one()
+        n = pending_count(current_app.extensions["fhirserver"].repo.engine)
         family.add_metric(["notify_outbox"], float(n))
     except Exception:  # noqa: BLE001 - a scrape never fails for a database hiccup (see /readyz)
         pass

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from fhirserver.notify.tables import notify_outbox
 
@@ -63,3 +63,10 @@ def outbox(engine: Any, limit: int = 100) -> list[dict[str, Any]]:
 
 
 __all__ = ["outbox", "send_email"]
+
+
+def pending_count(engine: Any) -> int:
+    """Emails in the outbox not sent yet."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(notify_outbox)
+                            .where(notify_outbox.c.sent.is_(None))).scalar_one()

@@ -24,10 +24,11 @@ def instant() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def services() -> Any:
-    from flask import current_app
-
-    return current_app.extensions["fhirserver"]
+def services(ctx: Any) -> Any:
+    """The server's services (settings, repository), handed in by whoever built the Context."""
+    if ctx.services is None:
+        raise FhirError(500, "This operation needs the server's services", "exception")
+    return ctx.services
 
 
 def principal(ctx: Any) -> Any:
@@ -63,20 +64,13 @@ def truthy(v: Any) -> bool:
     return v is True or (isinstance(v, str) and v.strip().lower() in ("true", "1", "yes"))
 
 
-def ref_id(v: Any, res_type: str) -> str | None:
+def ref_id(v: Any, res_type: str, base: str | None = None) -> str | None:
     """The id in 'Patient/1', {'reference': 'Patient/1'} (the canonical parser) or a bare '1'."""
     from fhirserver.model.references import reference_id
 
     if isinstance(v, str) and is_valid_id(v):
         return v
-    return reference_id(v, res_type, root_url_or_none())
-
-
-def root_url_or_none() -> str | None:
-    try:
-        return services().fhir_base()
-    except RuntimeError:  # outside a Flask app (CLI, DIMSE): relative references only
-        return None
+    return reference_id(v, res_type, base)
 
 
 def emails_of(body: dict[str, Any]) -> list[str]:
@@ -166,8 +160,8 @@ def parameters(*pairs: tuple[str, Any]) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": out}
 
 
-def root_url() -> str:
-    return services().root_url()
+def root_url(ctx: Any) -> str:
+    return services(ctx).root_url()
 
 
 def revoke_user_tokens(conn: Any, user_pk: int) -> None:

@@ -172,7 +172,7 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     _authorize(ctx, tx, pid)
     if tx.current("Patient", pid) is None:
         raise FhirError(404, f"Patient/{pid} is not known", "not-found")
-    base = c.root_url_or_none()
+    base = ctx.base
     accounts = conn.execute(select(lifecycle_account).where(
         lifecycle_account.c.res_type == "Patient", lifecycle_account.c.res_id == pid)).mappings().all()
     if tx.postgres is False:
@@ -284,8 +284,8 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     c.audit(tx, ctx, "D", [], "erase", detail)
     if not tx.postgres:
         conn.exec_driver_sql("PRAGMA secure_delete=OFF")
-    settings = c.services().settings
-    _after_commit(files, settings, tx.postgres)
+    settings = c.services(ctx).settings
+    _after_commit(tx, files, settings)
     return FhirResponse(200, c.parameters(("result", True), ("erasure", erasure),
                                           ("resources", len(targets)), ("dicom-files", len(files)),
                                           ("updated", len(updated)), ("kept", len(kept)), *report))
@@ -342,31 +342,19 @@ def _anonymous(ctx: Any) -> Any:
     return dataclasses.replace(ctx, access=_A())
 
 
-def _after_commit(keys: list[str], settings: Any, postgres: bool) -> None:
-    """Delete the files and flush SQLite's WAL once the transaction has committed."""
+def _after_commit(tx: Any, keys: list[str], settings: Any) -> None:
+    """Delete the files and flush SQLite's WAL once the transaction has committed (a rolled
+    back erase deletes nothing)."""
     from dicom.store import file_store
 
-    def run(resp: Any) -> Any:
-        if 200 <= resp.status_code < 300:
-            store = file_store(settings.data_dir)
-            for k in keys:
-                store.delete(k)
-            if not postgres:
-                engine = c.services().repo.engine
-                with engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        return resp
+    engine, postgres = tx.conn.engine, tx.postgres
 
-    try:
-        from flask import after_this_request, has_request_context
+    def run() -> None:
+        store = file_store(settings.data_dir)
+        for k in keys:
+            store.delete(k)
+        if not postgres:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
-        if has_request_context():
-            after_this_request(run)
-            return
-    except ImportError:  # pragma: no cover
-        pass
-
-    class _R:
-        status_code = 200
-
-    run(_R())
+    tx.on_commit.append(run)

@@ -28,7 +28,7 @@ def _confirm_password(ctx, p, password) -> None:  # noqa: ANN001
 
     if p is None:  # no-auth mode: nobody to confirm
         return
-    user = store.get_user(c.services().repo.engine, p.user_pk)
+    user = store.get_user(c.services(ctx).repo.engine, p.user_pk)
     if user is None:
         raise FhirError(403, "Inviting needs a signed-in staff user who confirms with their password", "forbidden")
     if not password or not store.verify_hash(user["password_hash"], str(password)):
@@ -72,7 +72,7 @@ def invite(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     conn = tx.conn
     _reserve(conn, email, res_type, req.res_id)
     fhir_user = f"{res_type}/{req.res_id}"
-    child = c.ref_id(body.get("patient"), "Patient") if res_type == "RelatedPerson" else None
+    child = c.ref_id(body.get("patient"), "Patient", ctx.base) if res_type == "RelatedPerson" else None
     user = conn.execute(select(auth_user).where(auth_user.c.username == email)).mappings().first()
     temporary = c.truthy(args.get("temporary-password"))
     temp_pw = secrets.token_urlsafe(9) if temporary else None
@@ -110,13 +110,13 @@ def invite(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     conn.execute(update(lifecycle_invitation).where(lifecycle_invitation.c.user_pk == user_pk,
                                                     lifecycle_invitation.c.used.is_(False))
                  .values(superseded=True))
-    settings = c.services().settings
+    settings = c.services(ctx).settings
     ttl = getattr(settings, "invitation_seconds", INVITATION_SECONDS)
     patient_id = req.res_id if res_type == "Patient" else child
     if temp_pw:
         subject = "Your access to your health records"
         text = (f"A clinic created an account for you.\n\nUsername: {email}\nTemporary password: {temp_pw}\n\n"
-                f"Sign in at {c.root_url()}/auth/password and choose your own password; the temporary "
+                f"Sign in at {c.root_url(ctx)}/auth/password and choose your own password; the temporary "
                 "password must be changed at the first sign-in.\n")
     else:
         token = store.new_token()
@@ -124,7 +124,7 @@ def invite(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
             token_hash=store.digest(token), res_type=res_type, res_id=req.res_id, email=email,
             user_pk=user_pk, invited_by=getattr(p, "fhir_user", None), created=c.now(),
             expires_at=c.now() + ttl, used=False, superseded=False))
-        link = f"{c.root_url()}/auth/activate?token={token}"
+        link = f"{c.root_url(ctx)}/auth/activate?token={token}"
         subject = "Activate your access to your health records"
         text = (f"A clinic created a profile for you and invites you to access your records.\n\n"
                 f"Validate your first access here (the link works once and expires in {ttl // 3600} hours):\n"

@@ -60,8 +60,8 @@ def merge(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     if req.res_id:
         raise FhirError(404, "$merge is called on the Patient type: Patient/$merge", "not-supported")
     args = c.params(req)
-    src = c.ref_id(args.get("source-patient"), "Patient")
-    tgt = c.ref_id(args.get("target-patient"), "Patient")
+    src = c.ref_id(args.get("source-patient"), "Patient", ctx.base)
+    tgt = c.ref_id(args.get("target-patient"), "Patient", ctx.base)
     if not src or not tgt:
         raise FhirError(400, "source-patient and target-patient (Patient references) are required", "required")
     if src == tgt:
@@ -95,7 +95,7 @@ def merge(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         if cur is None or cur.deleted or cur.body is None:
             continue  # changed since it was listed
         body = json.loads(cur.body)
-        new = _repoint(body, src, tgt, c.root_url_or_none())
+        new = _repoint(body, src, tgt, ctx.base)
         if new != body:
             ctx.access.check_write(t, new)
             tx.update(t, i, new)
@@ -105,11 +105,11 @@ def merge(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         dicom_study.c.patient_res_id == src,
         or_(dicom_study.c.imaging_study_id.is_(None), dicom_study.c.imaging_study_id.in_(moved_studies)))
         .values(patient_res_id=tgt))
-    src_links = [l for l in source.get("link") or [] if c.ref_id(l.get("other"), "Patient") != tgt]
+    src_links = [l for l in source.get("link") or [] if c.ref_id(l.get("other"), "Patient", ctx.base) != tgt]
     tx.update("Patient", src, {**source, "active": False,
                                "link": [*src_links, {"other": {"reference": f"Patient/{tgt}"}, "type": "replaced-by"}]})
     final = dict(result if result is not None else target)
-    links = [l for l in final.get("link") or [] if c.ref_id(l.get("other"), "Patient") != src]
+    links = [l for l in final.get("link") or [] if c.ref_id(l.get("other"), "Patient", ctx.base) != src]
     final["link"] = [*links, {"other": {"reference": f"Patient/{src}"}, "type": "replaces"}]
     try:
         final = validate_resource(final, "Patient")

@@ -286,14 +286,13 @@ def invoice_pdf(invoice: dict[str, Any], patient_name: str, clinic: str, lang: s
     return _pdf(f"Invoice {invoice.get('id', '')}", b)
 
 
-def share_url_for(engine: Any, report_id: str, patient_id: str | None, user_pk: int | None) -> str | None:
+def share_url_for(services: Any, report_id: str, patient_id: str | None, user_pk: int | None) -> str | None:
     """The share link of a report made by a user; None without one (a system client or the
     no-auth mode has no one whose access the link could carry)."""
-    from fhirserver.operations._common import root_url
-
     if user_pk is None:
         return None
-    return f"{root_url()}/portal/share/{share_token(engine, report_id, patient_id, user_pk)}"
+    token = share_token(services.repo.engine, report_id, patient_id, user_pk)
+    return f"{services.root_url()}/portal/share/{token}"
 
 
 def render(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
@@ -311,8 +310,8 @@ def render(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
             if form.get("contentType") == "application/pdf" and form.get("data"):
                 return FhirResponse(200, PdfBody(base64.b64decode(form["data"])))
     details = report_details(ctx, tx, report)
-    pid = c.ref_id(report.get("subject"), "Patient")
+    pid = c.ref_id(report.get("subject"), "Patient", ctx.base)
     sharer = c.principal(ctx)
-    url = share_url_for(c.services().repo.engine, req.res_id, pid, getattr(sharer, "user_pk", None))
+    url = share_url_for(c.services(ctx), req.res_id, pid, getattr(sharer, "user_pk", None))
     lang = str(args.get("language") or "en")[:2]
     return FhirResponse(200, PdfBody(report_pdf(details, url, lang)))

@@ -85,10 +85,10 @@ def request_access(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     pid = _find_by_email(tx, email)
     if pid is None:
         raise FhirError(404, "No patient with this email on the platform", "not-found")
-    settings = c.services().settings
+    settings = c.services(ctx).settings
     tx.flush()
     # the patient is not (yet) visible to the caller: the server checks their preference for them
-    open_imaging = platform_imaging_allowed(tx.conn, pid, c.root_url_or_none())
+    open_imaging = platform_imaging_allowed(tx.conn, pid, ctx.base)
     if open_imaging and scope == "imaging":
         tx.create("Consent", _consent(pid, org, imaging=True, note="added by clinic (patient allows imaging)"))
         c.audit(tx, ctx, "E", [f"Patient/{pid}", f"Organization/{org}"], "request-access", "granted automatically")
@@ -98,7 +98,7 @@ def request_access(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         status="pending", created=c.now()).returning(lifecycle_access_request.c.pk)).scalar_one()
     send_email(tx.conn, settings.smtp_url, email, "A clinic asks to see your records",
                f"Organization/{org} asks to see your {'imaging' if scope == 'imaging' else 'records'}.\n"
-               f"Accept or reject request {pk} in your portal ({c.root_url()}/portal).\n", patient_id=pid)
+               f"Accept or reject request {pk} in your portal ({c.root_url(ctx)}/portal).\n", patient_id=pid)
     c.audit(tx, ctx, "E", [f"Patient/{pid}", f"Organization/{org}"], "request-access", f"request {pk} pending")
     return FhirResponse(200, c.parameters(("status", "pending"), ("request", str(pk))))
 

@@ -49,7 +49,7 @@ def unlink(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         resource.c.pk.in_(select(idx_reference.c.res_pk).where(
             idx_reference.c.res_type == "Consent", idx_reference.c.param == "patient",
             idx_reference.c.target_type == "Patient", idx_reference.c.target_id == pid)))).all()
-    org = c.ref_id(body.get("managingOrganization"), "Organization")
+    org = c.ref_id(body.get("managingOrganization"), "Organization", ctx.base)
     changed = False
     if org and (p is None or p.role == "admin" or org in orgs):
         body = {k: v for k, v in body.items() if k != "managingOrganization"}
@@ -57,7 +57,7 @@ def unlink(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         changed = True
     for cid, text in consents:
         consent = json.loads(text)
-        actors = {c.ref_id(a.get("reference"), "Organization") for a in (consent.get("provision") or {}).get("actor") or []}
+        actors = {c.ref_id(a.get("reference"), "Organization", ctx.base) for a in (consent.get("provision") or {}).get("actor") or []}
         if consent.get("status") == "active" and actors & orgs:
             tx.update("Consent", cid, {**consent, "status": "inactive"})
             changed = True
@@ -100,7 +100,7 @@ def reactivate(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     pid = check_id(req.res_id)
     # an unlinked profile is invisible to the organization that had it: the access rule looks
     # at its history instead of the row filter (and answers before anything says it exists)
-    check_reactivate(tx, p, pid, c.root_url_or_none())
+    check_reactivate(tx, p, pid, ctx.base)
     cur = tx.current("Patient", pid)
     if cur is None or cur.deleted or cur.body is None:
         raise FhirError(404, f"Patient/{pid} is not known", "not-found")

@@ -51,3 +51,22 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def ping(engine: Engine) -> None:
+    """One round trip to the database (raises when it does not answer)."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1")).scalar_one()
+
+
+def readable_tables(engine: Engine, names: tuple[str, ...]) -> list[str]:
+    """Which of these tables exist, each read once (raises when one cannot be read)."""
+    from sqlalchemy import inspect, text
+
+    with engine.connect() as conn:
+        present = [t for t in names if t in set(inspect(conn).get_table_names())]
+        for table in present:
+            conn.execute(text(f"SELECT 1 FROM {table} LIMIT 1")).all()  # names are the caller's constants
+    return present

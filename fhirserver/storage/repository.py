@@ -128,6 +128,7 @@ class Tx:
         # reads those tables flushes first.
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self.written: set[str] = set()  # resource types written: handed to Repository.after_commit
+        self.on_commit: list[Callable[[], None]] = []  # this transaction's work once it committed
         self._criteria_locked: set[int] = set()  # advisory locks held (one round trip each, once)
 
     def flush(self) -> None:
@@ -447,6 +448,8 @@ class Repository:
                 tx.flush()
         for hook in self.after_commit if tx.written else ():
             hook(tx.written)
+        for work in tx.on_commit:
+            work()
 
 
 __all__ = ["Repository", "Tx", "Stored", "StorageError", "VersionConflict", "format_instant", "now_utc"]
