@@ -108,7 +108,9 @@ def test_kill9_during_four_associations_loses_nothing_acknowledged(settings, cle
         for s in senders:
             s.wait(60)
         acked = set().union(*(acknowledged(lg.read_text()) for lg in logs))
-        assert 40 <= len(acked) < 4 * N  # killed in the middle
+        # rows are committed before their success goes out, so a kill between a group commit and
+        # its replies leaves indexed instances no modality was told of: fewer acks than rows
+        assert 10 <= len(acked) < 4 * N  # killed in the middle
         rows = _instance_rows(clean_dicom.engine)
         assert acked <= set(rows), f"{len(acked - set(rows))} acknowledged instances not indexed"
 
