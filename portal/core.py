@@ -15,9 +15,9 @@ from flask import current_app, g, request
 from sqlalchemy.exc import IntegrityError
 
 from fhirserver.access import Principal, job_policy, parse_scopes
-from fhirserver.api import transact
-from fhirserver.api.interactions import FhirRequest, dispatch
-from fhirserver.api.outcome import FhirError
+from fhirserver.interactions import transact
+from fhirserver.interactions import FhirRequest, dispatch
+from fhirserver.errors import FhirError
 
 PORTAL_CLIENT = "fhirserver-portal"
 SESSION_COOKIE = "fs_portal_session"

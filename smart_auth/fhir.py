@@ -48,7 +48,7 @@ def build_policy(repo: Any, settings: Any, principal: Principal) -> SmartPolicy:
 
 
 def _unauthorized(message: str, error: str | None) -> Exception:
-    from fhirserver.api.outcome import FhirError
+    from fhirserver.errors import FhirError
 
     challenge = 'Bearer realm="fhirserver"'
     if error:

@@ -31,7 +31,7 @@ def blueprint() -> Blueprint:
 
     @bp.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:  # 405, 413 ... as OperationOutcome, not HTML
-        from fhirserver.api.http import error_response
+        from fhirserver.api import error_response
 
         return error_response(error(exc.code or 500, exc.description or exc.name))
 

@@ -20,6 +20,8 @@ import dataclasses
 import functools
 from typing import Any, Callable, Mapping
 
+from fhirserver.errors import FhirError
+
 ANYONE = frozenset({"patient", "guardian", "staff", "admin", "system"})
 PATIENTS = frozenset({"patient", "guardian"})
 STAFF = frozenset({"staff"})
@@ -61,8 +63,6 @@ OPERATION_NEEDS: Mapping[str, OperationNeeds] = {
 
 
 def _forbidden(msg: str) -> Exception:
-    from fhirserver.api.outcome import FhirError
-
     return FhirError(403, msg, "forbidden")
 
 

@@ -181,7 +181,7 @@ class DirectTarget:
     """Runs Bundles through `bundles.process` on one Repository (no HTTP, schema upgraded first)."""
 
     def __init__(self, settings: Settings) -> None:
-        from fhirserver.api.interactions import Context
+        from fhirserver.interactions import Context
         from fhirserver.search import SearchEngine
         from fhirserver.storage import Repository
 
@@ -199,8 +199,8 @@ class DirectTarget:
     def send(self, bundle: dict[str, Any]) -> Result:
         from sqlalchemy.exc import InterfaceError, OperationalError
 
-        from fhirserver.api import bundles
-        from fhirserver.api.outcome import FhirError, outcome
+        from fhirserver.interactions import bundles
+        from fhirserver.errors import FhirError, outcome
 
         batch_id = batch_id_of(bundle)
         try:

@@ -5,26 +5,17 @@ re-serialised model, so content round-trips unchanged.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
 
+from fhirserver.errors import Issue
+from fhirserver.model.text import value_issues as _value_issues
 from fhirserver.model.types import R4_ONLY_SHAPES, R4_RESOURCE_TYPES
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-
-
-@dataclasses.dataclass(frozen=True)
-class Issue:
-    """One problem, in OperationOutcome terms."""
-
-    severity: str
-    code: str
-    diagnostics: str
-    expression: str | None = None
 
 
 class InvalidResource(ValueError):
@@ -115,9 +106,7 @@ def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, 
 
 
 def value_issues(data: Any, path: str) -> list[Issue]:
-    from fhirserver.model.text import value_issues as check  # text imports Issue from here
-
-    return check(data, path)
+    return _value_issues(data, path)
 
 
 def _check_nulls(node: Any, path: str, issues: list[Issue]) -> None:

@@ -13,7 +13,7 @@ depends_on = None
 
 def _tables():  # noqa: ANN202
     from fhirserver.notify.tables import NOTIFY_TABLES
-    from fhirserver.operations.tables import LIFECYCLE_TABLES
+    from fhirserver.access.tables import LIFECYCLE_TABLES
 
     return LIFECYCLE_TABLES + NOTIFY_TABLES
 
