@@ -21,9 +21,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     keys = ("host", "port", "dicom_port", "dicom_ae", "data_dir", "database_url", "base_url", "workers",
             "log_level")
     settings = settings_from_env(**{k: getattr(args, k, None) for k in keys})
-    if getattr(args, "insecure_no_auth", False):  # issue 6: auth is on unless asked off
+    if getattr(args, "insecure_no_auth", False):  # auth is on unless asked off, and then only on loopback
         settings = settings.replace(insecure_no_auth=True)
-    if getattr(args, "dev", False):  # issue 8: demo clinic + /portal/dev/mail
+    if getattr(args, "dev", False):  # demo clinic + /portal/dev/mail: a portal to try without a mail server
         settings = settings.replace(dev_mode=True)
     return settings
 
@@ -97,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         return 1
     engine.dispose()
-    if settings.dev_mode:  # issue 8: seed the demo clinic (idempotent)
+    if settings.dev_mode:  # seed the demo clinic (idempotent: every restart keeps one copy)
         from portal.demo import seed
 
         seed_app = create_app(settings)
@@ -222,10 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--no-progress", action="store_true")
     _add_common(load)
     load.set_defaults(func=cmd_load)
-    from dicom.cli import add_commands as add_dicom_commands  # issue 4: `dicom`, `dicom-node`
+    from dicom.cli import add_commands as add_dicom_commands  # `dicom`, `dicom-node`: the DICOM node owns its commands
 
     add_dicom_commands(sub, _add_common, _settings)
-    from smart_auth.cli import add_commands  # issue 6: `client` and `user`
+    from smart_auth.cli import add_commands  # `client` and `user`: the authorization server owns its records
 
     add_commands(sub, _add_common, _settings)
     return parser

@@ -37,12 +37,12 @@ class Settings:
     online_refresh_seconds: int = 8 * 3600  # online_access
     log_requests: bool = True            # one JSON line per HTTP request and per DICOM association
     log_level: str = "INFO"
-    guardian_age_limit: int = 18         # issue 7: a guardian's access ends at this age of the child
-    invitation_seconds: int = 72 * 3600  # issue 7: activation links expire after this
-    dev_mode: bool = False               # issue 8: `serve --dev` (demo clinic, /portal/dev/mail)
-    portal_cancel_hours: int = 24        # issue 8: online cancellation until this many hours before
-    portal_upload_max_bytes: int = 5 * 1024 * 1024  # issue 8: patient uploads
-    share_link_seconds: int = 7 * 24 * 3600  # issue 8: report share links expire after this
+    guardian_age_limit: int = 18         # a guardian's access ends at this age of the child
+    invitation_seconds: int = 72 * 3600  # an old forwarded invitation cannot take an account
+    dev_mode: bool = False               # `serve --dev` (demo clinic, /portal/dev/mail)
+    portal_cancel_hours: int = 24        # online cancellation until this many hours before
+    portal_upload_max_bytes: int = 5 * 1024 * 1024  # patient uploads: one upload cannot fill the disk
+    share_link_seconds: int = 7 * 24 * 3600  # report share links expire: a leaked link stops working
 
     @property
     def effective_database_url(self) -> str:

@@ -1,4 +1,4 @@
-"""The patient and guardian web portal under /portal (issue 8): server-rendered pages that call
+"""The patient and guardian web portal under /portal: server-rendered pages that call
 the same FHIR interactions and access rules as the REST API. `blueprint()` builds it."""
 from __future__ import annotations
 

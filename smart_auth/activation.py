@@ -1,4 +1,4 @@
-"""First access of invited patients and guardians (issue 7), under /auth:
+"""First access of invited patients and guardians, under /auth:
 
 - `/auth/activate?token=...`: the link of the invitation email; the form sets the password, the
   mobile number and a security question and answer. The link works once, expires, and a newer
@@ -97,7 +97,7 @@ def activate() -> Response:
 
 
 def _portal_link() -> str:
-    """A link to the patient portal's sign-in, when the portal is installed (issue 8)."""
+    """A link to the patient portal's sign-in, when the portal is installed (a server may run without it)."""
     if "portal" not in current_app.blueprints:
         return ""
     from flask import url_for

@@ -1,7 +1,7 @@
 """The access policy contract: every entry point asks one policy object what a caller may do.
 
 `Policy` is what the REST handlers, bundles, operations, DICOM and the portal call. `OpenPolicy`
-allows everything (the `--insecure-no-auth` mode and internal jobs); the SMART policy (issue 6)
+allows everything (the `--insecure-no-auth` mode and internal jobs); the SMART policy
 implements the same methods from a token's principal and scopes, as SQL conditions so that
 searches, counts, includes and history are filtered in the database, never after the fact.
 """

@@ -57,9 +57,9 @@ class Principal:
     fhir_user: str | None = None
     user_pk: int | None = None
     token_pk: int | None = None
-    # issue 7: patients whose imaging only is shared with this staff member/organization (Consent)
+    # patients whose imaging only is shared with this staff member/organization (Consent)
     shared_imaging: tuple[str, ...] = ()
-    # issue 7: Consents limited to a data window: (patient id, from, to, imaging only); '' is open
+    # Consents limited to a data window: (patient id, from, to, imaging only); '' is open
     shared_windows: tuple[tuple[str, str, str, bool], ...] = ()
 
     @property
@@ -120,7 +120,7 @@ class SmartPolicy:
         self.p = principal
         self.principal = principal  # who this policy decides for (Context.principal)
         self.base = base  # our own base URL: absolute references to it are local
-        self._email_owners = email_owners  # issue 7: reserved emails -> (res_type, res_id)
+        self._email_owners = email_owners  # reserved emails -> (res_type, res_id): no takeover by a new profile
         self.postgres = postgres
         self._org_patients = org_patients  # (orgs, candidate patient ids) -> those in the orgs
         self._cache: dict[tuple[str | None, str], tuple[ColumnElement[bool], ...]] = {}
@@ -308,7 +308,8 @@ class SmartPolicy:
                          "create them with POST")
 
     def _check_reserved_email(self, body: dict[str, Any]) -> None:
-        """issue 7: an email owned by an account, or of an unlinked/closed profile, is not reusable."""
+        """An email owned by an account, or of an unlinked/closed profile, is not reusable: whoever
+        creates a profile with it would be sent that person's invitations and links."""
         emails = [t["value"].strip().lower() for t in body.get("telecom") or []
                   if t.get("system") == "email" and isinstance(t.get("value"), str)]
         if not emails or self._email_owners is None:
