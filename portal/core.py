@@ -133,7 +133,7 @@ class Fhir:
     def call(self, req: FhirRequest, tx: Any = None) -> Any:
         if tx is not None:
             return dispatch(self.ctx, tx, req)
-        return transact.run(self.repo, lambda t: dispatch(self.ctx, t, req), write=transact.writes(req))
+        return transact.run(self.repo, lambda t: dispatch(self.ctx, t, req), write=transact.writes(req, self.ctx.operations))
 
     def read(self, res_type: str, res_id: str, tx: Any = None) -> dict[str, Any] | None:
         try:

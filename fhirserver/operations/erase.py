@@ -29,6 +29,9 @@ from typing import Any
 from sqlalchemy import Text, and_, cast, delete, or_, select, update
 
 from fhirserver.interactions import FhirResponse, check_id
+from fhirserver.access.tables import (
+    lifecycle_access_request, lifecycle_account, lifecycle_email, lifecycle_invitation,
+)
 from fhirserver.errors import FhirError
 from fhirserver.model.references import iter_references, parse_reference
 from fhirserver.model.validate import InvalidResource, validate_resource
@@ -156,9 +159,6 @@ def _authorize(ctx: Any, tx: Any, pid: str) -> None:
 
 
 def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
-    from fhirserver.access.tables import (
-        lifecycle_access_request, lifecycle_account, lifecycle_email, lifecycle_invitation,
-    )
     from smart_auth.tables import auth_code, auth_session, auth_token, auth_user
 
     if req.res_type != "Patient" or not req.res_id:
@@ -282,7 +282,7 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     if not tx.postgres:
         conn.exec_driver_sql("PRAGMA secure_delete=OFF")
     settings = c.services(ctx).settings
-    _after_commit(tx, files, settings)
+    _after_commit(ctx, tx, files, settings)
     return FhirResponse(200, c.parameters(("result", True), ("erasure", erasure),
                                           ("resources", len(targets)), ("dicom-files", len(files)),
                                           ("updated", len(updated)), ("kept", len(kept)), *report))
@@ -338,7 +338,7 @@ def _anonymous(ctx: Any) -> Any:
     return dataclasses.replace(ctx, principal=_Unnamed(getattr(c.principal(ctx), "client_id", None) or "?"))
 
 
-def _after_commit(tx: Any, keys: list[str], settings: Any) -> None:
+def _after_commit(ctx: Any, tx: Any, keys: list[str], settings: Any) -> None:
     """Delete the files and flush SQLite's WAL once the transaction has committed (a rolled
     back erase deletes nothing)."""
     from dicom.store import file_store
@@ -353,4 +353,4 @@ def _after_commit(tx: Any, keys: list[str], settings: Any) -> None:
             with engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    tx.on_commit.append(run)
+    ctx.after_commit(tx, run)
