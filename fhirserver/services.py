@@ -13,7 +13,6 @@ from conformance.capability import capability_statement
 from fhirserver.audit import AuditTrail
 from fhirserver.config import Settings
 from fhirserver.interactions import Context, OperationRegistry
-from fhirserver.operations import build_registry
 from fhirserver.search import SearchEngine
 from fhirserver.storage import Repository, make_engine, upgrade
 from fhirserver.storage.budget import install_budget
@@ -54,16 +53,14 @@ class Services:
 
 def build_services(settings: Settings, *, upgrade_schema: bool = False,
                    operations: OperationRegistry | None = None) -> Services:
-    """`operations`: the registry the app factory built; None means the server's full set
-    (`fhirserver.operations.build_registry`), so the DICOM node, the CLI and jobs route the same
-    `$operations` as the REST API."""
+    """`operations`: the `$operations` its Contexts route to, built by the app factory
+    (`fhirserver.operations.build_registry`); without one (the DICOM node, the loader) a Context
+    routes none, and `$name` answers 404."""
     engine = make_engine(settings.effective_database_url)
     install_budget(engine, settings.statement_seconds)  # cancels statements past the request budget
     if upgrade_schema:
         upgrade(engine)
-    if operations is None:
-        operations = build_registry()
     search = SearchEngine(settings.fhir_base)
     repo = Repository(engine, indexer=search.index_rows)
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    AuditTrail(repo), operations)
+                    AuditTrail(repo), operations or OperationRegistry())
