@@ -239,7 +239,7 @@ def _conditional_criteria(entries: list[_Entry]) -> list[tuple[str, list[tuple[s
     out = []
     for e in entries:
         r = e.request
-        if not r.res_type or r.res_type not in R4_RESOURCE_TYPES or r.res_id or r.operation:
+        if not r.res_type or r.res_type not in R4_RESOURCE_TYPES or r.res_id or r.operation or r.compartment:
             continue
         cond = r.header("if-none-exist") if r.method == "POST" else None
         if cond:
@@ -258,6 +258,8 @@ def _assign_identities(ctx: Context, tx: Tx, entries: list[_Entry],
     for e in entries:
         r = e.request
         target = None
+        if r.compartment is not None:  # a compartment is only searched: the router refuses the rest
+            continue
         try:
             if r.method == "POST" and r.res_type and r.res_id is None and not r.operation:
                 cond = r.header("if-none-exist")

@@ -203,3 +203,21 @@ def test_parse_url_bases_and_queries() -> None:
     assert req.params == [("code", "x"), ("code", "y"), ("_count", "")]
     other = parse_url("GET", "https://elsewhere.example/r4/fhir/Patient/9/_history/3", BASE)
     assert (other.res_type, other.res_id, other.version_id) == ("Patient", "9", "3")
+
+
+def test_transaction_entries_use_the_same_parser(data) -> None:  # noqa: ANN001
+    new = {"resourceType": "Observation", "status": "final", "code": {"text": "hr"},
+           "subject": {"reference": "Patient/p1"}}
+    ok = data.post("/fhir", data=json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": new, "request": {"method": "POST", "url": "Observation"}},
+        {"request": {"method": "GET", "url": "Patient/p1/Observation"}}]}), headers=JSON)
+    assert ok.status_code == 200, ok.data
+    created, searched = fhir_json(ok)["entry"]
+    kind, rows = _names(searched["resource"])
+    assert kind == "searchset" and [r[0] for r in rows] == ["Observation", "Observation"]  # GETs run last
+    # a compartment written to in a transaction fails the whole Bundle, as it would alone
+    bad = data.post("/fhir", data=json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": new, "request": {"method": "POST", "url": "Observation"}},
+        {"resource": new, "request": {"method": "PUT", "url": "Patient/p1/Observation"}}]}), headers=JSON)
+    assert bad.status_code == 405, bad.data
+    assert fhir_json(data.get("/fhir/Patient/p1/Observation?_summary=count"))["total"] == 2
