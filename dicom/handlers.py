@@ -287,6 +287,14 @@ class DimseHandlers:
         with self.store.open(item["_storage_key"]) as f:
             return dcmread(f)
 
+    def _send(self, event: Any, items: list[dict[str, Any]]) -> Iterator[tuple[int, Any]]:
+        """The sub-operations of a C-MOVE or C-GET, one instance each, until the SCU cancels."""
+        for item in items:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield 0xFF00, self._dataset(item)
+
     @staticmethod
     def contexts_for(items: list[dict[str, Any]]) -> list[Any]:
         pairs: dict[tuple[str, str], None] = {}
@@ -337,11 +345,7 @@ class DimseHandlers:
         yield node.host, node.port, {"contexts": self.contexts_for(items),
                                      "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)]}
         yield len(items)
-        for item in items:
-            if event.is_cancelled:
-                yield 0xFE00, None
-                return
-            yield 0xFF00, self._dataset(item)
+        yield from self._send(event, items)
 
     def on_get(self, event: Any) -> Iterator[Any]:
         what = "C-GET"
@@ -355,8 +359,4 @@ class DimseHandlers:
         self.audit_event(event.assoc, "retrieve", self._studies_of(items), f"{what}: {len(items)} instances",
                          what)
         yield len(items)
-        for item in items:
-            if event.is_cancelled:
-                yield 0xFE00, None
-                return
-            yield 0xFF00, self._dataset(item)
+        yield from self._send(event, items)

@@ -1,5 +1,5 @@
-"""The receiving path's fast parts: the store's
-hash-while-writing, and the node in several processes sharing one port (`--processes`)."""
+"""The receiving path's fast parts: the store's hash-while-writing, and the node in several
+processes sharing one port (`--processes`)."""
 from __future__ import annotations
 
 import hashlib

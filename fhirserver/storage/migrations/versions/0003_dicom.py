@@ -1,4 +1,5 @@
-"""DICOM node index: studies, series, instances and the AE registry (branch "dicom").
+"""DICOM node index: studies, series, instances and the AE registry (branch "dicom"), with the
+durability tables of 0008_dicom_durable (this revision has created them since they were added).
 
 A frozen snapshot (alembic autogenerate against an empty database, reviewed): the schema this
 revision creates never follows later edits of the tables in the code.
