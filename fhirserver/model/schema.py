@@ -60,15 +60,19 @@ class Element:
 
 
 class TypeInfo:
-    """A type's elements by JSON name and in the order R4 serialises them."""
+    """A type's elements by JSON name and in the order R4 serialises them; `summary` the
+    elements of its `_summary=true` form (None: not known), `required` those with min 1."""
 
-    __slots__ = ("name", "is_resource", "elements", "order", "memo")
+    __slots__ = ("name", "is_resource", "elements", "order", "summary", "required", "memo")
 
-    def __init__(self, name: str, is_resource: bool, elements: dict[str, Element], order: list[str]) -> None:
+    def __init__(self, name: str, is_resource: bool, elements: dict[str, Element], order: list[str],
+                 summary: frozenset[str] | None = None, required: frozenset[str] = frozenset()) -> None:
         self.name = name
         self.is_resource = is_resource
         self.elements = elements
         self.order = tuple(order)
+        self.summary = summary
+        self.required = required
         self.memo: dict[str, Any] = {}  # what a consumer derives from the type once (its XML tags ...)
 
     def is_choice(self, base: str) -> bool:
@@ -210,8 +214,11 @@ class Schema:
 
     def _model_type(self, cls: Any) -> TypeInfo:
         elements: dict[str, Element] = {}
+        required: set[str] = set()
         for fname, finfo in cls.model_fields.items():
             extra = finfo.json_schema_extra
+            if finfo.is_required() or (isinstance(extra, dict) and extra.get("element_required")):
+                required.add(finfo.alias or fname)
             if not isinstance(extra, dict) or not extra.get("element_property"):
                 continue
             name = finfo.alias or fname
@@ -233,7 +240,8 @@ class Schema:
                 pos = max(i for i, o in enumerate(order) if o.startswith(prefix)) + 1
                 order.insert(pos, n)
                 elements[n] = self._for_code(n, code, False, prefix)
-        return TypeInfo(cls.__name__, issubclass(cls, self._resource_cls), elements, order)
+        return TypeInfo(cls.__name__, issubclass(cls, self._resource_cls), elements, order,
+                        frozenset(cls.summary_elements_sequence()), frozenset(required))
 
     def _table_type(self, path: str) -> TypeInfo:
         base, *items = self.r4_only[path].split()
