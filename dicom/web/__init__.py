@@ -1,4 +1,4 @@
-"""DICOMweb (issue 5) under `/dicomweb`: STOW-RS, QIDO-RS, WADO-RS (instances, metadata, frames,
+"""DICOMweb under `/dicomweb`: STOW-RS, QIDO-RS, WADO-RS (instances, metadata, frames,
 bulk data, rendered, thumbnails) and WADO-URI, per DICOM PS3.18.
 
 Requests are authenticated by the same hook as the FHIR API (`smart_auth.before_fhir_request`:
