@@ -12,7 +12,7 @@ from typing import Any
 from authlib.common.security import generate_token
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
-from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749 import InvalidClientError, OAuth2Request, UnsupportedTokenTypeError
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from flask import Flask, current_app, request as flask_request
 
@@ -63,6 +63,15 @@ class SmartAuthorizationServer(AuthorizationServer):
         if isinstance(request, OAuth2Request):
             return request
         return _Request(flask_request)
+
+    def handle_error_response(self, request: Any, error: Any) -> Any:
+        """A failed client authentication is a 401 with a challenge, however it was attempted
+        (RFC 6749 5.2 allows it always and requires it for HTTP Basic)."""
+        if isinstance(error, InvalidClientError):
+            error.status_code = 401
+        elif isinstance(error, UnsupportedTokenTypeError):  # RFC 7009 2.2.1: an RFC 6749 5.2 error, 400
+            error.status_code = 400
+        return super().handle_error_response(request, error)
 
     def stored_request(self, params: dict[str, str]) -> OAuth2Request:
         return _StoredRequest(params)
