@@ -34,13 +34,6 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     def __init__(self) -> None:
         super().__init__(validate_jti=True, leeway=5)
 
-    def __call__(self, query_client: Callable[[str], Any], request: OAuth2Request) -> Any:
-        try:
-            return super().__call__(query_client, request)
-        except InvalidClientError as exc:  # a failed assertion is a failed authentication: 401
-            exc.status_code = 401
-            raise
-
     def get_audiences(self) -> list[str]:
         return [token_url(), token_url() + "/"]
 
