@@ -45,11 +45,12 @@ def context_error(user: dict[str, Any], ctx: dict[str, Any]) -> str | None:
     return _launch_context_error(services().repo, services().settings, user, ctx)
 
 
-def live_grant_context(user_pk: int | None, context: dict[str, Any]) -> dict[str, Any]:
-    """The grant's context re-derived from the user's live links and re-checked against what the
-    user may see now; invalid_grant when it no longer holds (never the old list carried over)."""
+def live_grant_context(user_pk: int | None, context: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(context, user): the grant's context re-derived from the user's live links and re-checked
+    against what the user may see now; invalid_grant when it no longer holds (never the old list
+    carried over)."""
     if user_pk is None:
-        return context
+        return context, None
     with engine().connect() as c:
         ctx = live_context(c, user_pk, context, fhir_base())
     user = store.get_user(engine(), user_pk)
@@ -57,7 +58,7 @@ def live_grant_context(user_pk: int | None, context: dict[str, Any]) -> dict[str
         raise InvalidGrantError("The grant no longer holds: the account or its patient link was removed")
     if context_error(user, ctx):
         raise InvalidGrantError("The grant's patient is no longer one this user may see")
-    return ctx
+    return ctx, user
 
 
 def _name(body: dict[str, Any]) -> str:

@@ -130,9 +130,9 @@ class CodeGrant(grants.AuthorizationCodeGrant):
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> dict[str, Any]:
         row = authorization_code.row
-        self.request.grant_context = live_grant_context(row["user_pk"], row["context"])
+        self.request.grant_context, user = live_grant_context(row["user_pk"], row["context"])
         self.request.grant_id = row["grant_id"]
-        return store.get_user(engine(), row["user_pk"])  # type: ignore[return-value]
+        return user  # type: ignore[return-value]
 
 
 class RefreshGrant(grants.RefreshTokenGrant):
@@ -153,7 +153,7 @@ class RefreshGrant(grants.RefreshTokenGrant):
         issued, so that of two concurrent refreshes only one succeeds."""
         row = refresh_token.row
         try:
-            self.request.grant_context = live_grant_context(row["user_pk"], row["context"])
+            self.request.grant_context, user = live_grant_context(row["user_pk"], row["context"])
         except InvalidGrantError:
             store.revoke_token(engine(), row)  # the grant ended: its whole token family goes
             raise
@@ -161,7 +161,7 @@ class RefreshGrant(grants.RefreshTokenGrant):
             raise InvalidGrantError("The refresh token was already used")
         self.request.grant_id = row["grant_id"]
         self.request.refresh_lifetime = max(row["expires_at"] - store.now(), 60)
-        return store.get_user(engine(), row["user_pk"])
+        return user
 
     def revoke_old_credential(self, refresh_token: Token) -> None:
         """Nothing to do: `authenticate_user` rotated it already."""

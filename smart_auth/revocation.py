@@ -42,7 +42,7 @@ class Introspection(IntrospectionEndpoint):
     def introspect_token(self, token: Token) -> dict[str, Any]:
         row = token.row
         try:
-            ctx = live_grant_context(row["user_pk"], row["context"])
+            ctx, _user = live_grant_context(row["user_pk"], row["context"])
         except InvalidGrantError:
             return {"active": False}
         body: dict[str, Any] = {"active": True, "scope": row["scope"], "client_id": row["client_id"],
