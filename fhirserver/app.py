@@ -16,11 +16,13 @@ def install_jobs(services: Services) -> None:
     """The job kinds this server runs, and how a requester's Principal becomes its policy again
     when its job runs (the same builder as a request's)."""
     from fhirserver import notify
+    from fhirserver.operations import export
     from smart_auth.fhir import build_policy
 
     jobs = services.jobs
     jobs.registry.policy_for = lambda principal: build_policy(services.repo, services.settings, principal)
     jobs.register(notify.EMAIL_JOB, notify.deliver_job, max_attempts=8, backoff_seconds=30.0)
+    export.install(services)  # bulk.export, bulk.expire
 
 
 def start_jobs(app: Flask) -> None:

@@ -1,4 +1,4 @@
-"""The job queue: table `job` (branch "jobs").
+"""The job queue (table `job`) and bulk exports (table `bulk_export`) (branch "jobs").
 
 Revision ID: 0010_jobs
 Revises: 0002
@@ -37,7 +37,26 @@ def upgrade() -> None:
     op.create_index("ix_job_kind", "job", ["kind", "state"])
     op.create_index("ux_job_dedupe_queued", "job", ["dedupe_key"], unique=True,
                     sqlite_where=sa.text("state = 'queued'"), postgresql_where=sa.text("state = 'queued'"))
+    op.create_table(
+        "bulk_export",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("owner", sa.String(400), nullable=False),
+        sa.Column("level", sa.String(16), nullable=False),
+        sa.Column("group_id", sa.String(64), nullable=True),
+        sa.Column("params", sa.Text, nullable=False),
+        sa.Column("request", sa.Text, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("job_pk", sa.BigInteger, nullable=True),
+        sa.Column("transaction_time", sa.String(40), nullable=True),
+        sa.Column("progress", sa.String(300), nullable=True),
+        sa.Column("output", sa.Text, nullable=True),
+        sa.Column("error_text", sa.Text, nullable=True),
+        sa.Column("created", sa.BigInteger, nullable=False),
+        sa.Column("expires", sa.BigInteger, nullable=False),
+    )
+    op.create_index("ix_bulk_export_expires", "bulk_export", ["expires"])
 
 
 def downgrade() -> None:
+    op.drop_table("bulk_export")
     op.drop_table("job")
