@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from conftest import backend_token
+from tests.export.export_helpers import backend_token
 from tests.auth.smart_helpers import authorize, bearer, code_from, pkce, seed, standard_data, store, token
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
