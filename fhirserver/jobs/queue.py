@@ -100,6 +100,9 @@ def claim(engine: Engine, kinds: Sequence[str], worker: str, lease_seconds: floa
     postgres = engine.dialect.name == "postgresql"
     while True:
         t = now_ms()
+        with engine.connect() as probe:  # idle polls take no lock (on SQLite, no write lock)
+            if probe.execute(_claimable(kinds, t)).scalar() is None:
+                return None
         with engine.connect() as conn:
             if not postgres:
                 conn = conn.execution_options(fhir_write=True)  # BEGIN IMMEDIATE
