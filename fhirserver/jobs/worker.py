@@ -114,6 +114,7 @@ class Worker:
         self._running: dict[int, tuple[Job, threading.Event]] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self.listening = threading.Event()  # PostgreSQL: the NOTIFY listener is connected
 
     @property
     def engine(self) -> Engine:
@@ -127,7 +128,30 @@ class Worker:
         keeper = threading.Thread(target=self._keep_leases, name="fhirserver-job-leases", daemon=True)
         keeper.start()
         self._threads.append(keeper)
+        if self.engine.dialect.name == "postgresql":
+            listener = threading.Thread(target=self._listen, name="fhirserver-job-listen", daemon=True)
+            listener.start()
+            self._threads.append(listener)
         return self
+
+    def _listen(self) -> None:
+        """PostgreSQL: wake on NOTIFY from any process's enqueue instead of waiting for the poll.
+        Polling stays the fallback (a lost connection only costs latency)."""
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {queue.CHANNEL}")
+                    self.listening.set()
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self.wake()
+            except Exception:  # noqa: BLE001 - database restarting: poll meanwhile, reconnect later
+                self.listening.clear()
+                log.debug("job worker %s: LISTEN connection lost", self.name, exc_info=True)
+                self._stop.wait(5.0)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
