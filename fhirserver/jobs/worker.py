@@ -110,7 +110,7 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.name = queue.worker_name()
         self._stop = threading.Event()
-        self._wake = threading.Condition()
+        self._wake = threading.Event()  # set by `wake`; a wake during a run is not lost
         self._running: dict[int, tuple[Job, threading.Event]] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -162,8 +162,7 @@ class Worker:
 
     def wake(self) -> None:
         """A job was just enqueued in this process: look now instead of at the next poll."""
-        with self._wake:
-            self._wake.notify_all()
+        self._wake.set()
 
     def run_one(self) -> bool:
         """Claim and run one due job; False when none was due."""
@@ -189,8 +188,8 @@ class Worker:
                     continue
             except Exception:  # noqa: BLE001 - a database hiccup: wait and try again
                 log.exception("job worker %s: claiming failed", self.name)
-            with self._wake:
-                self._wake.wait(self.poll_seconds)
+            if self._wake.wait(self.poll_seconds):
+                self._wake.clear()
 
     def _keep_leases(self) -> None:
         while not self._stop.wait(self._renew_every()):
