@@ -232,3 +232,16 @@ def test_capability_statement_instantiates_bulk_data(xapp):  # noqa: ANN001
     by_type = {r["type"]: r for r in cs["rest"][0]["resource"]}
     assert any(o["name"] == "export" for o in by_type["Patient"]["operation"])
     assert any(o["name"] == "export" for o in by_type["Group"]["operation"])
+
+
+def test_types_the_token_cannot_read_are_reported_not_exported(xapp, data, run_jobs):  # noqa: ANN001
+    c = xapp.test_client()
+    tok = backend_token(xapp, scope="system/Patient.rs")
+    m = _manifest(c, tok, _kick(c, tok), run_jobs)
+    assert [o["type"] for o in m["output"]] == ["Patient"] and m["error"] == []
+    m = _manifest(c, tok, _kick(c, tok, "/fhir/$export?_type=Patient,Observation"), run_jobs)
+    assert [o["type"] for o in m["output"]] == ["Patient"]
+    assert [e["type"] for e in m["error"]] == ["OperationOutcome"]
+    r = c.get(m["error"][0]["url"].replace("http://testserver", ""), headers=bearer(tok))
+    issue = orjson.loads(r.get_data().splitlines()[0])["issue"][0]
+    assert "Observation" in issue["diagnostics"]
