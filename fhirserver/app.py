@@ -11,9 +11,32 @@ from dicom import web as dicomweb
 from fhirserver.api import blueprint, install_error_handlers
 from fhirserver.api import health, openapi
 from fhirserver.api.telemetry import install_telemetry, metrics_blueprint
+from fhirserver import notify
 from fhirserver.config import Settings, settings_from_env
-from fhirserver.operations import build_registry
-from fhirserver.services import build_services
+from fhirserver.operations import build_registry, export
+from fhirserver.services import Services, build_services
+from smart_auth.fhir import build_policy
+
+
+def install_jobs(services: Services) -> None:
+    """The job kinds this server runs, and how a requester's Principal becomes its policy again
+    when its job runs (the same builder as a request's)."""
+    jobs = services.jobs
+    jobs.registry.policy_for = lambda principal: build_policy(services.repo, services.settings, principal)
+    jobs.register(notify.EMAIL_JOB, notify.deliver_job, max_attempts=8, backoff_seconds=30.0)
+    export.install(services)  # bulk.export, bulk.expire
+
+
+def start_jobs(app: Flask) -> None:
+    """Start this process's job worker threads (`serve`, in each HTTP worker; `worker`)."""
+    services: Services = app.extensions["fhirserver"]
+    if services.settings.job_threads > 0:
+        services.jobs.worker(services, threads=services.settings.job_threads,
+                             poll_seconds=services.settings.job_poll_seconds).start()
+
+
+def stop_jobs(app: Flask) -> None:
+    app.extensions["fhirserver"].jobs.stop()
 
 
 def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False) -> Flask:
@@ -24,6 +47,7 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     app = Flask("fhirserver")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["fhirserver"] = services
+    install_jobs(services)
     app.register_blueprint(blueprint(), url_prefix="/fhir")
     smart_auth.install(app)  # /auth, /.well-known/openid-configuration, smart-configuration
     app.register_blueprint(dicomweb.blueprint(), url_prefix="/dicomweb")  # DICOMweb (PS3.18)

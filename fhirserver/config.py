@@ -44,6 +44,9 @@ class Settings:
     portal_cancel_hours: int = 24        # online cancellation until this many hours before
     portal_upload_max_bytes: int = 5 * 1024 * 1024  # patient uploads: one upload cannot fill the disk
     share_link_seconds: int = 7 * 24 * 3600  # report share links expire: a leaked link stops working
+    job_threads: int = 2                 # job worker threads per `serve` worker process (0: none)
+    job_poll_seconds: float = 0.5        # how often an idle job worker looks for due jobs
+    export_seconds: int = 24 * 3600      # $export files (and their status) expire after this
 
     @property
     def effective_database_url(self) -> str:
@@ -91,6 +94,7 @@ _ENV_FIELDS = {
     "guardian_age_limit": int, "invitation_seconds": int,
     "log_requests": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "log_level": str,
     "portal_cancel_hours": int, "portal_upload_max_bytes": int, "share_link_seconds": int,
+    "job_threads": int, "job_poll_seconds": float, "export_seconds": int,
 }
 
 

@@ -13,6 +13,7 @@ from conformance.capability import capability_statement
 from fhirserver.audit import AuditTrail
 from fhirserver.config import Settings
 from fhirserver.interactions import Context, OperationRegistry
+from fhirserver.jobs import Jobs
 from fhirserver.search import SearchEngine
 from fhirserver.storage import Repository, make_engine, upgrade
 from fhirserver.storage.budget import install_budget
@@ -27,6 +28,7 @@ class Services:
     audit: Any = None                      # fhirserver.audit.AuditTrail
     # the `$operations` every Context of this process routes to (built by the app factory)
     operations: OperationRegistry = dataclasses.field(default_factory=OperationRegistry)
+    jobs: Any = None                       # fhirserver.jobs.Jobs: the queue and its job kinds
 
     def fhir_base(self) -> str:
         """The FHIR base URL (`Settings.fhir_base`: configured, or the listen address)."""
@@ -63,4 +65,4 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False,
     search = SearchEngine(settings.fhir_base)
     repo = Repository(engine, indexer=search.index_rows)
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    AuditTrail(repo), operations or OperationRegistry())
+                    AuditTrail(repo), operations or OperationRegistry(), Jobs(engine))
