@@ -1,0 +1,15 @@
+// Builds the viewer into ./static (shipped in the Python package, served at /viewer/). Vite resolves
+// the codecs' .wasm files and the decode worker into hashed assets next to the bundle.
+import { defineConfig } from 'vite';
+
+export default defineConfig({
+  base: '/viewer/',
+  build: {
+    outDir: 'static',
+    emptyOutDir: true,
+    target: 'es2022',
+    chunkSizeWarningLimit: 8000,
+    sourcemap: false,
+  },
+  worker: { format: 'es' },
+});
