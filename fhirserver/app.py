@@ -10,6 +10,7 @@ from fhirserver.api import health, openapi
 from fhirserver.api.telemetry import install_telemetry, metrics_blueprint
 from fhirserver.config import Settings, settings_from_env
 from fhirserver.services import Services, build_services
+from viewer import register as register_viewer
 
 
 def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False) -> Flask:
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     from portal import blueprint as portal_blueprint  # issue 8: the patient portal
 
     app.register_blueprint(portal_blueprint(), url_prefix="/portal")
+    register_viewer(app)  # the DICOM viewer's static files at /viewer/
     app.register_blueprint(health.blueprint())  # /healthz, /readyz: open, for probes
     app.register_blueprint(metrics_blueprint())  # /metrics (Prometheus text)
     app.register_blueprint(openapi.blueprint())  # /openapi.json, /docs

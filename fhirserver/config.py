@@ -43,6 +43,12 @@ class Settings:
     portal_cancel_hours: int = 24        # issue 8: online cancellation until this many hours before
     portal_upload_max_bytes: int = 5 * 1024 * 1024  # issue 8: patient uploads
     share_link_seconds: int = 7 * 24 * 3600  # issue 8: report share links expire after this
+    # the clinic as patients see it: portal header, OAuth pages, invitation emails, invoice PDFs
+    clinic_name: str = ""
+    clinic_timezone: str = "UTC"         # IANA name; every time a patient reads is shown in it
+    clinic_address: str = ""
+    clinic_tax_id: str = ""
+    clinic_logo: str = ""                # path of a PNG, JPEG or SVG file
 
     @property
     def effective_database_url(self) -> str:
@@ -89,6 +95,7 @@ _ENV_FIELDS = {
     "guardian_age_limit": int, "invitation_seconds": int,
     "log_requests": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "log_level": str,
     "portal_cancel_hours": int, "portal_upload_max_bytes": int, "share_link_seconds": int,
+    "clinic_name": str, "clinic_timezone": str, "clinic_address": str, "clinic_tax_id": str, "clinic_logo": str,
 }
 
 

@@ -1,12 +1,12 @@
 """Invoices and their PDFs."""
 from __future__ import annotations
 
-
 from flask import Blueprint, Response, abort, g
 
 from fhirserver.operations import render as rnd
 from portal import core
-from portal.web import download, lang, page, pid, ref_id
+from portal.clinic import invoice_number
+from portal.web import clinic, download, lang, money, page, pid, ref_id, status_word, when
 
 
 def invoices() -> Response:
@@ -21,8 +21,12 @@ def invoice_pdf(iid: str) -> Response:
         abort(404)
     issuer_id = ref_id(inv.get("issuer"), "Organization")
     issuer = f.read("Organization", issuer_id) if issuer_id else None
-    data = rnd.invoice_pdf(inv, rnd.human_name(g.patient_res), rnd.human_name(issuer), lang())
-    return download(data, "application/pdf", f"invoice-{iid}.pdf")
+    c = clinic()
+    data = rnd.invoice_pdf(inv, rnd.human_name(g.patient_res), c.name or rnd.human_name(issuer), lang(),
+                           address=c.address, tax_id=c.tax_id, number=invoice_number(inv),
+                           date=when(inv.get("date"), date_only=True), status=status_word(inv.get("status")),
+                           money=money)
+    return download(data, "application/pdf", f"invoice-{invoice_number(inv)}.pdf")
 
 
 def register(bp: Blueprint) -> None:

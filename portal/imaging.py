@@ -8,6 +8,7 @@ from flask import Blueprint, Response, abort, current_app, g, request, url_for
 from fhirserver.model.integers import parse_count
 from portal import core
 from portal.web import page, pid
+from viewer import built as viewer_built
 
 
 def imaging() -> Response:
@@ -15,7 +16,7 @@ def imaging() -> Response:
     for s in studies:
         s["_uid"] = next((i.get("value", "").removeprefix("urn:oid:") for i in s.get("identifier") or []
                           if i.get("system") == "urn:dicom:uid"), "")
-    return page("imaging.html", studies=studies)
+    return page("imaging.html", studies=studies, viewer_ready=viewer_built())
 
 
 def viewer(study_id: str) -> Response:
@@ -35,9 +36,22 @@ def viewer(study_id: str) -> Response:
     return page("viewer.html", s=s, series=series, si=si, n=n, count=len(instances), img=img)
 
 
+_U = r"[0-9.]{1,64}"
+# the reads the viewer makes (QIDO of a study's series and instances, WADO-RS metadata, frames,
+# rendered images, WADO-URI for a download): GET only, never STOW or a study-less search
+READS = re.compile("|".join((
+    rf"studies/{_U}/(series|metadata|thumbnail|rendered)",
+    rf"studies/{_U}/series/{_U}/(instances|metadata|thumbnail|rendered)",
+    rf"studies/{_U}/series/{_U}/instances/{_U}/(metadata|thumbnail|rendered)",
+    rf"studies/{_U}/series/{_U}/instances/{_U}/frames/[0-9]{{1,6}}(,[0-9]{{1,6}}){{0,99}}",
+    r"wado",
+)))
+
+
 def dicomweb(path: str) -> Response:
-    """DICOMweb images for the signed-in user, through the DICOMweb views and the user's policy."""
-    if not re.fullmatch(r"studies/[0-9.]+(/series/[0-9.]+(/instances/[0-9.]+)?)?/(thumbnail|rendered)", path):
+    """DICOMweb reads for the signed-in user, through the DICOMweb views with the user's own policy
+    (the same access gate as a bearer token: another patient's study answers 404)."""
+    if not READS.fullmatch(path):
         abort(404)
     adapter = current_app.url_map.bind("localhost")
     try:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, abort, g, request
 
 from fhirserver.api.outcome import FhirError
 from fhirserver.operations import render as rnd
 from portal import core
-from portal.web import _, back, page, pid, ref_id
+from portal.access_log import readable
+from portal.web import _, back, page, pid, ref_id, when
 
 
 def _share_state() -> dict[str, Any]:
@@ -70,15 +71,14 @@ def access_log() -> Response:
         log = core.user_fhir().operation("Patient", pid(), "$access-log", [("_count", "200")])
     except FhirError:
         log = {}
-    events = []
-    for e in (log or {}).get("entry") or []:
-        r = e.get("resource") or {}
-        who = ", ".join((a.get("who") or {}).get("reference") or (a.get("who") or {}).get("display") or
-                        (a.get("who") or {}).get("identifier", {}).get("value", "") for a in r.get("agent") or [])
-        what = ", ".join((x.get("what") or {}).get("reference", "") for x in r.get("entity") or [])
-        events.append({"when": (r.get("recorded") or "")[:19].replace("T", " "), "who": who,
-                       "action": r.get("action", ""), "what": what})
-    return page("access_log.html", events=events)
+    names = core.Fhir(g.policy, audit=False)  # looking names up is no access to report
+
+    def read_name(ref: str) -> dict | None:
+        kind, rid = ref.split("/", 1)
+        return names.read(kind, rid) if kind in ("Practitioner", "RelatedPerson", "Patient") else None
+
+    own = {x for x in ((g.user or {}).get("fhir_user"), f"Patient/{pid()}") if x}
+    return page("access_log.html", events=readable(log or {}, own, read_name, _, when))
 
 
 def register(bp: Blueprint) -> None:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, redirect, request, url_for
+from flask import Blueprint, Response, abort, g, redirect, request, url_for
 from sqlalchemy import select, update
 
 from portal import core
 from portal.i18n import LANGS
-from portal.web import _, back, page
+from portal.web import _, back, clinic, page
 
 
 def login() -> Response:
@@ -184,6 +184,18 @@ def _login_error(msg: str) -> str:
     return _(msg)
 
 
+def logo() -> Response:
+    """The clinic's logo (Settings.clinic_logo), public: the sign-in and OAuth pages show it."""
+    found = clinic().logo_file()
+    if found is None:
+        abort(404)
+    resp = Response(found[0], mimetype=found[1])
+    resp.headers["Cache-Control"] = "public, max-age=3600"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return resp
+
+
 def register(bp: Blueprint) -> None:
     """Add this area's pages to the portal blueprint (endpoint names stay `portal.<view>`)."""
     for rule, view, methods in (
@@ -194,5 +206,6 @@ def register(bp: Blueprint) -> None:
         ('/password', password, ['GET', 'POST']),
         ('/lang', set_lang, ['POST']),
         ('/switch', switch, ['POST']),
+        ('/logo', logo, ['GET']),
     ):
         bp.add_url_rule(rule, view.__name__, view, methods=methods)

@@ -9,11 +9,11 @@ from flask import Response, abort, g, make_response, redirect, render_template, 
 
 from fhirserver.operations import render as rnd
 from portal import core
+from portal.clinic import Clinic, clinic_of, format_money, format_when, invoice_number, status_text
 from portal.i18n import LANGS, translate
 
-
 PUBLIC = {"portal.login", "portal.forgot", "portal.reset", "portal.share", "portal.static", "portal.dev_mail",
-          "portal.lang"}
+          "portal.lang", "portal.logo"}
 
 
 def lang() -> str:
@@ -36,6 +36,23 @@ def _(text: str, **kw: Any) -> str:
     return translate(lang(), text, **kw)
 
 
+def clinic() -> Clinic:
+    return clinic_of(core.services().settings)
+
+
+def when(value: str | None, date_only: bool = False) -> str:
+    """A time as the patient reads it: in the clinic's time zone and the page's language."""
+    return format_when(value, lang(), clinic().zone, date_only)
+
+
+def money(amount: dict[str, Any] | None) -> str:
+    return format_money(amount, lang())
+
+
+def status_word(code: str | None) -> str:
+    return status_text(code, lang())
+
+
 def page(template: str, status: int = 200, **kw: Any) -> Response:
     anon_csrf = None
     if g.get("session") is None:
@@ -46,7 +63,9 @@ def page(template: str, status: int = 200, **kw: Any) -> Response:
                            patient_res=g.get("patient_res"), children=g.get("children") or [],
                            csrf=(g.session["csrf"] if g.get("session") else anon_csrf),
                            name=rnd.human_name, concept=rnd.concept_text, flash=_take_flash(),
-                           dev=bool(getattr(core.services().settings, "dev_mode", False)), **kw)
+                           dev=bool(getattr(core.services().settings, "dev_mode", False)), clinic=clinic(),
+                           when=when, money=money, status_text=status_word, invoice_number=invoice_number,
+                           **kw)
     resp = make_response(html, status)
     if request.cookies.get(FLASH_COOKIE):
         resp.delete_cookie(FLASH_COOKIE, path="/portal")

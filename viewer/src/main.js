@@ -211,6 +211,7 @@ function translatePage() {
 }
 
 function wire() {
+  $('viewport').addEventListener('contextmenu', (e) => e.preventDefault());
   $('prev').addEventListener('click', () => step(-1));
   $('next').addEventListener('click', () => step(1));
   $('reset').addEventListener('click', () => { state.viewport.resetCamera(); state.viewport.resetProperties();
