@@ -5,7 +5,7 @@
 import {
   Enums,
   RenderingEngine,
-  imageLoader,
+  eventTarget,
   init as coreInit,
 } from '@cornerstonejs/core';
 import {
@@ -17,6 +17,7 @@ import {
   WindowLevelTool,
   ZoomTool,
   addTool,
+  annotation,
   init as toolsInit,
 } from '@cornerstonejs/tools';
 import dicomImageLoader from '@cornerstonejs/dicom-image-loader';
@@ -85,6 +86,17 @@ function updateInfo() {
   $('next').disabled = n + 1 >= state.imageIds.length;
 }
 
+function updateMeasure() {
+  const lengths = annotation.state.getAllAnnotations()
+    .filter((a) => a.metadata && a.metadata.toolName === TOOLS.length);
+  const last = lengths[lengths.length - 1];
+  const stats = last && Object.values(last.data.cachedStats || {})[0];
+  if (stats && Number.isFinite(stats.length)) {
+    state.lengthMM = stats.length;
+    $('measure').textContent = `${t(lang, 'Length')}: ${stats.length.toFixed(1)} ${stats.unit || 'mm'}`;
+  }
+}
+
 async function setup() {
   await coreInit();
   toolsInit();
@@ -109,6 +121,9 @@ async function setup() {
   const el = $('viewport');
   for (const ev of [Enums.Events.STACK_NEW_IMAGE, Enums.Events.VOI_MODIFIED, Enums.Events.IMAGE_RENDERED]) {
     el.addEventListener(ev, updateInfo);
+  }
+  for (const ev of [ToolEnums.Events.ANNOTATION_COMPLETED, ToolEnums.Events.ANNOTATION_MODIFIED]) {
+    eventTarget.addEventListener(ev, updateMeasure);
   }
   new ResizeObserver(() => engine.resize(true, true)).observe(el);
 }
