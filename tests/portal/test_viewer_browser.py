@@ -152,7 +152,11 @@ def test_viewer_scroll_window_level_zoom_length_and_access(dev_server, browser):
     page.mouse.down()
     page.mouse.move(cx + 100, cy + 40, steps=10)
     page.mouse.up()
-    page.wait_for_function("() => window.fsViewer.lengthMM > 0", timeout=20_000)
+    try:
+        page.wait_for_function("() => window.fsViewer.lengthMM > 0", timeout=20_000)
+    except Exception:
+        page.screenshot(path=str(ART / "viewer-failed-length.png"))
+        raise AssertionError(page.evaluate("() => JSON.stringify(window.fsViewer.annotations().map(a => a.data))"))
     assert re.fullmatch(r"Length: \d+\.\d mm", page.locator("#measure").inner_text())
     page.screenshot(path=str(ART / "viewer-03-length.png"))
     assert second != first

@@ -44,6 +44,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = { series: [], seriesIndex: 0, imageIds: [], instances: [], viewport: null, tool: 'wl' };
 window.fsViewer = state; // read by the browser tests and handy in a console
+state.annotations = () => annotation.state.getAllAnnotations();
 
 function headers(extra = {}) {
   return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
@@ -82,6 +83,7 @@ function updateInfo() {
     state.voi = { width, center };
     $('voi').textContent = `W ${width} / L ${center}`;
   }
+  updateMeasure();
   $('prev').disabled = n === 0;
   $('next').disabled = n + 1 >= state.imageIds.length;
 }
@@ -122,7 +124,8 @@ async function setup() {
   for (const ev of [Enums.Events.STACK_NEW_IMAGE, Enums.Events.VOI_MODIFIED, Enums.Events.IMAGE_RENDERED]) {
     el.addEventListener(ev, updateInfo);
   }
-  for (const ev of [ToolEnums.Events.ANNOTATION_COMPLETED, ToolEnums.Events.ANNOTATION_MODIFIED]) {
+  for (const ev of [ToolEnums.Events.ANNOTATION_COMPLETED, ToolEnums.Events.ANNOTATION_MODIFIED,
+    ToolEnums.Events.ANNOTATION_RENDERED]) {
     eventTarget.addEventListener(ev, updateMeasure);
   }
   new ResizeObserver(() => engine.resize(true, true)).observe(el);
