@@ -132,19 +132,13 @@ async function setup() {
 }
 
 function chooseTool(name) {
+  // one tool on the left button; setToolPassive takes only that binding away, so zoom keeps the
+  // right button and pan the middle one
   const group = state.group;
-  const primary = [{ mouseButton: ToolEnums.MouseBindings.Primary }];
   for (const [key, toolName] of Object.entries(TOOLS)) {
-    if (key === name) {
-      group.setToolActive(toolName, { bindings: primary });
-    } else if (key === 'zoom') {
-      group.setToolActive(toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Secondary }] });
-    } else if (key === 'pan') {
-      group.setToolActive(toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Auxiliary }] });
-    } else {
-      group.setToolPassive(toolName);
-    }
+    if (key !== name) group.setToolPassive(toolName);
   }
+  group.setToolActive(TOOLS[name], { bindings: [{ mouseButton: ToolEnums.MouseBindings.Primary }] });
   state.tool = name;
   for (const b of document.querySelectorAll('[data-tool]')) {
     b.setAttribute('aria-pressed', String(b.dataset.tool === name));
