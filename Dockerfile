@@ -1,6 +1,16 @@
 # The server as a container: `docker build -t fhirserver .` then
 #   docker run -p 8080:8080 -p 11112:11112 -v fhirdata:/data fhirserver
 # (SQLite in the /data volume; set FHIRSERVER_DATABASE_URL for PostgreSQL, see compose.yaml).
+# the DICOM viewer's static files, built with Debian's nodejs and npm (not in the runtime image)
+FROM python:3.11-slim AS viewer
+RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm && rm -rf /var/lib/apt/lists/*
+WORKDIR /viewer
+COPY viewer/package.json viewer/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY viewer/index.html viewer/vite.config.js ./
+COPY viewer/src ./src
+RUN npx --no-install vite build
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
@@ -13,6 +23,8 @@ COPY dicom ./dicom
 COPY smart_auth ./smart_auth
 COPY portal ./portal
 COPY conformance ./conformance
+COPY viewer/__init__.py ./viewer/__init__.py
+COPY --from=viewer /viewer/static ./viewer/static
 RUN pip install . && useradd --system --uid 10001 --home /data fhir && mkdir -p /data && chown fhir /data
 USER fhir
 VOLUME ["/data"]

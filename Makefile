@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test test-dicom-plain bench install clean chromium dcmtk orthanc
+.PHONY: run test test-dicom-plain bench install clean chromium dcmtk orthanc node viewer
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+# The DICOM viewer (viewer/): Cornerstone3D from npm, built by vite into viewer/static, which the
+# Python package serves at /viewer/. Rebuilt only when its sources or lockfile change (stamps).
+VIEWER_SRC := $(wildcard viewer/src/*) viewer/index.html viewer/vite.config.js viewer/package.json
+VIEWER_DEPS := viewer/node_modules/.installed
+VIEWER_BUILT := viewer/static/.built
+
+node:  # Debian's nodejs and npm for the viewer build
+	command -v npm >/dev/null || (apt-get update && apt-get install -y nodejs npm)
+
+$(VIEWER_DEPS): viewer/package-lock.json
+	$(MAKE) node
+	cd viewer && npm ci --no-audit --no-fund
+	touch $@
+
+$(VIEWER_BUILT): $(VIEWER_DEPS) $(VIEWER_SRC)
+	cd viewer && npx --no-install vite build
+	touch $@
+
+viewer: $(VIEWER_BUILT)
+
+run: $(STAMP) viewer
 	$(BIN)/fhirserver serve --insecure-no-auth
 
 chromium:  # Debian's chromium for the Playwright browser tests (no browser download)
@@ -24,7 +44,7 @@ chromium:  # Debian's chromium for the Playwright browser tests (no browser down
 dcmtk:  # Debian's dcmtk: the real DICOM peers of the DICOM node tests and bench
 	command -v storescu >/dev/null || (apt-get update && apt-get install -y dcmtk)
 
-test: $(STAMP) chromium dcmtk
+test: $(STAMP) chromium dcmtk viewer
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
 test-dicom-plain: $(STAMP) dcmtk  # the DICOM and DICOMweb tests with the fast path off (libraries only)
@@ -43,4 +63,4 @@ bench: $(STAMP) dcmtk orthanc
 	$(BIN)/python -m bench.export
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache viewer/node_modules viewer/static

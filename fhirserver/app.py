@@ -15,6 +15,7 @@ from fhirserver import notify
 from fhirserver.config import Settings, settings_from_env
 from fhirserver.operations import build_registry, export
 from fhirserver.services import Services, build_services
+from viewer import register as register_viewer
 from smart_auth.fhir import build_policy
 
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     smart_auth.install(app)  # /auth, /.well-known/openid-configuration, smart-configuration
     app.register_blueprint(dicomweb.blueprint(), url_prefix="/dicomweb")  # DICOMweb (PS3.18)
     app.register_blueprint(portal.blueprint(), url_prefix="/portal")  # the patient portal
+    register_viewer(app)  # the DICOM viewer's static files at /viewer/
     app.register_blueprint(health.blueprint())  # /healthz, /readyz: open, for probes
     app.register_blueprint(metrics_blueprint())  # /metrics (Prometheus text)
     app.register_blueprint(openapi.blueprint())  # /openapi.json, /docs

@@ -47,6 +47,12 @@ class Settings:
     job_threads: int = 2                 # job worker threads per `serve` worker process (0: none)
     job_poll_seconds: float = 0.5        # how often an idle job worker looks for due jobs
     export_seconds: int = 24 * 3600      # $export files (and their status) expire after this
+    # the clinic as patients see it: portal header, OAuth pages, invitation emails, invoice PDFs
+    clinic_name: str = ""
+    clinic_timezone: str = "UTC"         # IANA name; every time a patient reads is shown in it
+    clinic_address: str = ""
+    clinic_tax_id: str = ""
+    clinic_logo: str = ""                # path of a PNG, JPEG or SVG file
 
     @property
     def effective_database_url(self) -> str:
@@ -95,6 +101,7 @@ _ENV_FIELDS = {
     "log_requests": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "log_level": str,
     "portal_cancel_hours": int, "portal_upload_max_bytes": int, "share_link_seconds": int,
     "job_threads": int, "job_poll_seconds": float, "export_seconds": int,
+    "clinic_name": str, "clinic_timezone": str, "clinic_address": str, "clinic_tax_id": str, "clinic_logo": str,
 }
 
 

@@ -113,9 +113,10 @@ def invite(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     settings = c.services(ctx).settings
     ttl = getattr(settings, "invitation_seconds", INVITATION_SECONDS)
     patient_id = req.res_id if res_type == "Patient" else child
+    clinic = getattr(settings, "clinic_name", "") or "A clinic"
     if temp_pw:
-        subject = "Your access to your health records"
-        text = (f"A clinic created an account for you.\n\nUsername: {email}\nTemporary password: {temp_pw}\n\n"
+        subject = "Your access to your health records" + (f" at {settings.clinic_name}" if settings.clinic_name else "")
+        text = (f"{clinic} created an account for you.\n\nUsername: {email}\nTemporary password: {temp_pw}\n\n"
                 f"Sign in at {c.root_url(ctx)}/auth/password and choose your own password; the temporary "
                 "password must be changed at the first sign-in.\n")
     else:
@@ -125,8 +126,9 @@ def invite(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
             user_pk=user_pk, invited_by=getattr(p, "fhir_user", None), created=c.now(),
             expires_at=c.now() + ttl, used=False, superseded=False))
         link = f"{c.root_url(ctx)}/auth/activate?token={token}"
-        subject = "Activate your access to your health records"
-        text = (f"A clinic created a profile for you and invites you to access your records.\n\n"
+        subject = "Activate your access to your health records" + (
+            f" at {settings.clinic_name}" if settings.clinic_name else "")
+        text = (f"{clinic} created a profile for you and invites you to access your records.\n\n"
                 f"Validate your first access here (the link works once and expires in {ttl // 3600} hours):\n"
                 f"{link}\n\nYou will choose a password, give a mobile number and a security answer.\n")
     send_email(conn, settings.smtp_url, email, subject, text, patient_id=patient_id)

@@ -254,28 +254,41 @@ def report_pdf(details: dict[str, Any], share_url: str | None = None, lang: str 
     return _pdf(f"{details['title']} - {details['patient_name']}", b)
 
 
-def invoice_pdf(invoice: dict[str, Any], patient_name: str, clinic: str, lang: str = "en") -> bytes:
+def invoice_pdf(invoice: dict[str, Any], patient_name: str, clinic: str, lang: str = "en", *,
+                address: str = "", tax_id: str = "", number: str | None = None, date: str | None = None,
+                status: str | None = None, money: Any = None) -> bytes:
+    """An invoice as PDF. The caller may pass the texts as the patient reads them (number, date,
+    status in words, `money(amount)` formatting); the raw FHIR values otherwise."""
     from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.platypus import Paragraph, Spacer
     from xml.sax.saxutils import escape
 
     es = lang == "es"
     ss = getSampleStyleSheet()
+
+    def fmt(amount: dict[str, Any] | None) -> str:
+        if money is not None:
+            return money(amount)
+        amount = amount or {}
+        return f"{amount.get('value', '')} {amount.get('currency', '')}".strip()
+
     total = invoice.get("totalGross") or invoice.get("totalNet") or {}
     rows = [["Concepto" if es else "Item", "Importe" if es else "Amount"]]
     for li in invoice.get("lineItem") or []:
         amount = next((pc.get("amount") for pc in li.get("priceComponent") or [] if pc.get("amount")), {}) or {}
-        rows.append([concept_text(li.get("chargeItemCodeableConcept")) or "-",
-                     f"{amount.get('value', '')} {amount.get('currency', '')}"])
-    b = [Paragraph(escape(clinic or ""), ss["Title"]),
-         Paragraph(("Factura " if es else "Invoice ") + escape(invoice.get("id", "")), ss["Heading1"]),
-         Paragraph(("Paciente: " if es else "Patient: ") + escape(patient_name), ss["Normal"]),
-         Paragraph(("Fecha: " if es else "Date: ") + escape((invoice.get("date") or "")[:10]), ss["Normal"]),
-         Paragraph(("Estado: " if es else "Status: ") + escape(invoice.get("status", "")), ss["Normal"]),
-         Spacer(1, 10), _table(rows), Spacer(1, 10),
-         Paragraph(f"<b>Total:</b> {escape(str(total.get('value', '')))} {escape(total.get('currency', ''))}",
-                   ss["Normal"])]
-    return _pdf(f"Invoice {invoice.get('id', '')}", b)
+        rows.append([concept_text(li.get("chargeItemCodeableConcept")) or "-", fmt(amount)])
+    b = [Paragraph(escape(clinic or ""), ss["Title"])]
+    if address:
+        b.append(Paragraph(escape(address), ss["Normal"]))
+    if tax_id:
+        b.append(Paragraph(("NIF/CIF: " if es else "Tax ID: ") + escape(tax_id), ss["Normal"]))
+    b += [Paragraph(("Factura n.º " if es else "Invoice no. ") + escape(number or invoice.get("id", "")), ss["Heading1"]),
+          Paragraph(("Paciente: " if es else "Patient: ") + escape(patient_name), ss["Normal"]),
+          Paragraph(("Fecha: " if es else "Date: ") + escape(date or (invoice.get("date") or "")[:10]), ss["Normal"]),
+          Paragraph(("Estado: " if es else "Status: ") + escape(status or invoice.get("status", "")), ss["Normal"]),
+          Spacer(1, 10), _table(rows), Spacer(1, 10),
+          Paragraph(f"<b>Total:</b> {escape(fmt(total))}", ss["Normal"])]
+    return _pdf(f"Invoice {number or invoice.get('id', '')}", b)
 
 
 def share_url_for(services: Any, report_id: str, patient_id: str | None, user_pk: int | None) -> str | None:

@@ -2,7 +2,13 @@
 the demo clinic, and a signed-in test client."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
+import requests
 from sqlalchemy import text
 
 from fhirserver.app import create_app
@@ -39,9 +45,64 @@ def papp(portal_session_app, app, portal_smtp):  # noqa: ANN001, ANN201
     return portal_session_app
 
 
-from portal_helpers import login  # noqa: E402
+from portal_helpers import ARGS, ART, CHROMIUM, free_port, login  # noqa: E402
+
+# the clinic as the browser tests' server presents it (Settings through FHIRSERVER_* variables)
+DEV_CLINIC = {"FHIRSERVER_CLINIC_NAME": "Sunrise Dental & Imaging Clinic", "FHIRSERVER_CLINIC_TIMEZONE": "Europe/Madrid",
+              "FHIRSERVER_CLINIC_ADDRESS": "Calle Mayor 1, 28013 Madrid", "FHIRSERVER_CLINIC_TAX_ID": "ES-B12345678"}
 
 
 @pytest.fixture()
 def ana(papp):  # noqa: ANN001, ANN201
     return login(papp)
+
+
+@pytest.fixture()
+def dev_server(papp, database_url, portal_smtp, tmp_path):  # noqa: ANN001, ANN201
+    """A live `serve --dev` for one test, sending its email to the test's aiosmtpd server. `papp`
+    resets the shared database on PostgreSQL (auth tables, bookings) and seeds the demo clinic."""
+    port = free_port()
+    # On SQLite the demo server gets a database of its own: under pytest-xdist, sharing the
+    # worker's SQLite file with a second multi-process server once left it unreadable ("file is
+    # not a database") for the tests after it; PostgreSQL is shared as in production. The test
+    # process never opens that SQLite file itself.
+    url = database_url if database_url.startswith("postgres") else f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    env = dict(os.environ, FHIRSERVER_DATABASE_URL=url, FHIRSERVER_DATA_DIR=str(tmp_path),
+               FHIRSERVER_SMTP_URL=portal_smtp.url, **DEV_CLINIC)
+    log_path = tmp_path / "server.log"  # a file, not a pipe: an unread pipe fills up and blocks the server
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "fhirserver.cli", "serve", "--dev", "--port", str(port),
+                                 "--workers", "2", "--dicom-port", "0"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=log)
+    root = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(log_path.read_text(errors="replace")[-2000:])
+            try:
+                if requests.get(root + "/portal/login", timeout=10).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening yet, or still starting
+                time.sleep(0.3)
+        yield root
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture()
+def browser():  # noqa: ANN201
+    ART.mkdir(exist_ok=True)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -7,121 +7,20 @@ an upload, granting and revoking access; a guardian switches between two childre
 page goes to tests/portal/artifacts/."""
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
 import io
-import os
 import re
 import secrets
-import socket
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
-ART = Path(__file__).parent / "artifacts"
+pytest.importorskip("playwright.sync_api")
+from portal_helpers import ART, CHROMIUM, sign_in as _sign_in, staff_token  # noqa: E402
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Debian chromium")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture()
-def dev_server(papp, database_url, portal_smtp, tmp_path):  # noqa: ANN001, ANN201
-    """A live `serve --dev` for one test, sending its email to the test's aiosmtpd server. `papp`
-    resets the shared database on PostgreSQL (auth tables, bookings) and seeds the demo clinic."""
-    port = _free_port()
-    # On SQLite the demo server gets a database of its own: under pytest-xdist, sharing the
-    # worker's SQLite file with a second multi-process server once left it unreadable ("file is
-    # not a database") for the tests after it; PostgreSQL is shared as in production. The test
-    # process never opens that SQLite file itself.
-    url = database_url if database_url.startswith("postgres") else f"sqlite:///{tmp_path / 'demo.sqlite3'}"
-    env = dict(os.environ, FHIRSERVER_DATABASE_URL=url, FHIRSERVER_DATA_DIR=str(tmp_path),
-               FHIRSERVER_SMTP_URL=portal_smtp.url)
-    log_path = tmp_path / "server.log"  # a file, not a pipe: an unread pipe fills up and blocks the server
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "fhirserver.cli", "serve", "--dev", "--port", str(port),
-                                 "--workers", "2", "--dicom-port", "0"], env=env, stdout=subprocess.DEVNULL,
-                                stderr=log)
-    root = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(log_path.read_text(errors="replace")[-2000:])
-            try:
-                if requests.get(root + "/portal/login", timeout=10).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or still starting
-                time.sleep(0.3)
-        yield root
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-@pytest.fixture()
-def browser():  # noqa: ANN201
-    ART.mkdir(exist_ok=True)
-    with playwright_sync.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def _field(page: str, name: str) -> str:
-    m = re.search(rf'name="{name}" value="([^"]*)"', page)
-    assert m, f"no field {name} in page:\n{page[:1500]}"
-    return html.unescape(m.group(1))
-
-
-def staff_token(root: str) -> str:
-    """Dr. Moreno's access token through the real SMART flow (the demo staff app, PKCE)."""
-    from portal.demo import DEMO_PASSWORD, STAFF_APP, STAFF_APP_REDIRECT, STAFF_LOGIN, STAFF_SCOPE
-
-    s = requests.Session()
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    r = s.get(root + "/auth/authorize?" + urlencode({
-        "response_type": "code", "client_id": STAFF_APP, "redirect_uri": STAFF_APP_REDIRECT, "scope": STAFF_SCOPE,
-        "state": "s", "aud": root + "/fhir", "code_challenge": challenge, "code_challenge_method": "S256"}),
-        timeout=30)
-    assert r.status_code == 200, r.text[:800]
-    r = s.post(root + "/auth/login", data={"username": STAFF_LOGIN, "password": DEMO_PASSWORD,
-                                           "pending": _field(r.text, "pending"), "csrf": _field(r.text, "csrf")},
-               allow_redirects=False, timeout=30)
-    if r.status_code == 200:  # the consent page
-        scopes = [html.unescape(x) for x in re.findall(r'name="scope" value="([^"]*)"', r.text)]
-        r = s.post(root + "/auth/consent", data={"pending": _field(r.text, "pending"), "csrf": _field(r.text, "csrf"),
-                                                 "decision": "allow", "scope": scopes},
-                   allow_redirects=False, timeout=30)
-    assert r.status_code in (302, 303), r.text[:800]
-    code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
-    r = s.post(root + "/auth/token", data={"grant_type": "authorization_code", "code": code,
-                                           "redirect_uri": STAFF_APP_REDIRECT, "client_id": STAFF_APP,
-                                           "code_verifier": verifier}, timeout=30)
-    assert r.status_code == 200, r.text
-    return r.json()["access_token"]
 
 
 def _h(tok: str) -> dict:
@@ -143,14 +42,6 @@ def _wait_mail(box, addr: str, timeout: float = 20) -> dict:  # noqa: ANN001
             return mails[-1]
         time.sleep(0.2)
     raise AssertionError(f"no email to {addr}")
-
-
-def _sign_in(page, root: str, email: str, password: str = "demo-pass-1") -> None:  # noqa: ANN001
-    page.goto(root + "/portal/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_selector("nav")
 
 
 def assert_labelled(page) -> None:  # noqa: ANN001

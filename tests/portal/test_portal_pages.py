@@ -139,7 +139,7 @@ def test_cancel_too_late_is_refused(papp, ana):
 def test_two_patients_never_book_the_same_slot(papp):
     """Many threads race for one slot: exactly one Appointment, the Slot busy, the others refused."""
     from portal import core
-    from portal.views import SlotTaken, book_slot
+    from portal.appointments import SlotTaken, book_slot
     from smart_auth import policy_for, store
 
     svc = papp.extensions["fhirserver"]
