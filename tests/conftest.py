@@ -94,11 +94,15 @@ def free_port() -> int:
 class LiveServer:
     """`fhirserver serve` in a subprocess (real gunicorn workers); `auth=False` opens the API."""
 
-    def __init__(self, database_url: str, data_dir: Path, workers: int = 2, auth: bool = False) -> None:
+    def __init__(self, database_url: str, data_dir: Path, workers: int = 2, auth: bool = False,
+                 jobs: bool = False) -> None:
         self.port = free_port()
         self.root = f"http://127.0.0.1:{self.port}"
         self.base = self.root + "/fhir"
-        self.env = dict(os.environ, FHIRSERVER_DATABASE_URL=database_url, FHIRSERVER_DATA_DIR=str(data_dir))
+        # no job threads unless asked: a server living through the session would otherwise run
+        # (into its own data folder) the jobs other tests enqueue on the same database
+        self.env = dict(os.environ, FHIRSERVER_DATABASE_URL=database_url, FHIRSERVER_DATA_DIR=str(data_dir),
+                        FHIRSERVER_JOB_THREADS="2" if jobs else "0")
         self.log_path = Path(data_dir) / "server.log"  # a file, not a pipe: an unread pipe blocks the server
         argv = [sys.executable, "-m", "fhirserver.cli", "serve", "--port", str(self.port),
                 "--workers", str(workers), "--dicom-port", "0"]

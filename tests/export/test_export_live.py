@@ -38,7 +38,7 @@ def _seed(base: str) -> None:
 def test_serve_runs_the_export_in_process(app, database_url, tmp_path):  # noqa: ANN001
     with app.extensions["fhirserver"].repo.engine.begin() as c:
         c.execute(text("DELETE FROM job"))
-    server = LiveServer(database_url, tmp_path, workers=2)
+    server = LiveServer(database_url, tmp_path, workers=2, jobs=True)
     try:
         _seed(server.base)
         r = requests.get(server.base + "/$export?_type=Patient", headers={"Prefer": "respond-async"}, timeout=10)
@@ -51,15 +51,11 @@ def test_serve_runs_the_export_in_process(app, database_url, tmp_path):  # noqa:
         server.stop()
 
 
-def test_worker_command_runs_jobs_of_a_server_without_workers(app, database_url, tmp_path):  # noqa: ANN001
+def test_worker_command_runs_jobs_of_a_server_without_job_threads(app, database_url, tmp_path):  # noqa: ANN001
     with app.extensions["fhirserver"].repo.engine.begin() as c:
         c.execute(text("DELETE FROM job"))
     (tmp_path / "srv").mkdir()
-    os.environ["FHIRSERVER_JOB_THREADS"] = "0"  # the HTTP server runs no jobs itself
-    try:
-        server = LiveServer(database_url, tmp_path / "srv", workers=1)
-    finally:
-        del os.environ["FHIRSERVER_JOB_THREADS"]
+    server = LiveServer(database_url, tmp_path / "srv", workers=1)  # runs no jobs itself
     env = dict(os.environ, FHIRSERVER_DATABASE_URL=database_url, FHIRSERVER_DATA_DIR=str(tmp_path / "srv"))
     worker = None
     try:
