@@ -7,8 +7,8 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_jobs"
-down_revision = "0002"
-branch_labels = ("jobs",)
+down_revision = "0009_merge"
+branch_labels = None
 depends_on = None
 
 PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
