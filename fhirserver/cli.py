@@ -133,10 +133,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     from dicom.cli import NodeSupervisor  # the DICOM node in its own process, restarted if it dies
 
+    from fhirserver.subscriptions.supervisor import WorkerSupervisor  # subscription notifications
+
     dicom_node = NodeSupervisor(settings).start()
+    notifier = WorkerSupervisor(settings).start()
     try:
         _Server().run()
     finally:
+        notifier.stop()
         dicom_node.stop()
     return 0
 

@@ -43,6 +43,10 @@ class Settings:
     portal_cancel_hours: int = 24        # issue 8: online cancellation until this many hours before
     portal_upload_max_bytes: int = 5 * 1024 * 1024  # issue 8: patient uploads
     share_link_seconds: int = 7 * 24 * 3600  # issue 8: report share links expire after this
+    subscription_attempts: int = 6       # POSTs of one notification before the subscription errs
+    subscription_backoff_seconds: float = 2.0  # wait after the first failure, doubled each time
+    subscription_lease_seconds: int = 60  # a worker that died mid-delivery is replaced after this
+    subscription_poll_seconds: float = 0.1  # how often a worker looks for new events
 
     @property
     def effective_database_url(self) -> str:
@@ -89,6 +93,8 @@ _ENV_FIELDS = {
     "guardian_age_limit": int, "invitation_seconds": int,
     "log_requests": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "log_level": str,
     "portal_cancel_hours": int, "portal_upload_max_bytes": int, "share_link_seconds": int,
+    "subscription_attempts": int, "subscription_backoff_seconds": float,
+    "subscription_lease_seconds": int, "subscription_poll_seconds": float,
 }
 
 

@@ -13,6 +13,7 @@ from fhirserver.config import Settings
 from fhirserver.search import SearchEngine
 from fhirserver.storage import Repository, make_engine, upgrade
 from fhirserver.storage.budget import install_budget
+from fhirserver.subscriptions import advertise as advertise_topics, install as install_subscriptions
 
 
 @dataclasses.dataclass
@@ -43,7 +44,7 @@ class Services:
     def capability_statement(self) -> dict[str, Any]:
         from conformance import capability_statement
 
-        return capability_statement(self.fhir_base(), self.search.supported_params, self.started)
+        return advertise_topics(capability_statement(self.fhir_base(), self.search.supported_params, self.started))
 
 
 def build_services(settings: Settings, *, upgrade_schema: bool = False) -> Services:
@@ -55,5 +56,6 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False) -> Servi
 
     search = SearchEngine(settings.fhir_base)
     repo = Repository(engine, indexer=search.index_rows)
+    install_subscriptions(repo, settings)  # the outbox: events recorded in the writer's transaction
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     AuditTrail(repo))

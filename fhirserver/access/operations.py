@@ -57,6 +57,9 @@ OPERATION_NEEDS: Mapping[str, OperationNeeds] = {
     # reads: what they return is filtered like any read
     "$everything": OperationNeeds((("rs", "Patient"),), ANYONE),
     "$render": OperationNeeds((("r", "DiagnosticReport"),), ANYONE),
+    # a Subscription's state and past notifications (each focus filtered like any read)
+    "$status": OperationNeeds((("r", "Subscription"),), ANYONE),
+    "$events": OperationNeeds((("r", "Subscription"),), ANYONE),
 }
 
 

@@ -539,6 +539,7 @@ def route(req: FhirRequest) -> Handler:
 
 
 def dispatch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
+    tx.actor = ctx.access  # who writes: the subscriptions' write hook records the owner
     return route(req)(ctx, tx, req)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 def registry() -> dict[str, Callable[..., Any]]:
     from fhirserver.operations import apps, erase, everything, invite, merge, render, sharing, unlink
+    from fhirserver.subscriptions import operations as subscriptions
 
     return {
         "$invite": invite.invite,
@@ -33,6 +34,8 @@ def registry() -> dict[str, Callable[..., Any]]:
         "$render": render.render,  # issue 8: DiagnosticReport as PDF
         "$connected-apps": apps.connected_apps,
         "$revoke-app": apps.revoke_app,
+        "$status": subscriptions.status,  # topic-based Subscriptions (backport IG)
+        "$events": subscriptions.events,
     }
 
 

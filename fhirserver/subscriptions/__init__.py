@@ -1,0 +1,50 @@
+"""Topic-based Subscriptions (Subscriptions R5 Backport IG 1.1.0, on R4).
+
+- `install(repo, settings)`: the write hook that records events in the writer's transaction
+  (the outbox) and keeps each Subscription's server state; called by `build_services`, so every
+  process that writes (HTTP, DICOM node, DICOMweb, portal) records events alike.
+- `Worker`: dispatches events and delivers notifications (rest-hook), in `serve` and alone with
+  `python -m fhirserver.subscriptions`.
+- `advertise(statement)`: the topics in the CapabilityStatement.
+- `$status` and `$events` live in `fhirserver.subscriptions.operations` (the operations registry).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from fhirserver.subscriptions.outbox import make_write_hook
+from fhirserver.subscriptions.spec import EXT, Spec, parse_spec
+from fhirserver.subscriptions.topics import BY_URL, TOPICS, Topic, topic_resource
+from fhirserver.subscriptions.worker import Worker
+
+TOPIC_CANONICAL_EXT = EXT + "capabilitystatement-subscriptiontopic-canonical"
+OPERATIONS = {
+    "status": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status",
+    "events": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events",
+}
+
+
+def install(repo: Any, settings: Any, wake: Callable[[], None] | None = None) -> None:
+    """Hook the outbox into every write of this repository (once)."""
+    if not any(getattr(h, "fhir_subscriptions", False) for h in repo.write_hooks):
+        hook = make_write_hook(settings.fhir_base, wake)
+        hook.fhir_subscriptions = True  # type: ignore[attr-defined]
+        repo.write_hooks.append(hook)
+
+
+def advertise(statement: dict[str, Any]) -> dict[str, Any]:
+    """The statement with each topic's canonical on the Subscription resource and its operations."""
+    for rest in statement.get("rest", []):
+        for res in rest.get("resource", []):
+            if res.get("type") != "Subscription":
+                continue
+            res.setdefault("extension", []).extend(
+                {"url": TOPIC_CANONICAL_EXT, "valueCanonical": t.url} for t in TOPICS)
+            res["supportedProfile"] = [EXT + "backport-subscription"]
+            ops = res.setdefault("operation", [])
+            ops.extend({"name": n, "definition": u} for n, u in OPERATIONS.items())
+    return statement
+
+
+__all__ = ["BY_URL", "OPERATIONS", "Spec", "TOPICS", "TOPIC_CANONICAL_EXT", "Topic", "Worker", "advertise",
+           "install", "parse_spec", "topic_resource"]
