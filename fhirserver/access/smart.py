@@ -341,6 +341,10 @@ class SmartPolicy:
             refused = consent_write_error(p, body, self.base)
             if refused:
                 return refused
+        if res_type == "Subscription":
+            # anyone with write scope may subscribe: what it is told of is narrowed by its writer's
+            # own read access whenever an event is matched (fhirserver.subscriptions)
+            return None
         ids = set(self._patient_ids(s.context) or ())
         staff = s.context != "patient" and p.role in ("staff", "system")
         refs = patient_refs(body, self.base)

@@ -36,3 +36,28 @@ def worker(clean_subs, worker_settings):  # noqa: ANN001, ANN201
     w = Worker(clean_subs.extensions["fhirserver"].repo, worker_settings).start()
     yield w
     w.stop()
+
+
+@pytest.fixture(scope="session")
+def gate_session_app(settings, session_app):  # noqa: ANN001, ANN201
+    from fhirserver.app import create_app
+
+    return create_app(settings.replace(insecure_no_auth=False))
+
+
+@pytest.fixture()
+def world(gate_session_app, app, clean_subs):  # noqa: ANN001, ANN201
+    """tests/access's world of two organizations, on the auth-on app (tokens as the gate sees them)."""
+    import sys
+    from pathlib import Path
+
+    from sqlalchemy import text
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "access"))
+    from access_helpers import World
+
+    with gate_session_app.extensions["fhirserver"].repo.engine.begin() as c:
+        for t in ("auth_token", "auth_code", "auth_session", "auth_launch", "auth_jti", "auth_user",
+                  "oauth_client"):
+            c.execute(text(f"DELETE FROM {t}"))
+    return World(gate_session_app, app)
