@@ -1,0 +1,61 @@
+"""kill -9 of the delivery worker in the middle of a POST: the event is not lost, it arrives once
+a worker runs again (after the dead worker's lease ran out)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from sqlalchemy import select
+
+from fhirserver.subscriptions.tables import subscription_delivery
+from subs_helpers import JSON, STUDY_TOPIC, event_numbers, study, subscription, wait_for
+
+
+def _worker(settings, tmp_path) -> subprocess.Popen:  # noqa: ANN001
+    env = dict(os.environ, FHIRSERVER_SUBSCRIPTION_LEASE_SECONDS="3", FHIRSERVER_SUBSCRIPTION_POLL_SECONDS="0.05")
+    log = open(tmp_path / "worker.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "fhirserver.subscriptions", "--database-url",
+                             settings.database_url, "--data-dir", str(tmp_path), "--base-url", "http://testserver"],
+                            env=env, stdout=log, stderr=log)
+
+
+def test_kill_9_mid_delivery_then_the_event_arrives(client, clean_subs, receiver, settings, repo, tmp_path):  # noqa: ANN001
+    first = _worker(settings, tmp_path)
+    second = None
+    try:
+        client.put("/fhir/Patient/p0", json={"resourceType": "Patient", "id": "p0"}, headers=JSON)
+        sid = json.loads(client.post("/fhir/Subscription", json=subscription(STUDY_TOPIC, receiver.url),
+                                     headers=JSON).data)["id"]
+        wait_for(lambda: json.loads(client.get(f"/fhir/Subscription/{sid}", headers=JSON).data)["status"]
+                 == "active", timeout=60)
+        receiver.hold = threading.Event()  # the next POST hangs: the worker is mid-delivery
+        receiver.arrived.clear()
+        client.post("/fhir/ImagingStudy", json=study(None), headers=JSON)
+        assert receiver.arrived.wait(60)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        receiver.hold.set()
+        receiver.hold = None
+        with repo.engine.connect() as c:  # the dead worker never recorded it as sent
+            states = c.execute(select(subscription_delivery.c.state).where(
+                subscription_delivery.c.kind == "event-notification")).scalars().all()
+        assert states == ["pending"]
+        second = _worker(settings, tmp_path)
+        wait_for(lambda: len(receiver.events()) == 2, timeout=60)
+        assert [event_numbers(b) for b in receiver.events()] == [[1], [1]]  # the same event, again
+        wait_for(lambda: _sent(repo), timeout=30)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+
+
+def _sent(repo) -> bool:  # noqa: ANN001
+    with repo.engine.connect() as c:
+        return c.execute(select(subscription_delivery.c.state).where(
+            subscription_delivery.c.kind == "event-notification")).scalars().all() == ["sent"]
