@@ -6,6 +6,10 @@ from typing import Any, Callable
 from fhirserver.model.types import NOT_STORABLE, R4_RESOURCE_TYPES
 
 SOFTWARE_VERSION = "0.1.0"
+BULK_DATA_CAPABILITY = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+BULK_SYSTEM_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+BULK_TYPE_OPERATIONS = {"Patient": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+                        "Group": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}
 _INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance",
                  "history-type", "create", "search-type"]
 
@@ -29,12 +33,16 @@ def capability_statement(base: str, search_params: Callable[[str], list[tuple[st
             "searchParam": [{"name": n, "type": t, "documentation": d} for n, t, d in search_params(rt)],
         })
     _declare_operations(resources, base)  # issue 7: lifecycle operations with their OperationDefinitions
+    for r in resources:  # Bulk Data $export at Patient and Group level
+        if r["type"] in BULK_TYPE_OPERATIONS:
+            r.setdefault("operation", []).append({"name": "export", "definition": BULK_TYPE_OPERATIONS[r["type"]]})
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": published,
         "publisher": "fhirserver",
         "kind": "instance",
+        "instantiates": [BULK_DATA_CAPABILITY],
         "software": {"name": "fhirserver", "version": SOFTWARE_VERSION},
         "implementation": {"description": "fhirserver FHIR R4 server", "url": base},
         "fhirVersion": "4.0.1",
@@ -48,6 +56,7 @@ def capability_statement(base: str, search_params: Callable[[str], list[tuple[st
                             {"code": "history-system"}, {"code": "search-system"}],
             "searchParam": [{"name": n, "type": t, "documentation": d}
                             for n, t, d in search_params("Resource")],
+            "operation": [{"name": "export", "definition": BULK_SYSTEM_EXPORT}],
         }],
     }
 

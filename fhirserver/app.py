@@ -12,6 +12,33 @@ from fhirserver.config import Settings, settings_from_env
 from fhirserver.services import Services, build_services
 
 
+def install_jobs(services: Services) -> None:
+    """The job kinds this server runs, and how a requester's Principal becomes its policy again
+    when its job runs (the same builder as a request's)."""
+    from fhirserver import notify
+    from fhirserver import subscriptions
+    from fhirserver.operations import export
+    from smart_auth.fhir import build_policy
+
+    jobs = services.jobs
+    jobs.registry.policy_for = lambda principal: build_policy(services.repo, services.settings, principal)
+    jobs.register(notify.EMAIL_JOB, notify.deliver_job, max_attempts=8, backoff_seconds=30.0)
+    export.install(services)  # bulk.export, bulk.expire
+    subscriptions.register_jobs(jobs, services.repo, services.settings)  # notifications
+
+
+def start_jobs(app: Flask) -> None:
+    """Start this process's job worker threads (`serve`, in each HTTP worker; `worker`)."""
+    services: Services = app.extensions["fhirserver"]
+    if services.settings.job_threads > 0:
+        services.jobs.worker(services, threads=services.settings.job_threads,
+                             poll_seconds=services.settings.job_poll_seconds).start()
+
+
+def stop_jobs(app: Flask) -> None:
+    app.extensions["fhirserver"].jobs.stop()
+
+
 def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False) -> Flask:
     """Build the WSGI app. No work at import time; the schema is migrated only when asked."""
     settings = settings or settings_from_env()
@@ -19,6 +46,7 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     app = Flask("fhirserver")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["fhirserver"] = services
+    install_jobs(services)
     app.register_blueprint(blueprint(), url_prefix="/fhir")
     import smart_auth  # issue 6: /auth, /.well-known/openid-configuration, smart-configuration
 

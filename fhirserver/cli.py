@@ -85,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     prepare_multiprocess_dir(settings.data_dir)
     from gunicorn.app.base import BaseApplication
 
-    from fhirserver.app import create_app
+    from fhirserver.app import create_app, start_jobs, stop_jobs
     from fhirserver.storage import make_engine, upgrade
 
     engine = make_engine(settings.effective_database_url)
@@ -124,6 +124,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("keepalive", 30)
             self.cfg.set("accesslog", None)
             self.cfg.set("child_exit", lambda _arbiter, worker: process_exited(worker.pid))
+            # each HTTP worker process also runs job threads (a fork carries no threads over)
+            self.cfg.set("post_worker_init", lambda worker: start_jobs(worker.wsgi))
+            self.cfg.set("worker_exit", lambda _arbiter, worker: stop_jobs(worker.wsgi))
 
         def load(self) -> Any:
             return create_app(settings)
@@ -133,15 +136,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     from dicom.cli import NodeSupervisor  # the DICOM node in its own process, restarted if it dies
 
-    from fhirserver.subscriptions.supervisor import WorkerSupervisor  # subscription notifications
-
     dicom_node = NodeSupervisor(settings).start()
-    notifier = WorkerSupervisor(settings).start()
     try:
         _Server().run()
     finally:
-        notifier.stop()
         dicom_node.stop()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run job workers alone (no HTTP, no DICOM): another machine on the same database."""
+    import signal
+    import threading
+
+    settings = _settings(args)
+    if args.threads is not None:
+        settings = settings.replace(job_threads=args.threads)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    from fhirserver.app import create_app
+
+    try:
+        app = create_app(settings, upgrade_schema=True)
+    except Exception as exc:  # noqa: BLE001 - unreachable or unmigratable database: one line, exit 1
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"fhirserver: error: database {settings.effective_database_url.split('@')[-1]}: {reason}",
+              file=sys.stderr, flush=True)
+        return 1
+    services = app.extensions["fhirserver"]
+    worker = services.jobs.worker(services, threads=max(1, settings.job_threads),
+                                  poll_seconds=settings.job_poll_seconds)
+    if args.once:
+        n = worker.run_pending()
+        print(f"fhirserver worker: ran {n} jobs", file=sys.stderr)
+        return 0
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    worker.start()
+    print(f"fhirserver worker: {worker.threads} threads, kinds {', '.join(sorted(services.jobs.registry.kinds))}",
+          file=sys.stderr, flush=True)
+    done.wait()
+    worker.stop()
     return 0
 
 
@@ -202,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed a demo clinic and show the email outbox at /portal/dev/mail")
     _add_common(serve)
     serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run background job workers alone (same database)")
+    worker.add_argument("--threads", type=int, help="worker threads (default 2)")
+    worker.add_argument("--once", action="store_true", help="run the jobs due now, then exit")
+    worker.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    _add_common(worker)
+    worker.set_defaults(func=cmd_worker)
 
     db = sub.add_parser("db", help="database schema (Alembic migrations)")
     db_sub = db.add_subparsers(dest="action", required=True)

@@ -46,7 +46,9 @@ class Settings:
     subscription_attempts: int = 6       # POSTs of one notification before the subscription errs
     subscription_backoff_seconds: float = 2.0  # wait after the first failure, doubled each time
     subscription_lease_seconds: int = 60  # a worker that died mid-delivery is replaced after this
-    subscription_poll_seconds: float = 0.1  # how often a worker looks for new events
+    job_threads: int = 2                 # job worker threads per `serve` worker process (0: none)
+    job_poll_seconds: float = 0.5        # how often an idle job worker looks for due jobs
+    export_seconds: int = 24 * 3600      # $export files (and their status) expire after this
 
     @property
     def effective_database_url(self) -> str:
@@ -93,8 +95,8 @@ _ENV_FIELDS = {
     "guardian_age_limit": int, "invitation_seconds": int,
     "log_requests": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "log_level": str,
     "portal_cancel_hours": int, "portal_upload_max_bytes": int, "share_link_seconds": int,
-    "subscription_attempts": int, "subscription_backoff_seconds": float,
-    "subscription_lease_seconds": int, "subscription_poll_seconds": float,
+    "subscription_attempts": int, "subscription_backoff_seconds": float, "subscription_lease_seconds": int,
+    "job_threads": int, "job_poll_seconds": float, "export_seconds": int,
 }
 
 

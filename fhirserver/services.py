@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fhirserver.config import Settings
+from fhirserver.jobs import Jobs
 from fhirserver.search import SearchEngine
 from fhirserver.storage import Repository, make_engine, upgrade
 from fhirserver.storage.budget import install_budget
@@ -23,6 +24,7 @@ class Services:
     search: SearchEngine
     started: str
     audit: Any = None                      # fhirserver.audit.AuditTrail
+    jobs: Any = None                       # fhirserver.jobs.Jobs: the queue and its job kinds
 
     def fhir_base(self) -> str:
         """The FHIR base URL (`Settings.fhir_base`: configured, or the listen address)."""
@@ -56,6 +58,7 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False) -> Servi
 
     search = SearchEngine(settings.fhir_base)
     repo = Repository(engine, indexer=search.index_rows)
-    install_subscriptions(repo, settings)  # the outbox: events recorded in the writer's transaction
+    jobs = Jobs(engine)
+    install_subscriptions(repo, settings, jobs)  # the outbox: events recorded in the writer's transaction
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    AuditTrail(repo))
+                    AuditTrail(repo), jobs)

@@ -60,6 +60,9 @@ OPERATION_NEEDS: Mapping[str, OperationNeeds] = {
     # a Subscription's state and past notifications (each focus filtered like any read)
     "$status": OperationNeeds((("r", "Subscription"),), ANYONE),
     "$events": OperationNeeds((("r", "Subscription"),), ANYONE),
+    # Bulk Data export: backend services and staff, never a patient's app; what it writes is
+    # filtered by the caller's row filter type by type like a search
+    "$export": OperationNeeds((("rs", None),), STAFF | {"system"}),
 }
 
 

@@ -210,6 +210,9 @@ def blueprint() -> Blueprint:
     bp.before_request(before_fhir_request)
     bp.after_request(after_fhir_request)
     bp.add_url_rule("/metadata", "metadata", _metadata, methods=METHODS)
+    from fhirserver.api import export  # Bulk Data $export: kick-off, status, files
+
+    export.add_routes(bp)
     bp.add_url_rule("", "base", _handle, methods=METHODS, strict_slashes=False)
     bp.add_url_rule("/<path:path>", "fhir", _handle, methods=METHODS)
     return bp

@@ -3,19 +3,20 @@
 - `install(repo, settings)`: the write hook that records events in the writer's transaction
   (the outbox) and keeps each Subscription's server state; called by `build_services`, so every
   process that writes (HTTP, DICOM node, DICOMweb, portal) records events alike.
-- `Worker`: dispatches events and delivers notifications (rest-hook), in `serve` and alone with
-  `python -m fhirserver.subscriptions`.
+- `register_jobs(jobs, repo, settings)`: the job kinds that dispatch events and deliver
+  notifications (rest-hook) on the job queue (app factory); they run wherever job workers run
+  (`serve`, `fhirserver worker`).
 - `advertise(statement)`: the topics in the CapabilityStatement.
 - `$status` and `$events` live in `fhirserver.subscriptions.operations` (the operations registry).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from fhirserver.subscriptions.outbox import make_write_hook
 from fhirserver.subscriptions.spec import EXT, Spec, parse_spec
 from fhirserver.subscriptions.topics import BY_URL, TOPICS, Topic, topic_resource
-from fhirserver.subscriptions.worker import Worker
+from fhirserver.subscriptions.delivery import register_jobs
 
 TOPIC_CANONICAL_EXT = EXT + "capabilitystatement-subscriptiontopic-canonical"
 OPERATIONS = {
@@ -24,10 +25,10 @@ OPERATIONS = {
 }
 
 
-def install(repo: Any, settings: Any, wake: Callable[[], None] | None = None) -> None:
-    """Hook the outbox into every write of this repository (once)."""
+def install(repo: Any, settings: Any, jobs: Any) -> None:
+    """Hook the outbox into every write of this repository (once); its work goes on `jobs`."""
     if not any(getattr(h, "fhir_subscriptions", False) for h in repo.write_hooks):
-        hook = make_write_hook(settings.fhir_base, wake)
+        hook = make_write_hook(settings.fhir_base, jobs)
         hook.fhir_subscriptions = True  # type: ignore[attr-defined]
         repo.write_hooks.append(hook)
 
@@ -46,5 +47,5 @@ def advertise(statement: dict[str, Any]) -> dict[str, Any]:
     return statement
 
 
-__all__ = ["BY_URL", "OPERATIONS", "Spec", "TOPICS", "TOPIC_CANONICAL_EXT", "Topic", "Worker", "advertise",
+__all__ = ["BY_URL", "OPERATIONS", "Spec", "TOPICS", "TOPIC_CANONICAL_EXT", "Topic", "advertise", "register_jobs",
            "install", "parse_spec", "topic_resource"]

@@ -13,6 +13,7 @@ from sqlalchemy import delete, insert, select, update
 
 from fhirserver.model.jsonio import loads
 from fhirserver.subscriptions.owner import is_own_job, owner_json
+from fhirserver.subscriptions.queueing import enqueue_delivery, enqueue_dispatch
 from fhirserver.subscriptions.spec import parse_spec
 from fhirserver.subscriptions.tables import subscription_delivery, subscription_event, subscription_state
 from fhirserver.subscriptions.topics import TOPIC_TYPES, topics_for
@@ -24,15 +25,17 @@ def ms() -> int:
     return int(time.time() * 1000)
 
 
-def make_write_hook(base: str, wake: Callable[[], None] | None = None) -> Callable[[Any, Any, str | None], None]:
-    """The `Repository.write_hooks` entry for a server whose FHIR base is `base`."""
+def make_write_hook(base: str, jobs: Any) -> Callable[[Any, Any, str | None], None]:
+    """The `Repository.write_hooks` entry for a server whose FHIR base is `base`; the work it
+    causes goes on `jobs` (the queue) in the same transaction."""
 
     def hook(tx: Any, stored: Any, previous: str | None) -> None:
         if stored.res_type == "Subscription":
-            _sync_subscription(tx, stored, base)
+            if _sync_subscription(tx, stored, base):
+                enqueue_delivery(jobs, tx, stored.res_id)
         elif stored.res_type in TOPIC_TYPES:
-            if _record_events(tx, stored, previous) and wake is not None:
-                tx.on_commit.append(wake)
+            if _record_events(tx, stored, previous):
+                enqueue_dispatch(jobs, tx)
 
     return hook
 
@@ -55,15 +58,16 @@ def _record_events(tx: Any, stored: Any, previous: str | None) -> bool:
     return recorded
 
 
-def _sync_subscription(tx: Any, stored: Any, base: str) -> None:
+def _sync_subscription(tx: Any, stored: Any, base: str) -> bool:
+    """Keep the server's state of a written Subscription; True when a handshake is to be sent."""
     s, d = subscription_state, subscription_delivery
     if stored.deleted:  # deleting stops delivery: nothing pending is sent after the commit
         tx.conn.execute(delete(s).where(s.c.sub_id == stored.res_id))
         tx.conn.execute(update(d).where(d.c.sub_id == stored.res_id, d.c.state == "pending")
                         .values(state="dropped"))
-        return
+        return False
     if is_own_job(tx.actor):
-        return  # the worker recording a status it already holds
+        return False  # the worker recording a status it already holds
     spec = parse_spec(loads(stored.body), base)  # FhirError 422 rolls the whole write back
     status = "off" if spec.off else "requested"
     values = {"topic": spec.topic, "status": status, "spec": json.dumps(spec.to_json()),
@@ -79,3 +83,4 @@ def _sync_subscription(tx: Any, stored: Any, base: str) -> None:
     if status == "requested":  # the handshake proves the endpoint before any event goes there
         tx.conn.execute(insert(d).values(sub_id=stored.res_id, kind="handshake", event_time=now,
                                          state="pending", attempts=0, next_attempt=now))
+    return status == "requested"

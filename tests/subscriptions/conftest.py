@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import delete
 
+from fhirserver.jobs import job
+from fhirserver.subscriptions import register_jobs
 from fhirserver.subscriptions.tables import SUBSCRIPTION_TABLES
-from fhirserver.subscriptions.worker import Worker
 from subs_helpers import Receiver
 
 
@@ -15,6 +16,7 @@ def clean_subs(app):  # noqa: ANN001, ANN201
     with app.extensions["fhirserver"].repo.engine.begin() as c:
         for t in reversed(SUBSCRIPTION_TABLES):
             c.execute(delete(t))
+        c.execute(delete(job).where(job.c.kind.like("subscriptions.%")))
     return app
 
 
@@ -28,14 +30,18 @@ def receiver():  # noqa: ANN201
 @pytest.fixture()
 def worker_settings(settings):  # noqa: ANN001, ANN201
     return settings.replace(subscription_backoff_seconds=0.2, subscription_attempts=3,
-                            subscription_lease_seconds=5, subscription_poll_seconds=0.05)
+                            subscription_lease_seconds=5)
 
 
 @pytest.fixture()
 def worker(clean_subs, worker_settings):  # noqa: ANN001, ANN201
-    w = Worker(clean_subs.extensions["fhirserver"].repo, worker_settings).start()
+    """Job worker threads of the test app, its subscription kinds with fast retries."""
+    services = clean_subs.extensions["fhirserver"]
+    register_jobs(services.jobs, services.repo, worker_settings)
+    w = services.jobs.worker(services, threads=2, poll_seconds=0.05).start()
     yield w
-    w.stop()
+    services.jobs.stop()
+    register_jobs(services.jobs, services.repo, services.settings)
 
 
 @pytest.fixture(scope="session")
