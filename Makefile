@@ -37,6 +37,7 @@ bench: $(STAMP) dcmtk orthanc
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.dicomweb
 	$(BIN)/python -m bench.dicom --count 500
+	$(BIN)/python -m bench.subscriptions
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
