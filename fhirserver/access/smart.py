@@ -36,6 +36,15 @@ ALL_NAMED_TYPES = frozenset({"AuditEvent", "Group", "Provenance", "Linkage"})
 # the organization whose staff or client wrote it: a meta.tag the gate stamps and filters on.
 OWNER_TAG = "urn:fhirserver:owner"
 IMAGING_TYPES = ("ImagingStudy", "Media")  # what an imaging-only Consent shares (with the Patient)
+# A Subscription (its endpoint, its header secrets, what it was told) belongs to whoever wrote it
+# last: a meta.tag the gate stamps on every write, and the only restricted callers who see it.
+SUBSCRIBER_TAG = "urn:fhirserver:subscriber"
+OWN_TYPES = frozenset({"Subscription"})
+
+
+def subscriber_code(p: "Principal") -> str:
+    """The subscriber tag's code for a principal: its login, or its client for a backend."""
+    return f"user:{p.user_pk}" if p.user_pk is not None else f"client:{p.client_id}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +121,14 @@ def _window_members(windows: Sequence[tuple[str, str, str, bool]]) -> list[Colum
     return out
 
 
+def _tagged(body: dict[str, Any], system: str, code: str) -> dict[str, Any]:
+    """The body with exactly one meta.tag of `system`, with `code`."""
+    meta = dict(body.get("meta") or {})
+    tags = [t for t in meta.get("tag") or [] if not (isinstance(t, dict) and t.get("system") == system)]
+    meta["tag"] = tags + [{"system": system, "code": code}]
+    return {**body, "meta": meta}
+
+
 class SmartPolicy:
     """Implements `fhirserver.access.Policy` for one request's Principal."""
 
@@ -152,7 +169,7 @@ class SmartPolicy:
 
     def _audience(self, context: str, res_type: str | None = None) -> ColumnElement[bool] | None:
         """The rows a scope context reaches, as one SQL condition on `resource` (None: all)."""
-        from fhirserver.storage.tables import idx_reference, resource, resource_compartment
+        from fhirserver.storage.tables import idx_reference, idx_token, resource, resource_compartment
 
         r, rc = resource, resource_compartment
         p = self.p
@@ -186,14 +203,18 @@ class SmartPolicy:
                 rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient", rc.c.comp_id.in_(img)))))
         if context != "patient" and p.role in ("staff", "system") and p.shared_windows:
             members.extend(_window_members(p.shared_windows))
-        members.append(r.c.res_type.notin_(patient_compartment_types() | RESTRICTED_TYPES))
+        members.append(r.c.res_type.notin_(patient_compartment_types() | RESTRICTED_TYPES | OWN_TYPES))
+        mine = idx_token.alias("subscriber_tag")
+        members.append(and_(r.c.res_type.in_(OWN_TYPES), exists(select(1).where(
+            mine.c.res_pk == r.c.pk, mine.c.param == "_tag", mine.c.system == SUBSCRIBER_TAG,
+            mine.c.code == subscriber_code(p)))))
         if context != "patient" and p.role in ("staff", "system"):
             # patient-compartment data not yet attached to any patient (a report filed later)
             # (never a deleted row: one whose compartment rows were lost must not open to all staff)
             from fhirserver.storage.tables import idx_token
 
             tag = idx_token.alias("owner_tag")
-            members.append(and_(r.c.res_type.notin_(("Patient",) + tuple(RESTRICTED_TYPES)),
+            members.append(and_(r.c.res_type.notin_(("Patient",) + tuple(RESTRICTED_TYPES | OWN_TYPES)),
                                 r.c.deleted.is_(False),
                                 ~exists(select(1).where(rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient")),
                                 ~exists(select(1).where(tag.c.res_pk == r.c.pk, tag.c.param == "_tag",
@@ -295,6 +316,8 @@ class SmartPolicy:
         """The body as stored: patient data naming no patient, written by an organization's staff
         or client, carries that organization's owner tag (and no owner tag of another)."""
         p = self.p
+        if res_type in OWN_TYPES:
+            return _tagged(body, SUBSCRIBER_TAG, subscriber_code(p))
         if p.unrestricted or p.role not in ("staff", "system") or not p.organizations \
                 or res_type == "Patient" or res_type not in patient_compartment_types():
             return body

@@ -43,11 +43,55 @@ def test_each_subscriber_hears_only_of_what_it_may_read(world, worker):  # noqa:
         assert [event_numbers(b) for b in receivers["B"].events()] == [[1], [2]]  # no gaps for others' events
         # another patient filtering on A's record, and nobody hears of the other organization's data
         assert receivers["B-peek"].events() == []
-        # $events as the subscriber: only what it may read
-        ev = json.loads(world.get("B", f"Subscription/{subs['B']}/$events").data)
-        assert event_numbers(ev) == [1, 2]
-        peek = json.loads(world.get("B", f"Subscription/{subs['A']}/$events?content=full-resource").data)
-        assert event_numbers(peek) == [] and len(peek["entry"]) == 1
     finally:
         for r in receivers.values():
             r.close()
+
+
+def _sub_world(world, receiver):  # noqa: ANN001, ANN202
+    return {who: _subscribe(world, who, receiver.url) for who in ("A", "S1")}
+
+
+def test_a_subscription_is_its_writers_alone(world, worker):  # noqa: ANN001
+    """Read, $status, $events, search, update and delete of a Subscription: its writer may, another
+    patient and another organization's staff get 404/403 (its endpoint and header secrets stay hidden)."""
+    receiver = Receiver()
+    try:
+        subs = _sub_world(world, receiver)
+        _study(world, "pa", "1.9.5")
+        wait_for(lambda: len(receiver.events()) == 2)
+        for owner, others in (("A", ("B", "S2")), ("S1", ("B", "S2", "SYS2"))):
+            sid = subs[owner]
+            # the caller's own subscription first
+            assert world.get(owner, f"Subscription/{sid}").status_code == 200
+            assert world.get(owner, f"Subscription/{sid}/$status").status_code == 200
+            ev = json.loads(world.get(owner, f"Subscription/{sid}/$events").data)
+            assert event_numbers(ev) == [1]
+            assert {e["resource"]["id"] for e in json.loads(world.get(owner, "Subscription").data)["entry"]} == {sid}
+            for other in others:
+                for path in (f"Subscription/{sid}", f"Subscription/{sid}/$status", f"Subscription/{sid}/$events"):
+                    r = world.get(other, path)
+                    assert r.status_code == 404, (other, path, r.get_data(as_text=True))
+                assert json.loads(world.get(other, "Subscription").data)["total"] == 0
+                body = json.loads(world.get(owner, f"Subscription/{sid}").data)
+                body["channel"]["endpoint"] = "http://127.0.0.1:9/stolen"
+                assert world.put(other, f"Subscription/{sid}", body).status_code in (403, 404)
+                world.delete(other, f"Subscription/{sid}")
+                assert world.get(owner, f"Subscription/{sid}").status_code == 200
+                assert json.loads(world.get(owner, f"Subscription/{sid}").data)["channel"]["endpoint"] == receiver.url
+    finally:
+        receiver.close()
+
+
+def test_patient_sees_only_its_own_events_in_events(world, worker):  # noqa: ANN001
+    receiver = Receiver()
+    try:
+        sid = _subscribe(world, "B", receiver.url)
+        _study(world, "pa", "1.9.6")
+        _study(world, "pb", "1.9.7")
+        wait_for(lambda: len(receiver.events()) == 1)
+        ev = json.loads(world.get("B", f"Subscription/{sid}/$events?content=full-resource").data)
+        assert event_numbers(ev) == [1]
+        assert [e["resource"]["subject"]["reference"] for e in ev["entry"][1:]] == ["Patient/pb"]
+    finally:
+        receiver.close()
