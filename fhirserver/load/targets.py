@@ -182,12 +182,15 @@ class DirectTarget:
 
     def __init__(self, settings: Settings) -> None:
         from fhirserver.api.interactions import Context
+        from fhirserver.jobs import Jobs
         from fhirserver.search import SearchEngine
         from fhirserver.storage import Repository
+        from fhirserver.subscriptions import install as install_subscriptions
 
         self.engine, self.shown_url = open_database(settings)
         search = SearchEngine(settings.fhir_base)
         self.repo = Repository(self.engine, indexer=search.index_rows)
+        install_subscriptions(self.repo, settings, Jobs(self.engine))  # loaded studies notify too
         self.ctx = Context(base=settings.fhir_base, postgres=self.repo.postgres, search=search,
                            access=SystemJob("load"))
 

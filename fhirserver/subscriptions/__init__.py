@@ -15,7 +15,7 @@ from typing import Any
 
 from fhirserver.subscriptions.outbox import make_write_hook
 from fhirserver.subscriptions.spec import EXT, Spec, parse_spec
-from fhirserver.subscriptions.topics import BY_URL, TOPICS, Topic, topic_resource
+from fhirserver.subscriptions.topics import BY_URL, TOPICS, Topic
 from fhirserver.subscriptions.delivery import register_jobs
 
 TOPIC_CANONICAL_EXT = EXT + "capabilitystatement-subscriptiontopic-canonical"
@@ -48,4 +48,4 @@ def advertise(statement: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["BY_URL", "OPERATIONS", "Spec", "TOPICS", "TOPIC_CANONICAL_EXT", "Topic", "advertise", "register_jobs",
-           "install", "parse_spec", "topic_resource"]
+           "install", "parse_spec"]

@@ -59,7 +59,7 @@ def dispatch_events(repo: Repository, settings: Any, jobs: Any, limit: int = 200
             for sub in subs:
                 spec = Spec.from_json(json.loads(sub.spec))
                 topic = BY_URL.get(spec.topic)
-                if body is None or topic is None or spec.off:
+                if body is None or topic is None or spec.off or (spec.end_ms and ev.created > spec.end_ms):
                     continue
                 if not matches(topic, [(n, list(v)) for n, v in spec.filters], body, settings.fhir_base):
                     continue

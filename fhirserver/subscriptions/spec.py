@@ -8,6 +8,7 @@ full-resource), and optional `backport-heartbeat-period`, `backport-timeout`, `b
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -36,18 +37,19 @@ class Spec:
     timeout: int            # seconds for one POST
     max_count: int          # events per notification (we send one each; kept for $status)
     off: bool               # status off: no deliveries
+    end_ms: int = 0         # Subscription.end: no events after it (0: none)
 
     def to_json(self) -> dict[str, Any]:
         return {"topic": self.topic, "endpoint": self.endpoint, "headers": [list(h) for h in self.headers],
                 "content": self.content, "filters": [[n, list(v)] for n, v in self.filters],
                 "heartbeat": self.heartbeat, "timeout": self.timeout, "max_count": self.max_count,
-                "off": self.off}
+                "off": self.off, "end_ms": self.end_ms}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Spec":
         return cls(d["topic"], d["endpoint"], tuple((a, b) for a, b in d["headers"]), d["content"],
                    tuple((n, tuple(v)) for n, v in d["filters"]), d["heartbeat"], d["timeout"],
-                   d["max_count"], d["off"])
+                   d["max_count"], d["off"], d.get("end_ms", 0))
 
 
 def _invalid(msg: str, where: str) -> FhirError:
@@ -126,9 +128,16 @@ def parse_spec(body: dict[str, Any], base: str) -> Spec:
         raise _invalid(f"backport-payload-content must be one of {', '.join(CONTENTS)}",
                        "Subscription.channel._payload.extension")
     status = body.get("status")
+    end_ms = 0
+    if body.get("end") is not None:
+        try:
+            end = datetime.fromisoformat(str(body["end"]))
+            end_ms = int((end if end.tzinfo else end.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+        except ValueError:
+            raise _invalid("Subscription.end must be an instant", "Subscription.end") from None
     return Spec(topic.url, endpoint, tuple(headers), content,
                 tuple((n, tuple(v)) for n, v in filters.items()),
                 _ext_int(channel, HEARTBEAT_EXT, "Subscription.channel.extension", 0),
                 _ext_int(channel, TIMEOUT_EXT, "Subscription.channel.extension", 10, 1, 120),
                 _ext_int(channel, MAX_COUNT_EXT, "Subscription.channel.extension", 1, 1, 1000),
-                status == "off")
+                status == "off", end_ms)

@@ -107,22 +107,3 @@ def normalize_filter_value(topic: Topic, name: str, value: str, base: str) -> st
     if name == "patient" and "/" not in value:
         return f"Patient/{value}"
     raise ValueError(f"'{value}' is not a reference this server can match for {name}")
-
-
-def topic_resource(topic: Topic, base: str) -> dict[str, Any]:
-    """The topic as an R4 Basic resource in the backport IG's cross-version shape (readable by
-    clients that want the details behind the canonical URL)."""
-    xv = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic"
-    ext = [{"url": f"{xv}.url", "valueUri": topic.url},
-           {"url": f"{xv}.title", "valueString": topic.title},
-           {"url": f"{xv}.status", "valueCode": "active"},
-           {"url": f"{xv}.description", "valueMarkdown": topic.description},
-           {"url": f"{xv}.resourceTrigger", "extension": [
-               {"url": "resource", "valueUri": f"http://hl7.org/fhir/StructureDefinition/{topic.res_type}"}]}]
-    for name in topic.filters:
-        ext.append({"url": f"{xv}.canFilterBy", "extension": [
-            {"url": "resource", "valueUri": topic.res_type},
-            {"url": "filterParameter", "valueString": name}]})
-    return {"resourceType": "Basic", "id": topic.id,
-            "code": {"coding": [{"system": "http://hl7.org/fhir/fhir-types", "code": "SubscriptionTopic"}]},
-            "extension": ext}

@@ -232,3 +232,33 @@ def test_heartbeat(client, worker, receiver):  # noqa: ANN001
     hb = wait_for(lambda: receiver.bundles("heartbeat"))[0]
     assert param(status_of(hb), "events-since-subscription-start") == "0"
     assert len(hb["entry"]) == 1
+
+
+def test_off_and_ended_subscriptions_are_not_notified(client, worker, receiver):  # noqa: ANN001
+    off = _create(client, subscription(STUDY_TOPIC, receiver.url + "/off", status="off"))
+    ended = _create(client, {**subscription(STUDY_TOPIC, receiver.url + "/ended"), "end": "2020-01-01T00:00:00Z"})
+    live = _create(client, subscription(STUDY_TOPIC, receiver.url + "/live"))
+    _active(client, live)
+    _active(client, ended)
+    client.post("/fhir/ImagingStudy", json=study(None), headers=JSON)
+    wait_for(receiver.events)
+    assert [r["path"] for r in receiver.received if notification_type(r["body"]) == "event-notification"] == ["/hook/live"]
+    assert not any(r["path"] == "/hook/off" for r in receiver.received)
+    assert json.loads(client.get(f"/fhir/Subscription/{off}", headers=JSON).data)["status"] == "off"
+
+
+def test_update_moves_the_endpoint_after_a_new_handshake(client, worker, receiver):  # noqa: ANN001
+    sid = _create(client, subscription(STUDY_TOPIC, receiver.url + "/old"))
+    _active(client, sid)
+    body = json.loads(client.get(f"/fhir/Subscription/{sid}", headers=JSON).data)
+    body["channel"]["endpoint"] = receiver.url + "/new"
+    body["status"] = "requested"
+    assert client.put(f"/fhir/Subscription/{sid}", json=body, headers=JSON).status_code == 200
+    wait_for(lambda: [r for r in receiver.received if r["path"] == "/hook/new"])
+    _active(client, sid)
+    client.post("/fhir/ImagingStudy", json=study(None), headers=JSON)
+    note = wait_for(lambda: [r for r in receiver.received if r["path"] == "/hook/new"
+                             and notification_type(r["body"]) == "event-notification"])[0]
+    assert event_numbers(note["body"]) == [1]
+    assert not [r for r in receiver.received if r["path"] == "/hook/old"
+                and notification_type(r["body"]) == "event-notification"]
