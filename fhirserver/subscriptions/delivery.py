@@ -177,7 +177,8 @@ def _finish(repo: Repository, settings: Any, jobs: Any, row: Any, lease: int, pr
                     update(S).where(S.c.sub_id == row.sub_id, S.c.status == "requested")
                     .values(status="active", error=None)).rowcount:
                 became = ("active", None)
-                spec = Spec.from_json(json.loads(c.execute(select(S.c.spec).where(S.c.sub_id == row.sub_id)).scalar_one()))
+                spec_text = c.execute(select(S.c.spec).where(S.c.sub_id == row.sub_id)).scalar_one()
+                spec = Spec.from_json(json.loads(spec_text))
                 if spec.heartbeat:
                     enqueue_heartbeat(jobs, tx, row.sub_id, now + spec.heartbeat * 1000)
             more = c.execute(select(D.c.pk).where(D.c.sub_id == row.sub_id, D.c.state == "pending").limit(1)).first()

@@ -14,7 +14,7 @@ from sqlalchemy import delete, insert, select, update
 from fhirserver.model.jsonio import loads
 from fhirserver.subscriptions.owner import is_own_job, owner_json
 from fhirserver.subscriptions.queueing import enqueue_delivery, enqueue_dispatch
-from fhirserver.subscriptions.spec import parse_spec
+from fhirserver.subscriptions.spec import is_topic_based, parse_spec
 from fhirserver.subscriptions.tables import subscription_delivery, subscription_event, subscription_state
 from fhirserver.subscriptions.topics import TOPIC_TYPES, topics_for
 
@@ -61,7 +61,9 @@ def _record_events(tx: Any, stored: Any, previous: str | None) -> bool:
 def _sync_subscription(tx: Any, stored: Any, base: str) -> bool:
     """Keep the server's state of a written Subscription; True when a handshake is to be sent."""
     s, d = subscription_state, subscription_delivery
-    if stored.deleted:  # deleting stops delivery: nothing pending is sent after the commit
+    if stored.deleted or not is_topic_based(loads(stored.body)):
+        # deleting stops delivery: nothing pending is sent after the commit (so does turning it
+        # into a criteria-based subscription, which this server keeps but never notifies)
         tx.conn.execute(delete(s).where(s.c.sub_id == stored.res_id))
         tx.conn.execute(update(d).where(d.c.sub_id == stored.res_id, d.c.state == "pending")
                         .values(state="dropped"))

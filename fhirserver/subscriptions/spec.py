@@ -8,6 +8,7 @@ full-resource), and optional `backport-heartbeat-period`, `backport-timeout`, `b
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -24,6 +25,7 @@ MAX_COUNT_EXT = EXT + "backport-max-count"
 PROFILE = EXT + "backport-subscription"
 CONTENTS = ("empty", "id-only", "full-resource")
 MIME_TYPES = ("application/fhir+json", "application/json")
+_ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +73,15 @@ def _ext_int(elem: Any, url: str, where: str, default: int, low: int = 0, high: 
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise _invalid(f"{url.rsplit('/', 1)[-1]} must be an integer from {low} to {high}", where)
     return value
+
+
+def is_topic_based(body: dict[str, Any]) -> bool:
+    """A backport subscription: criteria is a canonical URL, or the backport profile is claimed.
+    Anything else is an R4 criteria-based one (`Observation?code=...`), which is kept as written
+    but never notified (the CapabilityStatement offers topics only)."""
+    criteria = body.get("criteria")
+    profiles = (body.get("meta") or {}).get("profile") or []
+    return (isinstance(criteria, str) and bool(_ABSOLUTE.match(criteria))) or PROFILE in profiles
 
 
 def parse_spec(body: dict[str, Any], base: str) -> Spec:

@@ -242,7 +242,8 @@ def test_off_and_ended_subscriptions_are_not_notified(client, worker, receiver):
     _active(client, ended)
     client.post("/fhir/ImagingStudy", json=study(None), headers=JSON)
     wait_for(receiver.events)
-    assert [r["path"] for r in receiver.received if notification_type(r["body"]) == "event-notification"] == ["/hook/live"]
+    told = [r["path"] for r in receiver.received if notification_type(r["body"]) == "event-notification"]
+    assert told == ["/hook/live"]
     assert not any(r["path"] == "/hook/off" for r in receiver.received)
     assert json.loads(client.get(f"/fhir/Subscription/{off}", headers=JSON).data)["status"] == "off"
 
@@ -262,3 +263,18 @@ def test_update_moves_the_endpoint_after_a_new_handshake(client, worker, receive
     assert event_numbers(note["body"]) == [1]
     assert not [r for r in receiver.received if r["path"] == "/hook/old"
                 and notification_type(r["body"]) == "event-notification"]
+
+
+def test_criteria_based_subscription_is_kept_as_written_but_never_notified(client, worker, receiver):  # noqa: ANN001
+    classic = {"resourceType": "Subscription", "status": "requested", "reason": "classic R4",
+               "criteria": "ImagingStudy?patient=Patient/p0",
+               "channel": {"type": "rest-hook", "endpoint": receiver.url + "/classic", "payload": "application/fhir+json"}}
+    cid = _create(client, classic)
+    live = _create(client, subscription(STUDY_TOPIC, receiver.url + "/live"))
+    _active(client, live)
+    client.post("/fhir/ImagingStudy", json=study(None), headers=JSON)
+    wait_for(receiver.events)
+    assert not [r for r in receiver.received if r["path"] == "/hook/classic"]
+    stored = json.loads(client.get(f"/fhir/Subscription/{cid}", headers=JSON).data)
+    assert stored["status"] == "requested" and stored["criteria"] == classic["criteria"]
+    assert client.get(f"/fhir/Subscription/{cid}/$status", headers=JSON).status_code == 404
