@@ -11,13 +11,19 @@ from fhirserver.subscriptions.tables import SUBSCRIPTION_TABLES
 from subs_helpers import Receiver
 
 
-@pytest.fixture()
-def clean_subs(app):  # noqa: ANN001, ANN201
+def _empty(app) -> None:  # noqa: ANN001
     with app.extensions["fhirserver"].repo.engine.begin() as c:
         for t in reversed(SUBSCRIPTION_TABLES):
             c.execute(delete(t))
         c.execute(delete(job).where(job.c.kind.like("subscriptions.%")))
-    return app
+
+
+@pytest.fixture()
+def clean_subs(app):  # noqa: ANN001, ANN201
+    """Empty subscription tables and jobs, before and after (no subscription outlives its test)."""
+    _empty(app)
+    yield app
+    _empty(app)
 
 
 @pytest.fixture()
