@@ -268,7 +268,8 @@ def test_update_moves_the_endpoint_after_a_new_handshake(client, worker, receive
 def test_criteria_based_subscription_is_kept_as_written_but_never_notified(client, worker, receiver):  # noqa: ANN001
     classic = {"resourceType": "Subscription", "status": "requested", "reason": "classic R4",
                "criteria": "ImagingStudy?patient=Patient/p0",
-               "channel": {"type": "rest-hook", "endpoint": receiver.url + "/classic", "payload": "application/fhir+json"}}
+               "channel": {"type": "rest-hook", "endpoint": receiver.url + "/classic",
+                           "payload": "application/fhir+json"}}
     cid = _create(client, classic)
     live = _create(client, subscription(STUDY_TOPIC, receiver.url + "/live"))
     _active(client, live)

@@ -9,10 +9,38 @@ import subprocess
 import sys
 import threading
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from fhirserver.app import create_app
 
 from fhirserver.subscriptions.tables import subscription_delivery
 from subs_helpers import JSON, STUDY_TOPIC, event_numbers, study, subscription, wait_for
+
+
+@pytest.fixture()
+def own_db(settings, tmp_path):  # noqa: ANN001, ANN201
+    """An app on a database of its own: no other test's server runs job workers on it."""
+    url = settings.database_url
+    if url.startswith("postgres"):
+        head, _, name = url.rpartition("/")
+        own = f"{name}_crash"
+        admin = create_engine(f"{head}/postgres".replace("postgresql://", "postgresql+psycopg://", 1),
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)'))
+            c.execute(text(f'CREATE DATABASE "{own}"'))
+        own_url = f"{head}/{own}"
+    else:
+        admin, own_url = None, f"sqlite:///{tmp_path / 'crash.sqlite3'}"
+    own_settings = settings.replace(database_url=own_url, data_dir=tmp_path / "data")
+    app = create_app(own_settings, upgrade_schema=True)
+    yield app, own_settings
+    app.extensions["fhirserver"].repo.engine.dispose()
+    if admin is not None:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def _worker(settings, tmp_path) -> subprocess.Popen:  # noqa: ANN001
@@ -24,7 +52,9 @@ def _worker(settings, tmp_path) -> subprocess.Popen:  # noqa: ANN001
                             env=env, stdout=log, stderr=log)
 
 
-def test_kill_9_mid_delivery_then_the_event_arrives(client, clean_subs, receiver, settings, repo, tmp_path):  # noqa: ANN001
+def test_kill_9_mid_delivery_then_the_event_arrives(own_db, receiver, tmp_path):  # noqa: ANN001
+    app, settings = own_db
+    client, repo = app.test_client(), app.extensions["fhirserver"].repo
     first = _worker(settings, tmp_path)
     second = None
     try:

@@ -77,7 +77,7 @@ def test_stow_notifies(client, worker, receiver, clean_dicom):  # noqa: ANN001
 def test_storescu_notifies(client, worker, receiver, node, tmp_path):  # noqa: ANN001
     if shutil.which("storescu") is None:
         pytest.fail("dcmtk is not installed (make test installs it: apt-get install -y dcmtk)")
-    _subscribed_patient(client, receiver, "pd", "MRN-DIMSE")
+    sid = _subscribed_patient(client, receiver, "pd", "MRN-DIMSE")
     files = []
     for i in range(3):
         path = tmp_path / f"ct{i}.dcm"
@@ -88,4 +88,4 @@ def test_storescu_notifies(client, worker, receiver, node, tmp_path):  # noqa: A
     assert proc.returncode == 0, proc.stderr
     note = wait_for(receiver.events)[0]
     assert _study_of(note)["subject"]["reference"] == "Patient/pd"
-    assert status_of(note)["parameter"][0]["valueReference"]["reference"].startswith("http://testserver/fhir/Subscription/")
+    assert status_of(note)["parameter"][0]["valueReference"]["reference"].endswith(f"/Subscription/{sid}")
