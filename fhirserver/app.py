@@ -10,16 +10,14 @@ from fhirserver.api import health, openapi
 from fhirserver.api.telemetry import install_telemetry, metrics_blueprint
 from fhirserver.config import Settings, settings_from_env
 from fhirserver.services import Services, build_services
+from fhirserver import notify, subscriptions
+from fhirserver.operations import export
+from smart_auth.fhir import build_policy
 
 
 def install_jobs(services: Services) -> None:
     """The job kinds this server runs, and how a requester's Principal becomes its policy again
     when its job runs (the same builder as a request's)."""
-    from fhirserver import notify
-    from fhirserver import subscriptions
-    from fhirserver.operations import export
-    from smart_auth.fhir import build_policy
-
     jobs = services.jobs
     jobs.registry.policy_for = lambda principal: build_policy(services.repo, services.settings, principal)
     jobs.register(notify.EMAIL_JOB, notify.deliver_job, max_attempts=8, backoff_seconds=30.0)

@@ -60,9 +60,10 @@ OPERATION_NEEDS: Mapping[str, OperationNeeds] = {
     # a Subscription's state and past notifications (each focus filtered like any read)
     "$status": OperationNeeds((("r", "Subscription"),), ANYONE),
     "$events": OperationNeeds((("r", "Subscription"),), ANYONE),
-    # Bulk Data export: backend services and staff, never a patient's app; what it writes is
-    # filtered by the caller's row filter type by type like a search
-    "$export": OperationNeeds((("rs", None),), STAFF | {"system"}),
+    # Bulk Data export: backend services and staff, never a patient's app. No scope is needed to
+    # start one: each type is exported only if the token may search it (else it is reported in
+    # the manifest's errors), through the caller's row filter like a search
+    "$export": OperationNeeds((), STAFF | {"system"}),
 }
 
 

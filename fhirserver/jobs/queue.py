@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from fhirserver.jobs.tables import job
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+CHANNEL = "fhirserver_jobs"  # PostgreSQL LISTEN/NOTIFY channel of new jobs
 
 
 def now_ms() -> int:
@@ -77,6 +78,8 @@ def insert_job(where: Any, kind: str, payload: dict[str, Any], actor: dict[str, 
               "state": QUEUED, "attempts": 0, "max_attempts": max(1, max_attempts),
               "run_at": t if run_at_ms is None else run_at_ms, "dedupe_key": dedupe_key,
               "cancel_requested": False, "created": t}
+    if conn.dialect.name == "postgresql":  # delivered at commit: idle workers elsewhere look at once
+        conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
     if dedupe_key is None:
         return conn.execute(insert(job).values(**values).returning(job.c.pk)).scalar_one()
     return conn.execute(_insert_stmt(conn.dialect.name).values(**values)).scalar()
@@ -100,6 +103,9 @@ def claim(engine: Engine, kinds: Sequence[str], worker: str, lease_seconds: floa
     postgres = engine.dialect.name == "postgresql"
     while True:
         t = now_ms()
+        with engine.connect() as probe:  # idle polls take no lock (on SQLite, no write lock)
+            if probe.execute(_claimable(kinds, t)).scalar() is None:
+                return None
         with engine.connect() as conn:
             if not postgres:
                 conn = conn.execution_options(fhir_write=True)  # BEGIN IMMEDIATE

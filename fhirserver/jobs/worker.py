@@ -110,10 +110,11 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.name = queue.worker_name()
         self._stop = threading.Event()
-        self._wake = threading.Condition()
+        self._wake = threading.Event()  # set by `wake`; a wake during a run is not lost
         self._running: dict[int, tuple[Job, threading.Event]] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self.listening = threading.Event()  # PostgreSQL: the NOTIFY listener is connected
 
     @property
     def engine(self) -> Engine:
@@ -127,7 +128,30 @@ class Worker:
         keeper = threading.Thread(target=self._keep_leases, name="fhirserver-job-leases", daemon=True)
         keeper.start()
         self._threads.append(keeper)
+        if self.engine.dialect.name == "postgresql":
+            listener = threading.Thread(target=self._listen, name="fhirserver-job-listen", daemon=True)
+            listener.start()
+            self._threads.append(listener)
         return self
+
+    def _listen(self) -> None:
+        """PostgreSQL: wake on NOTIFY from any process's enqueue instead of waiting for the poll.
+        Polling stays the fallback (a lost connection only costs latency)."""
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {queue.CHANNEL}")
+                    self.listening.set()
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self.wake()
+            except Exception:  # noqa: BLE001 - database restarting: poll meanwhile, reconnect later
+                self.listening.clear()
+                log.debug("job worker %s: LISTEN connection lost", self.name, exc_info=True)
+                self._stop.wait(5.0)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -138,8 +162,7 @@ class Worker:
 
     def wake(self) -> None:
         """A job was just enqueued in this process: look now instead of at the next poll."""
-        with self._wake:
-            self._wake.notify_all()
+        self._wake.set()
 
     def run_one(self) -> bool:
         """Claim and run one due job; False when none was due."""
@@ -165,8 +188,8 @@ class Worker:
                     continue
             except Exception:  # noqa: BLE001 - a database hiccup: wait and try again
                 log.exception("job worker %s: claiming failed", self.name)
-            with self._wake:
-                self._wake.wait(self.poll_seconds)
+            if self._wake.wait(self.poll_seconds):
+                self._wake.clear()
 
     def _keep_leases(self) -> None:
         while not self._stop.wait(self._renew_every()):

@@ -349,7 +349,8 @@ def _export_all(ctx: Any, services: Any, access: Any, req: ExportRequest, export
         try:
             access.check_interaction("search", res_type)
         except FhirError as exc:
-            problems.append(f"{res_type} was not exported: {exc}")
+            if req.types:  # asked for by name: say why it is missing; otherwise leave it out
+                problems.append(f"{res_type} was not exported: {exc}")
             continue
         where = [resource.c.res_type == res_type, resource.c.deleted.is_(False),
                  *access.row_filter(res_type), *_scope(req, res_type, members)]

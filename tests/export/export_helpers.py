@@ -12,6 +12,24 @@ from smart_auth import store
 TOKEN_URL = "http://testserver/auth/token"
 
 
+def user_token(app, username: str, *, role: str, scope: str, fhir_user: str | None = None,
+               organizations: tuple[str, ...] = ()) -> str:  # noqa: ANN001
+    """A login (patient or staff) and an app token for it, through authorize -> login -> consent."""
+    from tests.auth.smart_helpers import REDIRECT, authorize, code_from, pkce, token
+
+    engine = app.extensions["fhirserver"].repo.engine
+    store.add_user(engine, username=username, password="password123", role=role, fhir_user=fhir_user,
+                   organizations=organizations)
+    cid = store.add_client(engine, name=f"app-{username}", redirect_uris=[REDIRECT], scope=scope)["client_id"]
+    c = app.test_client()
+    verifier, challenge = pkce()
+    code = code_from(authorize(c, client_id=cid, scope=scope, username=username, challenge=challenge))
+    r = token(c, grant_type="authorization_code", code=code, redirect_uri=REDIRECT, client_id=cid,
+              code_verifier=verifier)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    return r.get_json()["access_token"]
+
+
 def backend_token(app, *, scope: str = "system/*.rs", organization: str | None = None,
                   request_scope: str | None = None) -> str:  # noqa: ANN001
     """Register a backend service with an RS384 key and get a token by a signed client assertion."""

@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.export.export_helpers import backend_token
-from tests.auth.smart_helpers import authorize, bearer, code_from, pkce, seed, standard_data, store, token
+from tests.auth.smart_helpers import bearer, seed, standard_data
+from tests.export.export_helpers import backend_token, user_token
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 
@@ -91,22 +91,37 @@ def test_org_bound_client_exports_only_its_organizations_patients(xapp, data, ru
         assert sorted(r["id"] for r in exported) == sorted(r["id"] for r in _search_all(c, tok, res_type))
 
 
-def test_patient_token_cannot_start_a_system_export(xapp, data):  # noqa: ANN001
+def test_patient_token_cannot_start_an_export_nor_see_one(xapp, data, run_jobs):  # noqa: ANN001
     c = xapp.test_client()
-    engine = xapp.extensions["fhirserver"].repo.engine
-    store.add_user(engine, username="ann", password="password123", role="patient", fhir_user="Patient/a")
-    cid = store.add_client(engine, name="app", redirect_uris=["http://app.example/cb"],
-                           scope="launch/patient patient/*.rs openid fhirUser")["client_id"]
-    verifier, challenge = pkce()
-    code = code_from(authorize(c, client_id=cid, scope="launch/patient patient/*.rs openid fhirUser",
-                               username="ann", challenge=challenge))
-    tok = token(c, grant_type="authorization_code", code=code, redirect_uri="http://app.example/cb",
-                client_id=cid, code_verifier=verifier).get_json()["access_token"]
+    tok = user_token(xapp, "ann", role="patient", fhir_user="Patient/a",
+                     scope="launch/patient patient/*.rs openid fhirUser")
     assert c.get("/fhir/Patient/a", headers=bearer(tok)).status_code == 200  # the token works
     for url in ("/fhir/$export", "/fhir/Patient/$export"):
         r = c.get(url, headers=_h(tok))
         assert r.status_code == 403, (url, r.get_data(as_text=True))
         assert r.get_json()["resourceType"] == "OperationOutcome"
+    ehr = backend_token(xapp)
+    status = _kick(c, ehr)
+    m = _manifest(c, ehr, status, run_jobs)
+    assert c.get(status, headers=bearer(tok)).status_code == 404
+    assert c.get(m["output"][0]["url"].replace("http://testserver", ""), headers=bearer(tok)).status_code == 404
+
+
+def test_staff_export_their_organization_and_not_anothers(xapp, data, run_jobs):  # noqa: ANN001
+    c = xapp.test_client()
+    scope = "openid fhirUser user/*.rs"
+    one = user_token(xapp, "staff1", role="staff", fhir_user="Practitioner/doc1", scope=scope, organizations=("org1",))
+    two = user_token(xapp, "staff2", role="staff", fhir_user="Practitioner/doc1", scope=scope, organizations=("org2",))
+    status = _kick(c, one, "/fhir/Patient/$export")
+    files = _download(c, one, _manifest(c, one, status, run_jobs))
+    assert {r["id"] for r in files["Patient"]} == {"a", "b"}
+    assert {r["id"] for r in files["Observation"]} == {f"obs-{p}-{k}" for p in "ab" for k in ("laboratory", "vital-signs")}
+    m = c.get(status, headers=bearer(one)).get_json()
+    assert c.get(status, headers=bearer(two)).status_code == 404
+    assert c.get(m["output"][0]["url"].replace("http://testserver", ""), headers=bearer(two)).status_code == 404
+    assert c.delete(status, headers=bearer(two)).status_code == 404
+    own = _download(c, two, _manifest(c, two, _kick(c, two, "/fhir/Patient/$export"), run_jobs))
+    assert {r["id"] for r in own["Patient"]} == {"c"}
 
 
 def test_another_client_cannot_poll_download_or_cancel(xapp, data, run_jobs):  # noqa: ANN001
@@ -217,3 +232,16 @@ def test_capability_statement_instantiates_bulk_data(xapp):  # noqa: ANN001
     by_type = {r["type"]: r for r in cs["rest"][0]["resource"]}
     assert any(o["name"] == "export" for o in by_type["Patient"]["operation"])
     assert any(o["name"] == "export" for o in by_type["Group"]["operation"])
+
+
+def test_types_the_token_cannot_read_are_reported_not_exported(xapp, data, run_jobs):  # noqa: ANN001
+    c = xapp.test_client()
+    tok = backend_token(xapp, scope="system/Patient.rs")
+    m = _manifest(c, tok, _kick(c, tok), run_jobs)
+    assert [o["type"] for o in m["output"]] == ["Patient"] and m["error"] == []
+    m = _manifest(c, tok, _kick(c, tok, "/fhir/$export?_type=Patient,Observation"), run_jobs)
+    assert [o["type"] for o in m["output"]] == ["Patient"]
+    assert [e["type"] for e in m["error"]] == ["OperationOutcome"]
+    r = c.get(m["error"][0]["url"].replace("http://testserver", ""), headers=bearer(tok))
+    issue = orjson.loads(r.get_data().splitlines()[0])["issue"][0]
+    assert "Observation" in issue["diagnostics"]

@@ -223,3 +223,21 @@ def test_worker_command_runs_due_jobs_once(services, settings, tmp_path):  # noq
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert services.jobs.state(pk)["state"] == DONE
+
+
+def test_postgres_workers_wake_on_notify_not_the_poll(services, is_postgres):  # noqa: ANN001
+    if not is_postgres:
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    ran = threading.Event()
+    reg = Registry()
+    reg.register("test.wake", lambda ctx: ran.set())
+    jobs = Jobs(services.repo.engine, reg)
+    w = jobs.worker(services, threads=1, poll_seconds=300).start()  # the poll alone would take minutes
+    try:
+        assert w.listening.wait(30)
+        other = Jobs(services.repo.engine, Registry())  # another process's queue: no local wake
+        with services.repo.transaction(write=True) as tx:
+            other.enqueue(tx, "test.wake", {}, as_=SystemJob("test"))
+        assert ran.wait(30)
+    finally:
+        jobs.stop()
