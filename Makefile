@@ -60,6 +60,7 @@ bench: $(STAMP) dcmtk orthanc
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.dicomweb
 	$(BIN)/python -m bench.dicom --count 500
+	$(BIN)/python -m bench.subscriptions
 	$(BIN)/python -m bench.export
 
 clean:

@@ -11,7 +11,7 @@ from dicom import web as dicomweb
 from fhirserver.api import blueprint, install_error_handlers
 from fhirserver.api import health, openapi
 from fhirserver.api.telemetry import install_telemetry, metrics_blueprint
-from fhirserver import notify
+from fhirserver import notify, subscriptions
 from fhirserver.config import Settings, settings_from_env
 from fhirserver.operations import build_registry, export
 from fhirserver.services import Services, build_services
@@ -26,6 +26,7 @@ def install_jobs(services: Services) -> None:
     jobs.registry.policy_for = lambda principal: build_policy(services.repo, services.settings, principal)
     jobs.register(notify.EMAIL_JOB, notify.deliver_job, max_attempts=8, backoff_seconds=30.0)
     export.install(services)  # bulk.export, bulk.expire
+    subscriptions.register_jobs(jobs, services.repo, services.settings)  # notifications
 
 
 def start_jobs(app: Flask) -> None:

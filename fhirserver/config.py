@@ -44,6 +44,9 @@ class Settings:
     portal_cancel_hours: int = 24        # online cancellation until this many hours before
     portal_upload_max_bytes: int = 5 * 1024 * 1024  # patient uploads: one upload cannot fill the disk
     share_link_seconds: int = 7 * 24 * 3600  # report share links expire: a leaked link stops working
+    subscription_attempts: int = 6       # POSTs of one notification before the subscription errs
+    subscription_backoff_seconds: float = 2.0  # wait after the first failure, doubled each time
+    subscription_lease_seconds: int = 60  # a worker that died mid-delivery is replaced after this
     job_threads: int = 2                 # job worker threads per `serve` worker process (0: none)
     job_poll_seconds: float = 0.5        # how often an idle job worker looks for due jobs
     export_seconds: int = 24 * 3600      # $export files (and their status) expire after this
@@ -100,6 +103,7 @@ _ENV_FIELDS = {
     "guardian_age_limit": int, "invitation_seconds": int,
     "log_requests": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "log_level": str,
     "portal_cancel_hours": int, "portal_upload_max_bytes": int, "share_link_seconds": int,
+    "subscription_attempts": int, "subscription_backoff_seconds": float, "subscription_lease_seconds": int,
     "job_threads": int, "job_poll_seconds": float, "export_seconds": int,
     "clinic_name": str, "clinic_timezone": str, "clinic_address": str, "clinic_tax_id": str, "clinic_logo": str,
 }

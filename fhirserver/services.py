@@ -17,6 +17,7 @@ from fhirserver.jobs import Jobs
 from fhirserver.search import SearchEngine
 from fhirserver.storage import Repository, make_engine, upgrade
 from fhirserver.storage.budget import install_budget
+from fhirserver.subscriptions import advertise as advertise_topics, install as install_subscriptions
 
 
 @dataclasses.dataclass
@@ -49,8 +50,8 @@ class Services:
 
     def capability_statement(self) -> dict[str, Any]:
         """The CapabilityStatement without the SMART security section (see interactions.capabilities)."""
-        return capability_statement(self.fhir_base(), self.search.supported_params, self.started,
-                                    self.operations.definitions)
+        return advertise_topics(capability_statement(self.fhir_base(), self.search.supported_params, self.started,
+                                                     self.operations.definitions))
 
 
 def build_services(settings: Settings, *, upgrade_schema: bool = False,
@@ -64,5 +65,7 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False,
         upgrade(engine)
     search = SearchEngine(settings.fhir_base)
     repo = Repository(engine, indexer=search.index_rows)
+    jobs = Jobs(engine)
+    install_subscriptions(repo, settings, jobs)  # the outbox: events recorded in the writer's transaction
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    AuditTrail(repo), operations or OperationRegistry(), Jobs(engine))
+                    AuditTrail(repo), operations or OperationRegistry(), jobs)

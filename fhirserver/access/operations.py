@@ -59,6 +59,9 @@ OPERATION_NEEDS: Mapping[str, OperationNeeds] = {
     # reads: what they return is filtered like any read
     "$everything": OperationNeeds((("rs", "Patient"),), ANYONE),
     "$render": OperationNeeds((("r", "DiagnosticReport"),), ANYONE),
+    # a Subscription's state and past notifications (each focus filtered like any read)
+    "$status": OperationNeeds((("r", "Subscription"),), ANYONE),
+    "$events": OperationNeeds((("r", "Subscription"),), ANYONE),
     # Bulk Data export: backend services and staff, never a patient's app. No scope is needed to
     # start one: each type is exported only if the token may search it (else it is reported in
     # the manifest's errors), through the caller's row filter like a search

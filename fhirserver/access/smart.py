@@ -41,6 +41,15 @@ ALL_NAMED_TYPES = frozenset({"AuditEvent", "Group", "Provenance", "Linkage"})
 # the organization whose staff or client wrote it: a meta.tag the gate stamps and filters on.
 OWNER_TAG = "urn:fhirserver:owner"
 IMAGING_TYPES = ("ImagingStudy", "Media")  # what an imaging-only Consent shares (with the Patient)
+# A Subscription (its endpoint, its header secrets, what it was told) belongs to whoever wrote it
+# last: a meta.tag the gate stamps on every write, and the only restricted callers who see it.
+SUBSCRIBER_TAG = "urn:fhirserver:subscriber"
+OWN_TYPES = frozenset({"Subscription"})
+
+
+def subscriber_code(p: "Principal") -> str:
+    """The subscriber tag's code for a principal: its login, or its client for a backend."""
+    return f"user:{p.user_pk}" if p.user_pk is not None else f"client:{p.client_id}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +117,14 @@ def _window_members(windows: Sequence[tuple[str, str, str, bool]]) -> list[Colum
             conds.append(r.c.res_type.in_(IMAGING_TYPES))
         out.append(and_(*conds))
     return out
+
+
+def _tagged(body: dict[str, Any], system: str, code: str) -> dict[str, Any]:
+    """The body with exactly one meta.tag of `system`, with `code`."""
+    meta = dict(body.get("meta") or {})
+    tags = [t for t in meta.get("tag") or [] if not (isinstance(t, dict) and t.get("system") == system)]
+    meta["tag"] = tags + [{"system": system, "code": code}]
+    return {**body, "meta": meta}
 
 
 class SmartPolicy:
@@ -183,13 +200,17 @@ class SmartPolicy:
                 rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient", rc.c.comp_id.in_(img)))))
         if context != "patient" and p.role in ("staff", "system") and p.shared_windows:
             members.extend(_window_members(p.shared_windows))
-        members.append(r.c.res_type.notin_(patient_compartment_types() | RESTRICTED_TYPES))
+        members.append(r.c.res_type.notin_(patient_compartment_types() | RESTRICTED_TYPES | OWN_TYPES))
+        mine = idx_token.alias("subscriber_tag")
+        members.append(and_(r.c.res_type.in_(OWN_TYPES), exists(select(1).where(
+            mine.c.res_pk == r.c.pk, mine.c.param == "_tag", mine.c.system == SUBSCRIBER_TAG,
+            mine.c.code == subscriber_code(p)))))
         if context != "patient" and p.role in ("staff", "system"):
             # patient-compartment data not yet attached to any patient (a report filed later)
             # (never a deleted row: one whose compartment rows were lost must not open to all staff)
 
             tag = idx_token.alias("owner_tag")
-            members.append(and_(r.c.res_type.notin_(("Patient",) + tuple(RESTRICTED_TYPES)),
+            members.append(and_(r.c.res_type.notin_(("Patient",) + tuple(RESTRICTED_TYPES | OWN_TYPES)),
                                 r.c.deleted.is_(False),
                                 ~exists(select(1).where(rc.c.res_pk == r.c.pk, rc.c.comp_type == "Patient")),
                                 ~exists(select(1).where(tag.c.res_pk == r.c.pk, tag.c.param == "_tag",
@@ -284,6 +305,8 @@ class SmartPolicy:
         """The body as stored: patient data naming no patient, written by an organization's staff
         or client, carries that organization's owner tag (and no owner tag of another)."""
         p = self.p
+        if res_type in OWN_TYPES:
+            return _tagged(body, SUBSCRIBER_TAG, subscriber_code(p))
         if p.unrestricted or p.role not in ("staff", "system") or not p.organizations \
                 or res_type == "Patient" or res_type not in patient_compartment_types():
             return body
@@ -329,6 +352,10 @@ class SmartPolicy:
             refused = consent_write_error(p, body, self.base)
             if refused:
                 return refused
+        if res_type == "Subscription":
+            # anyone with write scope may subscribe: what it is told of is narrowed by its writer's
+            # own read access whenever an event is matched (fhirserver.subscriptions)
+            return None
         ids = set(self._patient_ids(s.context) or ())
         staff = s.context != "patient" and p.role in ("staff", "system")
         refs = patient_refs(body, self.base)

@@ -53,6 +53,7 @@ def route(req: FhirRequest, ctx: Context | None = None) -> Handler:
 
 
 def dispatch(ctx: Context, tx: Any, req: FhirRequest) -> FhirResponse:
+    tx.actor = ctx.access  # who writes: the subscriptions' write hook records the owner
     return route(req, ctx)(ctx, tx, req)
 
 

@@ -21,6 +21,8 @@ from fhirserver.model.jsonio import dumps
 from fhirserver.search import SearchEngine
 from fhirserver.storage import Repository, make_engine, upgrade
 from fhirserver.storage.batches import BATCH_ID_SYSTEM
+from fhirserver.jobs import Jobs
+from fhirserver.subscriptions import install as install_subscriptions
 
 
 class FatalLoadError(Exception):
@@ -187,6 +189,7 @@ class DirectTarget:
         self.engine, self.shown_url = open_database(settings)
         search = SearchEngine(settings.fhir_base)
         self.repo = Repository(self.engine, indexer=search.index_rows)
+        install_subscriptions(self.repo, settings, Jobs(self.engine))  # loaded studies notify too
         self.ctx = Context(base=settings.fhir_base, postgres=self.repo.postgres, search=search,
                            access=SystemJob("load"))
 

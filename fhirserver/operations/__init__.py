@@ -17,6 +17,7 @@ from typing import Any, Callable
 from fhirserver.access.operations import guard_all
 from fhirserver.interactions import OperationRegistry, reindex
 from fhirserver.operations import apps, erase, everything, invite, merge, render, sharing, unlink
+from fhirserver.subscriptions import operations as subscriptions
 
 
 def registry() -> dict[str, Callable[..., Any]]:
@@ -37,6 +38,8 @@ def registry() -> dict[str, Callable[..., Any]]:
         "$render": render.render,  # a DiagnosticReport as PDF (also GET with Accept: application/pdf)
         "$connected-apps": apps.connected_apps,
         "$revoke-app": apps.revoke_app,
+        "$status": subscriptions.status,  # topic-based Subscriptions (backport IG)
+        "$events": subscriptions.events,
     }
 
 

@@ -27,6 +27,10 @@ from fhirserver.storage.tables import (
 # Index rows come from the search package (injected into the Repository, so storage does not
 # depend on search): {"string": [...], "token": [...], ..., "text": [...], "compartment": [...]}.
 Indexer = Callable[[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]
+# Called inside the transaction after each version is written, with the previous version's JSON
+# text (None for a create or over a deletion): work that must commit or roll back with the write
+# (the subscriptions' outbox). Injected like the indexer, so storage depends on nothing above it.
+WriteHook = Callable[["Tx", "Stored", "str | None"], None]
 _INDEX_TABLES = {"string": idx_string, "token": idx_token, "reference": idx_reference,
                  "date": idx_date, "number": idx_number, "quantity": idx_quantity, "uri": idx_uri,
                  "text": idx_text, "compartment": resource_compartment}
@@ -119,10 +123,13 @@ def _row(row: Any) -> Stored:
 class Tx:
     """Operations inside one database transaction."""
 
-    def __init__(self, conn: Connection, postgres: bool, indexer: Indexer | None = None) -> None:
+    def __init__(self, conn: Connection, postgres: bool, indexer: Indexer | None = None,
+                 write_hooks: Sequence[WriteHook] = ()) -> None:
         self.conn = conn
         self.postgres = postgres
         self.indexer = indexer
+        self.write_hooks = write_hooks
+        self.actor: Any = None  # the access policy of whoever writes (set by the interactions)
         # History and index rows are buffered and written in one executemany per table: a
         # 500-entry transaction Bundle costs ~500 + 10 round trips, not ~4,000. Anything that
         # reads those tables flushes first.
@@ -200,7 +207,9 @@ class Tx:
             "deleted": False, "body": text}).scalar_one()
         self._history(res_type, rid, 1, when, "POST", text)
         self._index(pk, res_type, stamped, replace=False)
-        return Stored(pk, res_type, rid, 1, when, False, text, "POST")
+        stored = Stored(pk, res_type, rid, 1, when, False, text, "POST")
+        self._hooks(stored, None)
+        return stored
 
     def update(self, res_type: str, res_id: str, body: dict[str, Any],
                if_match: int | None = None, method: str = "PUT") -> tuple[Stored, bool]:
@@ -226,7 +235,9 @@ class Tx:
             self.written.add(res_type)
             self._history(res_type, res_id, vid, when, method, text)
             self._index(cur.pk, res_type, stamped, replace=True)
-            return Stored(cur.pk, res_type, res_id, vid, when, False, text, method), cur.deleted
+            stored = Stored(cur.pk, res_type, res_id, vid, when, False, text, method)
+            self._hooks(stored, None if cur.deleted else cur.body)
+            return stored, cur.deleted
         raise StorageError("could not lock the resource row")
 
     def delete(self, res_type: str, res_id: str, if_match: int | None = None) -> Stored | None:
@@ -245,7 +256,13 @@ class Tx:
         self.written.add(res_type)
         self._history(res_type, res_id, vid, when, "DELETE", None)
         self._unindex(cur.pk, keep_compartments=True)
-        return Stored(cur.pk, res_type, res_id, vid, when, True, None, "DELETE")
+        stored = Stored(cur.pk, res_type, res_id, vid, when, True, None, "DELETE")
+        self._hooks(stored, cur.body)
+        return stored
+
+    def _hooks(self, stored: Stored, previous: str | None) -> None:
+        for hook in self.write_hooks:
+            hook(self, stored, previous)
 
     def _history(self, res_type: str, res_id: str, vid: int, when: datetime, method: str,
                  text: str | None) -> None:
@@ -424,6 +441,7 @@ class Repository:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self.indexer = indexer
+        self.write_hooks: list[WriteHook] = []  # see WriteHook
         # called with the written resource types after each commit (e.g. auth caches to drop)
         self.after_commit: list[Callable[[set[str]], None]] = []
 
@@ -440,7 +458,7 @@ class Repository:
             elif single_read and self.postgres:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             with conn.begin():
-                tx = Tx(conn, self.postgres, self.indexer)
+                tx = Tx(conn, self.postgres, self.indexer, self.write_hooks)
                 yield tx
                 tx.flush()
         for hook in self.after_commit if tx.written else ():
