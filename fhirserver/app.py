@@ -29,6 +29,9 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     from portal import blueprint as portal_blueprint  # issue 8: the patient portal
 
     app.register_blueprint(portal_blueprint(), url_prefix="/portal")
+    from console import blueprint as console_blueprint  # the clinic staff console
+
+    app.register_blueprint(console_blueprint(), url_prefix="/console")
     app.register_blueprint(health.blueprint())  # /healthz, /readyz: open, for probes
     app.register_blueprint(metrics_blueprint())  # /metrics (Prometheus text)
     app.register_blueprint(openapi.blueprint())  # /openapi.json, /docs
