@@ -96,12 +96,17 @@ class StaffFhir(Fhir):
 
         try:
             resp = self.call(FhirRequest("GET", res_type, params=list(params)))
-        except FhirError:
+        except FhirError as exc:
+            current_app.logger.warning("console search %s %s refused: %s", res_type, params, exc)
             return [], None
         body = resp.body.decode() if isinstance(resp.body, bytes) else resp.body
         bundle = json.loads(body) if isinstance(body, str) else body
-        rows = [e["resource"] for e in bundle.get("entry") or []
-                if (e.get("search") or {}).get("mode", "match") == "match" and isinstance(e.get("resource"), dict)]
+        rows = []
+        for e in bundle.get("entry") or []:
+            r = e.get("resource")
+            r = json.loads(r) if isinstance(r, (str, bytes)) else r  # stored bytes, passed through
+            if (e.get("search") or {}).get("mode", "match") == "match" and isinstance(r, dict):
+                rows.append(r)
         after = None
         for link in bundle.get("link") or []:
             if link.get("relation") == "next":
@@ -228,3 +233,14 @@ def ref_id(value: Any, res_type: str) -> str | None:
 def error_text(exc: FhirError) -> str:
     """The first issue's text of a refusal, for a banner."""
     return exc.issues[0].diagnostics if exc.issues else str(exc)
+
+
+def with_tags(res: dict[str, Any], tags: list[dict[str, Any]]) -> dict[str, Any]:
+    """`res` with these meta.tag codings (FHIR allows no empty array: none drops the element)."""
+    meta = {k: v for k, v in (res.get("meta") or {}).items() if k not in ("tag", "versionId", "lastUpdated")}
+    if tags:
+        meta["tag"] = tags
+    out = {k: v for k, v in res.items() if k != "meta"}
+    if meta:
+        out["meta"] = meta
+    return out

@@ -150,8 +150,7 @@ def edit(pid: str) -> Response:
         return page("edit_patient.html", 400, p=p, form=request.form, errors=errors, genders=GENDERS)
     body = patient_body(v, None, base=p)
     if alias and (v["first"] or v["last"]):  # personal data given later: no longer an alias
-        tags = [t for t in (p.get("meta") or {}).get("tag") or [] if t.get("code") != "alias"]
-        body["meta"] = {**(p.get("meta") or {}), "tag": tags}
+        body = core.with_tags(body, [t for t in (p.get("meta") or {}).get("tag") or [] if t.get("code") != "alias"])
     try:
         core.fhir().update("Patient", pid, body)
     except FhirError as exc:
@@ -208,7 +207,7 @@ def tag(pid: str) -> Response:
     else:
         return core.back("console.detail.show", None, pid=pid)
     try:
-        core.fhir().update("Patient", pid, {**p, "meta": {**(p.get("meta") or {}), "tag": tags}})
+        core.fhir().update("Patient", pid, core.with_tags(p, tags))
     except FhirError as exc:
         msg = core.error_text(exc)
     return core.back("console.detail.show", msg, pid=pid)

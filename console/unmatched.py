@@ -86,8 +86,7 @@ def make_patient(sid: str) -> Response:
         return page("attach_study.html", 400, row=row, q="", candidates=[], form=request.form, errors=errors,
                     dicom_ids=_dicom_ids(p))
     body = {**p, "name": [{"use": "official", "given": [v["first"]], "family": v["last"]}], "active": True}
-    body["meta"] = {**(p.get("meta") or {}), "tag": [t for t in (p.get("meta") or {}).get("tag") or []
-                                                      if t.get("code") != "unreconciled"]}
+    body = core.with_tags(body, [t for t in (p.get("meta") or {}).get("tag") or [] if t.get("code") != "unreconciled"])
     if v["email"]:
         body["telecom"] = [*(p.get("telecom") or []), {"system": "email", "value": v["email"]}]
     for key, field in (("birth", "birthDate"), ("gender", "gender")):
