@@ -10,7 +10,7 @@ from console.patients import query_params
 
 def candidates(q: str, exclude: str | None = None) -> list[dict[str, Any]]:
     params = query_params(q) if q.strip() else []
-    rows = core.fhir().search("Patient", params + [("active", "true"), ("_count", "25")])
+    rows = core.fhir().search("Patient", params + [("active:not", "false"), ("_count", "25")])
     return [r for r in rows if r["id"] != exclude and not is_unreconciled(r)]
 
 
