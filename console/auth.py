@@ -79,8 +79,14 @@ def home() -> Response:
     return redirect(url_for("console.patients.index"), 303)
 
 
+def not_found(_exc: Exception) -> Response:
+    """Missing and not-yours look the same: nothing says whether it exists elsewhere."""
+    return page("message.html", 404, title=_("Not found or not yours to see."), text="")
+
+
 def register(bp: Blueprint) -> None:
     bp.before_request(before)
+    bp.register_error_handler(404, not_found)
     bp.add_url_rule("/login", "login", login, methods=["GET", "POST"])
     bp.add_url_rule("/logout", "logout", logout, methods=["POST"])
     bp.add_url_rule("/lang", "set_lang", set_lang, methods=["POST"])

@@ -70,7 +70,11 @@ ES = {
     "This login is not a staff login.": "Este usuario no es del personal.", "Organization": "Organización",
     "Access requests": "Solicitudes de acceso", "Pending": "Pendiente", "Conclusion": "Conclusión",
     "Results": "Resultados", "Back to patient": "Volver al paciente", "Invite to the portal": "Invitar al portal",
-    "Alias": "Alias", "Notes": "Notas", "Appointments": "Citas", "Visit": "Visita",
+    "Alias": "Alias", "New tag": "Nueva etiqueta", "Choose a gender.": "Elija el sexo.",
+    "Choose a case type.": "Elija un tipo de caso.", "Choose a visit type.": "Elija un tipo de visita.",
+    "Enter a date and time.": "Escriba una fecha y hora.",
+    "Enter a valid AE title (up to 16 letters or digits).": "Escriba un título AE válido (hasta 16 letras o dígitos).",
+    "Make a new patient": "Crear paciente nuevo", "Notes": "Notas", "Appointments": "Citas", "Visit": "Visita",
 }
 
 
