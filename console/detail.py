@@ -17,6 +17,8 @@ from fhirserver.api.outcome import FhirError
 from fhirserver.operations import render as rnd
 
 SYSTEM_TAGS = ("urn:fhirserver:owner",)
+AUDIT_ACTIONS = {"C": "created", "R": "read", "U": "changed", "D": "deleted", "E": "searched or ran"}
+LOG_ROWS = 30
 USER_TAG_SYSTEM = "urn:fhirserver:console:tag"
 # where a record's visit time is, per type
 RECORD_TYPES = {
@@ -136,7 +138,8 @@ def show(pid: str) -> Response:
     tags = [t for t in (p.get("meta") or {}).get("tag") or [] if t.get("system") not in SYSTEM_TAGS]
     return page("patient.html", p=p, f=form_of(p), age=age(p.get("birthDate")), records=recs, studies=studies,
                 reports=reports, docs=docs, tickets=tickets, cases=[dict(CASE_TYPES).get(c, c) for c in cases],
-                tags=tags, sharing=_sharing(pid), log=_access_log(pid), account=_account_state(pid),
+                tags=tags, sharing=_sharing(pid), log=_access_log(pid)[:LOG_ROWS], account=_account_state(pid),
+                actions=AUDIT_ACTIONS,
                 alias=is_alias(p), range={"from": since, "to": until})
 
 

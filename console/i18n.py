@@ -74,7 +74,9 @@ ES = {
     "Choose a case type.": "Elija un tipo de caso.", "Choose a visit type.": "Elija un tipo de visita.",
     "Enter a date and time.": "Escriba una fecha y hora.",
     "Enter a valid AE title (up to 16 letters or digits).": "Escriba un título AE válido (hasta 16 letras o dígitos).",
-    "Make a new patient": "Crear paciente nuevo", "Notes": "Notas", "Appointments": "Citas", "Visit": "Visita",
+    "Make a new patient": "Crear paciente nuevo", "Portal account": "Cuenta del portal",
+    "invited": "invitada", "closed": "cerrada", "created": "creó", "read": "leyó", "changed": "modificó",
+    "deleted": "borró", "searched or ran": "buscó o ejecutó", "Notes": "Notas", "Appointments": "Citas", "Visit": "Visita",
 }
 
 
