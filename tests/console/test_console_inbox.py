@@ -18,8 +18,14 @@ def _unassigned(moreno, keyword: str) -> str:  # noqa: ANN001
 
         from smart_auth import policy_for, store
 
-        user = next(u for u in (store.get_user(app.extensions["fhirserver"].repo.engine, pk) for pk in range(1, 50))
-                    if u and u["username"] == "staff@clinic.example")
+        from sqlalchemy import select
+
+        from smart_auth.tables import auth_user
+
+        eng = app.extensions["fhirserver"].repo.engine
+        with eng.connect() as conn:
+            pk = conn.execute(select(auth_user.c.pk).where(auth_user.c.username == "staff@clinic.example")).scalar_one()
+        user = store.get_user(eng, pk)
         g.principal = core.principal_for(user)
         made = core.StaffFhir(policy_for(g.principal)).create("DiagnosticReport", {
             "resourceType": "DiagnosticReport", "status": "final", "code": {"text": f"Panoramic {keyword}"},
