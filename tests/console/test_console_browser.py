@@ -201,7 +201,7 @@ def test_new_patient_alias_exists_and_invitation(server, browser):  # noqa: ANN0
     root, smtp = server["root"], server["smtp"]
     page = _page(browser)
     sign_in(page, root, STAFF)
-    page.get_by_role("link", name="New patient").click()
+    page.get_by_role("button", name="New patient").click()
     assert_labelled(page)
     page.get_by_label("First name").fill("Julia")
     page.get_by_label("Email").fill("julia.browser@example.org")
@@ -250,7 +250,7 @@ def test_patient_detail_edit_report_pdf_tags(server, browser):  # noqa: ANN001
     pid_url = page.url
     for h in ("Demographics", "Records", "Images", "Reports", "Documents", "Tags", "Sharing", "Access log"):
         assert page.get_by_role("heading", name=h, exact=True).is_visible()
-    page.get_by_role("link", name="Edit", exact=True).click()
+    page.get_by_role("button", name="Edit", exact=True).click()
     page.get_by_label("Mobile phone").fill("+34 600 555 444")
     page.get_by_label("ID number").fill("ID-99887766")
     page.get_by_label("Medical insurance card number").fill("INS-5544")
@@ -279,7 +279,7 @@ def test_scan_ticket_worklist_and_completion(server, browser):  # noqa: ANN001
     page = _page(browser)
     sign_in(page, root, STAFF)
     open_patient(page, root, "Torres", "Ana Torres")
-    page.get_by_role("link", name="Create scan ticket").click()
+    page.get_by_role("button", name="Create scan ticket").click()
     assert_labelled(page)
     page.get_by_label("CBCT").check()
     page.get_by_label("Case type").select_option("implant")
@@ -312,7 +312,7 @@ def test_merge_preview_confirm_then_new_scans_land_on_target(server, browser):  
     sign_in(page, root, STAFF)
     open_patient(page, root, "Mia", "Mia Garcia")
     target_url = page.url
-    page.get_by_role("link", name="Merge patients").click()
+    page.get_by_role("button", name="Merge patients").click()
 
     def dup_listed() -> bool:
         page.reload()
@@ -361,7 +361,7 @@ def test_unmatched_study_attached_to_patient(server, browser):  # noqa: ANN001
     nav(other, "Unmatched studies")
     assert "BRW-UNK" not in main_text(other)
     row = page.get_by_role("row").filter(has_text="BRW-UNK")
-    row.get_by_role("link", name="Attach to patient").click()
+    row.get_by_role("button", name="Attach to patient").click()
     attach_url = page.url
     page.get_by_label("Search patients").fill("Stone")
     page.get_by_role("button", name="Search").click()
@@ -390,7 +390,7 @@ def test_report_found_by_keywords_and_attached(server, browser):  # noqa: ANN001
     page.get_by_role("button", name="Search").click()
     assert "VR session green-falcon" in main_text(page)
     shot(page, "07-reports")
-    page.get_by_role("link", name="Attach to patient").click()
+    page.get_by_role("button", name="Attach to patient").click()
     page.get_by_label("Search patients").fill("Leo")
     page.get_by_role("button", name="Search").click()
     page.get_by_label(re.compile("Leo Garcia")).check()
