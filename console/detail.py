@@ -59,6 +59,15 @@ def _title(res: dict[str, Any]) -> str:
     return rnd.concept_text(res.get("code") or next(iter(res.get("type") or []), None)) or t
 
 
+def describe(ref: str) -> str:
+    """A moved resource in words: its type, what it is and when ("ImagingStudy · CT CBCT jaw · 2024-01-15")."""
+    t, _s, i = ref.partition("/")
+    res = core.fhir().read(t, i) if t and i else None
+    if res is None:
+        return ref
+    return " · ".join(x for x in (t, _title(res), _when(res)[:10]) if x)
+
+
 def records(pid: str, since: str = "", until: str = "") -> list[dict[str, Any]]:
     """The patient's records of every kind the staff member may see, newest first, with their
     visit time between `since` and `until` (dates, inclusive)."""

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, request
 
 from console import core
 from console.core import _, page
-from console.detail import patient_or_404
+from console.detail import describe, patient_or_404
 from console.patients import contact, query_params
 from fhirserver.api.outcome import FhirError
 
@@ -79,7 +79,7 @@ def preview(pid: str) -> Response:
     except FhirError as exc:
         return page("merge.html", 400, p=p, q="", candidates=similar(p, ""), picked=set(sources), contact=contact,
                     errors={"form": core.error_text(exc)})
-    return page("merge_preview.html", p=p, moves=moves, names=names, digest=digest(moves))
+    return page("merge_preview.html", p=p, moves=moves, names=names, digest=digest(moves), describe=describe)
 
 
 def confirm(pid: str) -> Response:
@@ -103,7 +103,7 @@ def confirm(pid: str) -> Response:
     except Changed:
         names = {s: core.display_name(f.read("Patient", s)) for s in sources}
         moves = _moves(pid, sources)
-        return page("merge_preview.html", 409, p=p, moves=moves, names=names, digest=digest(moves),
+        return page("merge_preview.html", 409, p=p, moves=moves, names=names, digest=digest(moves), describe=describe,
                     errors={"form": _("The data changed since the preview: check the preview again.")})
     except FhirError as exc:
         return core.back("console.merge.index", core.error_text(exc), pid=pid)
