@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pytest
 import requests
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from console_dicom import Scanners, ct, free_port
 from console_helpers import HARBOR_STAFF, put, seed_two_orgs
@@ -55,15 +55,23 @@ def server(console_session_app, database_url, console_smtp, tmp_path_factory):  
     from fhirserver.app import create_app
 
     tmp = tmp_path_factory.mktemp("console-live")
+    admin = None
     if database_url.startswith("postgres"):
-        url = database_url
-        _seed(console_session_app)
+        # a database of its own: tests of other modules on this worker empty the shared one
+        head, _, name = database_url.rpartition("/")
+        live = f"{name}_console_live"
+        admin = create_engine(head.replace("postgresql://", "postgresql+psycopg://", 1) + "/postgres",
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{live}" WITH (FORCE)'))
+            c.execute(text(f'CREATE DATABASE "{live}"'))
+        url = f"{head}/{live}"
     else:
         url = f"sqlite:///{tmp / 'console.sqlite3'}"
-        seeder = create_app(console_session_app.extensions["fhirserver"].settings.replace(database_url=url),
-                            upgrade_schema=True)
-        _seed(seeder)
-        seeder.extensions["fhirserver"].repo.engine.dispose()
+    seeder = create_app(console_session_app.extensions["fhirserver"].settings.replace(database_url=url),
+                        upgrade_schema=True)
+    _seed(seeder)
+    seeder.extensions["fhirserver"].repo.engine.dispose()
     port, dport = free_port(), free_port()
     env = dict(os.environ, FHIRSERVER_DATABASE_URL=url, FHIRSERVER_DATA_DIR=str(tmp), FHIRSERVER_SMTP_URL=console_smtp.url)
     log_path = tmp / "server.log"  # a file, not a pipe: an unread pipe fills up and blocks the server
@@ -90,6 +98,10 @@ def server(console_session_app, database_url, console_smtp, tmp_path_factory):  
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+        if admin is not None:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{live}" WITH (FORCE)'))
+            admin.dispose()
 
 
 @pytest.fixture(scope="module")
