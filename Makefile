@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test bench install clean chromium dcmtk orthanc
+.PHONY: run test test-dicom-plain bench install clean chromium dcmtk orthanc
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ dcmtk:  # Debian's dcmtk: the real DICOM peers of the DICOM node tests and bench
 test: $(STAMP) chromium dcmtk
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
+test-dicom-plain: $(STAMP) dcmtk  # the DICOM and DICOMweb tests with the fast path off (libraries only)
+	for d in tests/dicom tests/dicomweb; do FHIRSERVER_DICOM_FAST_PATH=0 $(BIN)/python -m pytest -q $(PYTEST_ARGS) $$d || exit 1; done
+
 orthanc:  # Debian's Orthanc: a reference peer of the DICOM bench (skipped there if it will not install)
 	command -v Orthanc >/dev/null || (apt-get update && apt-get install -y orthanc) || true
 
@@ -37,6 +40,7 @@ bench: $(STAMP) dcmtk orthanc
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.dicomweb
 	$(BIN)/python -m bench.dicom --count 500
+	$(BIN)/python -m bench.export
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

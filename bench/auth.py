@@ -1,4 +1,4 @@
-"""The cost of authorization (issue 6): reads with a bearer token against the same reads without auth.
+"""The cost of authorization: reads with a bearer token against the same reads without auth.
 
 Two `fhirserver serve` processes on one fresh PostgreSQL database, same gunicorn configuration:
 one with `--insecure-no-auth`, one with auth on. The same Patients are read by the same load

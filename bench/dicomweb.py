@@ -1,4 +1,4 @@
-"""DICOMweb bench (issue 5): `python -m bench.dicomweb`.
+"""DICOMweb bench: `python -m bench.dicomweb`.
 
 - WADO-RS instance retrieval throughput, 8 concurrent keep-alive clients (bench.loadgen), of
   `fhirserver serve` against a bare gunicorn+Flask handler serving the same stored files with

@@ -1,4 +1,4 @@
-"""Search benchmark (issue 3): FHIR searches against hand-written SQL on the same tables.
+"""Search benchmark: FHIR searches against hand-written SQL on the same tables.
 
 Loads BENCH_PATIENTS (default 100,000) generated Patients, a fifth of them with a
 DiagnosticReport, two result Observations and an Appointment (fixed seed), into a fresh

@@ -14,8 +14,8 @@ from typing import Any
 from flask import Response, current_app, g, make_response, redirect, render_template, request, url_for
 
 from fhirserver.access import Principal, parse_scopes
-from fhirserver.api.interactions import FhirRequest
-from fhirserver.api.outcome import FhirError
+from fhirserver.interactions import FhirRequest
+from fhirserver.errors import FhirError
 from fhirserver.operations import render as rnd
 from portal import Fhir
 from console.i18n import LANGS, translate

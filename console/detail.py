@@ -13,7 +13,7 @@ from console import core
 from console.core import _, page
 from console.patient_form import FIELDS, GENDERS, age, form_of, is_alias, patient_body, validate
 from console.patients import CASE_SYSTEM, CASE_TYPES, DATE_RE
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 from fhirserver.operations import render as rnd
 
 SYSTEM_TAGS = ("urn:fhirserver:owner",)

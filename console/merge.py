@@ -14,7 +14,7 @@ from console import core
 from console.core import _, page
 from console.detail import describe, patient_or_404
 from console.patients import contact, query_params
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 
 MAX_SOURCES = 20
 

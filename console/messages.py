@@ -9,7 +9,7 @@ from flask import Blueprint, Response, abort, g, request
 
 from console import core
 from console.core import _, page
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 
 
 def _is_message(c: dict[str, Any]) -> bool:

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, g, redirect, request, url_for
 from console import core
 from console.core import _, page
 from console.patient_form import GENDERS, alias_code, patient_body, validate
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 
 
 def _orgs() -> list[tuple[str, str]]:

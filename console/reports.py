@@ -9,7 +9,7 @@ from flask import Blueprint, Response, abort, request
 from console import core
 from console.core import _, page
 from console.pick import candidates
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 from fhirserver.operations import render as rnd
 
 

@@ -15,7 +15,7 @@ from console import core
 from console.core import _, page
 from console.detail import patient_or_404
 from console.patients import CASE_SYSTEM, CASE_TYPES
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 ACSN = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}

@@ -14,7 +14,7 @@ from console.core import _, page
 from console.detail import study_uid
 from console.patient_form import validate
 from console.pick import candidates, is_unreconciled
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 
 UNRECONCILED = "http://fhirserver.local/CodeSystem/tags|unreconciled"
 

@@ -112,7 +112,7 @@ def _supervise(args: argparse.Namespace, settings: Any, processes: int) -> int:
     import socket
     import tempfile
 
-    from dicom.scp import LoadBoard, listen_socket
+    from dicom.transport import LoadBoard, listen_socket
 
     _engine(settings).dispose()  # schema upgrade once, before the receivers start
     sock = listen_socket((settings.dicom_host or settings.host, settings.dicom_port))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterator
 
 from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from sqlalchemy import distinct, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from dicom.access import visible_studies

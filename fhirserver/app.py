@@ -5,33 +5,55 @@ import logging
 
 from flask import Flask, jsonify
 
+import console
+import portal
+import smart_auth
+from dicom import web as dicomweb
 from fhirserver.api import blueprint, install_error_handlers
 from fhirserver.api import health, openapi
 from fhirserver.api.telemetry import install_telemetry, metrics_blueprint
+from fhirserver import notify
 from fhirserver.config import Settings, settings_from_env
+from fhirserver.operations import build_registry, export
 from fhirserver.services import Services, build_services
+from smart_auth.fhir import build_policy
+
+
+def install_jobs(services: Services) -> None:
+    """The job kinds this server runs, and how a requester's Principal becomes its policy again
+    when its job runs (the same builder as a request's)."""
+    jobs = services.jobs
+    jobs.registry.policy_for = lambda principal: build_policy(services.repo, services.settings, principal)
+    jobs.register(notify.EMAIL_JOB, notify.deliver_job, max_attempts=8, backoff_seconds=30.0)
+    export.install(services)  # bulk.export, bulk.expire
+
+
+def start_jobs(app: Flask) -> None:
+    """Start this process's job worker threads (`serve`, in each HTTP worker; `worker`)."""
+    services: Services = app.extensions["fhirserver"]
+    if services.settings.job_threads > 0:
+        services.jobs.worker(services, threads=services.settings.job_threads,
+                             poll_seconds=services.settings.job_poll_seconds).start()
+
+
+def stop_jobs(app: Flask) -> None:
+    app.extensions["fhirserver"].jobs.stop()
 
 
 def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False) -> Flask:
     """Build the WSGI app. No work at import time; the schema is migrated only when asked."""
     settings = settings or settings_from_env()
-    services = build_services(settings, upgrade_schema=upgrade_schema)
+    # the `$operations` the router serves and the CapabilityStatement declares
+    services = build_services(settings, upgrade_schema=upgrade_schema, operations=build_registry())
     app = Flask("fhirserver")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["fhirserver"] = services
+    install_jobs(services)
     app.register_blueprint(blueprint(), url_prefix="/fhir")
-    import smart_auth  # issue 6: /auth, /.well-known/openid-configuration, smart-configuration
-
-    smart_auth.install(app)
-    from dicom.web import blueprint as dicomweb_blueprint  # issue 5: DICOMweb (PS3.18)
-
-    app.register_blueprint(dicomweb_blueprint(), url_prefix="/dicomweb")
-    from portal import blueprint as portal_blueprint  # issue 8: the patient portal
-
-    app.register_blueprint(portal_blueprint(), url_prefix="/portal")
-    from console import blueprint as console_blueprint  # the clinic staff console
-
-    app.register_blueprint(console_blueprint(), url_prefix="/console")
+    smart_auth.install(app)  # /auth, /.well-known/openid-configuration, smart-configuration
+    app.register_blueprint(dicomweb.blueprint(), url_prefix="/dicomweb")  # DICOMweb (PS3.18)
+    app.register_blueprint(portal.blueprint(), url_prefix="/portal")  # the patient portal
+    app.register_blueprint(console.blueprint(), url_prefix="/console")  # the clinic staff console
     app.register_blueprint(health.blueprint())  # /healthz, /readyz: open, for probes
     app.register_blueprint(metrics_blueprint())  # /metrics (Prometheus text)
     app.register_blueprint(openapi.blueprint())  # /openapi.json, /docs

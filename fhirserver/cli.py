@@ -21,9 +21,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     keys = ("host", "port", "dicom_port", "dicom_ae", "data_dir", "database_url", "base_url", "workers",
             "log_level")
     settings = settings_from_env(**{k: getattr(args, k, None) for k in keys})
-    if getattr(args, "insecure_no_auth", False):  # issue 6: auth is on unless asked off
+    if getattr(args, "insecure_no_auth", False):  # auth is on unless asked off, and then only on loopback
         settings = settings.replace(insecure_no_auth=True)
-    if getattr(args, "dev", False):  # issue 8: demo clinic + /portal/dev/mail
+    if getattr(args, "dev", False):  # demo clinic + /portal/dev/mail: a portal to try without a mail server
         settings = settings.replace(dev_mode=True)
     return settings
 
@@ -85,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     prepare_multiprocess_dir(settings.data_dir)
     from gunicorn.app.base import BaseApplication
 
-    from fhirserver.app import create_app
+    from fhirserver.app import create_app, start_jobs, stop_jobs
     from fhirserver.storage import make_engine, upgrade
 
     engine = make_engine(settings.effective_database_url)
@@ -97,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         return 1
     engine.dispose()
-    if settings.dev_mode:  # issue 8: seed the demo clinic (idempotent)
+    if settings.dev_mode:  # seed the demo clinic (idempotent: every restart keeps one copy)
         from portal.demo import seed
 
         seed_app = create_app(settings)
@@ -124,6 +124,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("keepalive", 30)
             self.cfg.set("accesslog", None)
             self.cfg.set("child_exit", lambda _arbiter, worker: process_exited(worker.pid))
+            # each HTTP worker process also runs job threads (a fork carries no threads over)
+            self.cfg.set("post_worker_init", lambda worker: start_jobs(worker.wsgi))
+            self.cfg.set("worker_exit", lambda _arbiter, worker: stop_jobs(worker.wsgi))
 
         def load(self) -> Any:
             return create_app(settings)
@@ -138,6 +141,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _Server().run()
     finally:
         dicom_node.stop()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run job workers alone (no HTTP, no DICOM): another machine on the same database."""
+    import signal
+    import threading
+
+    settings = _settings(args)
+    if args.threads is not None:
+        settings = settings.replace(job_threads=args.threads)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    from fhirserver.app import create_app
+
+    try:
+        app = create_app(settings, upgrade_schema=True)
+    except Exception as exc:  # noqa: BLE001 - unreachable or unmigratable database: one line, exit 1
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"fhirserver: error: database {settings.effective_database_url.split('@')[-1]}: {reason}",
+              file=sys.stderr, flush=True)
+        return 1
+    services = app.extensions["fhirserver"]
+    worker = services.jobs.worker(services, threads=max(1, settings.job_threads),
+                                  poll_seconds=settings.job_poll_seconds)
+    if args.once:
+        n = worker.run_pending()
+        print(f"fhirserver worker: ran {n} jobs", file=sys.stderr)
+        return 0
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    worker.start()
+    print(f"fhirserver worker: {worker.threads} threads, kinds {', '.join(sorted(services.jobs.registry.kinds))}",
+          file=sys.stderr, flush=True)
+    done.wait()
+    worker.stop()
     return 0
 
 
@@ -199,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     serve.set_defaults(func=cmd_serve)
 
+    worker = sub.add_parser("worker", help="run background job workers alone (same database)")
+    worker.add_argument("--threads", type=int, help="worker threads (default 2)")
+    worker.add_argument("--once", action="store_true", help="run the jobs due now, then exit")
+    worker.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    _add_common(worker)
+    worker.set_defaults(func=cmd_worker)
+
     db = sub.add_parser("db", help="database schema (Alembic migrations)")
     db_sub = db.add_subparsers(dest="action", required=True)
     for action, text in (("upgrade", "migrate the schema to this version's revisions"),
@@ -222,10 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--no-progress", action="store_true")
     _add_common(load)
     load.set_defaults(func=cmd_load)
-    from dicom.cli import add_commands as add_dicom_commands  # issue 4: `dicom`, `dicom-node`
+    from dicom.cli import add_commands as add_dicom_commands  # `dicom`, `dicom-node`: the DICOM node owns its commands
 
     add_dicom_commands(sub, _add_common, _settings)
-    from smart_auth.cli import add_commands  # issue 6: `client` and `user`
+    from smart_auth.cli import add_commands  # `client` and `user`: the authorization server owns its records
 
     add_commands(sub, _add_common, _settings)
     return parser

@@ -17,6 +17,7 @@ class Settings:
     dicom_ae: str = "FHIRSERVER"
     dicom_host: str = ""                 # DICOM listen address (default: host)
     dicom_reject_unknown: bool = True    # reject calling AEs missing from `dicom-node` registry
+    dicom_fast_path: bool = True         # the DICOM node's library shortcuts (dicom/fastpath.py)
     data_dir: Path = Path("./var")
     database_url: str = ""
     base_url: str = ""
@@ -37,12 +38,15 @@ class Settings:
     online_refresh_seconds: int = 8 * 3600  # online_access
     log_requests: bool = True            # one JSON line per HTTP request and per DICOM association
     log_level: str = "INFO"
-    guardian_age_limit: int = 18         # issue 7: a guardian's access ends at this age of the child
-    invitation_seconds: int = 72 * 3600  # issue 7: activation links expire after this
-    dev_mode: bool = False               # issue 8: `serve --dev` (demo clinic, /portal/dev/mail)
-    portal_cancel_hours: int = 24        # issue 8: online cancellation until this many hours before
-    portal_upload_max_bytes: int = 5 * 1024 * 1024  # issue 8: patient uploads
-    share_link_seconds: int = 7 * 24 * 3600  # issue 8: report share links expire after this
+    guardian_age_limit: int = 18         # a guardian's access ends at this age of the child
+    invitation_seconds: int = 72 * 3600  # an old forwarded invitation cannot take an account
+    dev_mode: bool = False               # `serve --dev` (demo clinic, /portal/dev/mail)
+    portal_cancel_hours: int = 24        # online cancellation until this many hours before
+    portal_upload_max_bytes: int = 5 * 1024 * 1024  # patient uploads: one upload cannot fill the disk
+    share_link_seconds: int = 7 * 24 * 3600  # report share links expire: a leaked link stops working
+    job_threads: int = 2                 # job worker threads per `serve` worker process (0: none)
+    job_poll_seconds: float = 0.5        # how often an idle job worker looks for due jobs
+    export_seconds: int = 24 * 3600      # $export files (and their status) expire after this
 
     @property
     def effective_database_url(self) -> str:
@@ -82,6 +86,7 @@ class Settings:
 _ENV_FIELDS = {
     "host": str, "port": int, "dicom_port": int, "dicom_ae": str, "dicom_host": str,
     "dicom_reject_unknown": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "data_dir": Path,
+    "dicom_fast_path": lambda v: v.strip().lower() not in ("0", "false", "no", "off"),
     "database_url": str, "base_url": str, "smtp_url": str, "workers": int,
     "max_body_bytes": int, "max_url_bytes": int, "max_header_bytes": int, "max_header_fields": int,
     "max_bundle_entries": int, "statement_seconds": float, "bundle_seconds": float,
@@ -89,6 +94,7 @@ _ENV_FIELDS = {
     "guardian_age_limit": int, "invitation_seconds": int,
     "log_requests": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "log_level": str,
     "portal_cancel_hours": int, "portal_upload_max_bytes": int, "share_link_seconds": int,
+    "job_threads": int, "job_poll_seconds": float, "export_seconds": int,
 }
 
 

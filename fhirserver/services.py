@@ -9,7 +9,11 @@ import dataclasses
 from datetime import datetime, timezone
 from typing import Any
 
+from conformance.capability import capability_statement
+from fhirserver.audit import AuditTrail
 from fhirserver.config import Settings
+from fhirserver.interactions import Context, OperationRegistry
+from fhirserver.jobs import Jobs
 from fhirserver.search import SearchEngine
 from fhirserver.storage import Repository, make_engine, upgrade
 from fhirserver.storage.budget import install_budget
@@ -22,6 +26,9 @@ class Services:
     search: SearchEngine
     started: str
     audit: Any = None                      # fhirserver.audit.AuditTrail
+    # the `$operations` every Context of this process routes to (built by the app factory)
+    operations: OperationRegistry = dataclasses.field(default_factory=OperationRegistry)
+    jobs: Any = None                       # fhirserver.jobs.Jobs: the queue and its job kinds
 
     def fhir_base(self) -> str:
         """The FHIR base URL (`Settings.fhir_base`: configured, or the listen address)."""
@@ -31,29 +38,31 @@ class Services:
         """The server's public root URL (`Settings.root_url`), for /auth, /portal, /dicomweb links."""
         return self.settings.root_url
 
-    def context(self, access: Any) -> Any:
-        """An interaction Context for internal callers (DICOM bridge, portal, jobs): always with
-        the caller's own policy, or a named `SystemJob` for the server's own work."""
-        from fhirserver.api.interactions import Context
-
+    def context(self, access: Any, principal: Any = None) -> Context:
+        """An interaction Context for any entry point (REST, DICOM bridge, portal, jobs): always
+        with the caller's own policy (and principal), or a named `SystemJob` for the server's own
+        work."""
         return Context(base=self.fhir_base(), default_count=self.settings.default_page_size,
                        max_count=self.settings.max_page_size, postgres=self.repo.postgres,
-                       access=access, search=self.search, services=self)
+                       access=access, search=self.search, services=self, operations=self.operations,
+                       principal=principal)
 
     def capability_statement(self) -> dict[str, Any]:
-        from conformance import capability_statement
+        """The CapabilityStatement without the SMART security section (see interactions.capabilities)."""
+        return capability_statement(self.fhir_base(), self.search.supported_params, self.started,
+                                    self.operations.definitions)
 
-        return capability_statement(self.fhir_base(), self.search.supported_params, self.started)
 
-
-def build_services(settings: Settings, *, upgrade_schema: bool = False) -> Services:
+def build_services(settings: Settings, *, upgrade_schema: bool = False,
+                   operations: OperationRegistry | None = None) -> Services:
+    """`operations`: the `$operations` its Contexts route to, built by the app factory
+    (`fhirserver.operations.build_registry`); without one (the DICOM node, the loader) a Context
+    routes none, and `$name` answers 404."""
     engine = make_engine(settings.effective_database_url)
     install_budget(engine, settings.statement_seconds)  # cancels statements past the request budget
     if upgrade_schema:
         upgrade(engine)
-    from fhirserver.audit import AuditTrail
-
     search = SearchEngine(settings.fhir_base)
     repo = Repository(engine, indexer=search.index_rows)
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    AuditTrail(repo))
+                    AuditTrail(repo), operations or OperationRegistry(), Jobs(engine))

@@ -1,4 +1,4 @@
-"""The patient and guardian web portal under /portal (issue 8): server-rendered pages that call
+"""The patient and guardian web portal under /portal: server-rendered pages that call
 the same FHIR interactions and access rules as the REST API. `blueprint()` builds it.
 
 `Fhir` (FHIR calls with one caller's policy) and `translate` (English/Spanish) are shared with

@@ -15,9 +15,9 @@ from flask import current_app, g, request
 from sqlalchemy.exc import IntegrityError
 
 from fhirserver.access import Principal, job_policy, parse_scopes
-from fhirserver.api import transact
-from fhirserver.api.interactions import FhirRequest, dispatch
-from fhirserver.api.outcome import FhirError
+from fhirserver.interactions import transact
+from fhirserver.interactions import FhirRequest, dispatch
+from fhirserver.errors import FhirError
 
 PORTAL_CLIENT = "fhirserver-portal"
 SESSION_COOKIE = "fs_portal_session"
@@ -133,7 +133,7 @@ class Fhir:
     def call(self, req: FhirRequest, tx: Any = None) -> Any:
         if tx is not None:
             return dispatch(self.ctx, tx, req)
-        return transact.run(self.repo, lambda t: dispatch(self.ctx, t, req), write=transact.writes(req))
+        return transact.run(self.repo, lambda t: dispatch(self.ctx, t, req), write=transact.writes(req, self.ctx.operations))
 
     def read(self, res_type: str, res_id: str, tx: Any = None) -> dict[str, Any] | None:
         try:

@@ -96,8 +96,8 @@ def seed(app: Any, users: bool = True) -> dict[str, Any]:
     """PUT the demo resources (idempotent) and create the demo logins (patient, guardian, staff)."""
     from sqlalchemy import insert, select
 
-    from fhirserver.api.interactions import FhirRequest, dispatch
-    from fhirserver.operations.tables import lifecycle_account, lifecycle_email
+    from fhirserver.interactions import FhirRequest, dispatch
+    from fhirserver.access.tables import lifecycle_account, lifecycle_email
     from smart_auth import store
     from smart_auth.tables import auth_user
 

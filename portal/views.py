@@ -16,7 +16,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fhirserver.model.integers import parse_count
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 from fhirserver.operations import render as rnd
 from portal import core
 from portal.i18n import LANGS, translate
@@ -214,7 +214,7 @@ def _reset_serializer() -> Any:
 
 def forgot() -> Response:
     from fhirserver.notify import send_email
-    from fhirserver.operations.tables import lifecycle_account as acct
+    from fhirserver.access.tables import lifecycle_account as acct
     from smart_auth.tables import auth_user
 
     if request.method == "GET":
@@ -245,7 +245,7 @@ def forgot() -> Response:
 def reset() -> Response:
     from itsdangerous import BadSignature
 
-    from fhirserver.operations.tables import lifecycle_account as acct
+    from fhirserver.access.tables import lifecycle_account as acct
     from smart_auth import store
     from smart_auth.tables import auth_user
 
@@ -280,7 +280,7 @@ def reset() -> Response:
 
 
 def password() -> Response:
-    from fhirserver.operations.tables import lifecycle_account as acct
+    from fhirserver.access.tables import lifecycle_account as acct
     from smart_auth import store
     from smart_auth.tables import auth_user
 
@@ -902,7 +902,7 @@ def access_log() -> Response:
 
 
 def _account() -> dict[str, Any]:
-    from fhirserver.operations.tables import lifecycle_account as acct
+    from fhirserver.access.tables import lifecycle_account as acct
 
     with core.engine().connect() as conn:
         row = conn.execute(select(acct).where(acct.c.user_pk == g.user["pk"])).mappings().first()
@@ -910,7 +910,7 @@ def _account() -> dict[str, Any]:
 
 
 def profile() -> Response:
-    from fhirserver.operations.tables import lifecycle_account as acct
+    from fhirserver.access.tables import lifecycle_account as acct
     from smart_auth import store
 
     account = _account()

@@ -6,11 +6,13 @@ FHIR blueprint; `access_for_request()` is the policy of the current FHIR request
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from smart_auth.fhir import access_for_request, after_fhir_request, before_fhir_request, policy_for
 from smart_auth import store
 from smart_auth.store import add_client, add_initial_token, add_user, mint_launch, rotate_key
+from smart_auth.views import install_routes
 
 
 LINK_TYPES = frozenset({"RelatedPerson"})  # resources whose changes can end a login's patient links
@@ -24,29 +26,12 @@ def _links_changed(written: set[str]) -> None:
 
 
 def install(app: Any) -> None:
-    from flask import jsonify
-
-    from smart_auth.views import _cors, blueprint, openid_configuration, smart_configuration
-
-    from pathlib import Path
-
     settings = app.extensions["fhirserver"].settings
     store.REVOCATION_FILE = Path(settings.data_dir).resolve() / "auth-revocations"
     repo = app.extensions["fhirserver"].repo
     if _links_changed not in repo.after_commit:
         repo.after_commit.append(_links_changed)
-    app.register_blueprint(blueprint(), url_prefix="/auth")
-
-    def _smart_config():  # noqa: ANN202
-        return _cors(jsonify(smart_configuration()), any_origin=True)
-
-    def _oidc_config():  # noqa: ANN202
-        return _cors(jsonify(openid_configuration()), any_origin=True)
-
-    app.add_url_rule("/fhir/.well-known/smart-configuration", "smart_configuration", _smart_config,
-                     methods=["GET"])
-    app.add_url_rule("/.well-known/openid-configuration", "openid_configuration", _oidc_config,
-                     methods=["GET"])
+    install_routes(app)
 
 
 __all__ = ["access_for_request", "add_client", "add_initial_token", "add_user", "after_fhir_request",

@@ -1,15 +1,15 @@
 """Enforcement on the FHIR API: bearer token -> Principal -> SmartPolicy for the request."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 from flask import Response, current_app, g, make_response, request
-from sqlalchemy import select
 
 from fhirserver.access import DenyPolicy, Principal, SmartPolicy, SystemJob
 from smart_auth import store
 from smart_auth.bearer import InvalidToken, authenticate
 from smart_auth.launch import principal_still_allowed
+from smart_auth.policy import build_policy
 
 OPEN_PATHS = ("/fhir/metadata", "/fhir/.well-known/")
 INSECURE_NO_AUTH = "--insecure-no-auth"  # the one job the open policy serves for requests
@@ -19,36 +19,12 @@ def _services() -> Any:
     return current_app.extensions["fhirserver"]
 
 
-def _org_patients_fn(engine: Any):  # noqa: ANN202
-    def org_patients(orgs: Sequence[str], candidates: Sequence[str]) -> set[str]:
-        from fhirserver.storage.tables import idx_reference, resource
-
-        q = select(resource.c.res_id).where(
-            resource.c.res_type == "Patient", resource.c.res_id.in_(list(candidates)),
-            resource.c.pk == idx_reference.c.res_pk, idx_reference.c.param == "organization",
-            idx_reference.c.target_type == "Organization", idx_reference.c.target_id.in_(list(orgs)))
-        with engine.connect() as c:
-            return set(c.execute(q).scalars())
-    return org_patients
-
-
 def policy_for(principal: Principal) -> SmartPolicy:
     return build_policy(_services().repo, _services().settings, principal)
 
 
-def build_policy(repo: Any, settings: Any, principal: Principal) -> SmartPolicy:
-    """The policy of a principal, outside a request too (the DICOM node's modalities)."""
-    from fhirserver.access.consent import email_owners_fn, with_live_shares
-
-    principal = with_live_shares(repo.engine, principal, settings)
-    # the same base the index reads absolute references against, so both read them alike
-    base = settings.fhir_base
-    return SmartPolicy(principal, postgres=repo.postgres, org_patients=_org_patients_fn(repo.engine),
-                       email_owners=email_owners_fn(repo.engine), base=base)
-
-
 def _unauthorized(message: str, error: str | None) -> Exception:
-    from fhirserver.api.outcome import FhirError
+    from fhirserver.errors import FhirError
 
     challenge = 'Bearer realm="fhirserver"'
     if error:

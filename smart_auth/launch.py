@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from fhirserver.access import Principal, parse_scope
+from smart_auth.policy import build_policy
 
 # what a context names, and the type it names
 CONTEXT_TYPES = (("patient", "Patient"), ("encounter", "Encounter"))
@@ -29,8 +30,6 @@ def _viewer(role: str, *, patients: Any = (), organizations: Any = (), fhir_user
 
 def visible(repo: Any, settings: Any, viewer: Principal, res_type: str, res_id: str) -> bool:
     """Whether `viewer` may see the current `res_type/res_id` (through the full policy)."""
-    from smart_auth.fhir import build_policy
-
     policy = build_policy(repo, settings, viewer)
     with repo.transaction() as tx:
         cur = tx.current(res_type, str(res_id), where=list(policy.row_filter(res_type)))

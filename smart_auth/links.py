@@ -24,7 +24,7 @@ from smart_auth.store import user_on
 def guardian_links(conn: Connection, user: Mapping[str, Any]) -> set[str]:
     """Ids of the RelatedPerson resources that make this login a guardian: its fhirUser, those it
     was invited for, and those carrying its login email."""
-    from fhirserver.operations.tables import lifecycle_account, lifecycle_invitation
+    from fhirserver.access.tables import lifecycle_account, lifecycle_invitation
     from fhirserver.storage.tables import idx_token, resource
 
     ids: set[str] = set()

@@ -62,8 +62,11 @@ def s256(verifier: str) -> str:
 def add_client(engine: Engine, *, name: str, redirect_uris: Iterable[str] = (), scope: str = "",
                auth_method: str = "none", jwks: dict | None = None, jwks_uri: str | None = None,
                grant_types: Iterable[str] | None = None, origins: Iterable[str] = (),
-               organization: str | None = None, client_id: str | None = None) -> dict[str, Any]:
-    """Register a client; returns its metadata (with `client_secret` once, for secret clients)."""
+               organization: str | None = None, client_id: str | None = None,
+               client_secret: str | None = None) -> dict[str, Any]:
+    """Register a client; returns its metadata (with `client_secret` once, for secret clients).
+
+    `client_id` and `client_secret` may be chosen by the caller (dynamic registration)."""
     if auth_method not in AUTH_METHODS:
         raise ValueError(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
     if auth_method == "private_key_jwt" and not (jwks or jwks_uri):
@@ -76,7 +79,7 @@ def add_client(engine: Engine, *, name: str, redirect_uris: Iterable[str] = (), 
     if "authorization_code" in grant_types and not redirect_uris:
         raise ValueError("an authorization_code client needs at least one redirect URI")
     cid = client_id or uuid.uuid4().hex
-    secret = new_token() if auth_method.startswith("client_secret") else None
+    secret = (client_secret or new_token()) if auth_method.startswith("client_secret") else None
     origins = list(origins) or sorted({_origin(u) for u in redirect_uris if _origin(u)})
     with engine.begin() as c:
         c.execute(insert(oauth_client).values(
@@ -282,8 +285,9 @@ CODE_SECONDS = 60
 
 
 def save_code(engine: Engine, *, client_id: str, user_pk: int | None, redirect_uri: str, scope: str,
-              context: dict[str, Any], code_challenge: str, nonce: str | None) -> str:
-    code = new_token()
+              context: dict[str, Any], code_challenge: str, nonce: str | None,
+              code: str | None = None) -> str:
+    code = code or new_token()
     with engine.begin() as c:
         c.execute(insert(auth_code).values(
             code_hash=digest(code), grant_id=uuid.uuid4().hex, client_id=client_id, user_pk=user_pk,
@@ -312,10 +316,19 @@ def take_code(engine: Engine, code: str) -> tuple[dict[str, Any] | None, bool]:
     return d, True
 
 
+def nonce_used(engine: Engine, client_id: str, nonce: str) -> bool:
+    """Whether an authorization of this client already carried this OpenID nonce (replay)."""
+    with engine.connect() as c:
+        return c.execute(select(auth_code.c.code_hash).where(
+            auth_code.c.client_id == client_id, auth_code.c.nonce == nonce).limit(1)).first() is not None
+
+
 # -- tokens -------------------------------------------------------------------------------------
 def save_token(engine: Engine, *, kind: str, grant_id: str, client_id: str, user_pk: int | None,
-               scope: str, context: dict[str, Any], lifetime: int) -> tuple[str, int]:
-    tok = new_token()
+               scope: str, context: dict[str, Any], lifetime: int,
+               value: str | None = None) -> tuple[str, int]:
+    """Store a token (its digest only); `value` is the token the caller generated, or a new one."""
+    tok = value or new_token()
     t = now()
     with engine.begin() as c:
         pk = c.execute(insert(auth_token).values(

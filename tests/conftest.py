@@ -15,7 +15,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from fhirserver.app import create_app
-from fhirserver.config import Settings
+from fhirserver.config import Settings, settings_from_env
 
 DATA = Path(__file__).parent / "data"
 BASE = "http://testserver/fhir"
@@ -54,7 +54,9 @@ def is_postgres(database_url: str) -> bool:
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(database_url=database_url, base_url="http://testserver",
                     data_dir=tmp_path_factory.mktemp("data"), log_requests=False,
-                    max_body_bytes=2 * 1024 * 1024, insecure_no_auth=True)
+                    max_body_bytes=2 * 1024 * 1024, insecure_no_auth=True,
+                    # FHIRSERVER_DICOM_FAST_PATH=0 runs the DICOM tests on the libraries alone
+                    dicom_fast_path=settings_from_env().dicom_fast_path)
 
 
 @pytest.fixture(scope="session")

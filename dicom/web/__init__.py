@@ -1,4 +1,4 @@
-"""DICOMweb (issue 5) under `/dicomweb`: STOW-RS, QIDO-RS, WADO-RS (instances, metadata, frames,
+"""DICOMweb under `/dicomweb`: STOW-RS, QIDO-RS, WADO-RS (instances, metadata, frames,
 bulk data, rendered, thumbnails) and WADO-URI, per DICOM PS3.18.
 
 Requests are authenticated by the same hook as the FHIR API (`smart_auth.before_fhir_request`:
@@ -31,7 +31,7 @@ def blueprint() -> Blueprint:
 
     @bp.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:  # 405, 413 ... as OperationOutcome, not HTML
-        from fhirserver.api.http import error_response
+        from fhirserver.api import error_response
 
         return error_response(error(exc.code or 500, exc.description or exc.name))
 

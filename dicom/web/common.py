@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from dicom import audit as dicom_audit
 from dicom.access import visible_studies
 from dicom.tables import dicom_instance, dicom_series
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 
 log = logging.getLogger("fhirserver.dicomweb")
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from dicom import index
 from dicom.bridge import update_studies
-from dicom.scp import STORAGE_CLASSES
+from dicom.handlers import STORAGE_CLASSES
 from dicom.store import file_store
 from dicom.tables import dicom_study
 from dicom.access import visible_studies

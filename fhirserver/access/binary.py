@@ -18,6 +18,9 @@ from typing import Callable, Sequence
 from sqlalchemy import and_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from fhirserver.search.security_context import PARAM
+from fhirserver.storage.tables import idx_reference, resource
+
 # resource types a Binary may take its access rules from, besides Patient (kept small: each adds
 # that type's filter to every Binary query)
 PROXY_TYPES = ("DocumentReference",)
@@ -27,9 +30,6 @@ PATIENT_LINKED_TYPES = frozenset({"Binary"})
 
 def _via_proxy(filter_for: Callable[[str], Sequence[ColumnElement[bool]]]) -> ColumnElement[bool] | None:
     """Binaries whose securityContext is a proxy resource the caller may see."""
-    from fhirserver.search.security_context import PARAM
-    from fhirserver.storage.tables import idx_reference, resource
-
     ref = idx_reference.alias("binary_context")
     branches = []
     for proxy in PROXY_TYPES:
@@ -41,10 +41,8 @@ def _via_proxy(filter_for: Callable[[str], Sequence[ColumnElement[bool]]]) -> Co
         branches.append(and_(ref.c.target_type == proxy, ref.c.target_id.in_(visible)))
     if not branches:
         return None
-    from fhirserver.storage.tables import resource as outer
-
-    return outer.c.pk.in_(select(ref.c.res_pk).where(ref.c.res_type == "Binary", ref.c.param == PARAM,
-                                                      or_(*branches)))
+    return resource.c.pk.in_(select(ref.c.res_pk).where(ref.c.res_type == "Binary", ref.c.param == PARAM,
+                                                         or_(*branches)))
 
 
 def with_security_context(conds: tuple[ColumnElement[bool], ...], res_type: str | None, binary_allowed: bool,
@@ -53,8 +51,6 @@ def with_security_context(conds: tuple[ColumnElement[bool], ...], res_type: str 
 
     `binary_allowed`: the caller holds a scope reading Binary at all (the proxy never grants a
     type the scopes do not)."""
-    from fhirserver.storage.tables import resource
-
     if not conds or not binary_allowed or res_type not in ("Binary", None):
         return conds
     extra = _via_proxy(filter_for)

@@ -27,6 +27,8 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import and_, or_, select
 
 from fhirserver.model.references import reference_id
+from fhirserver.access.tables import lifecycle_email
+from fhirserver.storage.tables import idx_reference, idx_token, resource
 
 PLATFORM_IMAGING = "platform-imaging"
 IMAGING_TYPES = ("ImagingStudy", "Media")  # what an imaging-only Consent shares (with the Patient)
@@ -79,8 +81,6 @@ def _base(settings: Any) -> str | None:
 
 def with_live_shares(engine: Any, p: Any, settings: Any) -> Any:
     """The principal with the shares in force now (staff), or a guardian's children under age."""
-    from fhirserver.storage.tables import idx_reference, idx_token, resource
-
     if p.role == "guardian" and p.patients:
         return _guardian_age_limit(engine, p, getattr(settings, "guardian_age_limit", 18))
     if p.role not in ("staff", "system") or p.unrestricted:
@@ -129,8 +129,6 @@ def with_live_shares(engine: Any, p: Any, settings: Any) -> Any:
 def platform_imaging_allowed(conn: Any, pid: str, base: str | None = None) -> bool:
     """Whether the patient lets any clinician of the platform see their imaging (an effective
     `platform-imaging` Consent): a request for imaging access is then granted without asking."""
-    from fhirserver.storage.tables import idx_reference, idx_token, resource
-
     today = date.today().isoformat()
     for text in conn.execute(select(resource.c.body).where(
             resource.c.res_type == "Consent", resource.c.deleted.is_(False),
@@ -156,8 +154,6 @@ def _age(birth: str, today: date) -> int | None:
 
 def _guardian_age_limit(engine: Any, p: Any, limit: int) -> Any:
     """The guardian's principal without the children who reached the age limit (or are gone)."""
-    from fhirserver.storage.tables import resource
-
     with engine.connect() as conn:
         rows = conn.execute(select(resource.c.res_id, resource.c.body).where(
             resource.c.res_type == "Patient", resource.c.res_id.in_(list(p.patients)))).all()
@@ -177,8 +173,6 @@ def _guardian_age_limit(engine: Any, p: Any, limit: int) -> Any:
 def email_owners_fn(engine: Any) -> Callable[[Sequence[str]], dict[str, tuple[str, str]]]:
     """email -> (res_type, res_id) of the profile that reserves it (see `SmartPolicy.check_write`)."""
     def owners(emails: Sequence[str]) -> dict[str, tuple[str, str]]:
-        from fhirserver.operations.tables import lifecycle_email
-
         with engine.connect() as conn:
             rows = conn.execute(select(lifecycle_email).where(
                 lifecycle_email.c.email.in_([e.lower() for e in emails]))).mappings()

@@ -20,6 +20,7 @@ from sqlalchemy.sql import FromClause
 
 from fhirserver.access.scopes import parse_scopes
 from fhirserver.access.smart import Principal
+from fhirserver.storage.tables import resource
 
 # What a node does: query and retrieve (read, search) and send scans (create, update); never delete.
 NODE_SCOPES = ("system/*.crus",)
@@ -51,8 +52,6 @@ def visible_studies(conn: Connection, policy: object, study_uids: Iterable[str],
     counts, not an ImagingStudy.identifier anyone with write access could copy. A study without
     an ImagingStudy yet (or whose ImagingStudy is deleted) is visible only to an unrestricted
     caller."""
-    from fhirserver.storage.tables import resource
-
     uids = sorted(set(study_uids))
     conds = list(policy.row_filter("ImagingStudy"))  # type: ignore[attr-defined]
     if not conds or not uids:

@@ -17,19 +17,19 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from fhirserver.access.tables import lifecycle_account as acct, lifecycle_email as em
+from fhirserver.errors import FhirError
+from fhirserver.model.references import reference_id
+
 OWNED_STATUSES = ("active", "closed")  # the patient activated the account (closed ones can come back)
 
 
 def _forbidden(msg: str) -> Exception:
-    from fhirserver.api.outcome import FhirError
-
     return FhirError(403, msg, "forbidden")
 
 
 def owned_by_account(conn: Any, res_type: str, res_id: str) -> bool:
     """Whether the profile is owned by an account its person activated."""
-    from fhirserver.operations.tables import lifecycle_account as acct
-
     return conn.execute(select(acct.c.user_pk).where(
         acct.c.res_type == res_type, acct.c.res_id == res_id,
         acct.c.status.in_(OWNED_STATUSES))).first() is not None
@@ -50,8 +50,6 @@ def _emails(body: dict[str, Any]) -> list[str]:
 def reserve_emails(conn: Any, body: dict[str, Any], res_type: str, res_id: str, status: str) -> None:
     """Keep the profile's emails from being used by a new profile (an email already reserved by
     someone keeps its owner)."""
-    from fhirserver.operations.tables import lifecycle_email as em
-
     for email in _emails(body):
         if conn.execute(select(em.c.email).where(em.c.email == email)).first():
             continue
@@ -81,8 +79,6 @@ def check_delete(tx: Any, principal: Any, res_type: str, res_id: str) -> None:
 def was_managed_by(tx: Any, res_type: str, res_id: str, organizations: Any, base: str | None = None) -> bool:
     """Whether the current or any earlier version of the profile named one of these organizations
     as its managing organization."""
-    from fhirserver.model.references import reference_id
-
     wanted = set(organizations)
     versions, _total = tx.history(res_type, res_id, count=1000, with_total=False)
     for v in versions:

@@ -20,6 +20,8 @@ import dataclasses
 import functools
 from typing import Any, Callable, Mapping
 
+from fhirserver.errors import FhirError
+
 ANYONE = frozenset({"patient", "guardian", "staff", "admin", "system"})
 PATIENTS = frozenset({"patient", "guardian"})
 STAFF = frozenset({"staff"})
@@ -57,12 +59,14 @@ OPERATION_NEEDS: Mapping[str, OperationNeeds] = {
     # reads: what they return is filtered like any read
     "$everything": OperationNeeds((("rs", "Patient"),), ANYONE),
     "$render": OperationNeeds((("r", "DiagnosticReport"),), ANYONE),
+    # Bulk Data export: backend services and staff, never a patient's app. No scope is needed to
+    # start one: each type is exported only if the token may search it (else it is reported in
+    # the manifest's errors), through the caller's row filter like a search
+    "$export": OperationNeeds((), STAFF | {"system"}),
 }
 
 
 def _forbidden(msg: str) -> Exception:
-    from fhirserver.api.outcome import FhirError
-
     return FhirError(403, msg, "forbidden")
 
 

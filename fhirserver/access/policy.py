@@ -1,7 +1,7 @@
 """The access policy contract: every entry point asks one policy object what a caller may do.
 
 `Policy` is what the REST handlers, bundles, operations, DICOM and the portal call. `OpenPolicy`
-allows everything (the `--insecure-no-auth` mode and internal jobs); the SMART policy (issue 6)
+allows everything (the `--insecure-no-auth` mode and internal jobs); the SMART policy
 implements the same methods from a token's principal and scopes, as SQL conditions so that
 searches, counts, includes and history are filtered in the database, never after the fact.
 """
@@ -11,8 +11,12 @@ from typing import Any, Protocol, Sequence
 
 from sqlalchemy.sql.elements import ColumnElement
 
+from fhirserver.errors import FhirError
+
 
 class Policy(Protocol):
+    principal: Any  # who the policy decides for (a Principal), None for the server's own jobs
+
     def check_interaction(self, interaction: str, res_type: str | None) -> None:
         """Raise FhirError(403) when the caller may not perform `interaction` on `res_type`.
 
@@ -44,6 +48,8 @@ class Policy(Protocol):
 
 class OpenPolicy:
     """No restrictions."""
+
+    principal = None
 
     def check_interaction(self, interaction: str, res_type: str | None) -> None:
         return None
@@ -79,9 +85,9 @@ class DenyPolicy:
     """What a caller gets when nobody said who it is: nothing. Contexts default to it, so an
     entry point that forgets to pass its caller's policy fails closed, never open."""
 
-    def check_interaction(self, interaction: str, res_type: str | None) -> None:
-        from fhirserver.api.outcome import FhirError
+    principal = None
 
+    def check_interaction(self, interaction: str, res_type: str | None) -> None:
         raise FhirError(403, "No access policy was given for this call", "forbidden")
 
     def row_filter(self, res_type: str | None) -> Sequence[ColumnElement[bool]]:

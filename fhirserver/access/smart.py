@@ -24,7 +24,12 @@ from fhirserver.access.grants import audit_write_error, consent_write_error
 from fhirserver.access.binary import PATIENT_LINKED_TYPES, with_security_context
 from fhirserver.access.scopes import INTERACTION_PERM, Scope
 from fhirserver.model.references import reference_id, referenced_ids
+from fhirserver.access.lifecycle import check_delete as lifecycle_check_delete
+from fhirserver.access.operations import check_operation as operation_check
+from fhirserver.errors import FhirError
+from fhirserver.search import SearchError, compile_search, date_range
 from fhirserver.search.registry import patient_compartment_types
+from fhirserver.storage.tables import idx_date, idx_reference, idx_token, resource, resource_compartment
 
 # Types outside the Patient compartment that hold patient data anyway: only a full-access
 # principal sees them until they are linked to a patient (e.g. Binary via securityContext).
@@ -52,9 +57,9 @@ class Principal:
     fhir_user: str | None = None
     user_pk: int | None = None
     token_pk: int | None = None
-    # issue 7: patients whose imaging only is shared with this staff member/organization (Consent)
+    # patients whose imaging only is shared with this staff member/organization (Consent)
     shared_imaging: tuple[str, ...] = ()
-    # issue 7: Consents limited to a data window: (patient id, from, to, imaging only); '' is open
+    # Consents limited to a data window: (patient id, from, to, imaging only); '' is open
     shared_windows: tuple[tuple[str, str, str, bool], ...] = ()
 
     @property
@@ -63,14 +68,10 @@ class Principal:
 
 
 def resource_pk_true() -> ColumnElement[bool]:
-    from fhirserver.storage.tables import resource
-
     return resource.c.pk.isnot(None)
 
 
 def _forbidden(msg: str) -> Exception:
-    from fhirserver.api.outcome import FhirError
-
     return FhirError(403, msg, "forbidden")
 
 
@@ -86,9 +87,6 @@ _NOT_CLINICAL_DATES = ("birthdate", "death-date", "_lastUpdated")
 def _window_members(windows: Sequence[tuple[str, str, str, bool]]) -> list[ColumnElement[bool]]:
     """A Consent's data window: the patient, and compartment resources dated inside the window."""
     from datetime import datetime, timezone
-
-    from fhirserver.search import date_range
-    from fhirserver.storage.tables import idx_date, resource, resource_compartment
 
     far_past = datetime(1, 1, 2, tzinfo=timezone.utc)
     far_future = datetime(9999, 12, 30, tzinfo=timezone.utc)
@@ -120,8 +118,9 @@ class SmartPolicy:
                  email_owners: Callable[[Sequence[str]], dict[str, tuple[str, str]]] | None = None,
                  base: str | None = None) -> None:
         self.p = principal
+        self.principal = principal  # who this policy decides for (Context.principal)
         self.base = base  # our own base URL: absolute references to it are local
-        self._email_owners = email_owners  # issue 7: reserved emails -> (res_type, res_id)
+        self._email_owners = email_owners  # reserved emails -> (res_type, res_id): no takeover by a new profile
         self.postgres = postgres
         self._org_patients = org_patients  # (orgs, candidate patient ids) -> those in the orgs
         self._cache: dict[tuple[str | None, str], tuple[ColumnElement[bool], ...]] = {}
@@ -152,8 +151,6 @@ class SmartPolicy:
 
     def _audience(self, context: str, res_type: str | None = None) -> ColumnElement[bool] | None:
         """The rows a scope context reaches, as one SQL condition on `resource` (None: all)."""
-        from fhirserver.storage.tables import idx_reference, resource, resource_compartment
-
         r, rc = resource, resource_compartment
         p = self.p
         if context != "patient" and p.unrestricted:
@@ -190,7 +187,6 @@ class SmartPolicy:
         if context != "patient" and p.role in ("staff", "system"):
             # patient-compartment data not yet attached to any patient (a report filed later)
             # (never a deleted row: one whose compartment rows were lost must not open to all staff)
-            from fhirserver.storage.tables import idx_token
 
             tag = idx_token.alias("owner_tag")
             members.append(and_(r.c.res_type.notin_(("Patient",) + tuple(RESTRICTED_TYPES)),
@@ -214,8 +210,6 @@ class SmartPolicy:
         return and_(audience, guard)
 
     def _query_filter(self, scope: Scope, res_type: str) -> ColumnElement[bool]:
-        from fhirserver.search import SearchError, compile_search
-
         try:
             compiled = compile_search(res_type, list(scope.query), postgres=self.postgres, strict=True)
         except SearchError:
@@ -228,7 +222,6 @@ class SmartPolicy:
         key = (res_type, perms)
         if key in self._cache:
             return self._cache[key]
-        from fhirserver.storage.tables import resource
 
         scopes = [s for s in self.p.scopes if s.perms & set(perms)
                   and (res_type is None or s.res_type in ("*", res_type))]
@@ -266,14 +259,10 @@ class SmartPolicy:
         return self._filter(res_type, "rs")
 
     def check_operation(self, name: str, res_type: str | None) -> None:
-        from fhirserver.access.operations import check_operation
-
-        check_operation(self.p, name, res_type)
+        operation_check(self.p, name, res_type)
 
     def check_delete(self, tx: Any, res_type: str, res_id: str) -> None:
-        from fhirserver.access.lifecycle import check_delete
-
-        check_delete(tx, self.p, res_type, res_id)
+        lifecycle_check_delete(tx, self.p, res_type, res_id)
 
     # -- writes -------------------------------------------------------------------------
     def check_write(self, res_type: str, body: dict[str, Any]) -> None:
@@ -319,15 +308,14 @@ class SmartPolicy:
                          "create them with POST")
 
     def _check_reserved_email(self, body: dict[str, Any]) -> None:
-        """issue 7: an email owned by an account, or of an unlinked/closed profile, is not reusable."""
+        """An email owned by an account, or of an unlinked/closed profile, is not reusable: whoever
+        creates a profile with it would be sent that person's invitations and links."""
         emails = [t["value"].strip().lower() for t in body.get("telecom") or []
                   if t.get("system") == "email" and isinstance(t.get("value"), str)]
         if not emails or self._email_owners is None:
             return
         for email, (owner_type, owner_id) in self._email_owners(emails).items():
             if owner_type == "Patient" and owner_id != body.get("id"):
-                from fhirserver.api.outcome import FhirError
-
                 raise FhirError(409, f"The email address {email} is reserved by another profile; find the patient "
                                 "by email and request access, or have the account reactivated", "duplicate")
 

@@ -6,8 +6,8 @@ from typing import Any, Mapping
 
 import orjson
 
-from fhirserver.api.outcome import FhirError
-from fhirserver.model.jsonio import JsonFormatError, dumps, loads
+from fhirserver.errors import FhirError
+from fhirserver.model.jsonio import JsonFormatError, Raw, dumps, loads
 from fhirserver.model.summary import apply_summary
 
 JSON_MIMES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
@@ -114,10 +114,6 @@ def parse_body(content_type: str | None, data: bytes) -> tuple[Any, str]:
                     "application/merge-patch+json)", "not-supported")
 
 
-class Raw(str):
-    """Stored JSON text that goes into an answer without being parsed again."""
-
-
 def _prepare(node: Any, fmt: OutputFormat, top: bool) -> Any:
     """Turn stored text into something the serializer takes; apply _summary/_elements to resources."""
     if isinstance(node, str) and type(node) is not str:  # Raw / interactions._Raw
@@ -175,3 +171,10 @@ def _materialize(node: Any) -> Any:
 
 def header_map(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
+
+
+def wants_pdf(path: str, accept: str | None) -> bool:
+    """`GET DiagnosticReport/{id}` asking for application/pdf: answered by `$render`."""
+    segs = [s for s in path.split("/") if s]
+    return bool(accept and "application/pdf" in accept.lower() and len(segs) == 2
+                and segs[0] == "DiagnosticReport")

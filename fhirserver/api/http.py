@@ -7,14 +7,15 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from fhirserver.api import bundles, transact
-from fhirserver.api.formats import OutputFormat, choose_output, header_map, parse_body, render
-from fhirserver.api.limits import BundleBudget, client_fault
-from fhirserver.api.interactions import (
-    Context, FhirRequest, FhirResponse, WRITE_METHODS, dispatch, http_date,
+import smart_auth
+from fhirserver.api.formats import OutputFormat, choose_output, header_map, parse_body, render, wants_pdf
+from fhirserver.errors import FhirError, Issue, info, outcome
+from fhirserver.interactions import (
+    WRITE_METHODS, Context, FhirRequest, FhirResponse, bundles, dispatch, http_date, parse_path, transact,
 )
-from fhirserver.api.outcome import FhirError, info, outcome
-from fhirserver.model.validate import Issue
+from fhirserver.interactions.capabilities import capabilities
+from fhirserver.interactions.context import BinaryBody
+from fhirserver.interactions.limits import BundleBudget, client_fault
 
 log = logging.getLogger("fhirserver.request")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -25,12 +26,8 @@ def _services() -> Any:
 
 
 def _context() -> Context:
-    from smart_auth import access_for_request
-
-    s = _services()
-    return Context(base=s.fhir_base(), default_count=s.settings.default_page_size,
-                   max_count=s.settings.max_page_size, postgres=s.repo.postgres, search=s.search,
-                   access=access_for_request(), services=s)  # issue 6: the request's SMART policy
+    """The request's Context: the policy (and principal) of the caller the bearer token names."""
+    return _services().context(smart_auth.access_for_request())
 
 
 def _output() -> OutputFormat:
@@ -67,38 +64,8 @@ def _prefer_return() -> str | None:
 
 
 def _build_request(segments: list[str]) -> FhirRequest:
-    params = [(k, v) for k, v in request.args.items(multi=True)]
-    req = FhirRequest(method=request.method, params=params, headers=header_map(request.headers))
-    if segments and segments[0].startswith("$"):
-        req.operation = segments[0]
-    elif segments and segments[0] == "_history":
-        req.operation = "_history"
-    elif segments:
-        req.res_type = segments[0]
-    if len(segments) >= 2:
-        if segments[1] in ("_history", "_search") or segments[1].startswith("$"):
-            req.operation = segments[1]
-        else:
-            req.res_id = segments[1]
-    if len(segments) >= 3:
-        third = segments[2]
-        if third == "_history" or third.startswith("$"):
-            req.operation = third
-        else:  # compartment search: /Patient/123/Observation or /Patient/123/*
-            if request.method not in ("GET", "HEAD", "POST"):
-                raise FhirError(405, "A compartment takes GET (search)", "not-supported")
-            req.compartment = (req.res_type or "", req.res_id or "")
-            req.res_type, req.res_id = (None if third == "*" else third), None
-            if len(segments) == 4 and segments[3] == "_search":
-                req.operation = "_search"
-            elif len(segments) > 3:
-                raise FhirError(404, f"Unknown URL /fhir/{'/'.join(segments)}", "not-found")
-            if request.method == "POST" and req.operation != "_search":
-                raise FhirError(405, "A compartment takes GET, or POST to _search", "not-supported")
-    if len(segments) == 4 and req.operation == "_history":
-        req.version_id = segments[3]
-    elif len(segments) > 3 and not req.compartment:
-        raise FhirError(404, f"Unknown URL /fhir/{'/'.join(segments)}", "not-found")
+    """The interaction the URL names (the one parser Bundle entries use too), with the body."""
+    req = parse_path(request.method, segments, request.args.items(multi=True), header_map(request.headers))
     if request.method in ("POST", "PUT", "PATCH"):
         if request.mimetype == "application/x-www-form-urlencoded":
             req.params.extend((k, v) for k, v in request.form.items(multi=True))
@@ -131,8 +98,6 @@ def _finish(req: FhirRequest, resp: FhirResponse, fmt: OutputFormat) -> Response
 
 
 def _handle(path: str = "") -> Response:
-    from fhirserver.operations.render import PdfBody, wants_pdf  # issue 8: reports as PDF
-
     pdf = request.method in ("GET", "HEAD") and wants_pdf(path, request.headers.get("Accept"))
     g.fhir_output = choose_output(request.args.get("_format"), None if pdf else request.headers.get("Accept"),
                                   request.args.get("_pretty"), request.args.get("_summary"),
@@ -153,11 +118,11 @@ def _handle(path: str = "") -> Response:
         return _respond(200, result, g.fhir_output)
     single = req.method in ("GET", "HEAD") and req.res_id is not None and req.compartment is None and (
         req.operation is None or (req.operation == "_history" and req.version_id is not None))
-    resp = transact.run(services.repo, lambda tx: dispatch(ctx, tx, req), write=transact.writes(req),
-                        single_read=single)
+    resp = transact.run(services.repo, lambda tx: dispatch(ctx, tx, req),
+                        write=transact.writes(req, ctx.operations), single_read=single)
     _audit(req, resp.body if resp.stored is None else None, resp)
-    if isinstance(resp.body, PdfBody):
-        return Response(bytes(resp.body), status=resp.status, mimetype=PdfBody.mime)
+    if isinstance(resp.body, BinaryBody):
+        return Response(bytes(resp.body), status=resp.status, mimetype=resp.body.mime)
     return _finish(req, resp, g.fhir_output)
 
 
@@ -195,21 +160,17 @@ def _metadata() -> Response:
                                   request.args.get("_pretty"))
     if request.method not in ("GET", "HEAD"):
         raise FhirError(405, "metadata takes GET", "not-supported")
-    statement = _services().capability_statement()
-    if not _services().settings.insecure_no_auth:  # issue 6: SMART security section
-        from conformance.capability import with_smart_security
-
-        statement = with_smart_security(statement, _services().fhir_base())
-    return _respond(200, statement, g.fhir_output)
+    return _respond(200, capabilities(_context()).body, g.fhir_output)
 
 
 def blueprint() -> Blueprint:
     bp = Blueprint("fhir", __name__)
-    from smart_auth import after_fhir_request, before_fhir_request  # issue 6: authentication, CORS
-
-    bp.before_request(before_fhir_request)
-    bp.after_request(after_fhir_request)
+    bp.before_request(smart_auth.before_fhir_request)  # the bearer token -> g.fhir_principal; CORS
+    bp.after_request(smart_auth.after_fhir_request)
     bp.add_url_rule("/metadata", "metadata", _metadata, methods=METHODS)
+    from fhirserver.api import export  # Bulk Data $export: kick-off, status, files
+
+    export.add_routes(bp)
     bp.add_url_rule("", "base", _handle, methods=METHODS, strict_slashes=False)
     bp.add_url_rule("/<path:path>", "fhir", _handle, methods=METHODS)
     return bp

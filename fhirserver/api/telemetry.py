@@ -83,16 +83,20 @@ def install_telemetry(app: Flask) -> None:
 
 
 def _outbox_depth() -> Iterable[Any]:
-    """Emails waiting in the outbox (unsent): read from the database at scrape time, so every
-    worker reports the same value."""
+    """Emails waiting in the outbox (unsent) and jobs waiting or running per kind: read from the
+    database at scrape time, so every worker reports the same value."""
     from prometheus_client.core import GaugeMetricFamily
 
     from fhirserver.notify import pending_count
 
     family = GaugeMetricFamily("fhirserver_queue_depth", "Jobs waiting", labels=["queue"])
+    services = current_app.extensions["fhirserver"]
     try:
-        n = pending_count(current_app.extensions["fhirserver"].repo.engine)
+        n = pending_count(services.repo.engine)
         family.add_metric(["notify_outbox"], float(n))
+        depth = services.jobs.depth()  # waiting or running jobs, one series per job kind
+        for kind in sorted(set(services.jobs.registry.kinds) | set(depth)):
+            family.add_metric([kind], float(depth.get(kind, 0)))
     except Exception:  # noqa: BLE001 - a scrape never fails for a database hiccup (see /readyz)
         pass
     yield family

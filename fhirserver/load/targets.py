@@ -15,7 +15,12 @@ import orjson
 
 from fhirserver.access import SystemJob
 from fhirserver.config import Settings
+from fhirserver.errors import FhirError, outcome
+from fhirserver.interactions import Context, bundles
 from fhirserver.model.jsonio import dumps
+from fhirserver.search import SearchEngine
+from fhirserver.storage import Repository, make_engine, upgrade
+from fhirserver.storage.batches import BATCH_ID_SYSTEM
 
 
 class FatalLoadError(Exception):
@@ -101,8 +106,6 @@ def entry_errors(response_bundle: Any) -> list[tuple[int, int, str]]:
 
 
 def batch_id_of(bundle: dict[str, Any]) -> str | None:
-    from fhirserver.storage.batches import BATCH_ID_SYSTEM
-
     ident = bundle.get("identifier")
     if isinstance(ident, dict) and ident.get("system") == BATCH_ID_SYSTEM:
         return ident.get("value")
@@ -181,10 +184,6 @@ class DirectTarget:
     """Runs Bundles through `bundles.process` on one Repository (no HTTP, schema upgraded first)."""
 
     def __init__(self, settings: Settings) -> None:
-        from fhirserver.api.interactions import Context
-        from fhirserver.search import SearchEngine
-        from fhirserver.storage import Repository
-
         self.engine, self.shown_url = open_database(settings)
         search = SearchEngine(settings.fhir_base)
         self.repo = Repository(self.engine, indexer=search.index_rows)
@@ -198,9 +197,6 @@ class DirectTarget:
 
     def send(self, bundle: dict[str, Any]) -> Result:
         from sqlalchemy.exc import InterfaceError, OperationalError
-
-        from fhirserver.api import bundles
-        from fhirserver.api.outcome import FhirError, outcome
 
         batch_id = batch_id_of(bundle)
         try:
@@ -222,8 +218,6 @@ class DirectTarget:
 def open_database(settings: Settings) -> tuple[Any, str]:
     """(engine with the schema upgraded, URL without password for messages)."""
     from sqlalchemy.engine import make_url
-
-    from fhirserver.storage import make_engine, upgrade
 
     url = settings.effective_database_url
     try:

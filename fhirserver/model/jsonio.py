@@ -82,3 +82,7 @@ def dumps(obj: Any, pretty: bool = False) -> bytes:
     """Serialise to compact (or indented) UTF-8 JSON bytes."""
     option = orjson.OPT_INDENT_2 if pretty else 0
     return orjson.dumps(obj, default=_default, option=option)
+
+
+class Raw(str):
+    """Stored JSON text that goes into an answer without being parsed again."""

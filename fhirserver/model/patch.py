@@ -14,23 +14,22 @@ selected node (``Patient.name[0].given[1]``); that location is mapped back onto 
 dict so the operation can be applied there.  Element cardinality and types, needed to build
 values from nested ``part``s and to decide whether an added element is a list, come from the
 fhir.resources R4B models when they are importable (R4B has the R4 shape for almost every
-element); without them a small heuristic is used.
+element, through the one schema table ``fhirserver.model.schema``); for an unknown type a small
+heuristic is used.
 """
 from __future__ import annotations
 
 import copy
-import functools
-import importlib
 import re
-import threading
-import types
-import typing
 from dataclasses import dataclass, field as dc_field
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 import jsonpatch
 import jsonpointer
+
+from fhirserver.model.fhirpath import FhirPathSyntaxError, ResourceNode, fhirpath
+from fhirserver.model.schema import TypeInfo, schema
 
 __all__ = [
     "PatchError",
@@ -146,69 +145,33 @@ _HEURISTIC_LIST_ELEMENTS = frozenset(
     {"extension", "modifierExtension", "contained", "coding", "given", "prefix", "suffix", "line"}
 )
 
-_RESOURCE_BASES = frozenset({"Resource", "DomainResource"})
-
-# R4 resources that R4B removed or redesigned: their R4B classes (if any) must not be trusted.
-_R4_ONLY_SHAPES = frozenset(
-    """
-    EffectEvidenceSynthesis Evidence EvidenceVariable MedicinalProduct MedicinalProductAuthorization
-    MedicinalProductContraindication MedicinalProductIndication MedicinalProductIngredient
-    MedicinalProductInteraction MedicinalProductManufactured MedicinalProductPackaged
-    MedicinalProductPharmaceutical MedicinalProductUndesirableEffect RiskEvidenceSynthesis
-    SubstanceNucleicAcid SubstancePolymer SubstanceProtein SubstanceReferenceInformation
-    SubstanceSourceMaterial SubstanceSpecification
-    """.split()
-)
-
-
 class _Model:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._fields: dict[Any, dict[str, _Field]] = {}
-        try:
-            from fhir.resources.R4B import get_fhir_model_class  # type: ignore
-        except Exception:  # pragma: no cover - fhir.resources is a declared dependency
-            get_fhir_model_class = None
-        self._get_class = get_fhir_model_class
+    """The schema table (fhirserver.model.schema) as patch needs it: a type's fields with their
+    cardinality, complex type, primitive-ness and choice group. A "class" here is a schema
+    TypeInfo; None means the type is unknown (then a small heuristic decides lists)."""
 
-    @functools.lru_cache(maxsize=512)  # names come from client paths: bounded
-    def named_class(self, name: Any) -> Any:
-        if self._get_class is None or not isinstance(name, str) or not name or name in _R4_ONLY_SHAPES:
-            return None
-        try:
-            return self._get_class(name)
-        except Exception:
-            return None
+    def named_class(self, name: Any) -> TypeInfo | None:
+        return schema().named(name)
 
-    def element_class(self) -> Any:
+    def element_class(self) -> TypeInfo | None:
         return self.named_class("Element")
 
-    def fields(self, cls: Any) -> dict[str, _Field]:
+    def fields(self, cls: TypeInfo | None) -> dict[str, _Field]:
         if cls is None:
             return {}
-        found = self._fields.get(cls)
-        if found is not None:
-            return found
-        out: dict[str, _Field] = {}
-        try:
-            for fname, finfo in cls.model_fields.items():
-                alias = finfo.alias or fname
-                if alias.startswith("_") or fname.endswith("__ext") or alias == "fhir_comments":
-                    continue
-                is_list, klass, primitive = _unwrap_annotation(finfo.annotation)
-                extra = finfo.json_schema_extra if isinstance(finfo.json_schema_extra, dict) else {}
-                base = extra.get("one_of_many")
-                out[alias] = _Field(alias, is_list, klass, primitive, base if isinstance(base, str) else None)
-        except Exception:
-            out = {}
-        with self._lock:
-            self._fields[cls] = out
-        return out
+        found = cls.memo.get("patch")
+        if found is None:
+            table = schema()
+            found = cls.memo["patch"] = {
+                name: _Field(name, el.is_list, table.child(el), el.primitive, el.choice)
+                for name, el in cls.elements.items()
+            }
+        return found
 
-    def field(self, cls: Any, name: str) -> _Field | None:
+    def field(self, cls: TypeInfo | None, name: str) -> _Field | None:
         return self.fields(cls).get(name)
 
-    def choice_field(self, cls: Any, base: str, suffix: str | None) -> _Field | None:
+    def choice_field(self, cls: TypeInfo | None, base: str, suffix: str | None) -> _Field | None:
         """The field ``base + suffix`` when ``base`` is a choice element ``base[x]`` of cls."""
         if not suffix:
             return None
@@ -217,47 +180,8 @@ class _Model:
             return f
         return None
 
-    def is_choice_base(self, cls: Any, base: str) -> bool:
+    def is_choice_base(self, cls: TypeInfo | None, base: str) -> bool:
         return any(f.choice_base == base for f in self.fields(cls).values())
-
-
-def _import_class(dotted: str) -> Any:
-    module, _, name = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
-def _unwrap_annotation(ann: Any) -> tuple[bool, Any, bool]:
-    """(is_list, complex class or None, is_primitive) for a fhir.resources field annotation."""
-    is_list = False
-    for _ in range(8):
-        origin = typing.get_origin(ann)
-        if origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(ann) if a is not type(None)]
-            if len(args) != 1:
-                return is_list, None, True
-            ann = args[0]
-            continue
-        if origin in (list, typing.List):
-            is_list = True
-            ann = typing.get_args(ann)[0]
-            continue
-        if origin is typing.Annotated:
-            return is_list, None, True
-        break
-    dotted = getattr(ann, "_model_klass", None)
-    klass = None
-    if isinstance(dotted, str):
-        try:
-            klass = _import_class(dotted)
-        except Exception:
-            klass = None
-    elif isinstance(ann, type) and hasattr(ann, "model_fields"):
-        klass = ann
-    if klass is None:
-        return is_list, None, dotted is None
-    if getattr(klass, "__name__", "") in _RESOURCE_BASES:
-        return is_list, None, False  # the actual type comes from the data's resourceType
-    return is_list, klass, False
 
 
 _MODEL = _Model()
@@ -290,22 +214,9 @@ def _class_at(root: dict, steps: list) -> Any:
 # e.g. ["name", 0, "given", 1] or, for an extension on a primitive, ["_birthDate", "extension", 0].
 Steps = list
 
-_EVAL_LOCK = threading.Lock()  # fhirpathpy keeps some module level state while evaluating
 _SEGMENT = re.compile(r"^([A-Za-z][A-Za-z0-9]*)(?:\[(\d+)\])?$")
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _TRAILING_MEMBER = re.compile(r"^(?P<parent>.+?)\s*\.\s*(?P<member>[A-Za-z][A-Za-z0-9]*)\s*$", re.S)
-
-
-def _r4_model() -> Any:
-    try:
-        from fhirpathpy.models import models
-
-        return models["r4"]
-    except Exception:  # pragma: no cover
-        return None
-
-
-_FHIRPATH_MODEL = _r4_model()
 
 
 _KEYWORD_MEMBERS = re.compile(r"\.(\s*)(div|mod)\b")
@@ -335,52 +246,18 @@ def _escape_keyword_members(expression: str) -> str:
     return "".join(out)
 
 
-def _syntax_check(expression: str) -> None:
-    """fhirpathpy's parser recovers from syntax errors; parse strictly first."""
-    try:
-        from antlr4 import CommonTokenStream, InputStream
-        from antlr4.error.ErrorListener import ErrorListener
-        from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
-        from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
-    except Exception:  # pragma: no cover - internals moved; rely on fhirpathpy alone
-        return
-
-    class _Raise(ErrorListener):
-        def syntaxError(self, recognizer, offendingSymbol, line, column, msg, e):  # noqa: N802
-            raise _malformed(f"invalid FHIRPath expression {expression!r}: {msg} (at column {column})")
-
-    lexer = FHIRPathLexer(InputStream(expression))
-    lexer.removeErrorListeners()
-    lexer.addErrorListener(_Raise())
-    parser = FHIRPathParser(CommonTokenStream(lexer))
-    parser.removeErrorListeners()
-    parser.addErrorListener(_Raise())
-    parser.entireExpression()
-
-
-@functools.lru_cache(maxsize=512)
-def _compile_cached(expression: str) -> Any:
-    import fhirpathpy
-
-    _syntax_check(expression)
-    return fhirpathpy.compile(expression, _FHIRPATH_MODEL, options={"returnRawData": True})
-
-
 def _evaluate(root: dict, expression: str) -> list:
+    fp = fhirpath()
     try:
-        fn = _compile_cached(_escape_keyword_members(expression))
-    except PatchError:
-        raise
+        fn = fp.compile(_escape_keyword_members(expression), raw=True, strict=True)
+    except FhirPathSyntaxError as exc:
+        raise _malformed(f"invalid FHIRPath expression {expression!r}: {exc}") from None
     except Exception as exc:
         raise _malformed(f"invalid FHIRPath expression {expression!r}: {exc}") from None
-    with _EVAL_LOCK:
-        try:
-            result = fn(root, {"resource": root, "rootResource": root})
-        except Exception as exc:
-            raise _malformed(f"cannot evaluate FHIRPath expression {expression!r}: {exc}") from None
-    if result is None:
-        return []
-    return result if isinstance(result, list) else [result]
+    try:
+        return fp.evaluate(fn, root, {"resource": root, "rootResource": root})
+    except Exception as exc:
+        raise _malformed(f"cannot evaluate FHIRPath expression {expression!r}: {exc}") from None
 
 
 def _get(root: Any, steps: Steps) -> Any:
@@ -524,8 +401,6 @@ def _stripped_view(node: Any, originals: dict[int, Any]) -> Any:
 
 def _locate(root: dict, node: Any, expression: str, originals: dict[int, Any] | None) -> Steps | None:
     """The location of one fhirpathpy result node; None for a spurious duplicate node."""
-    from fhirpathpy.engine.nodes import ResourceNode
-
     def unmappable() -> PatchError:
         return _malformed(
             f"FHIRPath {expression!r} selects something that is not an element of the resource "

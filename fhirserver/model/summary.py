@@ -1,9 +1,9 @@
 """`_summary` and `_elements`: the subsets of a resource a client may ask for (R4 search.html)."""
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Iterable
 
+from fhirserver.model.schema import schema
 from fhirserver.model.types import R4_ONLY_SHAPES
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
@@ -11,34 +11,19 @@ SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValu
 SUMMARY_VALUES = ("true", "text", "data", "count", "false")
 
 
-@lru_cache(maxsize=None)
 def _summary_elements(resource_type: str) -> frozenset[str] | None:
+    """The `_summary=true` elements; None when the type's are not known (then: all but text)."""
     if resource_type in R4_ONLY_SHAPES:
         return None
-    try:
-        from fhir.resources.R4B import get_fhir_model_class
-
-        return frozenset(get_fhir_model_class(resource_type).summary_elements_sequence())
-    except Exception:  # unknown type: fall back to the whole resource
-        return None
+    ti = schema().resource(resource_type)
+    return ti.summary if ti is not None else None
 
 
-@lru_cache(maxsize=None)
 def _mandatory_elements(resource_type: str) -> frozenset[str]:
     if resource_type in R4_ONLY_SHAPES:
         return frozenset()
-    try:
-        from fhir.resources.R4B import get_fhir_model_class
-
-        cls = get_fhir_model_class(resource_type)
-    except Exception:
-        return frozenset()
-    out = set()
-    for name, field in cls.model_fields.items():
-        extra = field.json_schema_extra or {}
-        if field.is_required() or (isinstance(extra, dict) and extra.get("element_required")):
-            out.add(field.alias or name)
-    return frozenset(out)
+    ti = schema().resource(resource_type)
+    return ti.required if ti is not None else frozenset()
 
 
 def _tagged(resource: dict[str, Any], keep: Iterable[str]) -> dict[str, Any]:

@@ -8,16 +8,14 @@ too: each is indexed and compared, and a megabyte-long name or a 1e999999 is no 
 """
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Any
 
+from fhirserver.errors import NOT_XML as _NOT_XML, Issue, printable
 from fhirserver.model.types import R4_RESOURCE_TYPES
-from fhirserver.model.validate import Issue
 
 MAX_STRING = 1024 * 1024        # characters in one string (base64 `data` excepted: the body limit holds)
 MAX_EXPONENT = 1000             # decimals beyond ±1e1000 or finer than 1e-1000
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _UNLIMITED_KEYS = frozenset({"data"})   # Attachment.data, Binary.data: base64 content
 
 
@@ -61,10 +59,4 @@ def value_issues(data: Any, path: str, max_string: int = MAX_STRING) -> list[Iss
     return issues
 
 
-def printable(text: str) -> str:
-    """`text` with every character FHIR strings cannot carry replaced by U+FFFD.
-
-    For messages that quote what a client sent (an OperationOutcome naming a bad parameter),
-    so the answer itself can be written as XML.
-    """
-    return _NOT_XML.sub("\ufffd", text)
+__all__ = ["MAX_EXPONENT", "MAX_STRING", "bad_character", "printable", "value_issues"]

@@ -5,26 +5,18 @@ re-serialised model, so content round-trips unchanged.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
 
+from fhirserver.errors import Issue
+from fhirserver.model.schema import COMPLEX, RESOURCE, TypeInfo, schema
+from fhirserver.model.text import value_issues as _value_issues
 from fhirserver.model.types import R4_ONLY_SHAPES, R4_RESOURCE_TYPES
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-
-
-@dataclasses.dataclass(frozen=True)
-class Issue:
-    """One problem, in OperationOutcome terms."""
-
-    severity: str
-    code: str
-    diagnostics: str
-    expression: str | None = None
 
 
 class InvalidResource(ValueError):
@@ -108,16 +100,14 @@ def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, 
             issues.extend(_issues_from(rt, exc))
         except (TypeError, ValueError, LookupError) as exc:  # model-level checks raising plain errors
             issues.append(Issue("error", "invalid", f"{rt}: {exc}", rt))
-        check_codes(data, _model(rt), rt, issues)
+        check_codes(data, schema().resource(rt), rt, issues)
     if issues:
         raise InvalidResource(issues, 422)
     return data
 
 
 def value_issues(data: Any, path: str) -> list[Issue]:
-    from fhirserver.model.text import value_issues as check  # text imports Issue from here
-
-    return check(data, path)
+    return _value_issues(data, path)
 
 
 def _check_nulls(node: Any, path: str, issues: list[Issue]) -> None:
@@ -143,61 +133,28 @@ def _check_nulls(node: Any, path: str, issues: list[Issue]) -> None:
                 _check_nulls(item, f"{path}[{i}]", issues)
 
 
-# -- required code bindings -------------------------------------------------------------------
-# fhir.resources records each code element's allowed values (`enum_values`, with "+" when the
-# binding is extensible) but does not enforce them; required bindings are checked here.
-def _field_plan(cls: Any) -> dict[str, tuple[frozenset[str] | None, Any, bool]]:
-    plan = _PLANS.get(cls)
-    if plan is not None:
-        return plan
-    import typing
-
-    from pydantic import BaseModel
-
-    plan = {}
-    for name, field in cls.model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        enum = extra.get("enum_values")
-        allowed = frozenset(enum) if enum and "+" not in enum else None
-        if allowed and "mime" in allowed:  # CapabilityStatement.format: a MimeType, mis-listed
-            allowed = None
-        child, is_resource = None, False
-        stack = [field.annotation]
-        while stack:
-            ann = stack.pop()
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                child = ann
-                is_resource = hasattr(ann, "get_resource_type") and ann.__name__ in ("Resource", "DomainResource")
-                break
-            stack.extend(typing.get_args(ann))
-        if allowed is not None or child is not None:
-            plan[field.alias or name] = (allowed, child, is_resource)
-    _PLANS[cls] = plan
-    return plan
-
-
-_PLANS: dict[Any, dict[str, tuple[frozenset[str] | None, Any, bool]]] = {}
-
-
-def check_codes(data: dict[str, Any], cls: Any, path: str, issues: list[Issue]) -> None:
-    """Report code values outside a required binding's value set."""
-    plan = _field_plan(cls)
+def check_codes(data: dict[str, Any], ti: TypeInfo, path: str, issues: list[Issue]) -> None:
+    """Report code values outside a required binding's value set (fhir.resources records the
+    allowed values, the schema table carries them, nothing else enforces them)."""
+    table = schema()
+    elements = ti.elements
     for key, value in data.items():
-        spec = plan.get(key)
-        if spec is None:
+        el = elements.get(key)
+        if el is None or (el.codes is None and el.kind not in (COMPLEX, RESOURCE)):
             continue
-        allowed, child, is_resource = spec
         items = value if isinstance(value, list) else [value]
         for i, item in enumerate(items):
             where = f"{path}.{key}" + (f"[{i}]" if isinstance(value, list) else "")
-            if allowed is not None and isinstance(item, str) and item not in allowed:
+            if el.codes is not None and isinstance(item, str) and item not in el.codes:
                 issues.append(Issue("error", "code-invalid",
-                                    f"{where}: '{item}' is not one of {', '.join(sorted(allowed))}", where))
-            elif isinstance(item, dict) and child is not None:
-                target = child
-                if is_resource or item.get("resourceType"):
-                    rt = item.get("resourceType")
+                                    f"{where}: '{item}' is not one of {', '.join(sorted(el.codes))}", where))
+            elif isinstance(item, dict) and el.kind in (COMPLEX, RESOURCE):
+                rt = item.get("resourceType")
+                if el.kind == RESOURCE or rt:
                     if rt in R4_ONLY_SHAPES or rt not in R4_RESOURCE_TYPES:
                         continue
-                    target = _model(rt)
-                check_codes(item, target, where, issues)
+                    target = table.resource(rt)
+                else:
+                    target = table.child(el)
+                if target is not None:
+                    check_codes(item, target, where, issues)

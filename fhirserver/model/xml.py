@@ -19,31 +19,10 @@ This module converts them to and from the FHIR R4 XML format
   their resource type.
 
 Type information (element order, primitive type, max cardinality) comes from
-the ``fhir.resources`` R4B pydantic models: for every model class we walk its
-``model_fields`` (the ``element_property`` ones, by JSON alias), unwrap the
-annotations (``Optional``/``List``/``Annotated`` with the fhir_core primitive
-markers, ``abc.<Name>Type`` placeholders that name the model class) and order
-them by ``elements_sequence()``. The table is built lazily, one entry per model
-class, and cached. (``fhir_core.xml_utils`` is not used: it works on model
-instances and writes decimals through ``float``, losing ``6.0``.)
-
-R4B is R4 for almost every resource (checked element by element -- names,
-order, cardinality, primitive types -- against the R4 4.0.1
-StructureDefinitions). The differences are patched here:
-
-* ``Extension.value[x]`` and the ``ElementDefinition`` ``defaultValue[x]`` /
-  ``fixed[x]`` / ``pattern[x]`` / ``example.value[x]`` choices lose R4B's
-  ``CodeableReference``/``RatioRange`` and regain R4's ``Meta``;
-  ``ActivityDefinition``/``PlanDefinition(.action).subjectCanonical`` (R4B
-  only) is removed;
-* the R4 resource types that R4B dropped or reshaped -- ``MedicinalProduct*``,
-  ``Substance{Specification,NucleicAcid,Polymer,Protein,ReferenceInformation,
-  SourceMaterial}``, ``EffectEvidenceSynthesis``, ``RiskEvidenceSynthesis``,
-  ``Evidence``, ``EvidenceVariable`` -- and the R4 datatype ``SubstanceAmount``
-  are described by ``_R4_ONLY`` below, a compact table generated from the R4
-  4.0.1 StructureDefinitions (npm package ``hl7.fhir.r4.examples@4.0.1``,
-  ``Bundle-resources.json``/``Bundle-types.json``, CC0). The datatypes they use
-  come from the R4B models.
+the one schema table, ``fhirserver.model.schema`` (the fhir.resources R4B models
+with R4's differences from ``model/data/r4_schema.json``). (``fhir_core.xml_utils``
+is not used: it works on model instances and writes decimals through ``float``,
+losing ``6.0``.)
 
 So every R4 type gets exact JSON types and cardinalities; no generic fallback
 is needed.
@@ -62,14 +41,16 @@ from __future__ import annotations
 import copy
 import decimal
 import html.entities
-import importlib
 import re
-import types
-import typing
 from decimal import Decimal
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Union
 
 from lxml import etree
+
+from fhirserver.model.schema import (
+    COMPLEX, J_BOOL, J_DEC, J_INT, J_STR, PRIM, RESOURCE, XHTML, Element, TypeInfo, schema,
+)
+from fhirserver.model.types import R4_RESOURCE_TYPES
 
 __all__ = [
     "XmlFormatError",
@@ -91,710 +72,69 @@ class XmlFormatError(ValueError):
     """Unparsable or non-FHIR XML; message says what and where."""
 
 
-# All resource types of FHIR R4 (4.0.1).
-R4_RESOURCE_TYPES = frozenset(
-    """Account ActivityDefinition AdverseEvent AllergyIntolerance Appointment
-    AppointmentResponse AuditEvent Basic Binary BiologicallyDerivedProduct
-    BodyStructure Bundle CapabilityStatement CarePlan CareTeam CatalogEntry
-    ChargeItem ChargeItemDefinition Claim ClaimResponse ClinicalImpression
-    CodeSystem Communication CommunicationRequest CompartmentDefinition
-    Composition ConceptMap Condition Consent Contract Coverage
-    CoverageEligibilityRequest CoverageEligibilityResponse DetectedIssue Device
-    DeviceDefinition DeviceMetric DeviceRequest DeviceUseStatement
-    DiagnosticReport DocumentManifest DocumentReference EffectEvidenceSynthesis
-    Encounter Endpoint EnrollmentRequest EnrollmentResponse EpisodeOfCare
-    EventDefinition Evidence EvidenceVariable ExampleScenario
-    ExplanationOfBenefit FamilyMemberHistory Flag Goal GraphDefinition Group
-    GuidanceResponse HealthcareService ImagingStudy Immunization
-    ImmunizationEvaluation ImmunizationRecommendation ImplementationGuide
-    InsurancePlan Invoice Library Linkage List Location Measure MeasureReport
-    Media Medication MedicationAdministration MedicationDispense
-    MedicationKnowledge MedicationRequest MedicationStatement MedicinalProduct
-    MedicinalProductAuthorization MedicinalProductContraindication
-    MedicinalProductIndication MedicinalProductIngredient
-    MedicinalProductInteraction MedicinalProductManufactured
-    MedicinalProductPackaged MedicinalProductPharmaceutical
-    MedicinalProductUndesirableEffect MessageDefinition MessageHeader
-    MolecularSequence NamingSystem NutritionOrder Observation
-    ObservationDefinition OperationDefinition OperationOutcome Organization
-    OrganizationAffiliation Parameters Patient PaymentNotice
-    PaymentReconciliation Person PlanDefinition Practitioner PractitionerRole
-    Procedure Provenance Questionnaire QuestionnaireResponse RelatedPerson
-    RequestGroup ResearchDefinition ResearchElementDefinition ResearchStudy
-    ResearchSubject RiskAssessment RiskEvidenceSynthesis Schedule
-    SearchParameter ServiceRequest Slot Specimen SpecimenDefinition
-    StructureDefinition StructureMap Subscription Substance
-    SubstanceNucleicAcid SubstancePolymer SubstanceProtein
-    SubstanceReferenceInformation SubstanceSourceMaterial
-    SubstanceSpecification SupplyDelivery SupplyRequest Task
-    TerminologyCapabilities TestReport TestScript ValueSet VerificationResult
-    VisionPrescription""".split()
-)
 
-# R4 types missing from (or reshaped in) R4B, generated from the R4 4.0.1
-# StructureDefinitions. Each entry: "<base> name:type[*] ..." where base is
-# DomainResource / BackboneElement / Element (whose elements come first),
-# "*" marks max cardinality > 1, type "@" is the backbone element at
-# "<this path>.<name>" and "@Path" a backbone element elsewhere.
-_R4_ONLY: dict[str, str] = {
-    "EffectEvidenceSynthesis": (
-        "DomainResource url:uri identifier:Identifier* version:string name:string "
-        "title:string status:code date:dateTime publisher:string "
-        "contact:ContactDetail* description:markdown note:Annotation* "
-        "useContext:UsageContext* jurisdiction:CodeableConcept* copyright:markdown "
-        "approvalDate:date lastReviewDate:date effectivePeriod:Period "
-        "topic:CodeableConcept* author:ContactDetail* editor:ContactDetail* "
-        "reviewer:ContactDetail* endorser:ContactDetail* "
-        "relatedArtifact:RelatedArtifact* synthesisType:CodeableConcept "
-        "studyType:CodeableConcept population:Reference exposure:Reference "
-        "exposureAlternative:Reference outcome:Reference sampleSize:@ "
-        "resultsByExposure:@* effectEstimate:@* certainty:@*"
-    ),
-    "Evidence": (
-        "DomainResource url:uri identifier:Identifier* version:string name:string "
-        "title:string shortTitle:string subtitle:string status:code date:dateTime "
-        "publisher:string contact:ContactDetail* description:markdown "
-        "note:Annotation* useContext:UsageContext* jurisdiction:CodeableConcept* "
-        "copyright:markdown approvalDate:date lastReviewDate:date "
-        "effectivePeriod:Period topic:CodeableConcept* author:ContactDetail* "
-        "editor:ContactDetail* reviewer:ContactDetail* endorser:ContactDetail* "
-        "relatedArtifact:RelatedArtifact* exposureBackground:Reference "
-        "exposureVariant:Reference* outcome:Reference*"
-    ),
-    "EvidenceVariable": (
-        "DomainResource url:uri identifier:Identifier* version:string name:string "
-        "title:string shortTitle:string subtitle:string status:code date:dateTime "
-        "publisher:string contact:ContactDetail* description:markdown "
-        "note:Annotation* useContext:UsageContext* jurisdiction:CodeableConcept* "
-        "copyright:markdown approvalDate:date lastReviewDate:date "
-        "effectivePeriod:Period topic:CodeableConcept* author:ContactDetail* "
-        "editor:ContactDetail* reviewer:ContactDetail* endorser:ContactDetail* "
-        "relatedArtifact:RelatedArtifact* type:code characteristic:@*"
-    ),
-    "MedicinalProduct": (
-        "DomainResource identifier:Identifier* type:CodeableConcept domain:Coding "
-        "combinedPharmaceuticalDoseForm:CodeableConcept "
-        "legalStatusOfSupply:CodeableConcept "
-        "additionalMonitoringIndicator:CodeableConcept specialMeasures:string* "
-        "paediatricUseIndicator:CodeableConcept "
-        "productClassification:CodeableConcept* marketingStatus:MarketingStatus* "
-        "pharmaceuticalProduct:Reference* packagedMedicinalProduct:Reference* "
-        "attachedDocument:Reference* masterFile:Reference* contact:Reference* "
-        "clinicalTrial:Reference* name:@* crossReference:Identifier* "
-        "manufacturingBusinessOperation:@* specialDesignation:@*"
-    ),
-    "MedicinalProductAuthorization": (
-        "DomainResource identifier:Identifier* subject:Reference "
-        "country:CodeableConcept* jurisdiction:CodeableConcept* "
-        "status:CodeableConcept statusDate:dateTime restoreDate:dateTime "
-        "validityPeriod:Period dataExclusivityPeriod:Period "
-        "dateOfFirstAuthorization:dateTime internationalBirthDate:dateTime "
-        "legalBasis:CodeableConcept jurisdictionalAuthorization:@* holder:Reference "
-        "regulator:Reference procedure:@"
-    ),
-    "MedicinalProductContraindication": (
-        "DomainResource subject:Reference* disease:CodeableConcept "
-        "diseaseStatus:CodeableConcept comorbidity:CodeableConcept* "
-        "therapeuticIndication:Reference* otherTherapy:@* population:Population*"
-    ),
-    "MedicinalProductIndication": (
-        "DomainResource subject:Reference* diseaseSymptomProcedure:CodeableConcept "
-        "diseaseStatus:CodeableConcept comorbidity:CodeableConcept* "
-        "intendedEffect:CodeableConcept duration:Quantity otherTherapy:@* "
-        "undesirableEffect:Reference* population:Population*"
-    ),
-    "MedicinalProductIngredient": (
-        "DomainResource identifier:Identifier role:CodeableConcept "
-        "allergenicIndicator:boolean manufacturer:Reference* specifiedSubstance:@* "
-        "substance:@"
-    ),
-    "MedicinalProductInteraction": (
-        "DomainResource subject:Reference* description:string interactant:@* "
-        "type:CodeableConcept effect:CodeableConcept incidence:CodeableConcept "
-        "management:CodeableConcept"
-    ),
-    "MedicinalProductManufactured": (
-        "DomainResource manufacturedDoseForm:CodeableConcept "
-        "unitOfPresentation:CodeableConcept quantity:Quantity manufacturer:Reference* "
-        "ingredient:Reference* physicalCharacteristics:ProdCharacteristic "
-        "otherCharacteristics:CodeableConcept*"
-    ),
-    "MedicinalProductPackaged": (
-        "DomainResource identifier:Identifier* subject:Reference* description:string "
-        "legalStatusOfSupply:CodeableConcept marketingStatus:MarketingStatus* "
-        "marketingAuthorization:Reference manufacturer:Reference* batchIdentifier:@* "
-        "packageItem:@*"
-    ),
-    "MedicinalProductPharmaceutical": (
-        "DomainResource identifier:Identifier* administrableDoseForm:CodeableConcept "
-        "unitOfPresentation:CodeableConcept ingredient:Reference* device:Reference* "
-        "characteristics:@* routeOfAdministration:@*"
-    ),
-    "MedicinalProductUndesirableEffect": (
-        "DomainResource subject:Reference* symptomConditionEffect:CodeableConcept "
-        "classification:CodeableConcept frequencyOfOccurrence:CodeableConcept "
-        "population:Population*"
-    ),
-    "RiskEvidenceSynthesis": (
-        "DomainResource url:uri identifier:Identifier* version:string name:string "
-        "title:string status:code date:dateTime publisher:string "
-        "contact:ContactDetail* description:markdown note:Annotation* "
-        "useContext:UsageContext* jurisdiction:CodeableConcept* copyright:markdown "
-        "approvalDate:date lastReviewDate:date effectivePeriod:Period "
-        "topic:CodeableConcept* author:ContactDetail* editor:ContactDetail* "
-        "reviewer:ContactDetail* endorser:ContactDetail* "
-        "relatedArtifact:RelatedArtifact* synthesisType:CodeableConcept "
-        "studyType:CodeableConcept population:Reference exposure:Reference "
-        "outcome:Reference sampleSize:@ riskEstimate:@ certainty:@*"
-    ),
-    "SubstanceNucleicAcid": (
-        "DomainResource sequenceType:CodeableConcept numberOfSubunits:integer "
-        "areaOfHybridisation:string oligoNucleotideType:CodeableConcept subunit:@*"
-    ),
-    "SubstancePolymer": (
-        "DomainResource class:CodeableConcept geometry:CodeableConcept "
-        "copolymerConnectivity:CodeableConcept* modification:string* monomerSet:@* "
-        "repeat:@*"
-    ),
-    "SubstanceProtein": (
-        "DomainResource sequenceType:CodeableConcept numberOfSubunits:integer "
-        "disulfideLinkage:string* subunit:@*"
-    ),
-    "SubstanceReferenceInformation": (
-        "DomainResource comment:string gene:@* geneElement:@* classification:@* "
-        "target:@*"
-    ),
-    "SubstanceSourceMaterial": (
-        "DomainResource sourceMaterialClass:CodeableConcept "
-        "sourceMaterialType:CodeableConcept sourceMaterialState:CodeableConcept "
-        "organismId:Identifier organismName:string parentSubstanceId:Identifier* "
-        "parentSubstanceName:string* countryOfOrigin:CodeableConcept* "
-        "geographicalLocation:string* developmentStage:CodeableConcept "
-        "fractionDescription:@* organism:@ partDescription:@*"
-    ),
-    "SubstanceSpecification": (
-        "DomainResource identifier:Identifier type:CodeableConcept "
-        "status:CodeableConcept domain:CodeableConcept description:string "
-        "source:Reference* comment:string moiety:@* property:@* "
-        "referenceInformation:Reference structure:@ code:@* name:@* "
-        "molecularWeight:@SubstanceSpecification.structure.isotope.molecularWeight* "
-        "relationship:@* nucleicAcid:Reference polymer:Reference protein:Reference "
-        "sourceMaterial:Reference"
-    ),
-    "EffectEvidenceSynthesis.sampleSize": (
-        "BackboneElement description:string numberOfStudies:integer "
-        "numberOfParticipants:integer"
-    ),
-    "EffectEvidenceSynthesis.resultsByExposure": (
-        "BackboneElement description:string exposureState:code "
-        "variantState:CodeableConcept riskEvidenceSynthesis:Reference"
-    ),
-    "EffectEvidenceSynthesis.effectEstimate": (
-        "BackboneElement description:string type:CodeableConcept "
-        "variantState:CodeableConcept value:decimal unitOfMeasure:CodeableConcept "
-        "precisionEstimate:@*"
-    ),
-    "EffectEvidenceSynthesis.certainty": (
-        "BackboneElement rating:CodeableConcept* note:Annotation* "
-        "certaintySubcomponent:@*"
-    ),
-    "EvidenceVariable.characteristic": (
-        "BackboneElement description:string definitionReference:Reference "
-        "definitionCanonical:canonical definitionCodeableConcept:CodeableConcept "
-        "definitionExpression:Expression definitionDataRequirement:DataRequirement "
-        "definitionTriggerDefinition:TriggerDefinition usageContext:UsageContext* "
-        "exclude:boolean participantEffectiveDateTime:dateTime "
-        "participantEffectivePeriod:Period participantEffectiveDuration:Duration "
-        "participantEffectiveTiming:Timing timeFromStart:Duration groupMeasure:code"
-    ),
-    "MedicinalProduct.name": (
-        "BackboneElement productName:string namePart:@* countryLanguage:@*"
-    ),
-    "MedicinalProduct.manufacturingBusinessOperation": (
-        "BackboneElement operationType:CodeableConcept "
-        "authorisationReferenceNumber:Identifier effectiveDate:dateTime "
-        "confidentialityIndicator:CodeableConcept manufacturer:Reference* "
-        "regulator:Reference"
-    ),
-    "MedicinalProduct.specialDesignation": (
-        "BackboneElement identifier:Identifier* type:CodeableConcept "
-        "intendedUse:CodeableConcept indicationCodeableConcept:CodeableConcept "
-        "indicationReference:Reference status:CodeableConcept date:dateTime "
-        "species:CodeableConcept"
-    ),
-    "MedicinalProductAuthorization.jurisdictionalAuthorization": (
-        "BackboneElement identifier:Identifier* country:CodeableConcept "
-        "jurisdiction:CodeableConcept* legalStatusOfSupply:CodeableConcept "
-        "validityPeriod:Period"
-    ),
-    "MedicinalProductAuthorization.procedure": (
-        "BackboneElement identifier:Identifier type:CodeableConcept datePeriod:Period "
-        "dateDateTime:dateTime application:@MedicinalProductAuthorization.procedure*"
-    ),
-    "MedicinalProductContraindication.otherTherapy": (
-        "BackboneElement therapyRelationshipType:CodeableConcept "
-        "medicationCodeableConcept:CodeableConcept medicationReference:Reference"
-    ),
-    "MedicinalProductIndication.otherTherapy": (
-        "BackboneElement therapyRelationshipType:CodeableConcept "
-        "medicationCodeableConcept:CodeableConcept medicationReference:Reference"
-    ),
-    "MedicinalProductIngredient.specifiedSubstance": (
-        "BackboneElement code:CodeableConcept group:CodeableConcept "
-        "confidentiality:CodeableConcept strength:@*"
-    ),
-    "MedicinalProductIngredient.substance": (
-        "BackboneElement code:CodeableConcept "
-        "strength:@MedicinalProductIngredient.specifiedSubstance.strength*"
-    ),
-    "MedicinalProductInteraction.interactant": (
-        "BackboneElement itemReference:Reference itemCodeableConcept:CodeableConcept"
-    ),
-    "MedicinalProductPackaged.batchIdentifier": (
-        "BackboneElement outerPackaging:Identifier immediatePackaging:Identifier"
-    ),
-    "MedicinalProductPackaged.packageItem": (
-        "BackboneElement identifier:Identifier* type:CodeableConcept "
-        "quantity:Quantity material:CodeableConcept* "
-        "alternateMaterial:CodeableConcept* device:Reference* "
-        "manufacturedItem:Reference* "
-        "packageItem:@MedicinalProductPackaged.packageItem* "
-        "physicalCharacteristics:ProdCharacteristic "
-        "otherCharacteristics:CodeableConcept* shelfLifeStorage:ProductShelfLife* "
-        "manufacturer:Reference*"
-    ),
-    "MedicinalProductPharmaceutical.characteristics": (
-        "BackboneElement code:CodeableConcept status:CodeableConcept"
-    ),
-    "MedicinalProductPharmaceutical.routeOfAdministration": (
-        "BackboneElement code:CodeableConcept firstDose:Quantity "
-        "maxSingleDose:Quantity maxDosePerDay:Quantity "
-        "maxDosePerTreatmentPeriod:Ratio maxTreatmentPeriod:Duration targetSpecies:@*"
-    ),
-    "RiskEvidenceSynthesis.sampleSize": (
-        "BackboneElement description:string numberOfStudies:integer "
-        "numberOfParticipants:integer"
-    ),
-    "RiskEvidenceSynthesis.riskEstimate": (
-        "BackboneElement description:string type:CodeableConcept value:decimal "
-        "unitOfMeasure:CodeableConcept denominatorCount:integer "
-        "numeratorCount:integer precisionEstimate:@*"
-    ),
-    "RiskEvidenceSynthesis.certainty": (
-        "BackboneElement rating:CodeableConcept* note:Annotation* "
-        "certaintySubcomponent:@*"
-    ),
-    "SubstanceNucleicAcid.subunit": (
-        "BackboneElement subunit:integer sequence:string length:integer "
-        "sequenceAttachment:Attachment fivePrime:CodeableConcept "
-        "threePrime:CodeableConcept linkage:@* sugar:@*"
-    ),
-    "SubstancePolymer.monomerSet": (
-        "BackboneElement ratioType:CodeableConcept startingMaterial:@*"
-    ),
-    "SubstancePolymer.repeat": (
-        "BackboneElement numberOfUnits:integer averageMolecularFormula:string "
-        "repeatUnitAmountType:CodeableConcept repeatUnit:@*"
-    ),
-    "SubstanceProtein.subunit": (
-        "BackboneElement subunit:integer sequence:string length:integer "
-        "sequenceAttachment:Attachment nTerminalModificationId:Identifier "
-        "nTerminalModification:string cTerminalModificationId:Identifier "
-        "cTerminalModification:string"
-    ),
-    "SubstanceReferenceInformation.gene": (
-        "BackboneElement geneSequenceOrigin:CodeableConcept gene:CodeableConcept "
-        "source:Reference*"
-    ),
-    "SubstanceReferenceInformation.geneElement": (
-        "BackboneElement type:CodeableConcept element:Identifier source:Reference*"
-    ),
-    "SubstanceReferenceInformation.classification": (
-        "BackboneElement domain:CodeableConcept classification:CodeableConcept "
-        "subtype:CodeableConcept* source:Reference*"
-    ),
-    "SubstanceReferenceInformation.target": (
-        "BackboneElement target:Identifier type:CodeableConcept "
-        "interaction:CodeableConcept organism:CodeableConcept "
-        "organismType:CodeableConcept amountQuantity:Quantity amountRange:Range "
-        "amountString:string amountType:CodeableConcept source:Reference*"
-    ),
-    "SubstanceSourceMaterial.fractionDescription": (
-        "BackboneElement fraction:string materialType:CodeableConcept"
-    ),
-    "SubstanceSourceMaterial.organism": (
-        "BackboneElement family:CodeableConcept genus:CodeableConcept "
-        "species:CodeableConcept intraspecificType:CodeableConcept "
-        "intraspecificDescription:string author:@* hybrid:@ organismGeneral:@"
-    ),
-    "SubstanceSourceMaterial.partDescription": (
-        "BackboneElement part:CodeableConcept partLocation:CodeableConcept"
-    ),
-    "SubstanceSpecification.moiety": (
-        "BackboneElement role:CodeableConcept identifier:Identifier name:string "
-        "stereochemistry:CodeableConcept opticalActivity:CodeableConcept "
-        "molecularFormula:string amountQuantity:Quantity amountString:string"
-    ),
-    "SubstanceSpecification.property": (
-        "BackboneElement category:CodeableConcept code:CodeableConcept "
-        "parameters:string definingSubstanceReference:Reference "
-        "definingSubstanceCodeableConcept:CodeableConcept amountQuantity:Quantity "
-        "amountString:string"
-    ),
-    "SubstanceSpecification.structure": (
-        "BackboneElement stereochemistry:CodeableConcept "
-        "opticalActivity:CodeableConcept molecularFormula:string "
-        "molecularFormulaByMoiety:string isotope:@* "
-        "molecularWeight:@SubstanceSpecification.structure.isotope.molecularWeight "
-        "source:Reference* representation:@*"
-    ),
-    "SubstanceSpecification.code": (
-        "BackboneElement code:CodeableConcept status:CodeableConcept "
-        "statusDate:dateTime comment:string source:Reference*"
-    ),
-    "SubstanceSpecification.name": (
-        "BackboneElement name:string type:CodeableConcept status:CodeableConcept "
-        "preferred:boolean language:CodeableConcept* domain:CodeableConcept* "
-        "jurisdiction:CodeableConcept* synonym:@SubstanceSpecification.name* "
-        "translation:@SubstanceSpecification.name* official:@* source:Reference*"
-    ),
-    "SubstanceSpecification.structure.isotope.molecularWeight": (
-        "BackboneElement method:CodeableConcept type:CodeableConcept amount:Quantity"
-    ),
-    "SubstanceSpecification.relationship": (
-        "BackboneElement substanceReference:Reference "
-        "substanceCodeableConcept:CodeableConcept relationship:CodeableConcept "
-        "isDefining:boolean amountQuantity:Quantity amountRange:Range "
-        "amountRatio:Ratio amountString:string amountRatioLowLimit:Ratio "
-        "amountType:CodeableConcept source:Reference*"
-    ),
-    "EffectEvidenceSynthesis.effectEstimate.precisionEstimate": (
-        "BackboneElement type:CodeableConcept level:decimal from:decimal to:decimal"
-    ),
-    "EffectEvidenceSynthesis.certainty.certaintySubcomponent": (
-        "BackboneElement type:CodeableConcept rating:CodeableConcept* "
-        "note:Annotation*"
-    ),
-    "MedicinalProduct.name.namePart": (
-        "BackboneElement part:string type:Coding"
-    ),
-    "MedicinalProduct.name.countryLanguage": (
-        "BackboneElement country:CodeableConcept jurisdiction:CodeableConcept "
-        "language:CodeableConcept"
-    ),
-    "MedicinalProductIngredient.specifiedSubstance.strength": (
-        "BackboneElement presentation:Ratio presentationLowLimit:Ratio "
-        "concentration:Ratio concentrationLowLimit:Ratio measurementPoint:string "
-        "country:CodeableConcept* referenceStrength:@*"
-    ),
-    "MedicinalProductPharmaceutical.routeOfAdministration.targetSpecies": (
-        "BackboneElement code:CodeableConcept withdrawalPeriod:@*"
-    ),
-    "RiskEvidenceSynthesis.riskEstimate.precisionEstimate": (
-        "BackboneElement type:CodeableConcept level:decimal from:decimal to:decimal"
-    ),
-    "RiskEvidenceSynthesis.certainty.certaintySubcomponent": (
-        "BackboneElement type:CodeableConcept rating:CodeableConcept* "
-        "note:Annotation*"
-    ),
-    "SubstanceNucleicAcid.subunit.linkage": (
-        "BackboneElement connectivity:string identifier:Identifier name:string "
-        "residueSite:string"
-    ),
-    "SubstanceNucleicAcid.subunit.sugar": (
-        "BackboneElement identifier:Identifier name:string residueSite:string"
-    ),
-    "SubstancePolymer.monomerSet.startingMaterial": (
-        "BackboneElement material:CodeableConcept type:CodeableConcept "
-        "isDefining:boolean amount:SubstanceAmount"
-    ),
-    "SubstancePolymer.repeat.repeatUnit": (
-        "BackboneElement orientationOfPolymerisation:CodeableConcept "
-        "repeatUnit:string amount:SubstanceAmount degreeOfPolymerisation:@* "
-        "structuralRepresentation:@*"
-    ),
-    "SubstanceSourceMaterial.organism.author": (
-        "BackboneElement authorType:CodeableConcept authorDescription:string"
-    ),
-    "SubstanceSourceMaterial.organism.hybrid": (
-        "BackboneElement maternalOrganismId:string maternalOrganismName:string "
-        "paternalOrganismId:string paternalOrganismName:string "
-        "hybridType:CodeableConcept"
-    ),
-    "SubstanceSourceMaterial.organism.organismGeneral": (
-        "BackboneElement kingdom:CodeableConcept phylum:CodeableConcept "
-        "class:CodeableConcept order:CodeableConcept"
-    ),
-    "SubstanceSpecification.structure.isotope": (
-        "BackboneElement identifier:Identifier name:CodeableConcept "
-        "substitution:CodeableConcept halfLife:Quantity molecularWeight:@"
-    ),
-    "SubstanceSpecification.structure.representation": (
-        "BackboneElement type:CodeableConcept representation:string "
-        "attachment:Attachment"
-    ),
-    "SubstanceSpecification.name.official": (
-        "BackboneElement authority:CodeableConcept status:CodeableConcept "
-        "date:dateTime"
-    ),
-    "MedicinalProductIngredient.specifiedSubstance.strength.referenceStrength": (
-        "BackboneElement substance:CodeableConcept strength:Ratio "
-        "strengthLowLimit:Ratio measurementPoint:string country:CodeableConcept*"
-    ),
-    "MedicinalProductPharmaceutical.routeOfAdministration.targetSpecies.withdrawalPeriod": (
-        "BackboneElement tissue:CodeableConcept value:Quantity "
-        "supportingInformation:string"
-    ),
-    "SubstancePolymer.repeat.repeatUnit.degreeOfPolymerisation": (
-        "BackboneElement degree:CodeableConcept amount:SubstanceAmount"
-    ),
-    "SubstancePolymer.repeat.repeatUnit.structuralRepresentation": (
-        "BackboneElement type:CodeableConcept representation:string "
-        "attachment:Attachment"
-    ),
-    "SubstanceAmount": (
-        "BackboneElement amountQuantity:Quantity amountRange:Range "
-        "amountString:string amountType:CodeableConcept amountText:string "
-        "referenceRange:@"
-    ),
-    "SubstanceAmount.referenceRange": (
-        "Element lowLimit:Quantity highLimit:Quantity"
-    ),
-}
-
-# R4B elements that differ from R4: (removed names, [(added name, R4B type)])
-_R4_PATCHES: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {
-    "Extension": (("valueCodeableReference", "valueRatioRange"), (("valueMeta", "Meta"),)),
-    "ElementDefinitionExample": (
-        ("valueCodeableReference", "valueRatioRange"),
-        (("valueMeta", "Meta"),),
-    ),
-    "ElementDefinition": (
-        (
-            "defaultValueCodeableReference",
-            "defaultValueRatioRange",
-            "fixedCodeableReference",
-            "fixedRatioRange",
-            "patternCodeableReference",
-            "patternRatioRange",
-        ),
-        (("defaultValueMeta", "Meta"), ("fixedMeta", "Meta"), ("patternMeta", "Meta")),
-    ),
-    "ActivityDefinition": (("subjectCanonical",), ()),
-    "PlanDefinition": (("subjectCanonical",), ()),
-    "PlanDefinitionAction": (("subjectCanonical",), ()),
-}
 
 # ---------------------------------------------------------------------------
-# Schema table built from the fhir.resources R4B models
+# The schema table (fhirserver.model.schema), seen as XML tags
 # ---------------------------------------------------------------------------
 
-# field kinds
-_PRIM = 1  # primitive: element with @value
-_COMPLEX = 2  # complex datatype / backbone element
-_RESOURCE = 3  # a resource wrapped in an element named after its type
-_XHTML = 4  # Narrative.div
-
-# JSON value types of primitives
-_J_STR = 0
-_J_BOOL = 1
-_J_INT = 2
-_J_DEC = 3
-
-_PRIMITIVE_JSON = {
-    "boolean": _J_BOOL,
-    "integer": _J_INT,
-    "positiveInt": _J_INT,
-    "unsignedInt": _J_INT,
-    "decimal": _J_DEC,
-}
+_PRIM, _COMPLEX, _RESOURCE, _XHTML = PRIM, COMPLEX, RESOURCE, XHTML
+_J_STR, _J_BOOL, _J_INT, _J_DEC = J_STR, J_BOOL, J_INT, J_DEC
 
 
 class _Field:
+    """A schema element with its XML tag."""
+
     __slots__ = ("name", "kind", "jtype", "is_list", "model", "tag")
 
-    def __init__(self, name: str, kind: int, jtype: int, is_list: bool, model: Any):
-        self.name = name
-        self.kind = kind
-        self.jtype = jtype
-        self.is_list = is_list
-        # _COMPLEX: an R4B model class, or a path in _R4_ONLY
-        self.model = model
-        self.tag = _XHTML_DIV if kind == _XHTML else _F + name
+    def __init__(self, el: Element) -> None:
+        self.name = el.name
+        self.kind = el.kind
+        self.jtype = el.jtype
+        self.is_list = el.is_list
+        self.model = el.model  # _COMPLEX: what schema().type_info takes
+        self.tag = _XHTML_DIV if el.kind == XHTML else _F + el.name
 
 
 class _TypeInfo:
+    """A schema type with its XML attributes (Element.id, Extension.url) and children by tag."""
+
     __slots__ = ("name", "fields", "order", "attrs", "by_tag", "is_resource")
 
-    def __init__(self, name: str, is_resource: bool, fields: dict[str, _Field], order: list[str]):
-        self.name = name
-        self.is_resource = is_resource
-        self.fields = fields
-        self.order = tuple(order)
+    def __init__(self, ti: TypeInfo) -> None:
+        self.name = ti.name
+        self.is_resource = ti.is_resource
+        self.fields = {n: _Field(e) for n, e in ti.elements.items()}
+        self.order = ti.order
         attrs: list[str] = []
-        if not is_resource and "id" in fields:
+        if not ti.is_resource and "id" in self.fields:
             attrs.append("id")  # Element.id is an XML attribute
-        if name == "Extension":
+        if ti.name == "Extension":
             attrs.append("url")  # so is Extension.url
         self.attrs = tuple(attrs)
-        self.by_tag = {f.tag: f for n, f in fields.items() if n not in attrs}
+        self.by_tag = {f.tag: f for n, f in self.fields.items() if n not in attrs}
 
 
-_TYPE_CACHE: dict[Any, _TypeInfo] = {}
-_RESOURCE_CACHE: dict[str, _TypeInfo] = {}
-_CLASS_CACHE: dict[str, Any] = {}
-_CORE: dict[str, Any] = {}
-
-
-def _core() -> dict[str, Any]:
-    if not _CORE:
-        from fhir.resources.R4B import get_fhir_model_class
-        from fhir.resources.R4B.resource import Resource
-        from fhir_core.constraints import FHIR_PRIMITIVES_MAPS
-
-        _CORE["prim"] = FHIR_PRIMITIVES_MAPS
-        _CORE["Resource"] = Resource
-        _CORE["model"] = get_fhir_model_class
-    return _CORE
-
-
-def _model_class(name: str) -> Any:
-    cls = _CLASS_CACHE.get(name)
-    if cls is None:
-        if "." in name:  # "fhir.resources.R4B.meta.Meta"
-            mod, _, attr = name.rpartition(".")
-            cls = getattr(importlib.import_module(mod), attr)
-        else:
-            cls = _core()["model"](name)
-        _CLASS_CACHE[name] = cls
-    return cls
-
-
-def _resolve_annotation(finfo: Any) -> tuple[int, int, bool, Any]:
-    """(kind, json type, is_list, model class) of one pydantic field."""
-    prim_map = _core()["prim"]
-    is_list = False
-
-    def walk(ann: Any, meta: list) -> Any:
-        nonlocal is_list
-        origin = get_origin(ann)
-        if origin is typing.Annotated:
-            return walk(get_args(ann)[0], meta + list(ann.__metadata__))
-        if origin is Union or origin is types.UnionType:
-            for arg in get_args(ann):
-                if arg is not type(None):
-                    found = walk(arg, meta)
-                    if found is not None:
-                        return found
-            return None
-        if origin is list:
-            is_list = True
-            return walk(get_args(ann)[0], meta)
-        for m in meta:  # fhir_core markers: Id(), Uri(), Date(), Xhtml(), ...
-            name = prim_map.get(type(m))
-            if isinstance(name, str):
-                return ("P", name)
-        model_path = getattr(ann, "_model_klass", None)  # abc.<Name>Type
-        if isinstance(model_path, str):
-            return ("C", _model_class(model_path))
-        try:
-            name = prim_map.get(ann)  # bare str / bool / int / Decimal ...
-        except TypeError:
-            name = None
-        return ("P", name) if isinstance(name, str) else None
-
-    found = walk(finfo.annotation, list(finfo.metadata or ()))
-    if found is None:
-        raise TypeError(f"cannot resolve the FHIR type of {finfo.annotation!r}")
-    what, val = found
-    if what == "P":
-        if val == "xhtml":
-            return _XHTML, _J_STR, is_list, None
-        return _PRIM, _PRIMITIVE_JSON.get(val, _J_STR), is_list, None
-    if val is _core()["Resource"]:
-        return _RESOURCE, _J_STR, is_list, None
-    return _COMPLEX, _J_STR, is_list, val
-
-
-def _field_for_code(name: str, code: str, is_list: bool) -> _Field:
-    """A field from an R4 type code (primitive name, datatype, table path)."""
-    if code == "xhtml":
-        return _Field(name, _XHTML, _J_STR, is_list, None)
-    if code[:1].islower():
-        return _Field(name, _PRIM, _PRIMITIVE_JSON.get(code, _J_STR), is_list, None)
-    if code == "Resource":
-        return _Field(name, _RESOURCE, _J_STR, is_list, None)
-    model = code if code in _R4_ONLY else _model_class(code)
-    return _Field(name, _COMPLEX, _J_STR, is_list, model)
-
-
-def _model_type_info(cls: Any) -> _TypeInfo:
-    fields: dict[str, _Field] = {}
-    for fname, finfo in cls.model_fields.items():
-        extra = finfo.json_schema_extra
-        if not isinstance(extra, dict) or not extra.get("element_property"):
-            continue
-        name = finfo.alias or fname
-        kind, jtype, is_list, model = _resolve_annotation(finfo)
-        fields[name] = _Field(name, kind, jtype, is_list, model)
-    order = [n for n in cls.elements_sequence() if n in fields]
-    order += [n for n in fields if n not in order]
-    patch = _R4_PATCHES.get(cls.__name__)
-    if patch is not None and cls.__module__.startswith("fhir.resources.R4B."):
-        removed, added = patch
-        order = [n for n in order if n not in removed]
-        for n in removed:
-            fields.pop(n, None)
-        for n, code in added:
-            # a choice type: insert it after the last sibling of the choice
-            prefix = re.match(r"[a-z]+(?:Value)?", n).group(0)
-            pos = max(i for i, o in enumerate(order) if o.startswith(prefix)) + 1
-            order.insert(pos, n)
-            fields[n] = _field_for_code(n, code, False)
-    is_resource = issubclass(cls, _core()["Resource"])
-    return _TypeInfo(cls.__name__, is_resource, fields, order)
-
-
-def _table_type_info(path: str) -> _TypeInfo:
-    base, *items = _R4_ONLY[path].split()
-    base_ti = _type_info(_model_class(base))
-    fields = dict(base_ti.fields)
-    order = list(base_ti.order)
-    for item in items:
-        name, _, code = item.partition(":")
-        is_list = code.endswith("*")
-        code = code.rstrip("*")
-        if code == "@":
-            code = f"{path}.{name}"
-        elif code[:1] == "@":
-            code = code[1:]
-        fields[name] = _field_for_code(name, code, is_list)
-        order.append(name)
-    return _TypeInfo(path, path in R4_RESOURCE_TYPES, fields, order)
+def _view(ti: TypeInfo) -> _TypeInfo:
+    view = ti.memo.get("xml")
+    if view is None:
+        view = ti.memo["xml"] = _TypeInfo(ti)
+    return view
 
 
 def _type_info(model: Any) -> _TypeInfo:
-    """Cached type info of an R4B model class or an _R4_ONLY path."""
-    ti = _TYPE_CACHE.get(model)
-    if ti is None:
-        ti = _table_type_info(model) if isinstance(model, str) else _model_type_info(model)
-        _TYPE_CACHE[model] = ti
-    return ti
+    """The XML view of an R4B model class or an R4-only table path."""
+    return _view(schema().type_info(model))
 
 
 def _resource_info(rtype: Any) -> _TypeInfo | None:
-    """Type info of an R4 resource type, or None if it is not one."""
-    ti = _RESOURCE_CACHE.get(rtype) if isinstance(rtype, str) else None
-    if ti is None:
-        if not isinstance(rtype, str) or rtype not in R4_RESOURCE_TYPES:
-            return None
-        ti = _type_info(rtype if rtype in _R4_ONLY else _model_class(rtype))
-        _RESOURCE_CACHE[rtype] = ti
-    return ti
+    """The XML view of an R4 resource type, or None if it is not one."""
+    ti = schema().resource(rtype)
+    return None if ti is None else _view(ti)
 
 
 def _named_info(name: str) -> _TypeInfo:
-    return _type_info(_model_class(name))
+    return _type_info(schema().model_class(name))
 
 
 # ---------------------------------------------------------------------------

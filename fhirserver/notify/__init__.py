@@ -3,6 +3,8 @@ also sent over SMTP at once (the row records when, or the error). Without SMTP t
 page (`/portal/dev/mail`, portal issue) shows the outbox.
 
 SMTP URL: `smtp://[user:password@]host[:port]`, `smtps://...` (TLS), `smtp+starttls://...`.
+A message SMTP refused or could not take is handed to the job queue (job kind `email.send`, in
+the same transaction as its outbox row), which retries it with backoff until it is sent or gives up.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import func, insert, select, update
 
+from fhirserver.jobs import queue as job_queue
 from fhirserver.notify.tables import notify_outbox
 
 log = logging.getLogger("fhirserver.notify")
@@ -52,7 +55,30 @@ def send_email(conn: Any, smtp_url: str, to: str, subject: str, body: str,
         except (OSError, smtplib.SMTPException) as exc:
             log.warning("could not send email %s: %s", pk, exc)
             conn.execute(update(notify_outbox).where(notify_outbox.c.pk == pk).values(error=str(exc)[:500]))
+            job_queue.insert_job(conn, EMAIL_JOB, {"outbox": pk}, {"system": "email"},
+                                 run_at_ms=job_queue.now_ms() + 30_000, dedupe_key=f"email:{pk}", max_attempts=8)
     return pk
+
+
+EMAIL_JOB = "email.send"
+
+
+def deliver_job(ctx: Any) -> None:
+    """Job `email.send`: send one outbox message SMTP did not take at first (raises to retry)."""
+    pk = ctx.payload["outbox"]
+    engine, smtp_url = ctx.services.repo.engine, ctx.services.settings.smtp_url
+    with engine.connect() as c:
+        row = c.execute(select(notify_outbox).where(notify_outbox.c.pk == pk)).mappings().first()
+    if row is None or row["sent"] is not None or not smtp_url:
+        return  # erased, already sent, or SMTP switched off: nothing to deliver
+    try:
+        _smtp_send(smtp_url, row["recipient"], row["subject"], row["body"])
+    except (OSError, smtplib.SMTPException) as exc:
+        with engine.begin() as c:
+            c.execute(update(notify_outbox).where(notify_outbox.c.pk == pk).values(error=str(exc)[:500]))
+        raise
+    with engine.begin() as c:
+        c.execute(update(notify_outbox).where(notify_outbox.c.pk == pk).values(sent=int(time.time()), error=None))
 
 
 def outbox(engine: Any, limit: int = 100) -> list[dict[str, Any]]:
@@ -62,7 +88,7 @@ def outbox(engine: Any, limit: int = 100) -> list[dict[str, Any]]:
         return [dict(r) for r in rows]
 
 
-__all__ = ["outbox", "send_email"]
+__all__ = ["EMAIL_JOB", "deliver_job", "outbox", "send_email"]
 
 
 def pending_count(engine: Any) -> int:

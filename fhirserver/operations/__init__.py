@@ -1,22 +1,26 @@
-"""FHIR operations of the patients' lifecycle (issue 7); one module per operation.
+"""FHIR operations (the patients' lifecycle, sharing, erasure, merge, reports); one module per
+operation.
 
-`registry()` maps `$name` to its handler for `fhirserver.api.interactions.operations()`;
-`OPERATION_DEFINITIONS` names the OperationDefinition of each (conformance/definitions) with the
-resource types it applies to, for the CapabilityStatement.
+`build_registry()` is what the app factory hands to the router (through the Context): every
+`$name` with its handler, which of them write, and the OperationDefinition of each
+(conformance/definitions) with the resource types it applies to, for the CapabilityStatement.
 
 What each operation needs from its caller (scopes, principal kinds) is declared in
 `fhirserver.access.operations.OPERATION_NEEDS` and checked before the handler runs
-(`interactions.operations()` wraps every handler); a handler added here without a declaration
-there is refused. Inside, handlers read and write through the caller's row filter.
+(`build_registry` wraps every handler); a handler added here without a declaration there is
+refused. Inside, handlers read and write through the caller's row filter.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from fhirserver.access.operations import guard_all
+from fhirserver.interactions import OperationRegistry, reindex
+from fhirserver.operations import apps, erase, everything, invite, merge, render, sharing, unlink
+
 
 def registry() -> dict[str, Callable[..., Any]]:
-    from fhirserver.operations import apps, erase, everything, invite, merge, render, sharing, unlink
-
+    """`$name` -> handler, unguarded (`build_registry` adds the access checks)."""
     return {
         "$invite": invite.invite,
         "$find-by-email": sharing.find_by_email,
@@ -30,7 +34,7 @@ def registry() -> dict[str, Callable[..., Any]]:
         "$merge": merge.merge,
         "$erase": erase.erase,
         "$everything": everything.everything,
-        "$render": render.render,  # issue 8: DiagnosticReport as PDF
+        "$render": render.render,  # a DiagnosticReport as PDF (also GET with Accept: application/pdf)
         "$connected-apps": apps.connected_apps,
         "$revoke-app": apps.revoke_app,
     }
@@ -59,4 +63,13 @@ OPERATION_DEFINITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "revoke-app": ("Patient-revoke-app", ("Patient",)),
 }
 
-__all__ = ["OPERATION_DEFINITIONS", "WRITING", "registry"]
+
+
+def build_registry() -> OperationRegistry:
+    """Every operation of the server, each behind the access gate's check (`$reindex` included)."""
+    return OperationRegistry(handlers=guard_all({"$reindex": reindex, **registry()}),
+                             writing=frozenset({"$reindex", *WRITING}),
+                             definitions=dict(OPERATION_DEFINITIONS))
+
+
+__all__ = ["OPERATION_DEFINITIONS", "WRITING", "build_registry", "registry"]

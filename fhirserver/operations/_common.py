@@ -7,8 +7,12 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 from fhirserver.model.validate import is_valid_id
+from fhirserver.audit import AuditTrail
+from fhirserver.interactions import check_id
+from fhirserver.model.references import reference_id
+from fhirserver.storage.tables import resource
 
 EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
@@ -33,7 +37,7 @@ def services(ctx: Any) -> Any:
 
 def principal(ctx: Any) -> Any:
     """The SMART Principal of the request, or None (no-auth mode / internal callers)."""
-    return getattr(ctx.access, "p", None)
+    return ctx.principal
 
 
 def role(ctx: Any) -> str:
@@ -66,8 +70,6 @@ def truthy(v: Any) -> bool:
 
 def ref_id(v: Any, res_type: str, base: str | None = None) -> str | None:
     """The id in 'Patient/1', {'reference': 'Patient/1'} (the canonical parser) or a bare '1'."""
-    from fhirserver.model.references import reference_id
-
     if isinstance(v, str) and is_valid_id(v):
         return v
     return reference_id(v, res_type, base)
@@ -89,8 +91,6 @@ def check_email(email: str | None) -> str:
 
 def visible(ctx: Any, tx: Any, res_type: str, res_id: str) -> dict[str, Any]:
     """The current body the caller may see, else 404 (no existence leak)."""
-    from fhirserver.api.interactions import check_id
-
     check_id(res_id)
     cur = tx.current(res_type, res_id, where=ctx.access.row_filter(res_type))
     if cur is None or cur.deleted or cur.body is None:
@@ -101,8 +101,6 @@ def visible(ctx: Any, tx: Any, res_type: str, res_id: str) -> dict[str, Any]:
 def visible_keys(ctx: Any, tx: Any, keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The (type, id) pairs among `keys` whose current resource the caller may see, in order."""
     from sqlalchemy import select
-
-    from fhirserver.storage.tables import resource
 
     by_type: dict[str, list[str]] = {}
     keys = list(keys)
@@ -133,7 +131,6 @@ def audit(tx: Any, ctx: Any, action: str, refs: Iterable[str], what: str, detail
     entity = [{"what": {"reference": r}} for r in refs]
     if detail:
         entity.append({"what": {"display": what}, "description": detail[:1000]})
-    from fhirserver.audit import AuditTrail
 
     AuditTrail.write(tx, [{
         "resourceType": "AuditEvent",

@@ -11,8 +11,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 from fhirserver.operations._common import audit, now, params, parameters, visible
+from fhirserver.interactions import FhirResponse
 
 
 def _grants(conn: Any, patient_id: str) -> dict[str, dict[str, Any]]:
@@ -40,8 +41,6 @@ def _grants(conn: Any, patient_id: str) -> dict[str, dict[str, Any]]:
 
 
 def connected_apps(ctx: Any, tx: Any, req: Any) -> Any:
-    from fhirserver.api.interactions import FhirResponse
-
     if req.res_type != "Patient" or not req.res_id:
         raise FhirError(400, "$connected-apps runs on a Patient: /Patient/{id}/$connected-apps", "invalid")
     visible(ctx, tx, "Patient", req.res_id)
@@ -61,7 +60,6 @@ def connected_apps(ctx: Any, tx: Any, req: Any) -> Any:
 
 
 def revoke_app(ctx: Any, tx: Any, req: Any) -> Any:
-    from fhirserver.api.interactions import FhirResponse
     from smart_auth import store
     from smart_auth.tables import auth_token
 

@@ -21,21 +21,26 @@ activated account (the access gate's delete rule).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from typing import Any
 
 from sqlalchemy import Text, and_, cast, delete, or_, select, update
 
-from fhirserver.api.interactions import FhirResponse
-from fhirserver.api.outcome import FhirError
-from fhirserver.model.references import parse_reference
+from fhirserver.interactions import FhirResponse, check_id
+from fhirserver.access.tables import (
+    lifecycle_access_request, lifecycle_account, lifecycle_email, lifecycle_invitation,
+)
+from fhirserver.errors import FhirError
+from fhirserver.model.references import iter_references, parse_reference
 from fhirserver.model.validate import InvalidResource, validate_resource
 from fhirserver.operations import _common as c
 from fhirserver.operations.merge import referencing
 from fhirserver.storage.tables import (
     INDEX_TABLES, idx_reference, resource, resource_compartment, resource_history,
 )
+from fhirserver.notify.tables import notify_outbox
 
 ERASED = "erased patient"  # the display a shared reference keeps when it cannot be removed
 
@@ -109,8 +114,6 @@ def _shared_pks(tx: Any, pid: str, rows: dict[int, dict[str, Any]], base: str | 
     """Storage keys (of `rows`: pk -> body) of resources that also belong to another patient: in
     another patient's compartment, referencing another Patient, or another patient's
     RelatedPerson."""
-    from fhirserver.model.references import iter_references
-
     if not rows:
         return set()
     tx.flush()
@@ -156,13 +159,7 @@ def _authorize(ctx: Any, tx: Any, pid: str) -> None:
 
 
 def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
-    from fhirserver.notify.tables import notify_outbox
-    from fhirserver.operations.tables import (
-        lifecycle_access_request, lifecycle_account, lifecycle_email, lifecycle_invitation,
-    )
     from smart_auth.tables import auth_code, auth_session, auth_token, auth_user
-
-    from fhirserver.api.interactions import check_id
 
     if req.res_type != "Patient" or not req.res_id:
         raise FhirError(404, "$erase is an operation on Patient/[id]", "not-supported")
@@ -285,7 +282,7 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     if not tx.postgres:
         conn.exec_driver_sql("PRAGMA secure_delete=OFF")
     settings = c.services(ctx).settings
-    _after_commit(tx, files, settings)
+    _after_commit(ctx, tx, files, settings)
     return FhirResponse(200, c.parameters(("result", True), ("erasure", erasure),
                                           ("resources", len(targets)), ("dicom-files", len(files)),
                                           ("updated", len(updated)), ("kept", len(kept)), *report))
@@ -329,20 +326,19 @@ def _forget_in_guardians(conn: Any, pid: str) -> None:
                 patients=json.dumps([k for k in kids if k != pid])))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Unnamed:
+    """Who the AuditEvent of a patient erasing themself names: the app only, never the patient."""
+
+    client_id: str
+    fhir_user: None = None
+
+
 def _anonymous(ctx: Any) -> Any:
-    import dataclasses
-
-    class _P:  # the patient erasing themself is not named in the remaining AuditEvent
-        client_id = getattr(c.principal(ctx), "client_id", "?")
-        fhir_user = None
-
-    class _A:
-        p = _P()
-
-    return dataclasses.replace(ctx, access=_A())
+    return dataclasses.replace(ctx, principal=_Unnamed(getattr(c.principal(ctx), "client_id", None) or "?"))
 
 
-def _after_commit(tx: Any, keys: list[str], settings: Any) -> None:
+def _after_commit(ctx: Any, tx: Any, keys: list[str], settings: Any) -> None:
     """Delete the files and flush SQLite's WAL once the transaction has committed (a rolled
     back erase deletes nothing)."""
     from dicom.store import file_store
@@ -357,4 +353,4 @@ def _after_commit(tx: Any, keys: list[str], settings: Any) -> None:
             with engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    tx.on_commit.append(run)
+    ctx.after_commit(tx, run)

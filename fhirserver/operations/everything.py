@@ -8,13 +8,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
+from fhirserver.interactions import FhirResponse, check_id, run_search
 
 
 def everything(ctx: Any, tx: Any, req: Any) -> Any:
-    from fhirserver.api.interactions import FhirResponse, check_id
-    from fhirserver.api.searching import run_search
-
     if req.res_type != "Patient" or not req.res_id:
         raise FhirError(400, "$everything runs on one Patient: /Patient/{id}/$everything", "invalid")
     pid = check_id(req.res_id)

@@ -14,11 +14,11 @@ import secrets
 
 from sqlalchemy import insert, select, update
 
-from fhirserver.api.interactions import FhirResponse
-from fhirserver.api.outcome import FhirError
+from fhirserver.interactions import FhirResponse
+from fhirserver.errors import FhirError
 from fhirserver.notify import send_email
 from fhirserver.operations import _common as c
-from fhirserver.operations.tables import lifecycle_account, lifecycle_email, lifecycle_invitation
+from fhirserver.access.tables import lifecycle_account, lifecycle_email, lifecycle_invitation
 
 INVITATION_SECONDS = 72 * 3600
 

@@ -14,12 +14,13 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 
-from fhirserver.api.interactions import FhirResponse
-from fhirserver.api.outcome import FhirError
+from fhirserver.interactions import FhirResponse
+from fhirserver.errors import FhirError
 from fhirserver.model.references import parse_reference
 from fhirserver.model.validate import InvalidResource, validate_resource
 from fhirserver.operations import _common as c
 from fhirserver.storage.tables import idx_reference, resource, resource_compartment
+from fhirserver.access.tables import lifecycle_account
 
 KEEP = frozenset({"AuditEvent", "Provenance"})
 
@@ -72,7 +73,6 @@ def merge(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         ctx.access.check_write("Patient", body)
         if any(l.get("type") == "replaced-by" for l in body.get("link") or []):
             raise FhirError(422, f"The {what} patient was already merged into another one", "processing")
-    from fhirserver.operations.tables import lifecycle_account
 
     if tx.conn.execute(select(lifecycle_account.c.user_pk).where(
             lifecycle_account.c.res_type == "Patient", lifecycle_account.c.res_id == src,

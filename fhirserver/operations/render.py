@@ -17,24 +17,20 @@ import json
 import time
 from typing import Any
 
-from fhirserver.api.interactions import FhirRequest, FhirResponse
-from fhirserver.api.outcome import FhirError
+from fhirserver.interactions import FhirRequest, FhirResponse, dispatch
+from fhirserver.interactions.context import BinaryBody
+from fhirserver.model.references import parse_reference
+from fhirserver.operations import _common as c
+from fhirserver.errors import FhirError
 
 SHARE_SALT = "portal-share"
 SHARE_SECONDS = 7 * 24 * 3600
 
 
-class PdfBody(bytes):
-    """A binary answer (PDF) that the HTTP layer sends as it is."""
+class PdfBody(BinaryBody):
+    """A PDF answer, sent as it is."""
 
     mime = "application/pdf"
-
-
-def wants_pdf(path: str, accept: str | None) -> bool:
-    """`GET DiagnosticReport/{id}` (or Invoice) asking for application/pdf."""
-    segs = [s for s in path.split("/") if s]
-    return bool(accept and "application/pdf" in accept.lower() and len(segs) == 2
-                and segs[0] == "DiagnosticReport")
 
 
 # -- share links ------------------------------------------------------------------------------
@@ -81,10 +77,6 @@ def revoke_shares(engine: Any, report_id: str) -> None:
 
 # -- reading through the caller's policy -------------------------------------------------------
 def _read(ctx: Any, tx: Any, ref: Any) -> dict[str, Any] | None:
-    from fhirserver.api.interactions import dispatch
-
-    from fhirserver.model.references import parse_reference
-
     parsed = parse_reference(ref, ctx.base)
     if not parsed.local:  # contained, bundle-local, external or invalid: nothing to read here
         return None
@@ -297,9 +289,6 @@ def share_url_for(services: Any, report_id: str, patient_id: str | None, user_pk
 
 def render(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     """`DiagnosticReport/[id]/$render`: the report as PDF."""
-    from fhirserver.api.interactions import dispatch
-    from fhirserver.operations import _common as c
-
     if req.res_type != "DiagnosticReport" or not req.res_id:
         raise FhirError(404, "$render is an operation on DiagnosticReport/[id]", "not-supported")
     resp = dispatch(ctx, tx, FhirRequest("GET", "DiagnosticReport", req.res_id))  # the caller's policy

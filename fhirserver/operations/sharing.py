@@ -33,11 +33,12 @@ from fhirserver.access.consent import (  # noqa: F401
     PLATFORM_IMAGING, _consent_grants, _guardian_age_limit, email_owners_fn, platform_imaging_allowed,
     with_live_shares,
 )
-from fhirserver.api.interactions import FhirResponse
-from fhirserver.api.outcome import FhirError
+from fhirserver.interactions import FhirResponse
+from fhirserver.errors import FhirError
 from fhirserver.operations import _common as c
-from fhirserver.operations.tables import lifecycle_access_request, lifecycle_email
+from fhirserver.access.tables import lifecycle_access_request, lifecycle_email
 from fhirserver.storage.tables import idx_reference, idx_token, resource
+from fhirserver.notify import send_email
 
 
 # -- operations --------------------------------------------------------------------------------------
@@ -71,7 +72,6 @@ def find_by_email(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
 
 
 def request_access(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
-    from fhirserver.notify import send_email
 
     p = c.principal(ctx)
     args = c.params(req)

@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import select, update
 
 from fhirserver.access.lifecycle import check_reactivate
-from fhirserver.api.interactions import FhirResponse
-from fhirserver.api.outcome import FhirError
+from fhirserver.interactions import FhirResponse, check_id
+from fhirserver.errors import FhirError
 from fhirserver.operations import _common as c
-from fhirserver.operations.tables import lifecycle_account, lifecycle_email
+from fhirserver.access.tables import lifecycle_account, lifecycle_email
 from fhirserver.storage.tables import idx_reference, resource
 
 
@@ -94,7 +94,6 @@ def close(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
 
 
 def reactivate(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
-    from fhirserver.api.interactions import check_id
 
     p = c.principal(ctx)
     pid = check_id(req.res_id)

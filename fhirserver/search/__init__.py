@@ -5,6 +5,7 @@ from fhirserver.search.compiler import (
 from fhirserver.search.dates import date_range, split_prefix
 from fhirserver.search.engine import SearchEngine
 from fhirserver.search.extract import normalize, split_reference
+from fhirserver.search.registry import base_registry
 
 __all__ = ["RESULT_PARAMS", "CompiledSearch", "Compiler", "Include", "SearchEngine", "SearchError",
            "SortKey", "date_range", "normalize", "split_prefix", "split_reference", "split_values"]
@@ -14,8 +15,6 @@ def compile_search(res_type: str | None, params: list[tuple[str, str]], *, postg
                    strict: bool) -> CompiledSearch:
     """Compile with the HL7 registry alone (no custom parameters, no access conditions): for
     internal lookups such as DICOM patient matching or scope query restrictions."""
-    from fhirserver.search.registry import base_registry
-
     return Compiler(base_registry(), postgres=postgres).compile(res_type, params, strict=strict)
 
 

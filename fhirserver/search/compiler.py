@@ -506,6 +506,11 @@ class Compiler:
     def compartment_types(comp_type: str) -> list[str]:
         return sorted(set(compartment_params().get(comp_type, {})) | {comp_type})
 
+    @staticmethod
+    def of_types(types: Sequence[str]) -> ColumnElement[bool]:
+        """The searched resources are of one of `types` (`_type`, a `/Patient/1/*` compartment)."""
+        return resource.c.res_type.in_(list(types))
+
     # -- sorting and includes ------------------------------------------------------------------
     def sort_keys(self, res_type: str | None, raw: str) -> list[SortKey]:
         keys = []

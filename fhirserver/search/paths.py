@@ -7,10 +7,10 @@ Most HL7 search expressions are plain paths (`Patient.name`), optionally with a 
 from __future__ import annotations
 
 import re
-import threading
 from functools import lru_cache
 from typing import Any, Callable
 
+from fhirserver.model.fhirpath import fhirpath
 from fhirserver.model.references import parse_reference
 from fhirserver.search.registry import _split_top
 
@@ -150,22 +150,16 @@ def _split_dots(expr: str) -> list[str] | None:
     return [p.strip() for p in parts] if depth == 0 and not quote else None
 
 
-_FP_LOCK = threading.Lock()  # fhirpathpy keeps evaluation state in module globals
-
-
 def _fhirpathpy(expr: str) -> Extractor:
-    import fhirpathpy
-    from fhirpathpy.models import models
-
+    fp = fhirpath()  # shares fhirpathpy's one lock with every other caller (model.fhirpath)
     try:
-        fn = fhirpathpy.compile(expr, model=models["r4"])
+        fn = fp.compile(expr)
     except Exception:  # an expression fhirpathpy cannot parse: extract nothing rather than fail writes
         return lambda resource: []
 
     def run(resource: dict[str, Any]) -> list[Any]:
         try:
-            with _FP_LOCK:
-                return list(fn(resource))
+            return fp.evaluate(fn, resource)
         except Exception:
             return []
 

@@ -10,6 +10,7 @@ import re
 from functools import lru_cache
 from typing import Any, Iterable
 
+from conformance import load_definition
 from fhirserver.model.types import R4_RESOURCE_TYPES
 
 # Parameters whose value lives in columns of the `resource` table, not in index tables.
@@ -143,8 +144,6 @@ class Registry:
 @lru_cache(maxsize=1)
 def base_registry() -> Registry:
     """The HL7 R4 parameters (parsed once per process; immutable)."""
-    from conformance import load_definition
-
     bundle = load_definition("Bundle-searchParams.json")
     return Registry(e["resource"] for e in bundle["entry"] if "resource" in e)
 
@@ -152,8 +151,6 @@ def base_registry() -> Registry:
 @lru_cache(maxsize=1)
 def compartment_params() -> dict[str, dict[str, tuple[str, ...]]]:
     """{compartment type: {resource type: (param codes linking a resource to the compartment)}}."""
-    from conformance import load_definition
-
     out: dict[str, dict[str, tuple[str, ...]]] = {}
     for comp in ("patient", "practitioner", "relatedPerson", "encounter", "device"):
         cd = load_definition(f"CompartmentDefinition-{comp}.json")

@@ -18,13 +18,13 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "heads") -> None:
-    """Bring the schema to `revision` (idempotent). Each package (search, dicom, smart_auth...)
-    may keep its own branch of migrations off the core, so the default is every head."""
+    """Bring the schema to `revision` (idempotent). The packages' branches (dicom, smart_auth...)
+    meet in a merge revision, so there is one head; "heads" still reaches every branch's end."""
     command.upgrade(alembic_config(engine), revision)
 
 
 def current_heads(engine: Engine) -> tuple[str, ...]:
-    """The revisions the database is at: one per migration branch (core, dicom, smart_auth...)."""
+    """The revisions the database is at (one once it is at the merged head)."""
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
@@ -32,7 +32,7 @@ def current_heads(engine: Engine) -> tuple[str, ...]:
 
 
 def script_heads() -> tuple[str, ...]:
-    """The newest revision of every branch this code ships."""
+    """The newest revision this code ships (one: a test keeps it so)."""
     from alembic.script import ScriptDirectory
 
     return tuple(sorted(ScriptDirectory(str(_HERE)).get_heads()))

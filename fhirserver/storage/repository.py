@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from fhirserver.model.jsonio import dumps
+from fhirserver.model.jsonio import dumps, loads
 from fhirserver.storage import locks
 from fhirserver.storage.tables import (
     idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_text, idx_token, idx_uri,
@@ -274,8 +274,6 @@ class Tx:
 
     def reindex_all(self, res_type: str | None = None, batch: int = 500) -> int:
         """Rebuild the index rows of every current resource (of one type); returns the count."""
-        from fhirserver.model.jsonio import loads
-
         n, last = 0, 0
         while True:
             q = select(resource.c.pk, resource.c.res_type, resource.c.body).where(
@@ -295,7 +293,6 @@ class Tx:
         before deletions kept them); returns how many were restored."""
         if self.indexer is None:
             return 0
-        from fhirserver.model.jsonio import loads
 
         h = resource_history
         q = select(resource.c.pk, resource.c.res_type, resource.c.res_id).where(

@@ -93,7 +93,7 @@ resource_history = Table(
 )
 
 
-# -- search index (issue 3): one table per SearchParameter type, rows replaced on every write --
+# -- search index: one table per SearchParameter type, rows replaced on every write --
 def _idx(name: str, *cols: Column, indexes: tuple[tuple[str, ...], ...] = ()) -> Table:
     table = Table(
         name, metadata,

@@ -285,7 +285,7 @@ def test_portal_guardian_loses_a_child_when_its_link_goes(aa, open_client):
 # -- 3. the base URL never comes from the Host header ---------------------------------------------------
 def _reset_mail(app, smtp, host: str) -> str:  # noqa: ANN001
     """Ask the portal for a password reset with a forged Host header; the link it mails."""
-    from fhirserver.operations.tables import lifecycle_account
+    from fhirserver.access.tables import lifecycle_account
 
     eng = app.extensions["fhirserver"].repo.engine
     u = store.add_user(eng, username="ann@example.org", password="password123", role="patient",

@@ -361,9 +361,9 @@ def test_access_log_of_a_patient_does_not_show_events_naming_others(oapp, ops_sm
 # -- the declarations themselves ---------------------------------------------------------------------------
 def test_every_operation_declares_what_it_needs():
     from fhirserver.access import OPERATION_NEEDS
-    from fhirserver.api.interactions import operations
+    from fhirserver.operations import build_registry
 
-    assert set(operations()) <= set(OPERATION_NEEDS)
+    assert set(build_registry().handlers) <= set(OPERATION_NEEDS)
 
 
 @pytest.mark.parametrize(("role", "scope", "op", "allowed"), [
@@ -387,7 +387,7 @@ def test_every_operation_declares_what_it_needs():
 ])
 def test_operation_needs(role, scope, op, allowed):  # noqa: ANN001
     from fhirserver.access import Principal, SmartPolicy, parse_scopes
-    from fhirserver.api.outcome import FhirError
+    from fhirserver.errors import FhirError
 
     policy = SmartPolicy(Principal(client_id="c", role=role, scopes=tuple(parse_scopes(scope.split())),
                                    patients=("p1",), organizations=("o1",) if role in ("staff", "system") else ()))

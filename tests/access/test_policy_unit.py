@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fhirserver.access import OpenPolicy, Principal, parse_scopes
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 from fhirserver.model.references import parse_reference, referenced_ids
 from fhirserver.search.registry import compartment_params, patient_compartment_types
 from smart_auth.fhir import build_policy

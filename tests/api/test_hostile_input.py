@@ -265,7 +265,7 @@ def test_a_statement_past_its_budget_is_cancelled_with_503(settings, app) -> Non
 
     slow = ("SELECT pg_sleep(2)" if repo.postgres else
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n")
-    from fhirserver.api.limits import client_fault
+    from fhirserver.interactions.limits import client_fault
 
     t0 = time.monotonic()
     with pytest.raises(Exception) as info:

@@ -28,7 +28,7 @@ def post(c: Any, url: str, data: dict | None = None, **kw: Any) -> Any:
 def put(app: Any, body: dict[str, Any]) -> None:
     """Store a resource as the test's setup job (not through the console)."""
     from fhirserver.access import SystemJob
-    from fhirserver.api.interactions import FhirRequest, dispatch
+    from fhirserver.interactions import FhirRequest, dispatch
 
     services = app.extensions["fhirserver"]
     with app.test_request_context("/"):

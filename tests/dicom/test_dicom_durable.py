@@ -20,7 +20,8 @@ from conftest import SCU_AE, free_port, need_dcmtk, wait_for
 from dicom.bridge import INCOMPLETE_URL
 from dicom.index import record_erased
 from dicom.nodes import add_node
-from dicom.scp import DicomNode, meta_header
+from dicom.encoding import meta_header
+from dicom.scp import DicomNode
 from dicom.tables import dicom_bridge_work, dicom_instance
 from dicom_synth import make_ct, make_series
 from dicom.fhir import has_identifier, search

@@ -1,5 +1,5 @@
-"""The receiving path's fast parts: the file meta header written without pydicom, the store's
-hash-while-writing, and the node in several processes sharing one port (`--processes`)."""
+"""The receiving path's fast parts: the store's hash-while-writing, and the node in several
+processes sharing one port (`--processes`)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,20 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, need_dcmtk, wait_for
-from dicom.scp import LoadBoard, _meta_header_pydicom, meta_header
+from dicom.transport import LoadBoard
 from dicom.store import FileStore
 from dicom_synth import make_series
 from fhirserver.model.jsonio import loads
-
-
-@pytest.mark.parametrize("args", [
-    ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1", "SCU"),
-    ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", "1.2.840.10008.1.2", "ABCDEFGHIJKLMNOPQ"),
-    ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.99.1.2.3.4.5.6.7.8.9", "1.2.840.10008.1.2.4.50", ""),
-    ("1.2.840.10008.5.1.4.1.1.2", "1.2.3", "1.2.840.10008.1.2.1.99", "A"),
-])
-def test_meta_header_same_bytes_as_pydicom(args):  # noqa: ANN001
-    assert meta_header(*args) == _meta_header_pydicom(*args)
 
 
 def test_store_hashes_while_writing(tmp_path):  # noqa: ANN001

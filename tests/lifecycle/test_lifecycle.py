@@ -1,4 +1,5 @@
-"""Seed workflows of issue 7 end to end through the FHIR API, as staff and as patient."""
+"""The patients' lifecycle (invite, activate, unlink, close, share, erase) end to end through the
+FHIR API, as staff and as patient."""
 from __future__ import annotations
 
 import json

@@ -45,7 +45,7 @@ def test_spanish_messages_and_language_kept_in_patient(papp, ana):
     r = ana.post("/portal/profile", data={"csrf": csrf_of(r.text), "lang": "es", "mobile": "+34 611 222 333"})
     assert r.status_code == 303
     with papp.test_request_context("/"):
-        from fhirserver.api.interactions import FhirRequest, dispatch
+        from fhirserver.interactions import FhirRequest, dispatch
 
         svc = papp.extensions["fhirserver"]
         with svc.repo.transaction() as tx:
@@ -171,7 +171,7 @@ def test_two_patients_never_book_the_same_slot(papp):
     with svc.repo.transaction() as tx:
         assert json.loads(tx.current("Slot", "demo-slot3").body)["status"] == "busy"
     with papp.test_request_context("/"):
-        from fhirserver.api.interactions import FhirRequest, dispatch
+        from fhirserver.interactions import FhirRequest, dispatch
         with svc.repo.transaction() as tx:
             b = dispatch(svc.context(SystemJob("test check")), tx, FhirRequest("GET", "Appointment", params=[("slot", "Slot/demo-slot3")])).body
     b = json.loads(b) if isinstance(b, str) else b

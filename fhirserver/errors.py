@@ -1,10 +1,35 @@
-"""OperationOutcome errors: every failure a client can cause leaves as one of these."""
+"""OperationOutcome errors: every failure a client can cause leaves as one of these.
+
+A leaf module (it imports nothing of the server), so every layer may raise `FhirError` without
+importing the layers above it.
+"""
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any, Iterable
 
-from fhirserver.model.text import printable
-from fhirserver.model.validate import Issue
+# Characters FHIR strings cannot carry (XML 1.0 has no way to write them; PostgreSQL text holds no NUL).
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Issue:
+    """One problem, in OperationOutcome terms."""
+
+    severity: str
+    code: str
+    diagnostics: str
+    expression: str | None = None
+
+
+def printable(text: str) -> str:
+    """`text` with every character FHIR strings cannot carry replaced by U+FFFD.
+
+    For messages that quote what a client sent (an OperationOutcome naming a bad parameter),
+    so the answer itself can be written as XML.
+    """
+    return NOT_XML.sub("\ufffd", text)
 
 
 class FhirError(Exception):
@@ -42,3 +67,6 @@ def not_found(res_type: str, res_id: str) -> FhirError:
 
 def bad_request(message: str, code: str = "invalid") -> FhirError:
     return FhirError(400, message, code)
+
+
+__all__ = ["FhirError", "Issue", "NOT_XML", "bad_request", "info", "not_found", "outcome", "printable"]

@@ -1,89 +1,29 @@
 """The FHIR interactions as small handlers over one storage transaction.
 
 Each handler takes a `FhirRequest` (already parsed from HTTP or from a Bundle entry) and returns a
-`FhirResponse`; the HTTP layer and the batch/transaction processor both call `dispatch`, so a
-Bundle entry behaves exactly like the same request sent alone.
+`FhirResponse`; the HTTP layer and the batch/transaction processor both call `router.dispatch`,
+so a Bundle entry behaves exactly like the same request sent alone.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import re
+import uuid
 from datetime import datetime, timezone
-from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any, Callable
-from urllib.parse import urlencode
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl
 
-from fhirserver.access import DenyPolicy, Policy
-from fhirserver.api.formats import Raw
-from fhirserver.api.outcome import FhirError, bad_request, info, not_found
+from fhirserver.errors import FhirError, bad_request, info, not_found
+from fhirserver.interactions.context import Context, FhirRequest, FhirResponse, http_date
+from fhirserver.interactions.search import page_url, run_search
 from fhirserver.model import patch as patching
-from fhirserver.model.jsonio import loads
+from fhirserver.model.jsonio import Raw, loads
 from fhirserver.model.types import NOT_STORABLE, R4_RESOURCE_TYPES
 from fhirserver.model.integers import parse_count
-from fhirserver.model.validate import InvalidResource, Issue, is_valid_id, validate_resource
+from fhirserver.model.validate import InvalidResource, is_valid_id, validate_resource
 from fhirserver.search import SearchError, date_range
 from fhirserver.search.dates import split_prefix
 from fhirserver.storage import Stored, Tx, VersionConflict
-
-
-@dataclasses.dataclass
-class FhirRequest:
-    """One interaction, independent of how it arrived."""
-
-    method: str
-    res_type: str | None = None
-    res_id: str | None = None
-    version_id: str | None = None
-    operation: str | None = None          # "_history", "_search", "$op"
-    params: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # lower-case names
-    body: Any = None                       # parsed resource / patch document
-    body_kind: str = "resource"            # resource | json-patch | merge-patch
-    compartment: tuple[str, str] | None = None  # /Patient/123/Observation
-    assigned_id: str | None = None         # id chosen ahead of a create (transaction urn:uuid)
-
-    def header(self, name: str) -> str | None:
-        value = self.headers.get(name.lower())
-        return value if value not in (None, "") else None
-
-    def param(self, name: str) -> str | None:
-        for k, v in self.params:
-            if k == name:
-                return v
-        return None
-
-
-@dataclasses.dataclass
-class FhirResponse:
-    """What an interaction produced: a status, a body, the headers that describe it."""
-
-    status: int
-    body: Any = None                       # dict, stored JSON text, or None
-    stored: Stored | None = None           # the version the body is (for ETag/Last-Modified)
-    location: str | None = None
-    headers: dict[str, str] = dataclasses.field(default_factory=dict)
-    outcome: dict | None = None            # OperationOutcome to show under Prefer: return=OperationOutcome
-
-
-@dataclasses.dataclass
-class Context:
-    """What handlers need besides the transaction: the base URL and paging limits."""
-
-    base: str
-    default_count: int = 50
-    max_count: int = 1000
-    postgres: bool = False
-    access: Policy = dataclasses.field(default_factory=DenyPolicy)  # fail closed
-    search: Any = None                     # fhirserver.search.SearchEngine
-    services: Any = None                   # fhirserver.services.Services (settings, repo, audit)
-
-    def page_size(self, req: "FhirRequest") -> int:
-        return _count(self, req)
-
-
-def http_date(t: datetime) -> str:
-    return format_datetime(t.astimezone(timezone.utc), usegmt=True)
 
 
 _ETAG_RE = re.compile(r'^(?:W/)?"?([^"]+)"?$')
@@ -136,8 +76,6 @@ def find_matches(ctx: Context, tx: Tx, res_type: str, query: str | list[tuple[st
 
     `lock`: hold the criteria's lock until commit (storage.locks), so that of concurrent
     conditional writes with the same criteria the later ones see what the first one wrote."""
-    from urllib.parse import parse_qsl
-
     params = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else query
     params = [(k, v) for k, v in params if not k.startswith("_format")]
     if not params:
@@ -302,8 +240,6 @@ def _conditional_update(ctx: Context, tx: Tx, req: FhirRequest, res_type: str,
 
 
 def _new_id() -> str:
-    import uuid
-
     return str(uuid.uuid4())
 
 
@@ -397,16 +333,6 @@ def delete(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
 
 
 # -- history and search -------------------------------------------------------------------------
-def _count(ctx: Context, req: FhirRequest) -> int:
-    raw = req.param("_count")
-    if raw is None:
-        return ctx.default_count
-    count = parse_count(raw)
-    if count is None:
-        raise bad_request(f"_count must be a non-negative integer, not '{raw}'")
-    return min(count, ctx.max_count)
-
-
 def _int_param(req: FhirRequest, name: str) -> int | None:
     raw = req.param(name)
     if raw is None:
@@ -434,7 +360,7 @@ def history(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
             at = date_range(split_prefix(req.param("_at") or "")[1])
         except ValueError as exc:
             raise bad_request(f"_at: {exc}") from None
-    count = _count(ctx, req)
+    count = ctx.page_size(req)
     before = _int_param(req, "_page_before")
     rows, total = tx.history(res_type, res_id, since=since, at=at, count=count + 1, before_pk=before,
                              where=ctx.access.row_filter(res_type))
@@ -442,9 +368,9 @@ def history(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     rows = rows[:count]
     path = "/".join(p for p in (res_type, res_id, "_history") if p)
     keep = [(k, v) for k, v in req.params if k in ("_since", "_at", "_count", "_format")]
-    links = [("self", _url(ctx.base, path, keep + ([("_page_before", str(before))] if before else [])))]
+    links = [("self", page_url(ctx.base, path, keep + ([("_page_before", str(before))] if before else [])))]
     if more and rows:
-        links.append(("next", _url(ctx.base, path, keep + [("_page_before", str(rows[-1].pk))])))
+        links.append(("next", page_url(ctx.base, path, keep + [("_page_before", str(rows[-1].pk))])))
     entries = []
     for row in rows:
         entry: dict[str, Any] = {"fullUrl": f"{ctx.base}/{row.res_type}/{row.res_id}"}
@@ -465,14 +391,7 @@ def history(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     return FhirResponse(200, bundle)
 
 
-def _url(base: str, path: str, params: list[tuple[str, str]]) -> str:
-    url = f"{base}/{path}" if path else base
-    return url + ("?" + urlencode(params) if params else "")
-
-
 def search(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
-    from fhirserver.api.searching import run_search
-
     res_type = check_type(req.res_type) if req.res_type else None
     for t in (req.param("_type") or "").split(","):
         if t and res_type is None:
@@ -495,63 +414,5 @@ def reindex(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         {"name": "message", "valueString": f"Reindexed {n} resources" + (f" of type {res_type}" if res_type else "")}]})
 
 
-# -- dispatch -----------------------------------------------------------------------------------
-Handler = Callable[[Context, Tx, FhirRequest], FhirResponse]
-
-
-def route(req: FhirRequest) -> Handler:
-    """Which handler serves this request (405 when the method makes no sense for the URL)."""
-    m = req.method
-    if req.operation and req.operation.startswith("$"):
-        op = operations().get(req.operation)
-        if op is None:
-            raise FhirError(404 if m in ("GET", "POST") else 405,
-                            f"Operation {req.operation} is not supported", "not-supported")
-        if m not in ("GET", "POST"):
-            raise FhirError(405, f"{req.operation} takes POST", "not-supported")
-        return op
-    if req.operation == "_history":
-        if m == "GET":
-            return vread if req.version_id else history
-        raise FhirError(405, f"{m} is not allowed on a history URL", "not-supported")
-    if req.operation == "_search":
-        if m == "POST":
-            return search
-        raise FhirError(405, "_search takes POST", "not-supported")
-    if req.res_type is None:
-        if m == "GET":
-            return search
-        raise FhirError(405, f"{m} is not allowed on the base URL here", "not-supported")
-    if req.res_id is None:
-        table = {"GET": search, "POST": create, "PUT": update, "DELETE": delete, "PATCH": patch}
-    else:
-        table = {"GET": read, "PUT": update, "DELETE": delete, "PATCH": patch}
-    if m == "HEAD":
-        m = "GET"
-    if m not in table:
-        raise FhirError(405, f"{m} is not allowed on this URL", "not-supported",
-                        headers={"Allow": ", ".join(table)})
-    if req.res_id is None and m in ("PUT", "DELETE", "PATCH") and not [
-            p for p in req.params if not p[0].startswith("_format")]:
-        raise FhirError(405 if m != "PUT" else 400,
-                        f"{m} on a type needs search parameters (conditional {m.lower()})", "not-supported")
-    return table[m]
-
-
-def dispatch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
-    return route(req)(ctx, tx, req)
-
-
-@functools.lru_cache(maxsize=1)
-def operations() -> dict[str, Handler]:
-    """Every `$operation`: `$reindex` here, the rest from `fhirserver.operations` (loaded on first
-    use, not at import, so that the operations may import this module)."""
-    from fhirserver import operations as ops
-    from fhirserver.access.operations import guard_all
-
-    return guard_all({"$reindex": reindex, **ops.registry()})
-
-
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-__all__ = ["Context", "FhirRequest", "FhirResponse", "Issue", "WRITE_METHODS", "dispatch",
-           "find_matches", "http_date", "route"]
+__all__ = ["check_id", "check_type", "create", "delete", "find_matches", "history", "merge_patch",
+           "parse_etag", "patch", "read", "reindex", "search", "update", "vread"]

@@ -14,17 +14,18 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import uuid
 from typing import Any, Iterator
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
-from fhirserver.api import transact
-from fhirserver.api.formats import Raw
-from fhirserver.api.limits import BundleBudget, client_fault
-from fhirserver.api.interactions import (
-    Context, FhirRequest, FhirResponse, dispatch, find_matches, http_date,
-)
-from fhirserver.api.outcome import FhirError, outcome
-from fhirserver.model.jsonio import loads
+from fhirserver.errors import FhirError, outcome
+from fhirserver.interactions import transact
+from fhirserver.interactions.context import Context, FhirRequest, FhirResponse, http_date
+from fhirserver.interactions.handlers import find_matches
+from fhirserver.interactions.limits import BundleBudget, client_fault
+from fhirserver.interactions.requests import parse_url
+from fhirserver.interactions.router import dispatch
+from fhirserver.model.jsonio import Raw, loads
 from fhirserver.model.types import R4_RESOURCE_TYPES
 from fhirserver.model.validate import Issue, is_valid_id
 from fhirserver.storage import Repository, Tx, batches
@@ -47,20 +48,6 @@ def _entry_error(index: int, exc: FhirError) -> FhirError:
     return FhirError(exc.status, issues, headers=exc.headers)
 
 
-def _parse_url(url: str, base: str) -> tuple[list[str], list[tuple[str, str]]]:
-    if url.startswith(base + "/"):
-        url = url[len(base) + 1:]
-    elif "://" in url:
-        # An absolute URL (another server's base, as in HL7's ussg-fht example): keep the
-        # trailing `Type[/id[/_history/vid]]` part.
-        parts = urlsplit(url)
-        segs = [p for p in parts.path.split("/") if p]
-        start = next((i for i in range(len(segs)) if segs[i] in R4_RESOURCE_TYPES and len(segs) - i <= 4), len(segs))
-        return segs[start:], parse_qsl(parts.query, keep_blank_values=True)
-    path, _, query = url.lstrip("/").partition("?")
-    return [p for p in path.split("/") if p], parse_qsl(query, keep_blank_values=True)
-
-
 def to_request(entry: dict[str, Any], index: int, base: str) -> _Entry:
     """Turn one Bundle entry into an interaction request."""
     req = entry.get("request")
@@ -69,21 +56,10 @@ def to_request(entry: dict[str, Any], index: int, base: str) -> _Entry:
     method = str(req["method"]).upper()
     if method not in _ORDER:
         raise FhirError(400, f"Bundle.entry[{index}].request.method '{method}' is not an HTTP verb of FHIR")
-    segments, params = _parse_url(str(req["url"]), base)
-    fr = FhirRequest(method=method, params=params)
-    if segments:
-        fr.res_type = segments[0]
-        if segments[0].startswith("$"):
-            fr.res_type, fr.operation = None, segments[0]
-    if len(segments) >= 2:
-        if segments[1] in ("_history", "_search") or segments[1].startswith("$"):
-            fr.operation = segments[1]
-        else:
-            fr.res_id = segments[1]
-    if len(segments) >= 3:
-        fr.operation = segments[2]
-    if len(segments) >= 4:
-        fr.version_id = segments[3]
+    try:
+        fr = parse_url(method, str(req["url"]), base)
+    except FhirError as exc:
+        raise _entry_error(index, exc) from None
     for key, header in (("ifMatch", "if-match"), ("ifNoneMatch", "if-none-match"),
                         ("ifNoneExist", "if-none-exist"), ("ifModifiedSince", "if-modified-since")):
         if req.get(key):
@@ -186,7 +162,7 @@ def _batch(ctx: Context, repo: Repository, raw_entries: list, prefer: str,
         try:
             budget.check_time(i)
             entry = to_request(raw if isinstance(raw, dict) else {}, i, ctx.base)
-            write = transact.writes(entry.request)
+            write = transact.writes(entry.request, ctx.operations)
             claim = f"{batch_id}#{i}" if batch_id is not None and write else None
             resp = transact.run(repo, functools.partial(_batch_entry, ctx, entry.request, claim, i), write=write)
             out.append(_finish(ctx, _response_entry(resp, prefer), resp))
@@ -263,7 +239,7 @@ def _conditional_criteria(entries: list[_Entry]) -> list[tuple[str, list[tuple[s
     out = []
     for e in entries:
         r = e.request
-        if not r.res_type or r.res_type not in R4_RESOURCE_TYPES or r.res_id or r.operation:
+        if not r.res_type or r.res_type not in R4_RESOURCE_TYPES or r.res_id or r.operation or r.compartment:
             continue
         cond = r.header("if-none-exist") if r.method == "POST" else None
         if cond:
@@ -277,13 +253,13 @@ def _assign_identities(ctx: Context, tx: Tx, entries: list[_Entry],
                        written: set[tuple[str, str]]) -> dict[str, str]:
     """Map each entry's fullUrl to the Type/id it will have once the transaction is done;
     adds to `written` the existing resources that entries will change (to lock them)."""
-    import uuid
-
     mapping: dict[str, str] = {}
     seen_targets: set[str] = set()
     for e in entries:
         r = e.request
         target = None
+        if r.compartment is not None:  # a compartment is only searched: the router refuses the rest
+            continue
         try:
             if r.method == "POST" and r.res_type and r.res_id is None and not r.operation:
                 cond = r.header("if-none-exist")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
+from fhirserver.storage.budget import is_cancelled
 
 
 def client_fault(exc: BaseException) -> FhirError | None:
@@ -17,8 +18,6 @@ def client_fault(exc: BaseException) -> FhirError | None:
     if module.startswith("gunicorn.http"):  # InvalidChunkSize, ChunkMissingTerminator, NoMoreData...
         return FhirError(400, f"The request body is malformed: {exc}", "structure",
                          headers={"Connection": "close"})
-    from fhirserver.storage.budget import is_cancelled
-
     if is_cancelled(exc):
         return FhirError(503, "The request took longer than this server's time budget and was cancelled; "
                          "narrow the search or split the batch", "too-costly", headers={"Retry-After": "5"})

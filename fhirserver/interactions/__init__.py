@@ -1,0 +1,17 @@
+"""The FHIR interactions, transport-free: a `FhirRequest` and a `Context` in, a `FhirResponse` out.
+
+Every entry point (the REST API, Bundle entries, the portal, the DICOM node, jobs) parses what
+it received into a `FhirRequest` (`parse_path` / `parse_url`) and calls `dispatch` in a
+transaction (`transact.run`); nothing here looks at HTTP.
+"""
+from fhirserver.interactions.context import (
+    WRITE_METHODS, Context, FhirRequest, FhirResponse, Handler, OperationRegistry, http_date,
+)
+from fhirserver.interactions.handlers import check_id, check_type, find_matches, reindex
+from fhirserver.interactions.requests import parse_path, parse_url
+from fhirserver.interactions.router import dispatch, route
+from fhirserver.interactions.search import run_search
+
+__all__ = ["Context", "FhirRequest", "FhirResponse", "Handler", "OperationRegistry", "WRITE_METHODS",
+           "check_id", "check_type", "dispatch", "find_matches", "http_date", "parse_path", "parse_url",
+           "reindex", "route", "run_search"]
