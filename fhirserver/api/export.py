@@ -14,7 +14,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 
 from fhirserver.api.formats import choose_output, parse_body
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 from fhirserver.operations import export
 
 RETRY_AFTER_SECONDS = 2

@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy import and_, delete, exists, false, or_, select, update
 
 from fhirserver.access import SystemJob
-from fhirserver.api.outcome import FhirError
+from fhirserver.errors import FhirError
 from fhirserver.blobs import LocalBlobStore
 from fhirserver.jobs import Cancelled, Permanent
 from fhirserver.model.references import reference_id
