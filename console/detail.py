@@ -8,12 +8,14 @@ import base64
 from typing import Any
 
 from flask import Blueprint, Response, abort, g, make_response, request
+from sqlalchemy import select
 
 from console import core
 from console.core import _, page
 from console.patient_form import FIELDS, GENDERS, age, form_of, is_alias, patient_body, validate
 from console.patients import CASE_SYSTEM, CASE_TYPES, DATE_RE
 from fhirserver.errors import FhirError
+from fhirserver.access.tables import lifecycle_account
 from fhirserver.operations import render as rnd
 
 SYSTEM_TAGS = ("urn:fhirserver:owner",)
@@ -121,9 +123,6 @@ def _access_log(pid: str) -> list[dict[str, str]]:
 
 
 def _account_state(pid: str) -> str:
-    from fhirserver.operations.tables import lifecycle_account
-    from sqlalchemy import select
-
     with core.engine().connect() as conn:
         row = conn.execute(select(lifecycle_account.c.status).where(
             lifecycle_account.c.res_type == "Patient", lifecycle_account.c.res_id == pid)).first()
