@@ -20,6 +20,7 @@ from dicom.fhir import has_identifier, ref_id, search
 from dicom.index import study_summary
 from dicom.tables import dicom_study
 from fhirserver.access import organization_of
+from fhirserver.model.jsonio import loads
 from fhirserver.model.validate import validate_resource
 from fhirserver.storage import Repository, Tx, now_utc
 
@@ -106,6 +107,8 @@ def match_patient(tx: Tx, study: Any, policy: Any) -> str:
         token = f"{system}|{pid}" if system else pid
         found = list(search(tx, "Patient", [("identifier", token)],
                             lambda b: has_identifier(b, pid, system), limit=10, policy=policy))
+        # a merged Patient's scans go to the patient it was merged into (its `replaced-by` link)
+        found = list({i: (i, b) for i, b in (surviving(tx, i, b, policy) for i, b in found)}.values())
         reconciled = [f for f in found if not _is_unreconciled(f[1])]
         if len(reconciled) == 1:
             return reconciled[0][0]
@@ -134,6 +137,46 @@ def match_patient(tx: Tx, study: Any, policy: Any) -> str:
         body["birthDate"] = birth
     validate_resource(body)
     return tx.create("Patient", body).res_id
+
+
+def surviving(tx: Tx, pid: str, body: dict[str, Any], policy: Any, hops: int = 5) -> tuple[str, dict[str, Any]]:
+    """The Patient that `pid` was merged into (following `replaced-by` links the sender may
+    see, a few hops at most), else `pid` itself."""
+    where = list(policy.row_filter("Patient"))
+    for _hop in range(hops):
+        nxt = next((ref_id(link.get("other"), "Patient") for link in body.get("link") or []
+                    if link.get("type") == "replaced-by"), None)
+        cur = tx.current("Patient", nxt, where=where) if nxt else None
+        if cur is None or cur.deleted or cur.body is None:
+            break
+        pid, body = nxt, loads(cur.body)
+    return pid, body
+
+
+def order_patient(tx: Tx, sr: tuple[str, dict] | None, policy: Any) -> str | None:
+    """The Patient a scan ticket (ServiceRequest) was made for, when the sender may see it: the
+    worklist gave the modality that order, so its study is that patient's whatever PatientID
+    the worklist item carried."""
+    pid = ref_id((sr[1] if sr else {}).get("subject"), "Patient")
+    if not pid:
+        return None
+    cur = tx.current("Patient", pid, where=list(policy.row_filter("Patient")))
+    return pid if cur is not None and not cur.deleted else None
+
+
+def complete_order(tx: Tx, sr: tuple[str, dict], policy: Any) -> None:
+    """The scan ticket is done once a study with its accession arrived: it leaves the worklist."""
+    sr_id = sr[0]
+    cur = tx.current("ServiceRequest", sr_id, for_update=True, where=list(policy.row_filter("ServiceRequest")))
+    if cur is None or cur.deleted or cur.body is None:
+        return
+    body = loads(cur.body)
+    if body.get("status") != "active":
+        return
+    body = {k: v for k, v in body.items() if k not in ("meta", "id")}
+    body["status"] = "completed"
+    validate_resource(body)
+    tx.update("ServiceRequest", sr_id, body)
 
 
 def _is_unreconciled(body: dict[str, Any]) -> bool:
@@ -277,9 +320,9 @@ def update_study(repo: Repository, study_uid: str, dicomweb_base: str, policy: A
             cur = tx.current("Patient", patient_id)
             if cur is None or cur.deleted:
                 patient_id = None
-        patient_id = patient_id or match_patient(tx, study, policy)
-        endpoint_id = ensure_endpoint(tx, dicomweb_base)
         sr = find_service_request(tx, study.accession, policy)
+        patient_id = patient_id or order_patient(tx, sr, policy) or match_patient(tx, study, policy)
+        endpoint_id = ensure_endpoint(tx, dicomweb_base)
         body = build_imaging_study(study, series, instances, patient_id, endpoint_id, sr)
         validate_resource(body)
         is_id = study.imaging_study_id
@@ -299,6 +342,7 @@ def update_study(repo: Repository, study_uid: str, dicomweb_base: str, policy: A
             is_id = tx.create("ImagingStudy", body).res_id
         if sr:
             complete_appointments(tx, sr[0], policy)
+            complete_order(tx, sr, policy)
         tx.conn.execute(update(dicom_study).where(dicom_study.c.pk == study.pk).values(
             imaging_study_id=is_id, patient_res_id=patient_id,
             modalities="\\".join(sorted({s.modality for s in series if s.modality})) or None,

@@ -5,6 +5,7 @@ import logging
 
 from flask import Flask, jsonify
 
+import console
 import portal
 import smart_auth
 from dicom import web as dicomweb
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     app.register_blueprint(dicomweb.blueprint(), url_prefix="/dicomweb")  # DICOMweb (PS3.18)
     app.register_blueprint(portal.blueprint(), url_prefix="/portal")  # the patient portal
     register_viewer(app)  # the DICOM viewer's static files at /viewer/
+    app.register_blueprint(console.blueprint(), url_prefix="/console")  # the clinic staff console
     app.register_blueprint(health.blueprint())  # /healthz, /readyz: open, for probes
     app.register_blueprint(metrics_blueprint())  # /metrics (Prometheus text)
     app.register_blueprint(openapi.blueprint())  # /openapi.json, /docs

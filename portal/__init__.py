@@ -1,8 +1,14 @@
 """The patient and guardian web portal under /portal: server-rendered pages that call
-the same FHIR interactions and access rules as the REST API. `blueprint()` builds it."""
+the same FHIR interactions and access rules as the REST API. `blueprint()` builds it.
+
+`Fhir` (FHIR calls with one caller's policy) and `translate` (English/Spanish) are shared with
+the staff console, which renders the same way."""
 from __future__ import annotations
 
 from typing import Any
+
+from portal.core import Fhir
+from portal.i18n import LANGS, translate
 
 
 def blueprint() -> Any:
@@ -11,4 +17,4 @@ def blueprint() -> Any:
     return _bp()
 
 
-__all__ = ["blueprint"]
+__all__ = ["Fhir", "LANGS", "blueprint", "translate"]

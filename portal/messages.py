@@ -95,13 +95,14 @@ def send_message() -> Response:
         body["topic"] = {"text": "Note to my record"}
     f = core.user_fhir()
     with f.repo.transaction(write=True) as tx:
-        f.create("Communication", body, tx)
+        made = f.create("Communication", body, tx)
         if kind == "message":
             email = next((t.get("value") for t in docs[to].get("telecom") or [] if t.get("system") == "email"), None)
             if email:
+                link = f"{core.services().root_url()}/console/messages/{made.get('id')}"
                 send_email(tx.conn, core.services().settings.smtp_url, email, "New secure message from a patient",
-                           "A patient sent you a secure message in the portal. Sign in to read it "
-                           "(the message is not included in this email).\n", patient_id=p)
+                           "A patient sent you a secure message in the portal. Sign in to the staff console "
+                           f"to read it (the message is not included in this email):\n{link}\n", patient_id=p)
     return back("portal.messages", _("Your message was sent.") if kind == "message" else _("The note was saved."))
 
 

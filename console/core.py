@@ -1,0 +1,246 @@
+"""Console sessions, the staff member's own SMART policy, FHIR calls, rendering and flash banners.
+
+A staff member signs in with their server login (the same user store, lockout and sessions as
+the auth server and the portal); every page then acts with `policy_for(principal)` built from
+that login alone: their organizations, their Consent shares. There is no open or system client
+in the console: what a page shows is what the REST API would answer that staff member.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from flask import Response, current_app, g, make_response, redirect, render_template, request, url_for
+
+from fhirserver.access import Principal, parse_scopes
+from fhirserver.interactions import FhirRequest
+from fhirserver.errors import FhirError
+from fhirserver.operations import render as rnd
+from portal import Fhir
+from console.i18n import LANGS, translate
+
+CONSOLE_CLIENT = "fhirserver-console"
+SESSION_COOKIE = "fs_console_session"
+LANG_COOKIE = "fs_console_lang"
+ANON_CSRF_COOKIE = "fs_console_csrf"
+FLASH_COOKIE = "fs_console_flash"
+FLASH_SECONDS = 300
+STAFF_SCOPES = "openid fhirUser user/*.cruds"
+STAFF_ROLES = ("staff", "admin")
+PATH = "/console"
+
+
+def services() -> Any:
+    return current_app.extensions["fhirserver"]
+
+
+def engine() -> Any:
+    return services().repo.engine
+
+
+# -- session -------------------------------------------------------------------------------------
+def principal_for(user: dict[str, Any]) -> Principal:
+    """The staff member as a principal: their role, organizations and login, nothing more."""
+    return Principal(client_id=CONSOLE_CLIENT, role=user["role"], scopes=tuple(parse_scopes(STAFF_SCOPES.split())),
+                     scope_text=STAFF_SCOPES, organizations=tuple(user["organizations"]),
+                     fhir_user=user["fhir_user"], user_pk=user["pk"])
+
+
+def load_session() -> None:
+    """Sets g.user, g.session (its csrf), g.principal and g.policy of the signed-in staff member."""
+    from smart_auth import policy_for, store
+
+    g.user = g.session = g.principal = g.policy = None
+    sess = store.get_session(engine(), request.cookies.get(SESSION_COOKIE))
+    if sess is None:
+        return
+    user = store.get_user(engine(), sess["user_pk"])
+    if user is None or not user["active"] or user["role"] not in STAFF_ROLES:
+        return
+    g.user, g.session = user, sess
+    g.principal = principal_for(user)
+    g.policy = policy_for(g.principal)
+
+
+def new_csrf() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def csrf_ok() -> bool:
+    sent = request.form.get("csrf", "")
+    if g.get("session") is not None:
+        return secrets.compare_digest(sent, g.session["csrf"])
+    cookie = request.cookies.get(ANON_CSRF_COOKIE, "")
+    return bool(cookie) and secrets.compare_digest(sent, cookie)
+
+
+# -- FHIR with the staff member's policy -------------------------------------------------------------
+class StaffFhir(Fhir):
+    """The portal's FHIR client with the staff member's policy, audited as the console."""
+
+    def _audit(self, action: str, interaction: str, refs: list[str], query: str | None = None) -> None:
+        p = g.get("principal")
+        if p is None or not self.audited:
+            return
+        try:
+            services().audit.record(who={"reference": p.fhir_user, "client_id": CONSOLE_CLIENT}, action=action,
+                                    interaction=interaction, references=refs, query=query,
+                                    remote=request.remote_addr)
+        except Exception:  # noqa: BLE001  auditing never breaks a page
+            pass
+
+    def page(self, res_type: str, params: list[tuple[str, str]]) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a search and the cursor of the next page (the engine's keyset paging)."""
+        from urllib.parse import parse_qs, urlsplit
+
+        try:
+            resp = self.call(FhirRequest("GET", res_type, params=list(params)))
+        except FhirError as exc:
+            current_app.logger.warning("console search %s %s refused: %s", res_type, params, exc)
+            return [], None
+        body = resp.body.decode() if isinstance(resp.body, bytes) else resp.body
+        bundle = json.loads(body) if isinstance(body, str) else body
+        rows = []
+        for e in bundle.get("entry") or []:
+            r = e.get("resource")
+            r = json.loads(r) if isinstance(r, (str, bytes)) else r  # stored bytes, passed through
+            if (e.get("search") or {}).get("mode", "match") == "match" and isinstance(r, dict):
+                rows.append(r)
+        after = None
+        for link in bundle.get("link") or []:
+            if link.get("relation") == "next":
+                after = (parse_qs(urlsplit(link.get("url", "")).query).get("_page_after") or [None])[0]
+        self._audit("E", "search-type", [f"{r['resourceType']}/{r['id']}" for r in rows],
+                    f"{res_type}?" + "&".join(f"{k}={v}" for k, v in params))
+        return rows, after
+
+    def op(self, res_type: str, res_id: str | None, op: str, params: list[tuple[str, Any]] = (),
+           tx: Any = None) -> Any:
+        """POST a `$op` with Parameters (name, value) pairs; in `tx` when given."""
+        body = {"resourceType": "Parameters", "parameter": [_param(k, v) for k, v in params]}
+        resp = self.call(FhirRequest("POST", res_type, res_id, operation=op, body=body), tx)
+        out = resp.body.decode() if isinstance(resp.body, bytes) else resp.body
+        return json.loads(out) if isinstance(out, str) else out
+
+
+def _param(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"name": name, "valueBoolean": value}
+    if isinstance(value, dict) and "reference" in value:
+        return {"name": name, "valueReference": value}
+    if isinstance(value, dict):
+        return {"name": name, "resource": value}
+    return {"name": name, "valueString": str(value)}
+
+
+def fhir() -> StaffFhir:
+    if g.get("policy") is None:
+        raise FhirError(401, "Not signed in", "login")
+    return StaffFhir(g.policy)
+
+
+def out_params(params: Any) -> dict[str, list[Any]]:
+    """A Parameters resource as name -> values."""
+    out: dict[str, list[Any]] = {}
+    for p in (params or {}).get("parameter") or []:
+        val = next((v for k, v in p.items() if k.startswith("value") or k == "resource"), None)
+        out.setdefault(p.get("name"), []).append(val)
+    return out
+
+
+# -- language, rendering, flash --------------------------------------------------------------------
+def lang() -> str:
+    if g.get("lang"):
+        return g.lang
+    choice = request.args.get("lang") or request.cookies.get(LANG_COOKIE)
+    if choice not in LANGS:
+        choice = request.accept_languages.best_match(LANGS) or "en"
+    g.lang = choice
+    return choice
+
+
+def _(text: str, **kw: Any) -> str:
+    return translate(lang(), text, **kw)
+
+
+def _flash_serializer() -> Any:
+    from itsdangerous import URLSafeTimedSerializer
+
+    from smart_auth import store
+
+    return URLSafeTimedSerializer(store.server_secret(engine(), "console-flash"), salt="console-flash")
+
+
+def _take_flash() -> str | None:
+    """The banner after a redirect: a message the server signed (never text from the URL)."""
+    from itsdangerous import BadSignature
+
+    raw = request.cookies.get(FLASH_COOKIE)
+    if not raw:
+        return None
+    try:
+        msg = _flash_serializer().loads(raw, max_age=FLASH_SECONDS)
+    except BadSignature:
+        return None
+    return msg if isinstance(msg, str) else None
+
+
+def page(template: str, status: int = 200, **kw: Any) -> Response:
+    anon_csrf = None
+    if g.get("session") is None:
+        anon_csrf = request.cookies.get(ANON_CSRF_COOKIE) or new_csrf()
+    kw.setdefault("form", {})
+    kw.setdefault("errors", {})
+    html = render_template(f"console/{template}", _=_, lang=lang(), user=g.get("user"),
+                           csrf=(g.session["csrf"] if g.get("session") else anon_csrf),
+                           name=display_name, concept=rnd.concept_text, flash=_take_flash(), **kw)
+    resp = make_response(html, status)
+    if request.cookies.get(FLASH_COOKIE):
+        resp.delete_cookie(FLASH_COOKIE, path=PATH)
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+    if anon_csrf:
+        resp.set_cookie(ANON_CSRF_COOKIE, anon_csrf, httponly=True, samesite="Lax", path=PATH)
+    return resp
+
+
+def back(endpoint: str, msg: str | None = None, **kw: Any) -> Response:
+    """Redirect (303) to a page that shows `msg` once, carried in a signed cookie."""
+    resp = redirect(url_for(endpoint, **kw), 303)
+    if msg:
+        resp.set_cookie(FLASH_COOKIE, _flash_serializer().dumps(msg), max_age=FLASH_SECONDS, httponly=True,
+                        samesite="Lax", path=PATH, secure=request.scheme == "https")
+    return resp
+
+
+def display_name(res: dict[str, Any] | None) -> str:
+    """A person's name for lists; an alias profile shows its alias."""
+    if not res:
+        return ""
+    return rnd.human_name(res) or next((n.get("text") for n in res.get("name") or [] if n.get("text")), "") \
+        or res.get("id", "")
+
+
+def ref_id(value: Any, res_type: str) -> str | None:
+    """The id of a local reference to `res_type` (the one reference parser), else None."""
+    from fhirserver.model.references import reference_id
+
+    return reference_id(value, res_type, services().fhir_base())
+
+
+def error_text(exc: FhirError) -> str:
+    """The first issue's text of a refusal, for a banner."""
+    return exc.issues[0].diagnostics if exc.issues else str(exc)
+
+
+def with_tags(res: dict[str, Any], tags: list[dict[str, Any]]) -> dict[str, Any]:
+    """`res` with these meta.tag codings (FHIR allows no empty array: none drops the element)."""
+    meta = {k: v for k, v in (res.get("meta") or {}).items() if k not in ("tag", "versionId", "lastUpdated")}
+    if tags:
+        meta["tag"] = tags
+    out = {k: v for k, v in res.items() if k != "meta"}
+    if meta:
+        out["meta"] = meta
+    return out

@@ -1,0 +1,90 @@
+"""English and Spanish of the console. Keys are the English text; what the console shares with
+the portal (Email, Password, Sign in...) falls back to the portal's dictionary."""
+from __future__ import annotations
+
+from portal import LANGS, translate as portal_translate
+
+ES = {
+    "Staff console": "Consola del personal", "Patients": "Pacientes", "Reports": "Informes",
+    "Unmatched studies": "Estudios sin asignar", "Messages": "Mensajes", "Search patients": "Buscar pacientes",
+    "Gender": "Sexo", "Visit date from": "Fecha de visita desde", "Visit date to": "Fecha de visita hasta",
+    "Case type": "Tipo de caso", "Any": "Cualquiera", "Filter": "Filtrar", "Reset": "Restablecer",
+    "New patient": "Nuevo paciente", "First name": "Nombre", "Last name": "Apellidos",
+    "Date of birth": "Fecha de nacimiento", "Alias (no personal data)": "Alias (sin datos personales)",
+    "Send invitation": "Enviar invitación", "Create": "Crear", "Create scan ticket": "Crear orden de escaneo",
+    "Merge patients": "Fusionar pacientes", "Preview": "Vista previa", "Confirm merge": "Confirmar fusión",
+    "Attach to patient": "Asignar al paciente", "male": "hombre", "female": "mujer", "other": "otro",
+    "unknown": "desconocido", "Male": "Hombre", "Female": "Mujer", "Other": "Otro", "Unknown": "Desconocido",
+    "Name": "Nombre", "Age": "Edad", "Mobile phone": "Teléfono móvil", "Landline": "Teléfono fijo",
+    "ID number": "Número de identificación", "Medical insurance card number": "Número de tarjeta sanitaria",
+    "Contact address": "Dirección de contacto", "Note": "Nota", "Next page": "Página siguiente",
+    "No patients found.": "No se encontraron pacientes.", "Enter a first name.": "Escriba el nombre.",
+    "Enter a last name.": "Escriba los apellidos.", "Enter a valid email address.": "Escriba un correo electrónico válido.",
+    "Enter a date (YYYY-MM-DD).": "Escriba una fecha (AAAA-MM-DD).",
+    "A patient with this email already exists on the platform. Request access to the profile instead of creating a new one.":
+        "Ya existe un paciente con este correo en la plataforma. Solicite acceso al perfil en lugar de crear uno nuevo.",
+    "Request access": "Solicitar acceso", "The access request was sent.": "La solicitud de acceso fue enviada.",
+    "Your password (confirms the invitation)": "Su contraseña (confirma la invitación)",
+    "Enter your password to confirm the invitation.": "Escriba su contraseña para confirmar la invitación.",
+    "The patient was created.": "El paciente fue creado.", "The invitation was sent.": "La invitación fue enviada.",
+    "Scan type": "Tipo de escaneo", "Intraoral": "Intraoral", "Face scan": "Escaneo facial", "CBCT": "CBCT",
+    "X-ray": "Radiografía", "Visit type": "Tipo de visita", "Doctor": "Doctor/a", "Scheduled for": "Programado para",
+    "First visit": "Primera visita", "Follow-up": "Seguimiento", "Emergency": "Urgencia",
+    "Orthodontics": "Ortodoncia", "Implant": "Implante", "Restoration": "Restauración", "General": "General",
+    "Scanner AE title (optional)": "Título AE del escáner (opcional)",
+    "The scan ticket was created.": "La orden de escaneo fue creada.", "Scan tickets": "Órdenes de escaneo",
+    "Accession": "Número de acceso", "Scheduled": "Programada", "Completed": "Completada", "active": "activa",
+    "completed": "completada", "revoked": "anulada", "Choose a scan type.": "Elija un tipo de escaneo.",
+    "Demographics": "Datos personales", "Records": "Historial", "Images": "Imágenes", "Documents": "Documentos",
+    "Tags": "Etiquetas", "Sharing": "Compartir", "Access log": "Registro de accesos", "Edit": "Editar",
+    "Edit patient": "Editar paciente", "Save": "Guardar", "The patient was saved.": "El paciente se guardó.",
+    "Unlink from my organization": "Desvincular de mi organización", "Reactivate": "Reactivar",
+    "Close account": "Cerrar cuenta", "The patient was removed from your list.": "El paciente fue retirado de su lista.",
+    "The account is closed.": "La cuenta está cerrada.", "The patient is active again.": "El paciente está activo de nuevo.",
+    "Inactive": "Inactivo", "Active": "Activo", "Invited": "Invitado", "Add tag": "Añadir etiqueta", "Tag": "Etiqueta",
+    "The tag was added.": "La etiqueta fue añadida.", "Remove": "Quitar", "The tag was removed.": "La etiqueta fue quitada.",
+    "View": "Ver", "PDF": "PDF", "Open viewer": "Abrir visor", "No images.": "No hay imágenes.",
+    "No reports.": "No hay informes.", "No documents.": "No hay documentos.", "No records.": "No hay registros.",
+    "Not shared with other organizations.": "No se comparte con otras organizaciones.",
+    "Shared with": "Compartido con", "imaging only": "solo imágenes", "everything": "todo",
+    "From": "Desde", "To": "Hasta", "Show": "Mostrar", "Date": "Fecha", "Type": "Tipo", "Description": "Descripción",
+    "Status": "Estado", "Who": "Quién", "What": "Qué", "Action": "Acción", "When": "Cuándo",
+    "Find similar patients": "Buscar pacientes similares", "Name or contact": "Nombre o contacto",
+    "Find": "Buscar", "Merge into": "Fusionar en", "Select": "Seleccionar",
+    "These patients will be merged into %(name)s. Their records, scan tickets and studies move; their profiles are kept, inactive.":
+        "Estos pacientes se fusionarán en %(name)s. Sus registros, órdenes y estudios se trasladan; sus perfiles se conservan, inactivos.",
+    "What moves": "Qué se traslada", "Nothing moves.": "No se traslada nada.",
+    "Choose at least one patient to merge.": "Elija al menos un paciente para fusionar.",
+    "The patients were merged.": "Los pacientes fueron fusionados.",
+    "The data changed since the preview: check the preview again.": "Los datos cambiaron desde la vista previa: revísela de nuevo.",
+    "This cannot be undone.": "Esto no se puede deshacer.",
+    "Study": "Estudio", "Patient ID (DICOM)": "ID de paciente (DICOM)", "Name (DICOM)": "Nombre (DICOM)",
+    "Modality": "Modalidad", "Existing patient": "Paciente existente", "Make a new patient": "Crear paciente nuevo",
+    "No unmatched studies.": "No hay estudios sin asignar.", "The study was attached.": "El estudio fue asignado.",
+    "Choose a patient.": "Elija un paciente.", "Keywords": "Palabras clave", "Search": "Buscar",
+    "Reports without a patient": "Informes sin paciente", "No reports without a patient.": "No hay informes sin paciente.",
+    "The report was attached.": "El informe fue asignado.", "Patient": "Paciente", "Report": "Informe",
+    "Subject": "Asunto", "Reply": "Responder", "Send reply": "Enviar respuesta", "Your reply was sent.": "Su respuesta fue enviada.",
+    "Write your reply.": "Escriba su respuesta.", "No messages.": "No hay mensajes.", "Thread": "Conversación",
+    "Not found or not yours to see.": "No encontrado o no tiene permiso para verlo.",
+    "This login is not a staff login.": "Este usuario no es del personal.", "Organization": "Organización",
+    "Access requests": "Solicitudes de acceso", "Pending": "Pendiente", "Conclusion": "Conclusión",
+    "Results": "Resultados", "Back to patient": "Volver al paciente", "Invite to the portal": "Invitar al portal",
+    "Alias": "Alias", "New tag": "Nueva etiqueta", "Choose a gender.": "Elija el sexo.",
+    "Choose a case type.": "Elija un tipo de caso.", "Choose a visit type.": "Elija un tipo de visita.",
+    "Enter a date and time.": "Escriba una fecha y hora.",
+    "Enter a valid AE title (up to 16 letters or digits).": "Escriba un título AE válido (hasta 16 letras o dígitos).",
+    "Make a new patient": "Crear paciente nuevo", "Portal account": "Cuenta del portal",
+    "invited": "invitada", "closed": "cerrada", "created": "creó", "read": "leyó", "changed": "modificó",
+    "deleted": "borró", "searched or ran": "buscó o ejecutó", "Notes": "Notas", "Appointments": "Citas", "Visit": "Visita",
+}
+
+
+def translate(lang: str, text: str, **kw: object) -> str:
+    if lang == "es" and text in ES:
+        s = ES[text]
+        return s % kw if kw else s
+    return portal_translate(lang, text, **kw)
+
+
+__all__ = ["ES", "LANGS", "translate"]
