@@ -22,5 +22,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     from dicom.tables import DICOM_TABLES
 
-    for table in reversed(DICOM_TABLES):
-        op.drop_table(table.name)
+    import sqlalchemy as sa
+
+    inspector = sa.inspect(op.get_bind())
+    for table in reversed(DICOM_TABLES):  # 0008's tables are gone already when it ran first
+        if inspector.has_table(table.name):
+            op.drop_table(table.name)
