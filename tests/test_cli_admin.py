@@ -3,11 +3,8 @@ and a non-zero exit for every failure (never a traceback), help per action."""
 from __future__ import annotations
 
 import json
-import os
-from typing import Iterator
-
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from fhirserver.cli import main
 from fhirserver.storage.migrate import script_heads
@@ -18,26 +15,6 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:  # noqa: ANN001
     code = main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-@pytest.fixture()
-def scratch_db(tmp_path, worker_id) -> Iterator[str]:  # noqa: ANN001
-    """A database of its own (migrations go down and up here, not under the other tests)."""
-    pg = os.environ.get("FHIRSERVER_TEST_DATABASE_URL")
-    if not pg:
-        yield f"sqlite:///{tmp_path / 'scratch.sqlite3'}"
-        return
-    head, _, dbname = pg.rpartition("/")
-    name = f"{dbname.split('?')[0]}_cli_{worker_id}".replace("-", "_")
-    admin = create_engine(head.replace("postgresql://", "postgresql+psycopg://", 1) + "/postgres",
-                          isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    yield f"{head}/{name}"
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _one_line_error(code: int, err: str) -> None:
