@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import orjson
 
+from fhirserver import requestid
 from fhirserver.metrics import count_dicom_association, count_dicom_instance
 
 log = logging.getLogger("fhirserver.dicom.association")
@@ -55,8 +56,18 @@ def _tally(assoc: Any) -> dict[str, Any]:
     tally = getattr(assoc, "_fhir_tally", None)
     if tally is None:
         tally = {"stored": 0, "failed": 0, "warnings": 0, "statuses": {}, "warning_comments": [],
-                 "t0": time.monotonic(), "done": False, "lock": threading.Lock()}
+                 "t0": time.monotonic(), "done": False, "lock": threading.Lock(),
+                 "id": requestid.accept_or_new(None)}
         assoc._fhir_tally = tally
+    return tally
+
+
+def _begin(assoc: Any) -> dict[str, Any]:
+    """An association's id, bound in its own thread (pynetdicom runs each association's handlers
+    in one thread), so the AuditEvents its handlers queue carry it like an HTTP request id."""
+    tally = _tally(assoc)
+    if threading.current_thread() is assoc:
+        requestid.bind(tally["id"])
     return tally
 
 
@@ -95,7 +106,7 @@ def _ended(event: Any, result: str, write_log: bool = True) -> None:
     if write_log and log.isEnabledFor(logging.INFO):
         requestor = event.assoc.requestor
         line: dict[str, Any] = {
-            "event": "dicom-association", "result": result,
+            "event": "dicom-association", "association_id": tally["id"], "result": result,
             "calling_ae": (requestor.ae_title or "").strip(), "address": requestor.address,
             "stored": tally["stored"], "failed": tally["failed"], "failure_statuses": tally["statuses"],
             "refused": [{"status": key, "count": n, "reason": reason_of(int(key, 16))}
@@ -115,7 +126,7 @@ def handlers(log_associations: bool = True) -> list[tuple[Any, Callable[[Any], N
 
     on = log_associations
     return [
-        (evt.EVT_ACCEPTED, lambda e: _tally(e.assoc)),
+        (evt.EVT_ACCEPTED, lambda e: _begin(e.assoc)),
         (evt.EVT_RELEASED, lambda e: _ended(e, "released", on)),
         (evt.EVT_ABORTED, lambda e: _ended(e, "aborted", on)),
         (evt.EVT_REJECTED, lambda e: _ended(e, "rejected", on)),

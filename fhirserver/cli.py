@@ -83,7 +83,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("threads", args.threads)
             self.cfg.set("timeout", 120)
             self.cfg.set("keepalive", 30)
-            self.cfg.set("accesslog", None)
+            self.cfg.set("accesslog", None)  # the app logs each request (JSON, with its request id)
+            self.cfg.set("logger_class", "fhirserver.logs.GunicornJsonLogger")
+            self.cfg.set("loglevel", settings.log_level.lower())
             self.cfg.set("child_exit", lambda _arbiter, worker: process_exited(worker.pid))
 
         def load(self) -> Any:

@@ -1,4 +1,5 @@
-"""Log output: every line on stderr is one JSON object, so a log shipper needs no parsing rules.
+"""Log output: every log record on stderr is one JSON line, so a log shipper needs no parsing rules
+(the start banner and the fail-fast lines stay plain text for the operator at the terminal).
 
 The request and association lines are JSON already (they carry their own fields); any other
 record (warnings, errors, a traceback of a bug) is wrapped as {"level", "logger", "message",
@@ -9,8 +10,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import Any
 
 import orjson
+from gunicorn.glogging import Logger as GunicornLogger
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -41,3 +44,12 @@ def configure(level: str) -> None:
     logging.getLogger("fhirserver").setLevel(level)
     # migrations say "Context impl ..." at every start: only worth reading when debugging
     logging.getLogger("alembic").setLevel(level if level == "DEBUG" else "WARNING")
+
+
+class GunicornJsonLogger(GunicornLogger):
+    """gunicorn's own lines (start, workers booted or killed) as JSON lines like the rest."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonLines())

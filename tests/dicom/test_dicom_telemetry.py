@@ -85,5 +85,6 @@ def test_refused_instance_logged_with_its_reason(dcmtk, tmp_path, caplog):  # no
         lines = wait_for(lambda: _association_lines(caplog))
     line = lines[-1]
     assert line["calling_ae"] == "TESTSCU" and line["stored"] == 1 and line["failed"] == 1
+    assert len(line["association_id"]) == 32  # also the request id of the association's AuditEvents
     (refused,) = line["refused"]
     assert refused["count"] == 1 and refused["status"].startswith("0x") and refused["reason"]
