@@ -24,6 +24,8 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     node.add_argument("--processes", type=int, default=0,
                       help="receiving processes sharing the port (default: $FHIRSERVER_DICOM_PROCESSES "
                            "or the CPU count)")
+    node.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                      help="log level (default INFO)")
     node.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     node.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     node.add_argument("--load-board", help=argparse.SUPPRESS)
@@ -56,9 +58,19 @@ def cmd_dicom(args: argparse.Namespace, settings: Any) -> int:
 
     if args.accept_unknown:
         settings = settings.replace(dicom_reject_unknown=False)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from fhirserver.logs import configure
+
+    configure(settings.log_level)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     processes = args.processes or int(os.environ.get("FHIRSERVER_DICOM_PROCESSES") or 0) or os.cpu_count() or 1
+    if args.listen_fd is None:  # this process binds: say so in one line when it cannot
+        from fhirserver.preflight import data_dir_problem, dicom_port_problem, migrate_problem
+
+        problem = data_dir_problem(settings.data_dir) or dicom_port_problem(settings) or \
+            migrate_problem(settings.effective_database_url)
+        if problem:
+            print(f"fhirserver: error: {problem}", file=sys.stderr, flush=True)
+            return 1
     if processes > 1 and args.listen_fd is None:
         return _supervise(args, settings, processes)
     from pydicom import config as pydicom_config
@@ -176,7 +188,10 @@ def cmd_dicom_node(args: argparse.Namespace, settings: Any) -> int:
         print("--ae is required", file=sys.stderr)
         return 2
     if args.action == "remove":
-        return 0 if remove_node(engine, args.ae) else 1
+        if remove_node(engine, args.ae):
+            return 0
+        print(f"error: no DICOM node {args.ae!r}", file=sys.stderr)
+        return 1
     try:
         node = add_node(engine, args.ae, args.node_host, args.node_port, args.organization,
                         args.description)

@@ -67,5 +67,5 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     def _root():  # noqa: ANN202
         return jsonify({"name": "fhirserver", "fhir": "/fhir", "metadata": "/fhir/metadata"})
 
-    logging.getLogger("fhirserver").setLevel(logging.INFO)
+    logging.getLogger("fhirserver").setLevel(settings.log_level.upper())  # --log-level
     return app

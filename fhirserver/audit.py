@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 from sqlalchemy import and_, or_, select
 
+from fhirserver import requestid
 from fhirserver.storage import Repository
 from fhirserver.storage.tables import resource, resource_compartment
 
@@ -27,6 +28,20 @@ _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _REST = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
          "display": "RESTful Operation"}
 _INTERACTION = "http://hl7.org/fhir/restful-interaction"
+# IHE Basic Audit Log Patterns: the X-Request-ID of the transaction, as an entity of the event
+_BALP_ENTITY = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
+
+
+def tag_request(body: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    """Add the request id entity to an AuditEvent body (once), so an operator can go from a log
+    line or a client's X-Request-ID to the audit trail (`AuditEvent?entity-name=ID`)."""
+    if not request_id or body.get("resourceType") != "AuditEvent":
+        return body
+    entities = body.setdefault("entity", [])
+    if not any((e.get("type") or {}).get("code") == "XrequestId" for e in entities):
+        entities.append({"what": {"identifier": {"value": request_id}}, "name": request_id,
+                         "type": {"system": _BALP_ENTITY, "code": "XrequestId", "display": "X-Request-Id"}})
+    return body
 
 
 class AuditTrail:
@@ -46,21 +61,23 @@ class AuditTrail:
         refs = list(dict.fromkeys(r for r in references if r))[:MAX_ENTITIES]
         self._queue.append({"who": who, "action": action, "interaction": interaction, "refs": refs,
                             "query": query, "remote": remote, "outcome": outcome,
+                            "request_id": requestid.current(),
                             "recorded": datetime.now(timezone.utc).isoformat(timespec="milliseconds")})
         self._ensure_writer()
 
     def defer(self, build: Callable[[Any], list[dict[str, Any]]]) -> None:
         """Queue events built later, in the writer's transaction: `build(tx)` returns AuditEvent
         bodies (for callers such as DICOMweb that look up what a UID stands for)."""
-        self._queue.append({"build": build})
+        self._queue.append({"build": build, "request_id": requestid.current()})
         self._ensure_writer()
 
     @staticmethod
     def write(tx: Any, bodies: Iterable[dict[str, Any]]) -> None:
         """Write AuditEvents now, inside the caller's transaction (an operation's record of what
         it changed commits or rolls back with the change)."""
+        rid = requestid.current()
         for body in bodies:
-            tx.create("AuditEvent", body)
+            tx.create("AuditEvent", tag_request(body, rid))
 
     def _ensure_writer(self) -> None:
         if self._thread is not None and self._pid == os.getpid():
@@ -96,7 +113,8 @@ class AuditTrail:
                 owners = self._patients(tx.conn, {r for it in plain for r in it["refs"]})
                 for it in items:
                     bodies = it["build"](tx) if "build" in it else [_event(it, owners)]
-                    self.write(tx, bodies)
+                    for body in bodies:  # the writer thread serves no request: the id queued with it
+                        tx.create("AuditEvent", tag_request(body, it.get("request_id")))
                     written += len(bodies)
             return written
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
+import os
 import socket
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from fhirserver.config import Settings, settings_from_env
+from fhirserver.preflight import first_line, migrate_problem, serve_problem
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -36,46 +37,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _port_free(host: str, port: int) -> str | None:
-    """None if `host:port` can be bound now, else why not (one line for the operator)."""
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
-
-
-def _preflight(settings: Settings) -> str | None:
-    """Fail fast before forking anything: ports taken, data folder not writable (one clear line)."""
-    import tempfile
-
-    try:
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=settings.data_dir).close()
-    except OSError as exc:
-        return f"data folder {settings.data_dir} is not writable: {exc.strerror or exc}"
-    why = _port_free(settings.host, settings.port)
-    if why:
-        return f"cannot listen for HTTP on {settings.host}:{settings.port}: {why}"
-    if settings.dicom_port:  # a server without its DICOM node would lose scans silently
-        dicom_host = settings.dicom_host or settings.host
-        why = _port_free(dicom_host, settings.dicom_port)
-        if why:
-            return (f"cannot listen for DICOM on {dicom_host}:{settings.dicom_port}: {why} "
-                    "(choose another --dicom-port, or --dicom-port 0 for no DICOM node)")
-    return None
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.insecure_no_auth and not _is_loopback(settings.host):
         print("--insecure-no-auth only listens on a loopback address (127.0.0.1, ::1)", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
-    problem = _preflight(settings)
+    from fhirserver.logs import configure
+
+    configure(settings.log_level)
+    os.environ["FHIRSERVER_LOG_LEVEL"] = settings.log_level  # the DICOM node processes log alike
+    problem = serve_problem(settings) or migrate_problem(settings.effective_database_url)
     if problem:
         print(f"fhirserver: error: {problem}", file=sys.stderr, flush=True)
         return 1
@@ -86,17 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from fhirserver.app import create_app, start_jobs, stop_jobs
-    from fhirserver.storage import make_engine, upgrade
 
-    engine = make_engine(settings.effective_database_url)
-    try:
-        upgrade(engine)
-    except Exception as exc:  # noqa: BLE001 - unreachable or unmigratable database: one line, exit 1
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"fhirserver: error: database {settings.effective_database_url.split('@')[-1]}: {reason}",
-              file=sys.stderr, flush=True)
-        return 1
-    engine.dispose()
     if settings.dev_mode:  # seed the demo clinic (idempotent: every restart keeps one copy)
         from portal.demo import seed
 
@@ -122,7 +83,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("threads", args.threads)
             self.cfg.set("timeout", 120)
             self.cfg.set("keepalive", 30)
-            self.cfg.set("accesslog", None)
+            self.cfg.set("accesslog", None)  # the app logs each request (JSON, with its request id)
+            self.cfg.set("logger_class", "fhirserver.logs.GunicornJsonLogger")
+            self.cfg.set("loglevel", settings.log_level.lower())
             self.cfg.set("child_exit", lambda _arbiter, worker: process_exited(worker.pid))
             # each HTTP worker process also runs job threads (a fork carries no threads over)
             self.cfg.set("post_worker_init", lambda worker: start_jobs(worker.wsgi))
@@ -181,19 +144,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    from fhirserver.preflight import database_label
     from fhirserver.storage import make_engine, upgrade
-    from fhirserver.storage.migrate import current_heads, script_heads
+    from fhirserver.storage.migrate import current_heads, downgrade, script_heads
 
     settings = _settings(args)
-    where = settings.effective_database_url.split("@")[-1]
+    where = database_label(settings.effective_database_url)
     try:
         engine = make_engine(settings.effective_database_url)
         if args.action == "upgrade":
-            upgrade(engine)
+            upgrade(engine, args.revision)
+        elif args.action == "downgrade":
+            downgrade(engine, args.revision)
         heads = current_heads(engine)
-    except Exception as exc:  # noqa: BLE001 - unreachable database, failed migration: one line
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"fhirserver: error: database {where}: {reason}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - unreachable database, unknown revision, failed migration
+        print(f"fhirserver: error: database {where}: {first_line(exc)}", file=sys.stderr)
         return 1
     state = "up to date" if set(heads) == set(script_heads()) else \
         "not initialized (run `fhirserver db upgrade`)" if not heads else "behind (run `fhirserver db upgrade`)"
@@ -248,8 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database schema (Alembic migrations)")
     db_sub = db.add_subparsers(dest="action", required=True)
     for action, text in (("upgrade", "migrate the schema to this version's revisions"),
+                         ("downgrade", "undo migrations down to REVISION (their tables and data are dropped)"),
                          ("current", "show the schema revisions the database is at")):
         one = db_sub.add_parser(action, help=text, description=text)
+        if action == "upgrade":
+            one.add_argument("revision", nargs="?", default="heads",
+                             help="target revision (default: heads, every branch's newest)")
+        elif action == "downgrade":
+            one.add_argument("revision", help="target revision: an id (0002), BRANCH@id (dicom@0003), "
+                             "-1 (one step back on a single head) or base (an empty database)")
         _add_common(one)
         one.set_defaults(func=cmd_db)
 
@@ -278,8 +250,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command: its own exit code, or 1 with one line on stderr for anything it did not
+    foresee (an operator reads the cause, not a traceback; --log-level DEBUG shows the trace)."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place unforeseen failures become one line
+        import logging
+
+        logging.getLogger("fhirserver.cli").debug("command failed", exc_info=True)
+        print(f"fhirserver: error: {_explain(exc, args)}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _explain(exc: BaseException, args: argparse.Namespace) -> str:
+    """One line naming what failed: the database (with its address but no credentials) or else."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from fhirserver.preflight import database_label
+
+    if isinstance(exc, SQLAlchemyError) or type(exc).__module__.startswith(("psycopg", "sqlite3", "alembic")):
+        return f"database {database_label(_settings(args).effective_database_url)}: {first_line(exc)}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return first_line(exc)
 
 
 if __name__ == "__main__":

@@ -84,12 +84,7 @@ def cmd_user(args: argparse.Namespace, settings: Any) -> int:
 
     engine = _engine(settings)
     if args.action == "add":
-        password = args.password or os.environ.get("FHIRSERVER_USER_PASSWORD")
-        if not password:
-            if not sys.stdin.isatty():
-                password = sys.stdin.readline().rstrip("\n")
-            else:
-                password = getpass.getpass("password: ")
+        password = _password(args)
         try:
             out = store.add_user(engine, username=args.username, password=password, role=args.role,
                                  fhir_user=args.fhir_user, patients=args.patient or [],
@@ -120,6 +115,8 @@ def cmd_user(args: argparse.Namespace, settings: Any) -> int:
         return 0
     if args.action == "remove":
         return _remove_user(engine, args.username)
+    if args.action == "passwd":
+        return _set_password(engine, args.username, _password(args))
     if args.action == "unlock":
         from sqlalchemy import update
 
@@ -128,9 +125,47 @@ def cmd_user(args: argparse.Namespace, settings: Any) -> int:
         with engine.begin() as c:
             n = c.execute(update(auth_user).where(auth_user.c.username == args.username)
                           .values(failed_logins=0, locked_until=0)).rowcount
-        print(json.dumps({"unlocked": bool(n)}))
-        return 0 if n else 1
+        if not n:
+            print(f"error: no user {args.username!r}", file=sys.stderr)
+            return 1
+        print(json.dumps({"unlocked": True}))
+        return 0
     return 2
+
+
+def _password(args: argparse.Namespace) -> str:
+    """--password, else FHIRSERVER_USER_PASSWORD, else a line of stdin, else a prompt."""
+    password = args.password or os.environ.get("FHIRSERVER_USER_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("password: ")
+    return password
+
+
+def _set_password(engine: Any, username: str, password: str) -> int:
+    """A new password; the lockout is cleared, its sessions end and its tokens stop working
+    (a reset is how an operator answers a leaked password)."""
+    from sqlalchemy import delete, select, update
+
+    from smart_auth.store import hash_password
+    from smart_auth.tables import auth_session, auth_token, auth_user
+
+    if len(password) < 8:
+        print("error: the password needs at least 8 characters", file=sys.stderr)
+        return 2
+    with engine.begin() as c:
+        pk = c.execute(select(auth_user.c.pk).where(auth_user.c.username == username)).scalar()
+        if pk is None:
+            print(f"error: no user {username!r}", file=sys.stderr)
+            return 1
+        c.execute(update(auth_user).where(auth_user.c.pk == pk).values(
+            password_hash=hash_password(password), failed_logins=0, locked_until=0))
+        c.execute(update(auth_token).where(auth_token.c.user_pk == pk).values(revoked=True))
+        c.execute(delete(auth_session).where(auth_session.c.user_pk == pk))
+    print(json.dumps({"username": username, "password": "changed"}))
+    return 0
 
 
 def _remove_user(engine: Any, username: str) -> int:
@@ -215,3 +250,5 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     user_action("list", "list logins (JSON, without password hashes)", named=False)
     user_action("remove", "remove a login, end its sessions and revoke its tokens")
     user_action("unlock", "clear a login's failed-login lockout")
+    passwd = user_action("passwd", "set a login's password; ends its sessions and revokes its tokens")
+    passwd.add_argument("--password", help="(default: FHIRSERVER_USER_PASSWORD, stdin, or a prompt)")

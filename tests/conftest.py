@@ -45,6 +45,26 @@ def database_url(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> It
     admin.dispose()
 
 
+@pytest.fixture()
+def scratch_db(tmp_path, worker_id: str) -> Iterator[str]:  # noqa: ANN001
+    """A database of its own (migrations go down and up here, not under the other tests)."""
+    pg = os.environ.get("FHIRSERVER_TEST_DATABASE_URL")
+    if not pg:
+        yield f"sqlite:///{tmp_path / 'scratch.sqlite3'}"
+        return
+    head, _, dbname = pg.rpartition("/")
+    name = f"{dbname.split('?')[0]}_cli_{worker_id}".replace("-", "_")
+    admin = create_engine(head.replace("postgresql://", "postgresql+psycopg://", 1) + "/postgres",
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    yield f"{head}/{name}"
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def is_postgres(database_url: str) -> bool:
     return database_url.startswith("postgres")

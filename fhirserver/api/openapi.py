@@ -2,7 +2,8 @@
 
 The FHIR part is generated from the CapabilityStatement (as HAPI's OpenAPI interceptor does), so
 the document names exactly the types, interactions, search parameters and operations the server
-supports; the server's own endpoints (probes, metrics, OAuth token) are listed beside it. The docs
+supports; the server's own endpoints (OAuth, DICOMweb, probes, metrics) come from flask-smorest's
+apispec plugins over the app's URL map (`fhirserver.api.apidoc`) and are merged in. The docs
 page is Swagger UI served from the `swagger-ui-bundle` package: no CDN, works offline.
 """
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, jsonify, send_from_directory
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, send_from_directory
+
+from fhirserver.api.apidoc import own_spec
 
 _FHIR_JSON = {"application/fhir+json": {"schema": {"$ref": "#/components/schemas/Resource"}}}
 _OK = {"description": "OK", "content": _FHIR_JSON}
@@ -66,38 +69,32 @@ def _resource_paths(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return paths
 
 
-def openapi_document(services: Any) -> dict[str, Any]:
-    """The whole API as OpenAPI 3.0, from the CapabilityStatement of this running server."""
+def openapi_document(services: Any, app: Flask | None = None) -> dict[str, Any]:
+    """The whole API as OpenAPI 3.0: the FHIR part from the CapabilityStatement of this running
+    server, merged with the part flask-smorest/apispec generates for `app`'s own routes."""
     cs = services.capability_statement()
     paths: dict[str, Any] = {
         "/fhir/metadata": {"get": _op("CapabilityStatement", "server")},
         "/fhir": {"post": _op("batch or transaction Bundle", "server", body=True)},
-        "/healthz": {"get": {"summary": "Liveness", "tags": ["operations"],
-                             "responses": {"200": {"description": "alive"}}}},
-        "/readyz": {"get": {"summary": "Readiness (database, data folder, job tables)", "tags": ["operations"],
-                            "responses": {"200": {"description": "ready"},
-                                          "503": {"description": "OperationOutcome naming the failed checks"}}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["operations"],
-                             "responses": {"200": {"description": "text exposition format"}}}},
-        "/auth/token": {"post": {"summary": "OAuth 2.0 token endpoint (SMART)", "tags": ["oauth"],
-                                 "requestBody": {"content": {"application/x-www-form-urlencoded": {
-                                     "schema": {"type": "object"}}}},
-                                 "responses": {"200": {"description": "token"}, "400": {"description": "error"},
-                                               "401": {"description": "client authentication failed"}}}},
     }
     for rest in cs.get("rest") or []:
         for res in rest.get("resource") or []:
             paths.update(_resource_paths(res))
+    version = str(cs.get("software", {}).get("version") or cs.get("version") or "1")
+    own: dict[str, Any] = own_spec(app, version) if app is not None else {}
+    for path, ops in (own.get("paths") or {}).items():
+        paths.setdefault(path, {}).update(ops)
+    schemas = {"Resource": {"type": "object", "required": ["resourceType"],
+                            "properties": {"resourceType": {"type": "string"}}},
+               **((own.get("components") or {}).get("schemas") or {})}
     return {
         "openapi": "3.0.3",
-        "info": {"title": "fhirserver", "version": str(cs.get("software", {}).get("version") or cs.get("version")
-                                                        or "1"),
+        "info": {"title": "fhirserver", "version": version,
                  "description": "FHIR R4 REST API generated from the CapabilityStatement at /fhir/metadata"},
         "servers": [{"url": services.root_url()}],
         "paths": paths,
         "components": {
-            "schemas": {"Resource": {"type": "object", "required": ["resourceType"],
-                                     "properties": {"resourceType": {"type": "string"}}}},
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
@@ -128,7 +125,7 @@ def blueprint() -> Blueprint:
 
     @bp.get("/openapi.json")
     def _openapi() -> Response:
-        return jsonify(openapi_document(current_app.extensions["fhirserver"]))
+        return jsonify(openapi_document(current_app.extensions["fhirserver"], current_app))
 
     @bp.get("/docs")
     def _docs() -> Response:

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 
+from fhirserver import requestid
 from fhirserver.metrics import exposition, metrics, watch_pool
 from fhirserver.model.types import R4_RESOURCE_TYPES
 
@@ -59,6 +60,14 @@ def install_telemetry(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
         g.t0 = time.perf_counter()
+        g.request_id = requestid.accept_or_new(request.headers.get(requestid.HEADER))
+        g.request_id_token = requestid.bind(g.request_id)
+
+    @app.teardown_request
+    def _unbind(_exc: BaseException | None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            requestid.unbind(token)
 
     @app.after_request
     def _finish(resp: Response) -> Response:
@@ -68,13 +77,15 @@ def install_telemetry(app: Flask) -> None:
         if method not in _METHODS:  # any token is a valid method: keep label values bounded
             method = "OTHER"
         route = route_of(request)
+        rid = getattr(g, "request_id", None) or requestid.accept_or_new(None)
+        resp.headers[requestid.HEADER] = rid
         m.http_requests.labels(method, route, resp.status_code).inc()
         m.http_latency.labels(method, route).observe(took)
         if log_requests and log.isEnabledFor(logging.INFO):
             principal = getattr(g, "fhir_principal", None)
             query = env.get("QUERY_STRING", "")
             log.info(orjson.dumps({
-                "event": "http", "method": method, "route": route,
+                "event": "http", "request_id": rid, "method": method, "route": route,
                 "path": env.get("PATH_INFO", "") + ("?" + query if query else ""),
                 "status": resp.status_code, "duration_ms": round(took * 1000, 2),
                 "bytes": resp.content_length or 0, "remote": env.get("REMOTE_ADDR"),

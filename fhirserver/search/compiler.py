@@ -16,7 +16,9 @@ from sqlalchemy import and_, exists, func, literal, not_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter  # re-targets access conditions onto aliases
 
+from fhirserver.model.references import parse_reference
 from fhirserver.model.types import R4_RESOURCE_TYPES
+from fhirserver.model.validate import is_valid_id
 from fhirserver.search.dates import date_range, shift, split_prefix
 from fhirserver.search.extract import normalize, split_reference
 from fhirserver.search.limits import search_limit_problem
@@ -53,6 +55,19 @@ class SearchError(ValueError):
 class InvalidValue(SearchError):
     """A known parameter with a value that means nothing (`birthdate=1985-13-45`): refused under
     lenient handling too, since ignoring it would answer with every resource."""
+
+
+class UnsupportedModifier(InvalidValue):
+    """A known parameter with a modifier this server does not implement (`name:sounds-like`):
+    the spec says servers SHALL reject it, since dropping it would widen the result."""
+
+
+def _naming(exc: SearchError, name: str) -> SearchError:
+    """The same error with the parameter's name in front, unless the message already names it."""
+    text = str(exc)
+    if f"'{name}'" in text or text.startswith(name):
+        return exc
+    return type(exc)(f"Search parameter '{name}': {text}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,8 +171,8 @@ class Compiler:
             seen.add((name, value))
             try:
                 cond = self.param(resource, types, name, value)
-            except InvalidValue:
-                raise
+            except InvalidValue as exc:
+                raise _naming(exc, name) from None
             except SearchError:
                 if strict:
                     raise
@@ -167,11 +182,14 @@ class Compiler:
             used.append((name, value))
         out = CompiledSearch(where, used, ignored)
         for name, value in params:
-            if name == "_sort":
-                out.sort = self.sort_keys(res_type, value)
-                out.sort_param = value
-            elif name in ("_include", "_revinclude") or name.startswith("_include:") or name.startswith("_revinclude:"):
-                out.includes.append(self.include(name, value))
+            try:
+                if name == "_sort":
+                    out.sort = self.sort_keys(res_type, value)
+                    out.sort_param = value
+                elif name in ("_include", "_revinclude") or name.startswith(("_include:", "_revinclude:")):
+                    out.includes.append(self.include(name, value))
+            except SearchError as exc:
+                raise _naming(exc, name) from None
         return out
 
     # -- one parameter -------------------------------------------------------------------------
@@ -189,7 +207,7 @@ class Compiler:
             return self._id(r, modifier, raw)
         if code == "_lastUpdated":
             if modifier:
-                raise SearchError(f"_lastUpdated takes no modifier ':{modifier}'")
+                raise UnsupportedModifier(f"_lastUpdated takes no modifier ':{modifier}'")
             return or_(*[self._date_on(r.c.last_updated, r.c.last_updated, v, exclusive_high=False)
                          for v in split_values(raw)])
         if code in ("_text", "_content"):
@@ -197,7 +215,7 @@ class Compiler:
         param = self._lookup(types, code)
         if modifier == "missing":
             if raw not in ("true", "false"):
-                raise SearchError(f"{name} must be true or false")
+                raise InvalidValue(f"{name} must be true or false")
             present = self._any_row(r, param)
             return not_(present) if raw == "true" else present
         values = split_values(raw)
@@ -246,7 +264,7 @@ class Compiler:
     # -- builders per type ---------------------------------------------------------------------
     def _id(self, r: Any, modifier: str, raw: str) -> ColumnElement[bool]:
         if modifier not in ("", "not"):
-            raise SearchError(f"_id takes no modifier ':{modifier}'")
+            raise UnsupportedModifier(f"_id takes no modifier ':{modifier}'")
         ids = [v for v in split_values(raw) if v]
         cond = r.c.res_id.in_(ids)
         return not_(cond) if modifier == "not" else cond
@@ -259,7 +277,7 @@ class Compiler:
         if modifier == "contains":
             return self._rows(r, t, p, lambda t: [t.c.value.like(f"%{n}%", escape="\\")])
         if modifier:
-            raise SearchError(f"Modifier ':{modifier}' is not supported on string parameter '{p.code}'")
+            raise UnsupportedModifier(f"Modifier ':{modifier}' is not supported on string parameter '{p.code}'")
         return self._rows(r, t, p, lambda t: [t.c.value.like(f"{n}%", escape="\\")])
 
     def _token(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
@@ -273,13 +291,15 @@ class Compiler:
                 raise SearchError(":of-type takes system|code|value")
             return self._rows(r, t, p, lambda t: [t.c.system == f"of-type:{parts[0]}|{parts[1]}", t.c.code == parts[2]])
         if modifier in ("in", "not-in", "above", "below"):
-            raise SearchError(f"Modifier ':{modifier}' needs terminology services, which this server does not have")
+            raise UnsupportedModifier(f"Modifier ':{modifier}' needs terminology services, which this server does not have")
         if modifier:
-            raise SearchError(f"Modifier ':{modifier}' is not supported on token parameter '{p.code}'")
+            raise UnsupportedModifier(f"Modifier ':{modifier}' is not supported on token parameter '{p.code}'")
         if v == "":
             raise SearchError(f"Parameter '{p.code}' has an empty value")
         lower = "telecom" in (p.expression or "")
         parts = _split_escaped(v, "|")
+        if len(parts) > 2 or parts == ["", ""]:  # a literal | inside a code is written \|
+            raise InvalidValue(f"'{v}' is not a token (code, system|code, |code or system|)")
         if len(parts) == 1:
             code = parts[0].lower() if lower else parts[0]
             return self._rows(r, t, p, lambda t: [t.c.code == code,
@@ -300,7 +320,10 @@ class Compiler:
             ident = dataclasses.replace(p, code=f"{p.code}:identifier", type="token")
             return self._token(r, ident, "", v)
         if modifier and modifier not in R4_RESOURCE_TYPES:
-            raise SearchError(f"Modifier ':{modifier}' is not supported on reference parameter '{p.code}'")
+            raise UnsupportedModifier(f"Modifier ':{modifier}' is not supported on reference parameter '{p.code}'")
+        ref = parse_reference(v, self.base_url)
+        if ref.kind == "invalid" and not ("/" not in v and is_valid_id(v)):  # neither Type/id, URL nor id
+            raise InvalidValue(f"'{v}' is not a reference (id, Type/id, or an absolute URL)")
         ttype, tid, url = split_reference(v, self.base_url)
         if ttype is None and url is None:  # a bare id
             tid = v
@@ -359,7 +382,7 @@ class Compiler:
 
     def _date(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         if modifier:
-            raise SearchError(f"Modifier ':{modifier}' is not supported on date parameter '{p.code}'")
+            raise UnsupportedModifier(f"Modifier ':{modifier}' is not supported on date parameter '{p.code}'")
         try:  # validate the value now (the condition itself is built per alias)
             date_range(split_prefix(v)[1])
         except ValueError as exc:
@@ -387,13 +410,13 @@ class Compiler:
 
     def _number(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         if modifier:
-            raise SearchError(f"Modifier ':{modifier}' is not supported on number parameter '{p.code}'")
+            raise UnsupportedModifier(f"Modifier ':{modifier}' is not supported on number parameter '{p.code}'")
         self._num_cond(literal(0), v)  # validate the value now
         return self._rows(r, idx_number, p, lambda t: [self._num_cond(t.c.low, v)])
 
     def _quantity(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         if modifier:
-            raise SearchError(f"Modifier ':{modifier}' is not supported on quantity parameter '{p.code}'")
+            raise UnsupportedModifier(f"Modifier ':{modifier}' is not supported on quantity parameter '{p.code}'")
         parts = _split_escaped(v, "|")
         if len(parts) not in (1, 3):
             raise InvalidValue("A quantity is number, or number|system|code")
@@ -417,13 +440,13 @@ class Compiler:
         if modifier == "above":
             return self._rows(r, t, p, lambda t: [literal(v).like(func.replace(t.c.uri, "%", "") + "%")])
         if modifier:
-            raise SearchError(f"Modifier ':{modifier}' is not supported on uri parameter '{p.code}'")
+            raise UnsupportedModifier(f"Modifier ':{modifier}' is not supported on uri parameter '{p.code}'")
         return self._rows(r, t, p, lambda t: [t.c.uri == v])
 
     def _composite(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         """Composite values `a$b`: each component must match (on the same resource)."""
         if modifier:
-            raise SearchError(f"Modifier ':{modifier}' is not supported on composite parameter '{p.code}'")
+            raise UnsupportedModifier(f"Modifier ':{modifier}' is not supported on composite parameter '{p.code}'")
         values = _split_escaped(v, "$")
         if len(values) != len(p.components):
             raise SearchError(f"'{p.code}' takes {len(p.components)} values separated by $")
@@ -437,7 +460,7 @@ class Compiler:
 
     def _fulltext(self, r: Any, code: str, modifier: str, raw: str) -> ColumnElement[bool]:
         if modifier:
-            raise SearchError(f"{code} takes no modifier")
+            raise UnsupportedModifier(f"{code} takes no modifier")
         alts = []
         for value in split_values(raw):
             words = [w for w in normalize(value).split() if w]
@@ -514,9 +537,14 @@ class Compiler:
     # -- sorting and includes ------------------------------------------------------------------
     def sort_keys(self, res_type: str | None, raw: str) -> list[SortKey]:
         keys = []
-        for item in [s.strip() for s in raw.split(",") if s.strip()]:
+        items = [s.strip() for s in raw.split(",")]
+        if not items or any(not i for i in items):
+            raise InvalidValue(f"_sort has an empty item: '{raw}'")
+        for item in items:
             desc = item.startswith("-")
-            code = item.lstrip("-")
+            code = item[1:] if desc else item
+            if not code:
+                raise InvalidValue(f"_sort has a '-' without a parameter: '{raw}'")
             if code == "_id":
                 keys.append(SortKey(resource.c.res_id, desc, "str"))
                 continue

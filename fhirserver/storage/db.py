@@ -54,11 +54,20 @@ def is_postgres(engine: Engine) -> bool:
 
 
 def ping(engine: Engine) -> None:
-    """One round trip to the database (raises when it does not answer)."""
+    """One round trip to the database (raises when it does not answer). A pooled connection
+    the database dropped while it was away is retried once on a fresh one: after an outage the
+    first probe reports the database as it is now, not the pool's stale socket."""
     from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
 
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1")).scalar_one()
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1")).scalar_one()
+            return
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
 
 
 def readable_tables(engine: Engine, names: tuple[str, ...]) -> list[str]:

@@ -23,6 +23,12 @@ def upgrade(engine: Engine, revision: str = "heads") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Undo migrations down to `revision` (an id, `branch@id`, `-1` or `base`): the operator's
+    way back when a new version has to be rolled back before its schema is kept."""
+    command.downgrade(alembic_config(engine), revision)
+
+
 def current_heads(engine: Engine) -> tuple[str, ...]:
     """The revisions the database is at (one once it is at the merged head)."""
     from alembic.runtime.migration import MigrationContext

@@ -62,3 +62,29 @@ def test_rejected_caller_counted_and_logged(dcmtk, caplog):  # noqa: ANN001
         lines = wait_for(lambda: _association_lines(caplog))
     assert _value("fhirserver_dicom_associations_total", result="rejected") == rejected0 + 1
     assert lines[-1]["calling_ae"] == "STRANGER" and lines[-1]["result"] == "rejected"
+
+
+def test_rejected_caller_line_says_why(dcmtk, caplog):  # noqa: ANN001
+    with caplog.at_level(logging.INFO, logger="fhirserver.dicom.association"):
+        dcmtk.run("echoscu", aet="STRANGER2", check=False)
+        lines = wait_for(lambda: [x for x in _association_lines(caplog) if x["calling_ae"] == "STRANGER2"])
+    assert lines[-1]["result"] == "rejected"
+    assert "not registered" in lines[-1]["reason"]
+
+
+def test_refused_instance_logged_with_its_reason(dcmtk, tmp_path, caplog):  # noqa: ANN001
+    import pydicom
+
+    good = make_ct(tmp_path / "good.dcm", patient_id="TELE2")
+    bad = make_ct(tmp_path / "bad.dcm", patient_id="TELE2", number=2)
+    ds = pydicom.dcmread(bad)
+    del ds.StudyInstanceUID  # not indexable: the node refuses it
+    ds.save_as(bad)
+    with caplog.at_level(logging.INFO, logger="fhirserver.dicom.association"):
+        dcmtk.run("storescu", files=[str(good), str(bad)], check=False)
+        lines = wait_for(lambda: _association_lines(caplog))
+    line = lines[-1]
+    assert line["calling_ae"] == "TESTSCU" and line["stored"] == 1 and line["failed"] == 1
+    assert len(line["association_id"]) == 32  # also the request id of the association's AuditEvents
+    (refused,) = line["refused"]
+    assert refused["count"] == 1 and refused["status"].startswith("0x") and refused["reason"]
