@@ -115,8 +115,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.threads is not None:
         settings = settings.replace(job_threads=args.threads)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
     from fhirserver.app import create_app
+    from fhirserver.logs import configure
+
+    configure(settings.log_level)
 
     try:
         app = create_app(settings, upgrade_schema=True)

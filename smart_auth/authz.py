@@ -20,6 +20,8 @@ def check(params: dict[str, str] | None, user: dict[str, Any] | None) -> Any:
         return srv.get_consent_grant(request=req, end_user=user)
     except OAuth2Error as err:
         return refuse(err)
+    except ValueError:  # authlib refuses to build an error whose description quotes non-ASCII input
+        return error_page("The authorization request is not valid.")
 
 
 def refuse(err: OAuth2Error) -> Response:

@@ -3,6 +3,7 @@
 A launch minted with a user's token is bound to that user (smart_auth.launch)."""
 from __future__ import annotations
 
+from authlib.oauth2.rfc6749 import OAuth2Error
 from flask import Response, current_app, request
 
 from smart_auth import store
@@ -16,7 +17,12 @@ CONTEXT_KEYS = ("patient", "encounter", "fhirContext", "need_patient_banner", "s
 
 def launch() -> Response:
     """POST {"patient": id, "encounter": id} with a staff, admin or system token."""
-    token = current_app.extensions["smart_auth"]["protector"].acquire_token()
+    try:
+        token = current_app.extensions["smart_auth"]["protector"].acquire_token()
+    except OAuth2Error as err:  # no, a non-Bearer or an invalid token (RFC 6750 3.1)
+        resp = oauth_error("invalid_token", err.description or "a valid Bearer token is needed", 401)
+        resp.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return resp
     principal = token.principal
     if principal.role not in MINTING_ROLES:
         return oauth_error("invalid_token", "a staff or system token is needed", 401)
