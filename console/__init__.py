@@ -10,12 +10,13 @@ from typing import Any
 def blueprint() -> Any:
     from flask import Blueprint
 
-    from console import auth, detail, merge, messages, new_patient, patients, reports, tickets, unmatched
+    from console import (auth, detail, imaging, merge, messages, new_patient, patients, reports, tickets,
+                         unmatched)
 
     bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
                    static_url_path="/static")
     auth.register(bp)
-    for area in (patients, new_patient, detail, tickets, merge, unmatched, reports, messages):
+    for area in (patients, new_patient, detail, tickets, merge, unmatched, reports, messages, imaging):
         bp.register_blueprint(area.blueprint())
     return bp
 

@@ -67,7 +67,14 @@ def test_scan_ticket_is_served_by_the_worklist_and_completed_by_the_study(capp, 
     wait_for(lambda: read(capp, "ServiceRequest", sr["id"])["status"] == "completed")
     assert acc not in [d.AccessionNumber for d in scanners.worklist("CLINIC")]
     page = moreno.get("/console/patients/demo-ana").text
-    assert f"/viewer/?study={uid}" in page
+    assert f"/viewer/?study={uid}&amp;dicomweb=/console/dicomweb" in page or \
+        f"/viewer/?study={uid}&dicomweb=/console/dicomweb" in page
+    # the viewer reads the study through the console with this staff member's own policy
+    series = moreno.get(f"/console/dicomweb/studies/{uid}/series")
+    assert series.status_code == 200 and series.get_json()
+    r = harbor.get(f"/console/dicomweb/studies/{uid}/series")  # another organization's staff
+    assert r.status_code == 404 or (r.status_code in (200, 204) and not (r.data and r.get_json()))
+    assert moreno.get("/console/dicomweb/studies").status_code == 404  # no study-less search
 
 
 def test_merge_preview_confirm_and_later_scans_land_on_the_target(capp, moreno, harbor, scanners):  # noqa: ANN001
