@@ -462,7 +462,9 @@ def signing_keys(engine: Engine) -> list[tuple[str, Any]]:
     """Published keys (kid, joserfc RSAKey), newest first; the first signs. Cached briefly."""
     from joserfc.jwk import RSAKey
 
-    cached = _keys_cache.get("keys")
+    # one process may serve several databases (tests, the loader): each has its own keys
+    where = "keys:" + engine.url.render_as_string(hide_password=False)
+    cached = _keys_cache.get(where)
     if cached and time.monotonic() - cached[0] < _KEYS_TTL:
         return cached[1]
     with engine.connect() as c:
@@ -478,5 +480,5 @@ def signing_keys(engine: Engine) -> list[tuple[str, Any]]:
             k = RSAKey.import_key(r["private_pem"], {"kid": r["kid"], "use": "sig", "alg": "RS256"})
             _keys_cache["kid:" + r["kid"]] = k
         keys.append((r["kid"], k))
-    _keys_cache["keys"] = (time.monotonic(), keys)
+    _keys_cache[where] = (time.monotonic(), keys)
     return keys
