@@ -294,3 +294,19 @@ def test_dynamic_registration_metadata(sapp, engine, open_client):
                headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.get_json()["error"] == "invalid_token"
     assert "WWW-Authenticate" in r.headers
+
+
+def test_non_ascii_authorization_input_and_launch_without_bearer_are_refused_not_500(sapp, engine):  # noqa: ANN001
+    """authlib will not build an error description quoting non-ASCII input; such requests get our
+    error page, and `/auth/launch` without a Bearer token an RFC 6750 challenge."""
+    c = sapp.test_client()
+    cid = _client(engine)
+    ok = _authorize_query(c, cid)  # the same client's well-formed request is served
+    assert ok != 500
+    for query in ({"response_type": "cøde", "client_id": cid},
+                  {"response_type": "code", "client_id": cid, "redirect_uri": "https://ø.example/cb"}):
+        r = c.get("/auth/authorize?" + urlencode(query))
+        assert r.status_code == 400, (query, r.status_code)
+    r = c.post("/auth/launch", json={"patient": "a"}, headers={"Authorization": "Basic eDp5"})
+    assert r.status_code == 401 and r.get_json()["error"] == "invalid_token"
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
