@@ -7,4 +7,4 @@ library shortcuts of dicom.fastpath unless `Settings.dicom_fast_path` is off),
 `file_store`/`InstanceStore` (dicom.store), the index query `find`/`retrieve` (dicom.query),
 `update_studies` (dicom.bridge), the node registry (dicom.nodes), who a node acts as and which
 studies a caller may see (dicom.access, asking fhirserver.access), the AuditEvents of DIMSE and
-DICOMweb (dicom.audit). Submodules are imported lazily so `import dicom` stays cheap."""
+DICOMweb (dicom.audit), what erasing or merging a patient does to the index (dicom.records). Submodules are imported lazily so `import dicom` stays cheap."""

@@ -9,12 +9,14 @@ import console
 import portal
 import smart_auth
 from dicom import web as dicomweb
+from dicom.records import ImagingRecords
+from dicom.store import file_store
 from fhirserver.api import blueprint, install_error_handlers
 from fhirserver.api import health, openapi
 from fhirserver.api.telemetry import install_telemetry, metrics_blueprint
 from fhirserver import notify, subscriptions
 from fhirserver.config import Settings, settings_from_env
-from fhirserver.operations import build_registry, export
+from fhirserver.operations import Ports, build_registry, export
 from fhirserver.services import Services, build_services
 from viewer import register as register_viewer
 from smart_auth.fhir import build_policy
@@ -42,11 +44,18 @@ def stop_jobs(app: Flask) -> None:
     app.extensions["fhirserver"].jobs.stop()
 
 
+def operation_ports(settings: Settings) -> Ports:
+    """The owners of the logins, the DICOM index and the share links, as the operations reach them."""
+    return Ports(logins=smart_auth.LoginDirectory(), imaging=ImagingRecords(file_store(settings.data_dir)),
+                 shares=portal.ShareLinks())
+
+
 def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False) -> Flask:
     """Build the WSGI app. No work at import time; the schema is migrated only when asked."""
     settings = settings or settings_from_env()
     # the `$operations` the router serves and the CapabilityStatement declares
-    services = build_services(settings, upgrade_schema=upgrade_schema, operations=build_registry())
+    services = build_services(settings, upgrade_schema=upgrade_schema, operations=build_registry(),
+                              ports=operation_ports(settings))
     app = Flask("fhirserver")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["fhirserver"] = services

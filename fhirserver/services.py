@@ -30,6 +30,9 @@ class Services:
     # the `$operations` every Context of this process routes to (built by the app factory)
     operations: OperationRegistry = dataclasses.field(default_factory=OperationRegistry)
     jobs: Any = None                       # fhirserver.jobs.Jobs: the queue and its job kinds
+    # what patient-wide operations need from the packages owning other tables
+    # (fhirserver.operations.ports.Ports, built by the app factory)
+    ports: Any = None
 
     def fhir_base(self) -> str:
         """The FHIR base URL (`Settings.fhir_base`: configured, or the listen address)."""
@@ -55,10 +58,11 @@ class Services:
 
 
 def build_services(settings: Settings, *, upgrade_schema: bool = False,
-                   operations: OperationRegistry | None = None) -> Services:
+                   operations: OperationRegistry | None = None, ports: Any = None) -> Services:
     """`operations`: the `$operations` its Contexts route to, built by the app factory
     (`fhirserver.operations.build_registry`); without one (the DICOM node, the loader) a Context
-    routes none, and `$name` answers 404."""
+    routes none, and `$name` answers 404. `ports`: the logins, imaging and share-link owners
+    those operations reach (`fhirserver.operations.ports.Ports`)."""
     engine = make_engine(settings.effective_database_url)
     install_budget(engine, settings.statement_seconds)  # cancels statements past the request budget
     if upgrade_schema:
@@ -68,4 +72,4 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False,
     jobs = Jobs(engine)
     install_subscriptions(repo, settings, jobs)  # the outbox: events recorded in the writer's transaction
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    AuditTrail(repo), operations or OperationRegistry(), jobs)
+                    AuditTrail(repo), operations or OperationRegistry(), jobs, ports)

@@ -9,6 +9,7 @@ from typing import Any
 
 from portal.core import Fhir
 from portal.i18n import LANGS, translate
+from portal.shares import ShareLinks
 
 
 def blueprint() -> Any:
@@ -17,4 +18,4 @@ def blueprint() -> Any:
     return _bp()
 
 
-__all__ = ["Fhir", "LANGS", "blueprint", "translate"]
+__all__ = ["Fhir", "LANGS", "ShareLinks", "blueprint", "translate"]

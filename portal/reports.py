@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, g, request
 
 from fhirserver.operations import render as rnd
+from portal import shares
 from portal import core
 from portal.appointments import upcoming_and_past
 from portal.web import _, back, download, lang, page, pid
@@ -68,13 +69,13 @@ def report_form(rid: str, idx: int) -> Response:
 
 def report_revoke(rid: str) -> Response:
     _report_or_404(rid)
-    rnd.revoke_shares(core.engine(), rid)
+    shares.revoke_shares(core.engine(), rid)
     return back("portal.report", _("Share links of this report were revoked."), rid=rid)
 
 
 def share(token: str) -> Response:
-    data = rnd.check_share_token(core.engine(), token,
-                                 getattr(core.services().settings, "share_link_seconds", rnd.SHARE_SECONDS))
+    data = shares.check_share_token(core.engine(), token,
+                                    getattr(core.services().settings, "share_link_seconds", shares.SHARE_SECONDS))
     policy = core.sharer_policy(data.get("u"), data.get("p")) if data is not None else None
     if policy is None:  # expired, revoked, or its maker's account or access is gone
         return page("message.html", 410, title=_("Share link"), text=_("This link is not valid or has expired."))

@@ -64,7 +64,7 @@ def _reset_serializer() -> Any:
 def forgot() -> Response:
     from fhirserver.notify import send_email
     from fhirserver.access.tables import lifecycle_account as acct
-    from smart_auth.tables import auth_user
+    from smart_auth import store
 
     if request.method == "GET":
         return page("forgot.html")
@@ -76,10 +76,11 @@ def forgot() -> Response:
         return page("forgot.html", 400, form=form, errors={"email": _("Enter your email address.")})
     serializer = _reset_serializer()
     with core.engine().connect() as conn:
-        row = conn.execute(select(auth_user.c.pk, auth_user.c.password_hash, acct.c.security_answer_hash)
-                           .join(acct, acct.c.user_pk == auth_user.c.pk)
-                           .where(auth_user.c.username == email)).first()
-    if row is not None and row[2]:
+        user = store.user_named(conn, email)
+        answer = conn.execute(select(acct.c.security_answer_hash).where(
+            acct.c.user_pk == user["pk"])).scalar() if user else None
+    row = (user["pk"], user["password_hash"]) if user else None
+    if row is not None and answer:
         with core.engine().begin() as conn:
             tok = serializer.dumps({"u": row[0], "h": (row[1] or "")[-12:]})
             link = f"{core.services().root_url()}/portal/reset?token={tok}"
@@ -96,7 +97,6 @@ def reset() -> Response:
 
     from fhirserver.access.tables import lifecycle_account as acct
     from smart_auth import store
-    from smart_auth.tables import auth_user
 
     token = request.values.get("token", "")
     try:
@@ -106,9 +106,10 @@ def reset() -> Response:
     row = None
     if data:
         with core.engine().connect() as conn:
-            row = conn.execute(select(auth_user.c.pk, auth_user.c.password_hash, acct.c.security_question,
-                                      acct.c.security_answer_hash).join(acct, acct.c.user_pk == auth_user.c.pk)
-                               .where(auth_user.c.pk == data["u"])).first()
+            user = store.user_on(conn, int(data["u"])) if isinstance(data.get("u"), int) else None
+            sec = conn.execute(select(acct.c.security_question, acct.c.security_answer_hash).where(
+                acct.c.user_pk == user["pk"])).first() if user else None
+        row = (user["pk"], user["password_hash"], sec[0], sec[1]) if user and sec else None
     if row is None or (row[1] or "")[-12:] != data.get("h"):
         return page("message.html", 410, title=_("Reset your password"), text=_("This link is not valid or has expired."))
     if request.method == "GET":
@@ -123,15 +124,13 @@ def reset() -> Response:
     if errors:
         return page("reset.html", 400, token=token, question=row[2], form=form, errors=errors)
     with core.engine().begin() as conn:
-        conn.execute(update(auth_user).where(auth_user.c.pk == row[0]).values(
-            password_hash=store.hash_password(form["new_password"]), failed_logins=0, locked_until=0))
+        store.set_password(conn, row[0], form["new_password"], unlock=True)
     return back("portal.login", _("Your password was reset; sign in."))
 
 
 def password() -> Response:
     from fhirserver.access.tables import lifecycle_account as acct
     from smart_auth import store
-    from smart_auth.tables import auth_user
 
     if request.method == "GET":
         return page("password.html")
@@ -146,8 +145,7 @@ def password() -> Response:
     if errors:
         return page("password.html", 400, form=form, errors=errors)
     with core.engine().begin() as conn:
-        conn.execute(update(auth_user).where(auth_user.c.pk == g.user["pk"]).values(
-            password_hash=store.hash_password(new)))
+        store.set_password(conn, g.user["pk"], new)
         conn.execute(update(acct).where(acct.c.user_pk == g.user["pk"]).values(must_change_password=False))
     return back("portal.profile", _("Your password was changed."))
 

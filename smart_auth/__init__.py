@@ -11,6 +11,7 @@ from typing import Any
 
 from smart_auth.fhir import access_for_request, after_fhir_request, before_fhir_request, policy_for
 from smart_auth import store
+from smart_auth.logins import LoginDirectory
 from smart_auth.store import add_client, add_initial_token, add_user, mint_launch, rotate_key
 from smart_auth.views import install_routes
 
@@ -34,5 +35,5 @@ def install(app: Any) -> None:
     install_routes(app)
 
 
-__all__ = ["access_for_request", "add_client", "add_initial_token", "add_user", "after_fhir_request",
+__all__ = ["LoginDirectory", "access_for_request", "add_client", "add_initial_token", "add_user", "after_fhir_request",
            "before_fhir_request", "install", "mint_launch", "policy_for", "rotate_key"]

@@ -191,6 +191,20 @@ def get_user(engine: Engine, pk: int | None) -> dict[str, Any] | None:
         return user_on(c, pk)
 
 
+def user_named(conn: Any, username: str) -> dict[str, Any] | None:
+    """A login by username, read on the caller's connection."""
+    return _user(conn.execute(select(auth_user).where(auth_user.c.username == username)).mappings().first())
+
+
+def set_password(conn: Any, pk: int, password: str, *, unlock: bool = False) -> None:
+    """A new password on the caller's connection; `unlock` also clears failed sign-ins (a reset
+    proven by the security answer)."""
+    values: dict[str, Any] = {"password_hash": hash_password(password)}
+    if unlock:
+        values.update(failed_logins=0, locked_until=0)
+    conn.execute(update(auth_user).where(auth_user.c.pk == pk).values(**values))
+
+
 def user_on(conn: Any, pk: int) -> dict[str, Any] | None:
     """A login by key, read on the caller's connection (inside its transaction)."""
     return _user(conn.execute(select(auth_user).where(auth_user.c.pk == pk)).mappings().first())

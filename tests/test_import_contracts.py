@@ -11,7 +11,7 @@ import grimp
 from importlinter.cli import lint_imports
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("fhirserver", "smart_auth", "portal", "dicom", "conformance")
+PACKAGES = ("fhirserver", "smart_auth", "portal", "dicom", "console", "conformance")
 
 
 def _graph() -> grimp.ImportGraph:

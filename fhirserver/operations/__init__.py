@@ -8,7 +8,8 @@ operation.
 What each operation needs from its caller (scopes, principal kinds) is declared in
 `fhirserver.access.operations.OPERATION_NEEDS` and checked before the handler runs
 (`build_registry` wraps every handler); a handler added here without a declaration there is
-refused. Inside, handlers read and write through the caller's row filter.
+refused. Inside, handlers read and write through the caller's row filter; what they need of
+other packages' tables (logins, the DICOM index, share links) goes through `ports`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any, Callable
 from fhirserver.access.operations import guard_all
 from fhirserver.interactions import OperationRegistry, reindex
 from fhirserver.operations import apps, erase, everything, invite, merge, render, sharing, unlink
+from fhirserver.operations.ports import Imaging, Logins, Ports, Shares
 from fhirserver.subscriptions import operations as subscriptions
 
 
@@ -75,4 +77,4 @@ def build_registry() -> OperationRegistry:
                              definitions=dict(OPERATION_DEFINITIONS))
 
 
-__all__ = ["OPERATION_DEFINITIONS", "WRITING", "build_registry", "registry"]
+__all__ = ["OPERATION_DEFINITIONS", "WRITING", "Imaging", "Logins", "Ports", "Shares", "build_registry", "registry"]

@@ -11,6 +11,7 @@ from fhirserver.errors import FhirError
 from fhirserver.model.validate import is_valid_id
 from fhirserver.audit import AuditTrail
 from fhirserver.interactions import check_id
+from fhirserver.operations import ports
 from fhirserver.model.references import reference_id
 from fhirserver.storage.tables import resource
 
@@ -161,11 +162,6 @@ def root_url(ctx: Any) -> str:
     return services(ctx).root_url()
 
 
-def revoke_user_tokens(conn: Any, user_pk: int) -> None:
-    from sqlalchemy import update
-
-    from smart_auth import store
-    from smart_auth.tables import auth_token
-
-    conn.execute(update(auth_token).where(auth_token.c.user_pk == user_pk).values(revoked=True))
-    store.bump_revocations()
+def port(ctx: Any, name: str) -> Any:
+    """The owner of other tables this operation needs (`fhirserver.operations.ports`)."""
+    return ports.port(services(ctx), name)

@@ -159,8 +159,6 @@ def _authorize(ctx: Any, tx: Any, pid: str) -> None:
 
 
 def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
-    from smart_auth.tables import auth_code, auth_session, auth_token, auth_user
-
     if req.res_type != "Patient" or not req.res_id:
         raise FhirError(404, "$erase is an operation on Patient/[id]", "not-supported")
     pid = check_id(req.res_id)
@@ -248,28 +246,23 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         conn.execute(delete(resource).where(resource.c.pk.in_(pks)))
     for chunk in range(0, len(drop_versions), 500):
         conn.execute(delete(resource_history).where(resource_history.c.pk.in_(drop_versions[chunk:chunk + 500])))
-    files = _erase_dicom(conn, pid, study_ids)
+    imaging = c.port(ctx, "imaging")
+    files = imaging.erase_patient(conn, pid, study_ids)
     # outbox, lifecycle rows, logins
     conn.execute(delete(notify_outbox).where(or_(notify_outbox.c.patient_id == pid,
                                                  notify_outbox.c.recipient.in_(sorted(emails)))))
-    users = [a["user_pk"] for a in accounts]
-    users += list(conn.execute(select(auth_user.c.pk).where(or_(
-        auth_user.c.fhir_user == f"Patient/{pid}", auth_user.c.username.in_(sorted(emails))))).scalars())
-    for u in set(users):
-        for tbl, col in ((auth_token, auth_token.c.user_pk), (auth_code, auth_code.c.user_pk),
-                         (auth_session, auth_session.c.user_pk), (lifecycle_invitation, lifecycle_invitation.c.user_pk),
-                         (lifecycle_account, lifecycle_account.c.user_pk), (auth_user, auth_user.c.pk)):
-            conn.execute(delete(tbl).where(col == u))
-    _forget_in_guardians(conn, pid)
+    users = c.port(ctx, "logins").erase(conn, user_pks=[a["user_pk"] for a in accounts],
+                                        usernames=emails, patient_id=pid)
+    for table, col in ((lifecycle_invitation, lifecycle_invitation.c.user_pk),
+                       (lifecycle_account, lifecycle_account.c.user_pk)):
+        if users:
+            conn.execute(delete(table).where(col.in_(users)))
     conn.execute(delete(lifecycle_invitation).where(lifecycle_invitation.c.res_id == pid,
                                                     lifecycle_invitation.c.res_type == "Patient"))
     conn.execute(delete(lifecycle_email).where(or_(lifecycle_email.c.email.in_(sorted(emails)),
                                                    and_(lifecycle_email.c.res_type == "Patient",
                                                         lifecycle_email.c.res_id == pid))))
     conn.execute(delete(lifecycle_access_request).where(lifecycle_access_request.c.patient_id == pid))
-    from smart_auth import store
-
-    store.bump_revocations()
     erasure = uuid.uuid4().hex
     detail = (f"erasure {erasure}: {len(targets)} resources and {len(files)} DICOM files removed, "
               f"{len(updated)} shared resources updated, {len(kept)} kept")
@@ -281,49 +274,10 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     c.audit(tx, ctx, "D", [], "erase", detail)
     if not tx.postgres:
         conn.exec_driver_sql("PRAGMA secure_delete=OFF")
-    settings = c.services(ctx).settings
-    _after_commit(ctx, tx, files, settings)
+    _after_commit(ctx, tx, files, imaging)
     return FhirResponse(200, c.parameters(("result", True), ("erasure", erasure),
                                           ("resources", len(targets)), ("dicom-files", len(files)),
                                           ("updated", len(updated)), ("kept", len(kept)), *report))
-
-
-def _erase_dicom(conn: Any, pid: str, study_ids: list[str]) -> list[str]:
-    """Index rows of the patient's studies; the storage keys of their files no one else uses."""
-    from dicom.tables import dicom_instance, dicom_series, dicom_study
-
-    studies = conn.execute(select(dicom_study.c.study_uid).where(or_(
-        dicom_study.c.patient_res_id == pid,
-        dicom_study.c.imaging_study_id.in_(study_ids) if study_ids else False))).scalars().all()
-    if not studies:
-        return []
-    keys = list(conn.execute(select(dicom_instance.c.storage_key).where(
-        dicom_instance.c.study_uid.in_(studies))).scalars())
-    conn.execute(delete(dicom_instance).where(dicom_instance.c.study_uid.in_(studies)))
-    conn.execute(delete(dicom_series).where(dicom_series.c.study_uid.in_(studies)))
-    conn.execute(delete(dicom_study).where(dicom_study.c.study_uid.in_(studies)))
-    still = set(conn.execute(select(dicom_instance.c.storage_key).where(
-        dicom_instance.c.storage_key.in_(keys))).scalars()) if keys else set()
-    keys = [k for k in keys if k not in still]
-    from dicom.index import record_erased
-
-    record_erased(conn, keys)  # a crash before the files go must not bring them back
-    return keys
-
-
-def _forget_in_guardians(conn: Any, pid: str) -> None:
-    """Guardians keep their login (it is theirs), without the erased child."""
-    from smart_auth.tables import auth_user
-
-    for upk, text in conn.execute(select(auth_user.c.pk, auth_user.c.patients).where(
-            auth_user.c.patients.like(f'%"{pid}"%'))).all():
-        try:
-            kids = json.loads(text or "[]")
-        except ValueError:
-            continue
-        if pid in kids:
-            conn.execute(update(auth_user).where(auth_user.c.pk == upk).values(
-                patients=json.dumps([k for k in kids if k != pid])))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,17 +292,13 @@ def _anonymous(ctx: Any) -> Any:
     return dataclasses.replace(ctx, principal=_Unnamed(getattr(c.principal(ctx), "client_id", None) or "?"))
 
 
-def _after_commit(ctx: Any, tx: Any, keys: list[str], settings: Any) -> None:
+def _after_commit(ctx: Any, tx: Any, keys: list[str], imaging: Any) -> None:
     """Delete the files and flush SQLite's WAL once the transaction has committed (a rolled
     back erase deletes nothing)."""
-    from dicom.store import file_store
-
     engine, postgres = tx.conn.engine, tx.postgres
 
     def run() -> None:
-        store = file_store(settings.data_dir)
-        for k in keys:
-            store.delete(k)
+        imaging.delete_files(keys)
         if not postgres:
             with engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -9,7 +9,7 @@ the first login.
 """
 from __future__ import annotations
 
-import json
+import hashlib
 import secrets
 
 from sqlalchemy import insert, select, update
@@ -23,15 +23,13 @@ from fhirserver.access.tables import lifecycle_account, lifecycle_email, lifecyc
 INVITATION_SECONDS = 72 * 3600
 
 
-def _confirm_password(ctx, p, password) -> None:  # noqa: ANN001
-    from smart_auth import store
-
+def _confirm_password(ctx, tx, p, password) -> None:  # noqa: ANN001
     if p is None:  # no-auth mode: nobody to confirm
         return
-    user = store.get_user(c.services(ctx).repo.engine, p.user_pk)
-    if user is None:
+    logins = c.port(ctx, "logins")
+    if p.user_pk is None or logins.find(tx.conn, user_pk=p.user_pk) is None:
         raise FhirError(403, "Inviting needs a signed-in staff user who confirms with their password", "forbidden")
-    if not password or not store.verify_hash(user["password_hash"], str(password)):
+    if not logins.verify_password(tx.conn, p.user_pk, password):
         raise FhirError(403, "Password confirmation failed: confirm the invitation with your own password",
                         "security")
 
@@ -49,9 +47,6 @@ def _reserve(conn, email: str, res_type: str, res_id: str, status: str = "owned"
 
 
 def invite(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
-    from smart_auth import store
-    from smart_auth.tables import auth_user
-
     res_type = req.res_type
     if res_type not in ("Patient", "RelatedPerson") or not req.res_id:
         raise FhirError(404, "$invite is an operation on Patient/[id] and RelatedPerson/[id]", "not-supported")
@@ -59,7 +54,7 @@ def invite(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     args = c.params(req)
     body = c.visible(ctx, tx, res_type, req.res_id)
     ctx.access.check_write(res_type, body)
-    _confirm_password(ctx, p, args.get("password"))
+    _confirm_password(ctx, tx, p, args.get("password"))
     if res_type == "Patient":
         names = body.get("name") or []
         if not any(n.get("given") for n in names) or not any(n.get("family") for n in names):
@@ -73,31 +68,24 @@ def invite(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     _reserve(conn, email, res_type, req.res_id)
     fhir_user = f"{res_type}/{req.res_id}"
     child = c.ref_id(body.get("patient"), "Patient", ctx.base) if res_type == "RelatedPerson" else None
-    user = conn.execute(select(auth_user).where(auth_user.c.username == email)).mappings().first()
+    logins = c.port(ctx, "logins")
+    user = logins.find(conn, username=email)
     temporary = c.truthy(args.get("temporary-password"))
     temp_pw = secrets.token_urlsafe(9) if temporary else None
     if user is None:
         role = "patient" if res_type == "Patient" else "guardian"
         patients = [req.res_id] if res_type == "Patient" else ([child] if child else [])
-        user_pk = conn.execute(insert(auth_user).values(
-            username=email, password_hash=store.hash_password(temp_pw or secrets.token_urlsafe(32)),
-            role=role, fhir_user=fhir_user, patients=json.dumps(patients), organizations="[]",
-            display_name=None, failed_logins=0, locked_until=0, active=temporary,
-            created=c.now()).returning(auth_user.c.pk)).scalar_one()
+        user_pk = logins.create(conn, username=email, password=temp_pw or secrets.token_urlsafe(32), role=role,
+                                fhir_user=fhir_user, patients=patients, active=temporary)
     else:
         same = user["fhir_user"] == fhir_user or (user["role"] == "guardian" and res_type == "RelatedPerson")
         if not same:
             raise FhirError(409, f"The email address {email} is the login of another account", "duplicate")
         user_pk = user["pk"]
-        values: dict = {}
-        if child and user["role"] == "guardian":
-            kids = json.loads(user["patients"] or "[]")
-            if child not in kids:
-                values["patients"] = json.dumps([*kids, child])
-        if temp_pw:
-            values.update(password_hash=store.hash_password(temp_pw), active=True)
-        if values:
-            conn.execute(update(auth_user).where(auth_user.c.pk == user_pk).values(**values))
+        kids = user["patients"]
+        logins.change(conn, user_pk,
+                      patients=[*kids, child] if child and user["role"] == "guardian" and child not in kids else None,
+                      password=temp_pw, active=True if temp_pw else None)
     acct = conn.execute(select(lifecycle_account).where(lifecycle_account.c.user_pk == user_pk)).mappings().first()
     if acct is None:
         conn.execute(insert(lifecycle_account).values(
@@ -120,9 +108,9 @@ def invite(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
                 f"Sign in at {c.root_url(ctx)}/auth/password and choose your own password; the temporary "
                 "password must be changed at the first sign-in.\n")
     else:
-        token = store.new_token()
+        token = secrets.token_urlsafe(32)
         conn.execute(insert(lifecycle_invitation).values(
-            token_hash=store.digest(token), res_type=res_type, res_id=req.res_id, email=email,
+            token_hash=hashlib.sha256(token.encode()).hexdigest(), res_type=res_type, res_id=req.res_id, email=email,
             user_pk=user_pk, invited_by=getattr(p, "fhir_user", None), created=c.now(),
             expires_at=c.now() + ttl, used=False, superseded=False))
         link = f"{c.root_url(ctx)}/auth/activate?token={token}"

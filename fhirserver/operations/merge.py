@@ -56,8 +56,6 @@ def referencing(tx: Any, pid: str) -> list[tuple[str, str]]:
 
 
 def merge(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
-    from dicom.tables import dicom_study
-
     if req.res_id:
         raise FhirError(404, "$merge is called on the Patient type: Patient/$merge", "not-supported")
     args = c.params(req)
@@ -101,10 +99,7 @@ def merge(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
             tx.update(t, i, new)
     # the DICOM index follows the studies that moved (and those not yet linked to an ImagingStudy)
     moved_studies = [i for t, i in moving if t == "ImagingStudy"]
-    tx.conn.execute(update(dicom_study).where(
-        dicom_study.c.patient_res_id == src,
-        or_(dicom_study.c.imaging_study_id.is_(None), dicom_study.c.imaging_study_id.in_(moved_studies)))
-        .values(patient_res_id=tgt))
+    c.port(ctx, "imaging").move_studies(tx.conn, src, tgt, moved_studies)
     src_links = [l for l in source.get("link") or [] if c.ref_id(l.get("other"), "Patient", ctx.base) != tgt]
     tx.update("Patient", src, {**source, "active": False,
                                "link": [*src_links, {"other": {"reference": f"Patient/{tgt}"}, "type": "replaced-by"}]})

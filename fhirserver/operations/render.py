@@ -5,8 +5,9 @@ answers the report's stored `presentedForm` PDF as it is, or (none stored, or `g
 drawn here: clinic, patient, date, results, conclusion, key images and a QR code that opens a
 signed, expiring share link (`/portal/share/<token>`), revocable per report from the portal.
 Everything referenced is read through the caller's policy, so the PDF shows what the caller may see.
-A share link names the user who made it; whoever opens it sees what that user may see now (the
-portal rebuilds their policy), so a report whose `result` points at another patient's Observation
+The link itself is the portal's (`portal.shares`, reached through the shares port). A share link
+names the user who made it; whoever opens it sees what that user may see now (the portal rebuilds
+their policy), so a report whose `result` points at another patient's Observation
 shows nothing of it, and a closed account's links stop working.
 """
 from __future__ import annotations
@@ -14,65 +15,18 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 from typing import Any
 
 from fhirserver.interactions import FhirRequest, FhirResponse, dispatch
 from fhirserver.interactions.context import BinaryBody
 from fhirserver.model.references import parse_reference
-from fhirserver.operations import _common as c
+from fhirserver.operations import _common as c, ports
 from fhirserver.errors import FhirError
-
-SHARE_SALT = "portal-share"
-SHARE_SECONDS = 7 * 24 * 3600
-
 
 class PdfBody(BinaryBody):
     """A PDF answer, sent as it is."""
 
     mime = "application/pdf"
-
-
-# -- share links ------------------------------------------------------------------------------
-def _serializer(engine: Any) -> Any:
-    from itsdangerous import URLSafeTimedSerializer
-
-    from smart_auth import store
-
-    return URLSafeTimedSerializer(store.server_secret(engine, "portal-share"), salt=SHARE_SALT)
-
-
-def share_token(engine: Any, report_id: str, patient_id: str | None, user_pk: int) -> str:
-    """A signed link payload: the report, the patient acted for and the user sharing it."""
-    return _serializer(engine).dumps({"r": report_id, "p": patient_id, "u": user_pk, "t": time.time()})
-
-
-def check_share_token(engine: Any, token: str, max_age: int = SHARE_SECONDS) -> dict[str, Any] | None:
-    """The payload of a valid, unexpired, unrevoked link; None otherwise."""
-    from itsdangerous import BadSignature
-    from sqlalchemy import select
-
-    from portal.tables import portal_share_revocation as rev
-
-    try:
-        data = _serializer(engine).loads(token, max_age=max_age)
-    except BadSignature:  # includes SignatureExpired
-        return None
-    with engine.connect() as conn:
-        revoked = conn.execute(select(rev.c.revoked_at).where(rev.c.report_id == data.get("r"))).scalar()
-    if revoked is not None and float(data.get("t", 0)) <= revoked:
-        return None
-    return data
-
-
-def revoke_shares(engine: Any, report_id: str) -> None:
-    from sqlalchemy import delete, insert
-
-    from portal.tables import portal_share_revocation as rev
-
-    with engine.begin() as conn:
-        conn.execute(delete(rev).where(rev.c.report_id == report_id))
-        conn.execute(insert(rev).values(report_id=report_id, revoked_at=int(time.time()) + 1))
 
 
 # -- reading through the caller's policy -------------------------------------------------------
@@ -296,7 +250,7 @@ def share_url_for(services: Any, report_id: str, patient_id: str | None, user_pk
     no-auth mode has no one whose access the link could carry)."""
     if user_pk is None:
         return None
-    token = share_token(services.repo.engine, report_id, patient_id, user_pk)
+    token = ports.port(services, "shares").link_token(services.repo.engine, report_id, patient_id, user_pk)
     return f"{services.root_url()}/portal/share/{token}"
 
 

@@ -76,18 +76,15 @@ def close(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         raise FhirError(403, "Only the patient closes their own account", "forbidden")
     acct = _owned(tx.conn, pid)
     tx.update("Patient", pid, {**body, "active": False})
-    from smart_auth.tables import auth_user
-
+    directory = c.port(ctx, "logins")
     # every login of this patient ends: the invited account, and a login made by hand for it
-    logins = set(tx.conn.execute(select(auth_user.c.pk).where(
-        auth_user.c.role == "patient", auth_user.c.fhir_user == f"Patient/{pid}")).scalars())
+    logins = set(directory.of_profile(tx.conn, f"Patient/{pid}", role="patient"))
     if acct:
         logins.add(acct["user_pk"])
         tx.conn.execute(update(lifecycle_account).where(lifecycle_account.c.user_pk == acct["user_pk"])
                         .values(status="closed"))
     for user_pk in sorted(logins):
-        tx.conn.execute(update(auth_user).where(auth_user.c.pk == user_pk).values(active=False))
-        c.revoke_user_tokens(tx.conn, user_pk)
+        directory.change(tx.conn, user_pk, active=False)  # which also ends its tokens
     _reserve_all(tx.conn, body, pid, "closed")
     c.audit(tx, ctx, "U", [f"Patient/{pid}"], "close", "account closed")
     return FhirResponse(200, c.parameters(("result", True), ("message", "The account is closed")))
@@ -112,12 +109,10 @@ def reactivate(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     tx.update("Patient", pid, new)
     acct = _owned(tx.conn, pid)
     if acct:
-        from smart_auth.tables import auth_user
-
         status = "active" if acct["activated"] else "invited"
         tx.conn.execute(update(lifecycle_account).where(lifecycle_account.c.user_pk == acct["user_pk"])
                         .values(status=status))
-        tx.conn.execute(update(auth_user).where(auth_user.c.pk == acct["user_pk"]).values(active=bool(acct["activated"])))
+        c.port(ctx, "logins").change(tx.conn, acct["user_pk"], active=bool(acct["activated"]))
         for email in c.emails_of(body):
             tx.conn.execute(update(lifecycle_email).where(lifecycle_email.c.email == email,
                                                           lifecycle_email.c.res_id == pid).values(status="owned"))

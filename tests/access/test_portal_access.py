@@ -264,16 +264,16 @@ def test_share_link_of_a_guardian_ends_with_the_guardianship(papp):
 
 def test_share_link_without_its_maker_is_refused(papp):
     """A link signed with the server's key but naming no user (the old form) opens nothing."""
-    from fhirserver.operations import render as rnd
+    from portal import shares
 
     eng = papp.extensions["fhirserver"].repo.engine
-    forged = rnd._serializer(eng).dumps({"r": "demo-bob-rep", "p": "demo-bob", "t": 9e12})
+    forged = shares._serializer(eng).dumps({"r": "demo-bob-rep", "p": "demo-bob", "t": 9e12})
     r = papp.test_client().get(f"/portal/share/{forged}")
     assert r.status_code == 410 and b"Bob" not in r.data
     for username, patient in (("ana@example.org", "demo-bob"), ("ana@example.org", "demo-ana"),
                               ("carmen@example.org", "demo-leo"), ("carmen@example.org", "demo-bob")):
         maker = _user(papp, username)  # a link naming a user for a report they cannot see
-        link = rnd.share_token(eng, "demo-bob-rep", patient, maker["pk"])
+        link = shares.share_token(eng, "demo-bob-rep", patient, maker["pk"])
         r = papp.test_client().get(f"/portal/share/{link}")
         assert r.status_code == 410 and b"Bob" not in r.data, (username, patient)
     carmen = login(papp, "carmen@example.org")
