@@ -166,6 +166,27 @@ def _fhirpathpy(expr: str) -> Extractor:
     return run
 
 
+_EXISTS_NOT_FALSE = re.compile(r"^(.+?)\.exists\(\)\s+and\s+(.+?)\s*!=\s*false$")
+
+
+def _compile_exists_not_false(expr: str) -> Extractor | None:
+    """`P.exists() and P != false` (`Patient.deceased`: a boolean or a dateTime), one boolean;
+    every write of a Patient evaluates it, and through fhirpathpy it costs more than all other
+    Patient parameters together."""
+    m = _EXISTS_NOT_FALSE.match(expr.strip())
+    if not m or m.group(1).strip() != m.group(2).strip():
+        return None
+    path = _compile_simple(m.group(1))
+    if path is None:
+        return None
+
+    def run(resource: dict[str, Any]) -> list[Any]:
+        nodes = path(resource)
+        return [bool(nodes) and not (len(nodes) == 1 and nodes[0] is False)]
+
+    return run
+
+
 @lru_cache(maxsize=4096)
 def compile_path(expr: str) -> tuple[Extractor, bool]:
     """(extractor, is_fast) for a search expression; unions compile part by part."""
@@ -173,7 +194,7 @@ def compile_path(expr: str) -> tuple[Extractor, bool]:
     compiled = []
     all_fast = True
     for part in parts:
-        fast = _compile_simple(part)
+        fast = _compile_simple(part) or _compile_exists_not_false(part)
         if fast is None:
             all_fast = False
             compiled.append(_fhirpathpy(part))

@@ -19,10 +19,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from fhirserver.model.jsonio import dumps, loads
 from fhirserver.storage import locks
-from fhirserver.storage.tables import (
-    idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_text, idx_token, idx_uri,
-    resource, resource_compartment, resource_history,
-)
+from fhirserver.storage.pending import INDEX_TABLES, PendingWrites, Shape
+from fhirserver.storage.tables import resource, resource_compartment, resource_history
 
 # Index rows come from the search package (injected into the Repository, so storage does not
 # depend on search): {"string": [...], "token": [...], ..., "text": [...], "compartment": [...]}.
@@ -31,17 +29,10 @@ Indexer = Callable[[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]
 # text (None for a create or over a deletion): work that must commit or roll back with the write
 # (the subscriptions' outbox). Injected like the indexer, so storage depends on nothing above it.
 WriteHook = Callable[["Tx", "Stored", "str | None"], None]
-_INDEX_TABLES = {"string": idx_string, "token": idx_token, "reference": idx_reference,
-                 "date": idx_date, "number": idx_number, "quantity": idx_quantity, "uri": idx_uri,
-                 "text": idx_text, "compartment": resource_compartment}
 _INSERT_RESOURCE = insert(resource).returning(resource.c.pk)
-_INSERT_HISTORY = insert(resource_history)
-_INSERT_INDEX = {name: insert(table) for name, table in _INDEX_TABLES.items()}
-_DELETE_INDEX = [table.delete().where(table.c.res_pk == bindparam("pk_")) for table in _INDEX_TABLES.values()]
-# A deletion keeps the compartment rows: the deleted versions still belong to their patients, so
-# history and vread keep the audience they had (deleted data never becomes "unassigned").
-_DELETE_SEARCH_INDEX = [table.delete().where(table.c.res_pk == bindparam("pk_"))
-                        for name, table in _INDEX_TABLES.items() if name != "compartment"]
+_UPDATE_RESOURCE = update(resource).where(resource.c.pk == bindparam("pk_")).values(
+    version_id=bindparam("version_id"), last_updated=bindparam("last_updated"),
+    deleted=bindparam("deleted"), body=bindparam("body"))
 
 
 class StorageError(Exception):
@@ -113,6 +104,7 @@ _HISTORY_COLS = (resource_history.c.pk, resource_history.c.res_type, resource_hi
 
 _SELECT_CURRENT = select(*_CURRENT_COLS).where(resource.c.res_type == bindparam("t"),
                                                resource.c.res_id == bindparam("i"))
+_SELECT_CURRENT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
 
 
 def _row(row: Any) -> Stored:
@@ -124,31 +116,25 @@ class Tx:
     """Operations inside one database transaction."""
 
     def __init__(self, conn: Connection, postgres: bool, indexer: Indexer | None = None,
-                 write_hooks: Sequence[WriteHook] = ()) -> None:
+                 write_hooks: Sequence[WriteHook] = (), statements: dict[Shape, str] | None = None) -> None:
         self.conn = conn
         self.postgres = postgres
         self.indexer = indexer
         self.write_hooks = write_hooks
         self.actor: Any = None  # the access policy of whoever writes (set by the interactions)
-        # History and index rows are buffered and written in one executemany per table: a
-        # 500-entry transaction Bundle costs ~500 + 10 round trips, not ~4,000. Anything that
+        # History and index rows are held back and written together (storage.pending): a
+        # 500-entry transaction Bundle costs ~500 + 1 round trips, not ~4,000. Anything that
         # reads those tables flushes first.
-        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._pending = PendingWrites()
+        self._statements: dict[Shape, str] = {} if statements is None else statements
         self.written: set[str] = set()  # resource types written: handed to Repository.after_commit
         self.on_commit: list[Callable[[], None]] = []  # this transaction's work once it committed
         self._criteria_locked: set[int] = set()  # advisory locks held (one round trip each, once)
 
     def flush(self) -> None:
         """Write buffered history and index rows."""
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
-        history = pending.pop("history", None)
-        if history:  # executemany: psycopg pipelines the rows (10x faster than multi-VALUES here)
-            self.conn.execute(_INSERT_HISTORY, history)
-        for name, rows in pending.items():
-            if rows:
-                self.conn.execute(_INSERT_INDEX[name], rows)
+        if self._pending:
+            self._pending.write(self.conn, self.postgres, self._statements)
 
     # -- locks (see fhirserver.storage.locks) -------------------------------------------------
     def lock_criteria(self, res_type: str, params: Sequence[tuple[str, str]]) -> None:
@@ -167,8 +153,9 @@ class Tx:
     def current(self, res_type: str, res_id: str, for_update: bool = False,
                 where: Sequence[ColumnElement[bool]] = ()) -> Stored | None:
         """The current row of a resource (deleted or not); `where` adds access conditions."""
-        if not where and not for_update:  # the hot path of every read: a statement built once
-            row = self.conn.execute(_SELECT_CURRENT, {"t": res_type, "i": res_id}).first()
+        if not where:  # the hot path of every read and write: a statement built once
+            stmt = _SELECT_CURRENT_FOR_UPDATE if for_update and self.postgres else _SELECT_CURRENT
+            row = self.conn.execute(stmt, {"t": res_type, "i": res_id}).first()
             return _row(row) if row else None
         if where:
             self.flush()
@@ -230,8 +217,8 @@ class Tx:
             when = max(now_utc(), cur.last_updated)
             stamped = stamp(body, res_id, vid, when)
             text = dumps(stamped).decode()
-            self.conn.execute(update(resource).where(resource.c.pk == cur.pk).values(
-                version_id=vid, last_updated=when, deleted=False, body=text))
+            self.conn.execute(_UPDATE_RESOURCE, {"pk_": cur.pk, "version_id": vid, "last_updated": when,
+                                                 "deleted": False, "body": text})
             self.written.add(res_type)
             self._history(res_type, res_id, vid, when, method, text)
             self._index(cur.pk, res_type, stamped, replace=True)
@@ -251,8 +238,8 @@ class Tx:
             raise VersionConflict(if_match, cur.version_id)
         vid = cur.version_id + 1
         when = max(now_utc(), cur.last_updated)
-        self.conn.execute(update(resource).where(resource.c.pk == cur.pk).values(
-            version_id=vid, last_updated=when, deleted=True, body=None))
+        self.conn.execute(_UPDATE_RESOURCE, {"pk_": cur.pk, "version_id": vid, "last_updated": when,
+                                             "deleted": True, "body": None})
         self.written.add(res_type)
         self._history(res_type, res_id, vid, when, "DELETE", None)
         self._unindex(cur.pk, keep_compartments=True)
@@ -266,14 +253,12 @@ class Tx:
 
     def _history(self, res_type: str, res_id: str, vid: int, when: datetime, method: str,
                  text: str | None) -> None:
-        self._pending.setdefault("history", []).append({
+        self._pending.add_history({
             "res_type": res_type, "res_id": res_id, "version_id": vid, "last_updated": when,
             "method": method, "deleted": text is None, "body": text})
 
     def _unindex(self, pk: int, keep_compartments: bool = False) -> None:
-        self.flush()
-        for stmt in (_DELETE_SEARCH_INDEX if keep_compartments else _DELETE_INDEX):
-            self.conn.execute(stmt, {"pk_": pk})
+        self._pending.unindex(pk, keep_compartments)
 
     def _index(self, pk: int, res_type: str, body: dict[str, Any], replace: bool) -> None:
         """Replace the index rows of one resource, in the same transaction as its version."""
@@ -281,13 +266,7 @@ class Tx:
             return
         if replace:
             self._unindex(pk)
-        for name, rows in self.indexer(res_type, body).items():
-            if rows:
-                for row in rows:
-                    row["res_pk"] = pk
-                    if name != "compartment":
-                        row["res_type"] = res_type
-                self._pending.setdefault(name, []).extend(rows)
+        self._pending.set_index(pk, res_type, self.indexer(res_type, body))
 
     def reindex_all(self, res_type: str | None = None, batch: int = 500) -> int:
         """Rebuild the index rows of every current resource (of one type); returns the count."""
@@ -304,6 +283,7 @@ class Tx:
                 self._index(pk, rtype, loads(body), replace=True)
                 n += 1
             last = rows[-1][0]
+            self.flush()  # one batch's rows at a time in memory
 
     def recompartment_deleted(self, res_type: str | None = None) -> int:
         """Give deleted resources the compartment rows of their last content (databases written
@@ -324,7 +304,7 @@ class Tx:
                 .order_by(h.c.version_id.desc()).limit(1)).scalar()
             rows = self.indexer(rtype, loads(body)).get("compartment") if body else None
             if rows:
-                self.conn.execute(_INSERT_INDEX["compartment"], [{**row, "res_pk": pk} for row in rows])
+                self.conn.execute(insert(INDEX_TABLES["compartment"]), [{**row, "res_pk": pk} for row in rows])
                 n += 1
         return n
 
@@ -442,6 +422,7 @@ class Repository:
         self.postgres = engine.dialect.name == "postgresql"
         self.indexer = indexer
         self.write_hooks: list[WriteHook] = []  # see WriteHook
+        self._statements: dict[Shape, str] = {}  # flush statements by shape (storage.pending)
         # called with the written resource types after each commit (e.g. auth caches to drop)
         self.after_commit: list[Callable[[set[str]], None]] = []
 
@@ -458,7 +439,7 @@ class Repository:
             elif single_read and self.postgres:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             with conn.begin():
-                tx = Tx(conn, self.postgres, self.indexer, self.write_hooks)
+                tx = Tx(conn, self.postgres, self.indexer, self.write_hooks, self._statements)
                 yield tx
                 tx.flush()
         for hook in self.after_commit if tx.written else ():
