@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
         run(n)
         prof.disable()
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats(sort).print_stats(40)
+        pstats.Stats(prof, stream=out).sort_stats(sort).print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "40")))
         print(out.getvalue().replace(sysconfig.get_paths()["purelib"] + "/", ""))
     finally:
         scratch.drop_all()

@@ -6,8 +6,9 @@ from typing import Any
 from flask import Response, current_app, g, make_response, request
 
 from fhirserver.access import DenyPolicy, Principal, SmartPolicy, SystemJob
+from fhirserver.access.consent import depends_on_live_data
 from smart_auth import store
-from smart_auth.bearer import InvalidToken, authenticate
+from smart_auth.bearer import InvalidToken, checked, trusted
 from smart_auth.launch import principal_still_allowed
 from smart_auth.policy import build_policy
 
@@ -47,13 +48,27 @@ def before_fhir_request() -> Response | None:
     if not auth.lower().startswith("bearer ") or not auth[7:].strip():
         raise _unauthorized("An access token is required (Authorization: Bearer ...)", None)
     try:
-        principal = authenticate(services.repo.engine, auth[7:].strip(), base=services.fhir_base(),
-                                 still_allowed=principal_still_allowed(services.repo, services.settings))
+        entry = checked(services.repo.engine, auth[7:].strip(), base=services.fhir_base(),
+                        still_allowed=principal_still_allowed(services.repo, services.settings))
     except InvalidToken as exc:
         raise _unauthorized(str(exc), "invalid_token") from None
-    g.fhir_principal = principal
-    g.fhir_access = policy_for(principal)
+    g.fhir_principal = entry.principal
+    policy = entry.policy
+    if policy is None:
+        policy = policy_for(entry.principal)
+        if not depends_on_live_data(entry.principal):
+            entry.policy = policy  # a function of the token alone: built once per check
+    g.fhir_access = policy
     return None
+
+
+def cached_access(token: str) -> tuple[Principal, Any] | None:
+    """(principal, policy) of a bearer token when both are cached and may be trusted without the
+    database (see smart_auth.bearer.trusted); None sends the request through the full check."""
+    entry = trusted(token)
+    if entry is None or entry.policy is None:
+        return None
+    return entry.principal, entry.policy
 
 
 def access_for_request() -> Any:
