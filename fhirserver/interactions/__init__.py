@@ -7,7 +7,9 @@ transaction (`transact.run`); nothing here looks at HTTP.
 from fhirserver.interactions.context import (
     WRITE_METHODS, Context, FhirRequest, FhirResponse, Handler, OperationRegistry, http_date,
 )
-from fhirserver.interactions.handlers import check_id, check_type, find_matches, reindex
+from fhirserver.interactions.checks import check_id, check_type
+from fhirserver.interactions.conditional import find_matches
+from fhirserver.interactions.reindex import reindex
 from fhirserver.interactions.requests import parse_path, parse_url
 from fhirserver.interactions.router import dispatch, route
 from fhirserver.interactions.search import run_search

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 from fhirserver.errors import FhirError, outcome
 from fhirserver.interactions import transact
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse, http_date
-from fhirserver.interactions.handlers import find_matches
+from fhirserver.interactions.conditional import find_matches
 from fhirserver.interactions.limits import BundleBudget, client_fault
 from fhirserver.interactions.requests import parse_url
 from fhirserver.interactions.router import dispatch

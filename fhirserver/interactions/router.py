@@ -6,7 +6,14 @@ from typing import Any
 
 from fhirserver.errors import FhirError
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse, Handler
-from fhirserver.interactions.handlers import create, delete, history, patch, read, search, update, vread
+from fhirserver.interactions.create import create
+from fhirserver.interactions.delete import delete
+from fhirserver.interactions.history import history
+from fhirserver.interactions.patch import patch
+from fhirserver.interactions.read import read
+from fhirserver.interactions.search_type import search
+from fhirserver.interactions.update import update
+from fhirserver.interactions.vread import vread
 
 
 def route(req: FhirRequest, ctx: Context | None = None) -> Handler:
