@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
         app.wsgi_app = LeanReads(  # type: ignore[method-assign]
             app.wsgi_app, ReadStatements(services.repo.engine), report, services.audit,
             open_policy=SystemJob(INSECURE_NO_AUTH) if settings.insecure_no_auth else None,
-            cached_access=smart_auth.cached_access)
+            bearer_access=None if settings.insecure_no_auth else smart_auth.lean_access(services))
 
     @app.get("/")
     def _root():  # noqa: ANN202

@@ -24,6 +24,7 @@ from fhirserver.storage.tables import resource, resource_compartment
 
 log = logging.getLogger("fhirserver.audit")
 MAX_ENTITIES = 100
+_BATCH = 500  # AuditEvents per INSERT statement
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _REST = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
          "display": "RESTful Operation"}
@@ -107,16 +108,17 @@ class AuditTrail:
                 items.append(self._queue.popleft())
             if not items:
                 return 0
-            written = 0
             with self.repo.transaction(write=True) as tx:
                 plain = [it for it in items if "build" not in it]
                 owners = self._patients(tx.conn, {r for it in plain for r in it["refs"]})
+                events = []
                 for it in items:
                     bodies = it["build"](tx) if "build" in it else [_event(it, owners)]
-                    for body in bodies:  # the writer thread serves no request: the id queued with it
-                        tx.create("AuditEvent", tag_request(body, it.get("request_id")))
-                    written += len(bodies)
-            return written
+                    # the writer thread serves no request: the id queued with it
+                    events.extend(tag_request(body, it.get("request_id")) for body in bodies)
+                for start in range(0, len(events), _BATCH):
+                    tx.create_many("AuditEvent", events[start:start + _BATCH])
+            return len(events)
 
     @staticmethod
     def _patients(conn: Any, refs: set[str]) -> dict[str, set[str]]:

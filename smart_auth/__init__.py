@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from smart_auth.fhir import access_for_request, after_fhir_request, before_fhir_request, cached_access, policy_for
+from smart_auth.fhir import access_for_request, after_fhir_request, before_fhir_request, lean_access, policy_for
 from smart_auth import store
 from smart_auth.store import add_client, add_initial_token, add_user, mint_launch, rotate_key
 from smart_auth.views import install_routes
@@ -35,4 +35,4 @@ def install(app: Any) -> None:
 
 
 __all__ = ["access_for_request", "add_client", "add_initial_token", "add_user", "after_fhir_request",
-           "before_fhir_request", "cached_access", "install", "mint_launch", "policy_for", "rotate_key"]
+           "before_fhir_request", "install", "lean_access", "mint_launch", "policy_for", "rotate_key"]

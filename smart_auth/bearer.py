@@ -24,7 +24,11 @@ from smart_auth.links import live_context
 from smart_auth.store import digest, now
 from smart_auth.tables import auth_token
 
-CHECK_TTL = 5.0
+# How long a cached check is trusted at most. A revocation takes effect at once through the
+# revocation stamp, whatever the TTL; the TTL bounds only what no stamp announces (e.g. a token
+# revoked by a host that cannot bump this host's stamp). Short TTLs cost a database check per
+# token and worker every TTL: with hundreds of live tokens, 5 s meant most reads were re-checks.
+CHECK_TTL = 60.0
 _CACHE_MAX = 4096
 
 
@@ -76,7 +80,7 @@ def authenticate(engine: Engine, token: str, *, base: str | None = None,
     return checked(engine, token, base=base, still_allowed=still_allowed).principal
 
 
-def trusted(token: str) -> "_Checked | None":
+def trusted(token: str, engine: Engine | None = None) -> "_Checked | None":
     """The cached check of a token while it may be trusted without the database (same
     revocation stamp, checked less than CHECK_TTL ago, not expired), else None."""
     h = digest(token)
@@ -92,7 +96,7 @@ def trusted(token: str) -> "_Checked | None":
 def checked(engine: Engine, token: str, *, base: str | None = None,
             still_allowed: Callable[[Principal], bool] | None = None) -> _Checked:
     """`authenticate`, returning the cache entry (the Principal and the slot for its policy)."""
-    hit = trusted(token)
+    hit = trusted(token, engine)
     if hit is not None:
         return hit
     h = digest(token)

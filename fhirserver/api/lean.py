@@ -9,8 +9,9 @@ request is already known:
 - the URL is a read or vread by id, without a query string (no `_format`, `_summary`, ...);
 - the Accept header is one of the values negotiated at start (`choose_output`'s answers, kept);
 - no conditional headers (If-None-Match, If-Modified-Since) and no Origin (CORS);
-- the caller is the `--insecure-no-auth` open policy, or a bearer token whose check and policy
-  are cached (`smart_auth.cached_access`: revocation stamp unchanged, within the check TTL);
+- the caller is the `--insecure-no-auth` open policy, or a valid bearer token whose policy
+  depends on the token alone (`smart_auth.lean_access`: authlib's ResourceProtector over the
+  cached token check, so a cached token costs no database round trip);
 - the access gate lets the caller see the row (`interactions.direct_read`, the policy's own
   conditions compiled into one statement per audience) and the row is not deleted.
 
@@ -41,7 +42,7 @@ _DECLINE = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_ORIGIN")
 _ACCEPTS = (None, "", "*/*", "application/fhir+json", "application/json", "application/json+fhir",
             "application/fhir+json, */*", "application/fhir+json;q=1.0, application/json;q=0.9",
             "application/json, text/plain, */*", "application/fhir+json; charset=utf-8")
-Access = Callable[[str], "tuple[Any, Any] | None"]
+Access = Callable[[str], "tuple[Any, Any] | None"]  # Authorization header -> (principal, policy)
 
 
 def _content_types() -> dict[str | None, str]:
@@ -60,17 +61,17 @@ class LeanReads:
     """WSGI middleware: plain 200 reads by id here, everything else to `app`.
 
     `open_policy`: the policy of every request when the server runs without auth (else None);
-    `cached_access(token)`: (principal, policy) of a bearer token whose check may be trusted
-    without the database, else None; `audit`: the AuditTrail of authenticated reads."""
+    `bearer_access(authorization)`: (principal, policy) of a valid bearer token, else None;
+    `audit`: the AuditTrail of authenticated reads."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], reads: ReadStatements, report: RequestLog,
-                 audit: Any, open_policy: Any = None, cached_access: Access | None = None) -> None:
+                 audit: Any, open_policy: Any = None, bearer_access: Access | None = None) -> None:
         self.app = app
         self.reads = reads
         self.report = report
         self.audit = audit
         self.open_policy = open_policy
-        self.cached_access = cached_access
+        self.bearer_access = bearer_access
         self.content_types = _content_types()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -98,10 +99,10 @@ class LeanReads:
         if self.open_policy is not None:
             policy = self.open_policy
         else:
-            auth = environ.get("HTTP_AUTHORIZATION") or ""
-            if auth[:7].lower() != "bearer " or self.cached_access is None:
+            auth = environ.get("HTTP_AUTHORIZATION")
+            if not auth or self.bearer_access is None:
                 return None
-            got = self.cached_access(auth[7:].strip())
+            got = self.bearer_access(auth)
             if got is None:
                 return None
             principal, policy = got

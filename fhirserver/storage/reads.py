@@ -25,14 +25,16 @@ _MAX_SHAPES = 2048  # compiled statements kept (one per access filter and resour
 
 
 class _Compiled:
-    """Driver SQL and how to bind it (named for psycopg, positional for sqlite3)."""
+    """Driver SQL and how to bind it (named for psycopg, positional for sqlite3). The access
+    conditions' own values (IN lists expanded) are fixed at compile time; t, i, v are the
+    per-read values, given placeholders here so that the statement compiles without them."""
 
     __slots__ = ("sql", "fixed", "order")
 
     def __init__(self, stmt: Any, engine: Engine) -> None:
         c = stmt.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
         self.sql = c.string
-        params = c.construct_params(_check=False)
+        params = c.construct_params()
         self.order: tuple[str, ...] | None = tuple(c.positiontup) if c.positional else None
         self.fixed = {k: v for k, v in params.items() if k not in ("t", "i", "v")}
 
@@ -92,7 +94,7 @@ class ReadStatements:
         `key` names the access conditions (equal keys must mean equal conditions); None means
         there are none."""
         compiled = self._compiled(("current", res_type, key), lambda: select(*_CURRENT_COLS).where(
-            resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"), *where))
+            resource.c.res_type == bindparam("t", ""), resource.c.res_id == bindparam("i", ""), *where))
         row = self._fetch(compiled, {"t": res_type, "i": res_id})
         return _stored(row) if row else None
 
@@ -104,9 +106,9 @@ class ReadStatements:
 
         def build() -> Any:
             visible = exists(select(resource.c.pk).where(
-                resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"), *where))
-            return select(*_HISTORY_COLS).where(h.c.res_type == bindparam("t"), h.c.res_id == bindparam("i"),
-                                                h.c.version_id == bindparam("v"), visible)
+                resource.c.res_type == bindparam("t", ""), resource.c.res_id == bindparam("i", ""), *where))
+            return select(*_HISTORY_COLS).where(h.c.res_type == bindparam("t", ""), h.c.res_id == bindparam("i", ""),
+                                                h.c.version_id == bindparam("v", 0), visible)
 
         compiled = self._compiled(("version", res_type, key), build)
         row = self._fetch(compiled, {"t": res_type, "i": res_id, "v": version_id})
