@@ -66,3 +66,18 @@ def test_other_answers_come_from_the_full_path(client, served):  # noqa: ANN001
     r = client.get(f"/fhir/Patient/{pid}")
     assert r.status_code == 410 and served == [False]
     assert r.json["resourceType"] == "OperationOutcome"
+
+
+def test_audit_buffer_is_bounded(app, client, monkeypatch):  # noqa: ANN001
+    """Past its bound the buffer is written by the request that fills it, never dropped."""
+    from fhirserver import audit as audit_mod
+
+    trail = app.extensions["fhirserver"].audit
+    trail.flush()
+    monkeypatch.setattr(audit_mod, "MAX_QUEUED", 3)
+    monkeypatch.setattr(trail, "interval", 3600.0)  # the writer thread stays asleep
+    before = client.get("/fhir/AuditEvent?_summary=count").json["total"]
+    for i in range(3):
+        trail.record(who={"client_id": "x"}, action="R", interaction="read", references=[f"Patient/p{i}"])
+    assert len(trail._queue) == 0  # the third record wrote the backlog before returning
+    assert client.get("/fhir/AuditEvent?_summary=count").json["total"] == before + 3
