@@ -1,9 +1,13 @@
-"""The cost of authorization: reads with a bearer token against the same reads without auth.
+"""The cost of authorization: reads with bearer tokens against the same reads without auth.
 
 Two `fhirserver serve` processes on one fresh PostgreSQL database, same gunicorn configuration:
 one with `--insecure-no-auth`, one with auth on. The same Patients are read by the same load
-generator (8 keep-alive connections), phases alternating. The token is a `system/*.rs` token
-of a backend client: the full per-request path (token lookup, revocation check, scopes, policy). Prints a table and a last JSON line.
+generator (8 keep-alive connections), phases alternating. The tokens are real: a Backend
+Services client (`private_key_jwt`, `system/*.rs`) registered on the database obtains
+`BENCH_TOKENS` (default 300) distinct access tokens from `/auth/token`, and every request
+carries one of them at random with one of `N_PATIENTS` Patients at random, so the token cache
+and the statement cache see a realistic spread rather than one hot entry. Any answer other than
+200 fails the run (exit 1). Prints a table and a last JSON line.
 
     .venv/bin/python -m bench.auth        # BENCH_SECONDS=4 for a quicker run
 """
@@ -13,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,6 +31,7 @@ from bench.run import (
 
 TARGET = 0.85
 N_PATIENTS = 2000
+LOAD_BATCH = 200  # Patients per batch Bundle while loading
 
 
 def _serve(name: str, url: str, tmp: Path, env: dict[str, str], auth: bool) -> tuple[Proc, int]:
@@ -40,10 +46,44 @@ def _serve(name: str, url: str, tmp: Path, env: dict[str, str], auth: bool) -> t
     return proc, port
 
 
-def _phase(name: str, port: int, proc: Proc, admin_url: str, dbname: str, make: Any, seconds: float) -> Phase:
+def _tokens(url: str, port: int, count: int) -> list[str]:
+    """`count` access tokens of one Backend Services client, each from the token endpoint
+    (client_credentials with a fresh signed assertion: RFC 7523, one jti per request)."""
+    import requests
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    from fhirserver.storage import make_engine
+    from smart_auth import store
+
+    key = RSAKey.generate_key(2048, parameters={"kid": "bench"}, private=True)
+    engine = make_engine(url)
+    client = store.add_client(engine, name="bench backend", auth_method="private_key_jwt",
+                              jwks={"keys": [key.as_dict(private=False)]}, scope="system/*.rs")
+    engine.dispose()
+    cid, token_url = client["client_id"], f"http://127.0.0.1:{port}/auth/token"
+    out = []
+    with requests.Session() as s:
+        for _ in range(count):
+            t = int(time.time())
+            assertion = jwt.encode({"alg": "RS384", "kid": "bench", "typ": "JWT"},
+                                   {"iss": cid, "sub": cid, "aud": token_url, "exp": t + 240, "iat": t,
+                                    "jti": uuid.uuid4().hex}, key, algorithms=["RS384"])
+            r = s.post(token_url, data={
+                "grant_type": "client_credentials", "scope": "system/*.rs",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": assertion})
+            if r.status_code != 200:
+                raise RuntimeError(f"the token endpoint answered {r.status_code}: {r.text[:300]}")
+            out.append(r.json()["access_token"])
+    return out
+
+
+def _phase(name: str, port: int, proc: Proc, admin_url: str, dbname: str, make: Any, seconds: float,
+           spread: int) -> Phase:
     meter = CpuMeter(proc.wait_workers(port, WORKERS), backend_pids(admin_url, dbname))
     with meter:
-        res = loadgen.run("127.0.0.1", port, loadgen.random_pick(make, N_PATIENTS), connections=CLIENTS,
+        res = loadgen.run("127.0.0.1", port, loadgen.random_pick(make, spread), connections=CLIENTS,
                           duration=seconds, warmup=1.0, balance_pids=meter.app_pids if BALANCE else None)
     return Phase(name, res, meter)
 
@@ -67,45 +107,51 @@ def main() -> int:
 
         ids = [f"bench-{i}" for i in range(N_PATIENTS)]
         with requests.Session() as s:
-            for i, pid in enumerate(ids):
-                body = {**patient(i), "id": pid}
-                r = s.put(f"http://127.0.0.1:{open_port}/fhir/Patient/{pid}", data=dumps(body),
-                          headers={"Content-Type": "application/fhir+json"})
+            for start in range(0, N_PATIENTS, LOAD_BATCH):
+                entries = [{"resource": {**patient(i), "id": ids[i]},
+                            "request": {"method": "PUT", "url": f"Patient/{ids[i]}"}}
+                           for i in range(start, min(start + LOAD_BATCH, N_PATIENTS))]
+                r = s.post(f"http://127.0.0.1:{open_port}/fhir", data=dumps(
+                    {"resourceType": "Bundle", "type": "batch", "entry": entries}),
+                    headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"})
                 r.raise_for_status()
-        from smart_auth import store
-        from fhirserver.storage import make_engine
-
-        engine = make_engine(url)
-        system_tok, _ = store.save_token(engine, kind="access", grant_id=uuid.uuid4().hex, client_id="bench-backend",
-                                         user_pk=None, scope="system/*.rs", context={"role": "system"},
-                                         lifetime=3600)
-        engine.dispose()
+                bad = [e["response"]["status"] for e in r.json().get("entry", [])
+                       if not e["response"]["status"].startswith("20")]
+                if bad:
+                    raise RuntimeError(f"loading Patients failed: {bad[:3]}")
+        tokens = _tokens(url, secure_port, int(os.environ.get("BENCH_TOKENS", "300")))
+        log(f"{len(tokens)} access tokens from /auth/token; {N_PATIENTS} Patients")
         host = "127.0.0.1"
+        n_tok = len(tokens)
 
         def read_open(i: int) -> bytes:
-            return loadgen.build_request("GET", f"/fhir/Patient/{ids[i]}", host)
+            return loadgen.build_request("GET", f"/fhir/Patient/{ids[i % N_PATIENTS]}", host)
 
         def read_token(i: int) -> bytes:
-            return loadgen.build_request("GET", f"/fhir/Patient/{ids[i]}", host,
-                                         extra=f"Authorization: Bearer {system_tok}\r\n")
+            return loadgen.build_request("GET", f"/fhir/Patient/{ids[i % N_PATIENTS]}", host,
+                                         extra=f"Authorization: Bearer {tokens[i // N_PATIENTS]}\r\n")
 
         phases: dict[str, list[Phase]] = {"open": [], "token": []}
         for _round in range(2):
-            phases["open"].append(_phase("read no-auth", open_port, open_proc, admin_url, dbname, read_open, seconds))
+            phases["open"].append(_phase("read no-auth", open_port, open_proc, admin_url, dbname, read_open,
+                                         seconds, N_PATIENTS * n_tok))
             phases["token"].append(_phase("read bearer", secure_port, secure_proc, admin_url, dbname, read_token,
-                                          seconds))
+                                          seconds, N_PATIENTS * n_tok))
         from bench.run import merge
 
         opened, tokened = merge(phases["open"]), merge(phases["token"])
-        errors = tokened.res.errors + sum(v for k, v in tokened.res.statuses.items() if k != 200)
+        errors = sum(ph.res.errors + sum(v for k, v in ph.res.statuses.items() if k != 200)
+                     for ph in (opened, tokened))
         ratio = tokened.rps / opened.rps if opened.rps else 0.0
         print(f"{'phase':14} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
         for ph in (opened, tokened):
             summ = ph.summary()
             print(f"{ph.name:14} {ph.rps:8.0f} {summ.get('p50_ms', 0):8.2f} {summ.get('p99_ms', 0):8.2f}")
         print(json.dumps({"auth_read_ratio": round(ratio, 3), "target": TARGET, "met": ratio >= TARGET,
-                          "no_auth_rps": round(opened.rps), "bearer_rps": round(tokened.rps), "errors": errors}))
-    return 0
+                          "no_auth_rps": round(opened.rps), "bearer_rps": round(tokened.rps), "tokens": n_tok,
+                          "patients": N_PATIENTS, "errors": errors,
+                          "statuses": {"no_auth": opened.res.statuses, "bearer": tokened.res.statuses}}))
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -13,13 +13,16 @@ from dicom.records import ImagingRecords
 from dicom.store import file_store
 from fhirserver.api import blueprint, install_error_handlers
 from fhirserver.api import health, openapi
+from fhirserver.api.lean import LeanReads
 from fhirserver.api.telemetry import install_telemetry, metrics_blueprint
 from fhirserver import notify, subscriptions
 from fhirserver.config import Settings, settings_from_env
 from fhirserver.operations import Ports, build_registry, export
 from fhirserver.services import Services, build_services
 from viewer import register as register_viewer
-from smart_auth.fhir import build_policy
+from fhirserver.access import SystemJob
+from fhirserver.storage import ReadStatements
+from smart_auth.fhir import INSECURE_NO_AUTH, build_policy
 
 
 def install_jobs(services: Services) -> None:
@@ -70,7 +73,12 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     app.register_blueprint(metrics_blueprint())  # /metrics (Prometheus text)
     app.register_blueprint(openapi.blueprint())  # /openapi.json, /docs
     install_error_handlers(app)
-    install_telemetry(app)
+    report = install_telemetry(app)
+    if settings.lean_reads:  # plain reads by id answered before Flask (everything else passes through)
+        app.wsgi_app = LeanReads(  # type: ignore[method-assign]
+            app.wsgi_app, ReadStatements(services.repo.engine), report, services.audit,
+            open_policy=SystemJob(INSECURE_NO_AUTH) if settings.insecure_no_auth else None,
+            bearer_access=None if settings.insecure_no_auth else smart_auth.lean_access(services))
 
     @app.get("/")
     def _root():  # noqa: ANN202

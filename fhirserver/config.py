@@ -37,6 +37,7 @@ class Settings:
     refresh_token_seconds: int = 90 * 24 * 3600  # offline_access
     online_refresh_seconds: int = 8 * 3600  # online_access
     log_requests: bool = True            # one JSON line per HTTP request and per DICOM association
+    lean_reads: bool = True              # plain 200 reads by id skip Flask (fhirserver.api.lean)
     log_level: str = "INFO"
     guardian_age_limit: int = 18         # a guardian's access ends at this age of the child
     invitation_seconds: int = 72 * 3600  # an old forwarded invitation cannot take an account
@@ -102,6 +103,7 @@ _ENV_FIELDS = {
     "default_page_size": int, "max_page_size": int,
     "guardian_age_limit": int, "invitation_seconds": int,
     "log_requests": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "log_level": str,
+    "lean_reads": lambda v: v.strip().lower() not in ("0", "false", "no", "off"),
     "portal_cancel_hours": int, "portal_upload_max_bytes": int, "share_link_seconds": int,
     "subscription_attempts": int, "subscription_backoff_seconds": float, "subscription_lease_seconds": int,
     "job_threads": int, "job_poll_seconds": float, "export_seconds": int,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from smart_auth.fhir import access_for_request, after_fhir_request, before_fhir_request, policy_for
+from smart_auth.fhir import access_for_request, after_fhir_request, before_fhir_request, lean_access, policy_for
 from smart_auth import store
 from smart_auth.logins import LoginDirectory
 from smart_auth.store import add_client, add_initial_token, add_user, mint_launch, rotate_key
@@ -35,5 +35,6 @@ def install(app: Any) -> None:
     install_routes(app)
 
 
-__all__ = ["LoginDirectory", "access_for_request", "add_client", "add_initial_token", "add_user", "after_fhir_request",
-           "before_fhir_request", "install", "mint_launch", "policy_for", "rotate_key"]
+__all__ = ["LoginDirectory", "access_for_request", "add_client", "add_initial_token", "add_user",
+           "after_fhir_request", "before_fhir_request", "install", "lean_access", "mint_launch", "policy_for",
+           "rotate_key"]

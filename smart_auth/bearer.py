@@ -24,10 +24,29 @@ from smart_auth.links import live_context
 from smart_auth.store import digest, now
 from smart_auth.tables import auth_token
 
-CHECK_TTL = 5.0
+# How long a cached check is trusted at most. A revocation takes effect at once through the
+# revocation stamp, whatever the TTL; the TTL bounds only what no stamp announces (e.g. a token
+# revoked by a host that cannot bump this host's stamp). Short TTLs cost a database check per
+# token and worker every TTL: with hundreds of live tokens, 5 s meant most reads were re-checks.
+CHECK_TTL = 60.0
 _CACHE_MAX = 4096
-# token hash -> (principal, expires_at, checked_at monotonic, revocation stamp)
-_cache: "OrderedDict[str, tuple[Principal, int, float, int]]" = OrderedDict()
+
+
+class _Checked:
+    """One validated token: its Principal, until when it holds, and when and under which
+    revocation stamp it was checked. `policy` is the access policy built for the Principal, kept
+    by the request layer when that policy depends on nothing but the Principal
+    (`smart_auth.fhir`), so a cached token also skips compiling its policy."""
+
+    __slots__ = ("principal", "expires_at", "checked", "stamp", "policy")
+
+    def __init__(self, principal: Principal, expires_at: int, checked: float, stamp: int) -> None:
+        self.principal, self.expires_at, self.checked, self.stamp = principal, expires_at, checked, stamp
+        self.policy: Any = None
+
+
+# token hash -> its last check (bounded; the oldest entry goes first)
+_cache: "OrderedDict[str, _Checked]" = OrderedDict()
 
 
 class InvalidToken(Exception):
@@ -58,16 +77,30 @@ def authenticate(engine: Engine, token: str, *, base: str | None = None,
     `still_allowed` re-checks what the links cannot tell (a launch patient still visible to a
     staff member), also only on (re)validation.
     """
+    return checked(engine, token, base=base, still_allowed=still_allowed).principal
+
+
+def trusted(token: str, engine: Engine | None = None) -> "_Checked | None":
+    """The cached check of a token while it may be trusted without the database (same
+    revocation stamp, checked less than CHECK_TTL ago, not expired), else None."""
+    h = digest(token)
+    hit = _cache.get(h)
+    if hit is None:
+        return None
+    stamp = store.revocation_stamp()
+    if stamp == -1 or hit.stamp != stamp or time.monotonic() - hit.checked >= CHECK_TTL or hit.expires_at <= now():
+        return None
+    return hit
+
+
+def checked(engine: Engine, token: str, *, base: str | None = None,
+            still_allowed: Callable[[Principal], bool] | None = None) -> _Checked:
+    """`authenticate`, returning the cache entry (the Principal and the slot for its policy)."""
+    hit = trusted(token, engine)
+    if hit is not None:
+        return hit
     h = digest(token)
     stamp = store.revocation_stamp()
-    hit = _cache.get(h)
-    if hit is not None:
-        principal, expires_at, checked, seen_stamp = hit
-        if stamp != -1 and seen_stamp == stamp and time.monotonic() - checked < CHECK_TTL:
-            if expires_at <= now():
-                _cache.pop(h, None)
-                raise InvalidToken("The access token expired")
-            return principal
     _cache.pop(h, None)
     with engine.connect() as c:
         row = c.execute(_Q_FULL.where(auth_token.c.token_hash == h)).mappings().first()
@@ -83,7 +116,8 @@ def authenticate(engine: Engine, token: str, *, base: str | None = None,
     principal = principal_from(dict(row), ctx)
     if still_allowed is not None and not still_allowed(principal):
         raise InvalidToken("The access token's patient context is no longer visible to its user")
-    _cache[h] = (principal, row["expires_at"], time.monotonic(), stamp)
+    entry = _Checked(principal, row["expires_at"], time.monotonic(), stamp)
+    _cache[h] = entry
     if len(_cache) > _CACHE_MAX:
         _cache.popitem(last=False)
-    return principal
+    return entry

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6750 import InvalidTokenError
 from flask import Response, current_app, g, make_response, request
 
 from fhirserver.access import DenyPolicy, Principal, SmartPolicy, SystemJob
+from fhirserver.access.consent import depends_on_live_data
 from smart_auth import store
-from smart_auth.bearer import InvalidToken, authenticate
+from smart_auth.bearer import checked
 from smart_auth.launch import principal_still_allowed
 from smart_auth.policy import build_policy
+from smart_auth.protector import protector
 
 OPEN_PATHS = ("/fhir/metadata", "/fhir/.well-known/")
 INSECURE_NO_AUTH = "--insecure-no-auth"  # the one job the open policy serves for requests
@@ -17,6 +21,18 @@ INSECURE_NO_AUTH = "--insecure-no-auth"  # the one job the open policy serves fo
 
 def _services() -> Any:
     return current_app.extensions["fhirserver"]
+
+
+def _protector() -> Any:
+    return current_app.extensions["smart_auth"]["fhir_protector"]
+
+
+def fhir_protector(services: Any) -> Any:
+    """authlib's ResourceProtector for the FHIR API (RFC 6750 Bearer parsing), over the cached
+    token check with the launch-patient re-check; built once per app."""
+    still_allowed = principal_still_allowed(services.repo, services.settings)
+    return protector(lambda tok: checked(services.repo.engine, tok, base=services.fhir_base(),
+                                         still_allowed=still_allowed))
 
 
 def policy_for(principal: Principal) -> SmartPolicy:
@@ -43,17 +59,52 @@ def before_fhir_request() -> Response | None:
     if request.path.startswith(OPEN_PATHS) or request.path.rstrip("/") == "/fhir/metadata":
         g.fhir_access = DenyPolicy()  # discovery documents read no resources
         return None
-    auth = request.headers.get("Authorization", "")
-    if not auth.lower().startswith("bearer ") or not auth[7:].strip():
-        raise _unauthorized("An access token is required (Authorization: Bearer ...)", None)
     try:
-        principal = authenticate(services.repo.engine, auth[7:].strip(), base=services.fhir_base(),
-                                 still_allowed=principal_still_allowed(services.repo, services.settings))
-    except InvalidToken as exc:
-        raise _unauthorized(str(exc), "invalid_token") from None
-    g.fhir_principal = principal
-    g.fhir_access = policy_for(principal)
+        token = _protector().acquire_token()
+    except InvalidTokenError as exc:
+        raise _unauthorized(exc.description or "The access token is invalid", "invalid_token") from None
+    except OAuth2Error:  # no Authorization header, another scheme, or an empty token
+        raise _unauthorized("An access token is required (Authorization: Bearer ...)", None) from None
+    entry = token.entry
+    g.fhir_principal = entry.principal
+    policy = entry.policy
+    if policy is None:
+        policy = policy_for(entry.principal)
+        if not depends_on_live_data(entry.principal):
+            entry.policy = policy  # a function of the token alone: built once per check
+    g.fhir_access = policy
     return None
+
+
+class _HeaderOnly:
+    """What authlib's ResourceProtector reads of a request (its Authorization header), for a
+    caller that has no Flask request (the lean read path)."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, authorization: str) -> None:
+        self.headers = {"Authorization": authorization}
+
+
+def lean_access(services: Any) -> Any:
+    """For `fhirserver.api.lean`: Authorization header -> (principal, policy), or None to let the
+    full path answer (no or bad token, or a policy that depends on live data). The same
+    ResourceProtector and cached check as `before_fhir_request`: no database round trip while the
+    check is cached, one query when it is not."""
+    rp = fhir_protector(services)
+
+    def access(authorization: str) -> tuple[Principal, Any] | None:
+        try:
+            entry = rp.validate_request(None, _HeaderOnly(authorization)).entry
+        except OAuth2Error:
+            return None
+        if entry.policy is None:
+            if depends_on_live_data(entry.principal):
+                return None
+            entry.policy = build_policy(services.repo, services.settings, entry.principal)
+        return entry.principal, entry.policy
+
+    return access
 
 
 def access_for_request() -> Any:

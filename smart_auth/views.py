@@ -14,6 +14,7 @@ from smart_auth.consent import consent
 from smart_auth.discovery import jwks, openid_configuration_view, smart_configuration_view
 from smart_auth.launch_api import launch
 from smart_auth.login import login, logout
+from smart_auth.fhir import fhir_protector
 from smart_auth.protector import protector
 from smart_auth.registration import Registration, register
 from smart_auth.revocation import Introspection, Revocation, introspect, revoke
@@ -49,6 +50,7 @@ def install_routes(app: Flask) -> None:
     """The authorization server and resource protector for this app, and their routes."""
     build(app, endpoints=(Introspection, Revocation, Registration))
     app.extensions["smart_auth"]["protector"] = protector()
+    app.extensions["smart_auth"]["fhir_protector"] = fhir_protector(app.extensions["fhirserver"])
     app.register_blueprint(blueprint(), url_prefix="/auth")
     app.add_url_rule("/fhir/.well-known/smart-configuration", "smart_configuration", smart_configuration_view,
                      methods=["GET"])

@@ -15,3 +15,6 @@ __all__ += ["PROXY_TYPES", "job_policy", "job_principal", "with_security_context
 from fhirserver.access.operations import OPERATION_NEEDS, OperationNeeds, check_operation, guard_all  # noqa: E402
 
 __all__ += ["OPERATION_NEEDS", "OperationNeeds", "check_operation", "guard_all"]
+from fhirserver.access.reads import read_conditions  # noqa: E402  reads by id, compiled once per audience
+
+__all__ += ["read_conditions"]

@@ -79,12 +79,19 @@ def _base(settings: Any) -> str | None:
     return base if isinstance(base, str) else None
 
 
+def depends_on_live_data(p: Any) -> bool:
+    """Whether the principal's reach changes with data rather than with its token: a guardian's
+    children age out, staff and organization-bound clients gain and lose Consent shares. The
+    policy of any other principal may be built once per token and kept."""
+    return (p.role == "guardian" and bool(p.patients)) or (p.role in ("staff", "system") and not p.unrestricted)
+
+
 def with_live_shares(engine: Any, p: Any, settings: Any) -> Any:
     """The principal with the shares in force now (staff), or a guardian's children under age."""
-    if p.role == "guardian" and p.patients:
-        return _guardian_age_limit(engine, p, getattr(settings, "guardian_age_limit", 18))
-    if p.role not in ("staff", "system") or p.unrestricted:
+    if not depends_on_live_data(p):
         return p
+    if p.role == "guardian":
+        return _guardian_age_limit(engine, p, getattr(settings, "guardian_age_limit", 18))
     base = _base(settings)
     targets = [("Organization", o) for o in p.organizations]
     if p.fhir_user and p.fhir_user.startswith("Practitioner/"):
@@ -180,4 +187,4 @@ def email_owners_fn(engine: Any) -> Callable[[Sequence[str]], dict[str, tuple[st
     return owners
 
 
-__all__ = ["PLATFORM_IMAGING", "email_owners_fn", "platform_imaging_allowed", "with_live_shares"]
+__all__ = ["PLATFORM_IMAGING", "depends_on_live_data", "email_owners_fn", "platform_imaging_allowed", "with_live_shares"]

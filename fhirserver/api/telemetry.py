@@ -50,12 +50,36 @@ def route_of(req: Any) -> str:
     return rule.rule
 
 
-def install_telemetry(app: Flask) -> None:
+class RequestLog:
+    """Counts, times and logs one answered request: the one place both the Flask hooks and the
+    lean read path (`fhirserver.api.lean`) report through, so both show up alike."""
+
+    def __init__(self, log_requests: bool) -> None:
+        self.m = metrics()
+        self.log_requests = log_requests
+
+    def done(self, env: Any, route: str, status: int, took: float, rid: str, nbytes: int,
+             client_id: str | None) -> None:
+        method = env.get("REQUEST_METHOD", "")
+        if method not in _METHODS:  # any token is a valid method: keep label values bounded
+            method = "OTHER"
+        self.m.http_requests.labels(method, route, status).inc()
+        self.m.http_latency.labels(method, route).observe(took)
+        if self.log_requests and log.isEnabledFor(logging.INFO):
+            query = env.get("QUERY_STRING", "")
+            log.info(orjson.dumps({
+                "event": "http", "request_id": rid, "method": method, "route": route,
+                "path": env.get("PATH_INFO", "") + ("?" + query if query else ""),
+                "status": status, "duration_ms": round(took * 1000, 2),
+                "bytes": nbytes, "remote": env.get("REMOTE_ADDR"),
+                "client_id": client_id}).decode())
+
+
+def install_telemetry(app: Flask) -> RequestLog:
     """Count and time every request; log it as one JSON line when `log_requests` is on."""
     services = app.extensions["fhirserver"]
-    m = metrics()
     watch_pool(services.repo.engine)
-    log_requests = services.settings.log_requests
+    report = RequestLog(services.settings.log_requests)
 
     @app.before_request
     def _start() -> None:
@@ -72,25 +96,14 @@ def install_telemetry(app: Flask) -> None:
     @app.after_request
     def _finish(resp: Response) -> Response:
         took = time.perf_counter() - getattr(g, "t0", time.perf_counter())
-        env = request.environ
-        method = env.get("REQUEST_METHOD", "")
-        if method not in _METHODS:  # any token is a valid method: keep label values bounded
-            method = "OTHER"
-        route = route_of(request)
         rid = getattr(g, "request_id", None) or requestid.accept_or_new(None)
         resp.headers[requestid.HEADER] = rid
-        m.http_requests.labels(method, route, resp.status_code).inc()
-        m.http_latency.labels(method, route).observe(took)
-        if log_requests and log.isEnabledFor(logging.INFO):
-            principal = getattr(g, "fhir_principal", None)
-            query = env.get("QUERY_STRING", "")
-            log.info(orjson.dumps({
-                "event": "http", "request_id": rid, "method": method, "route": route,
-                "path": env.get("PATH_INFO", "") + ("?" + query if query else ""),
-                "status": resp.status_code, "duration_ms": round(took * 1000, 2),
-                "bytes": resp.content_length or 0, "remote": env.get("REMOTE_ADDR"),
-                "client_id": getattr(principal, "client_id", None)}).decode())
+        principal = getattr(g, "fhir_principal", None)
+        report.done(request.environ, route_of(request), resp.status_code, took, rid, resp.content_length or 0,
+                    getattr(principal, "client_id", None))
         return resp
+
+    return report
 
 
 def _outbox_depth() -> Iterable[Any]:

@@ -4,9 +4,10 @@ from fhirserver.storage.migrate import upgrade
 from fhirserver.storage.repository import (
     Repository, StorageError, Stored, Tx, VersionConflict, format_instant, now_utc,
 )
+from fhirserver.storage.reads import ReadStatements
 from fhirserver.storage.tables import resource, resource_history
 from fhirserver.storage.conflicts import TransactionConflict, run as run_transaction
 
 __all__ = ["Repository", "StorageError", "Stored", "Tx", "VersionConflict", "format_instant",
            "is_postgres", "make_engine", "now_utc", "resource", "resource_history", "upgrade"]
-__all__ += ["TransactionConflict", "run_transaction", "ping", "readable_tables"]
+__all__ += ["ReadStatements", "TransactionConflict", "run_transaction", "ping", "readable_tables"]

@@ -37,6 +37,7 @@ def install_budget(engine: Engine, seconds: float) -> None:
     def _sqlite_handler(dbapi_conn: Any, record: Any) -> None:
         deadline = [float("inf")]
         record.info["fhir_deadline"] = deadline
+        record.info["fhir_budget"] = seconds  # for statements run on the DBAPI connection itself
         dbapi_conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline[0] else 0, _STEPS)
 
     @event.listens_for(engine, "before_cursor_execute")

@@ -1,0 +1,136 @@
+"""The lean path for reads by id: `GET|HEAD /fhir/{type}/{id}[/_history/{vid}]` answered from the
+stored bytes without Flask's request machinery, in front of the Flask app.
+
+A read is most of a FHIR server's traffic, and a Flask request (request context, URL adapter,
+before/after hooks, a Response object, a SQLAlchemy transaction) costs several times the read
+itself. This WSGI layer answers a read when the answer is a plain 200 and everything about the
+request is already known:
+
+- the URL is a read or vread by id, without a query string (no `_format`, `_summary`, ...);
+- the Accept header is one of the values negotiated at start (`choose_output`'s answers, kept);
+- no conditional headers (If-None-Match, If-Modified-Since) and no Origin (CORS);
+- the caller is the `--insecure-no-auth` open policy, or a valid bearer token whose policy
+  depends on the token alone (`smart_auth.lean_access`: authlib's ResourceProtector over the
+  cached token check, so a cached token costs no database round trip);
+- the access gate lets the caller see the row (`interactions.direct_read`, the policy's own
+  conditions compiled into one statement per audience) and the row is not deleted.
+
+Anything else, including any error, goes to the Flask app unchanged, which decides and words
+every other answer (401 challenges, 403, 404, 410, 304, OperationOutcomes). The lean answer
+carries the same headers as the Flask one (Content-Type, Content-Length, ETag, Last-Modified,
+X-Request-ID), is counted and logged by the same `RequestLog`, and queues the same AuditEvent.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any, Callable, Iterable
+
+from fhirserver import requestid
+from fhirserver.api.formats import choose_output
+from fhirserver.api.telemetry import RequestLog, fhir_route
+from fhirserver.errors import FhirError
+from fhirserver.interactions import http_date
+from fhirserver.interactions.direct_read import direct_read
+from fhirserver.storage import ReadStatements
+
+log = logging.getLogger("fhirserver.request")
+_READ = re.compile(r"^/fhir/([A-Z][A-Za-z]{0,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/([0-9]{1,9}))?$")
+_DECLINE = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_ORIGIN")
+# Accept values clients send for JSON; each is negotiated once, at start, by `choose_output`
+_ACCEPTS = (None, "", "*/*", "application/fhir+json", "application/json", "application/json+fhir",
+            "application/fhir+json, */*", "application/fhir+json;q=1.0, application/json;q=0.9",
+            "application/json, text/plain, */*", "application/fhir+json; charset=utf-8")
+Access = Callable[[str], "tuple[Any, Any] | None"]  # Authorization header -> (principal, policy)
+
+
+def _content_types() -> dict[str | None, str]:
+    table: dict[str | None, str] = {}
+    for accept in _ACCEPTS:
+        try:
+            fmt = choose_output(None, accept)
+        except FhirError:
+            continue
+        if fmt.kind == "json" and not fmt.transforms:
+            table[accept] = f"{fmt.mime}; charset=utf-8"
+    return table
+
+
+class LeanReads:
+    """WSGI middleware: plain 200 reads by id here, everything else to `app`.
+
+    `open_policy`: the policy of every request when the server runs without auth (else None);
+    `bearer_access(authorization)`: (principal, policy) of a valid bearer token, else None;
+    `audit`: the AuditTrail of authenticated reads."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], reads: ReadStatements, report: RequestLog,
+                 audit: Any, open_policy: Any = None, bearer_access: Access | None = None) -> None:
+        self.app = app
+        self.reads = reads
+        self.report = report
+        self.audit = audit
+        self.open_policy = open_policy
+        self.bearer_access = bearer_access
+        self.content_types = _content_types()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        answer = self._try(environ)
+        if answer is None:
+            return self.app(environ, start_response)
+        status, headers, body = answer
+        start_response(status, headers)
+        return [body]
+
+    def _try(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
+        method = environ.get("REQUEST_METHOD")
+        if method != "GET" and method != "HEAD":
+            return None
+        if environ.get("QUERY_STRING") or any(k in environ for k in _DECLINE):
+            return None
+        m = _READ.match(environ.get("PATH_INFO") or "")
+        if m is None:
+            return None
+        ctype = self.content_types.get(environ.get("HTTP_ACCEPT"))
+        if ctype is None:
+            return None
+        t0 = time.perf_counter()
+        principal = None
+        if self.open_policy is not None:
+            policy = self.open_policy
+        else:
+            auth = environ.get("HTTP_AUTHORIZATION")
+            if not auth or self.bearer_access is None:
+                return None
+            got = self.bearer_access(auth)
+            if got is None:
+                return None
+            principal, policy = got
+        res_type, res_id, vid = m.group(1), m.group(2), m.group(3)
+        rid = requestid.accept_or_new(environ.get("HTTP_X_REQUEST_ID"))
+        token = requestid.bind(rid)
+        try:
+            try:
+                stored = direct_read(policy, self.reads, res_type, res_id, None if vid is None else int(vid))
+            except Exception:  # noqa: BLE001 - the full path meets the same fault and answers it
+                log.debug("lean read of %s/%s deferred to the full path", res_type, res_id, exc_info=True)
+                return None
+            if stored is None:
+                return None
+            body = stored.body.encode()
+            if principal is not None and res_type != "AuditEvent":
+                self.audit.record(who={"reference": principal.fhir_user, "client_id": principal.client_id},
+                                  action="R", interaction="read" if vid is None else "vread",
+                                  references=[f"{res_type}/{res_id}"], remote=environ.get("REMOTE_ADDR"))
+        finally:
+            requestid.unbind(token)
+        if method == "HEAD":
+            body = b""
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("ETag", stored.etag),
+                   ("Last-Modified", http_date(stored.last_updated)), (requestid.HEADER, rid)]
+        self.report.done(environ, fhir_route(environ["PATH_INFO"]), 200, time.perf_counter() - t0, rid, len(body),
+                         getattr(principal, "client_id", None))
+        return "200 OK", headers, body
+
+
+__all__ = ["LeanReads"]
