@@ -29,6 +29,8 @@ FAMILIES = ["Garcia", "Smith", "Müller", "Rossi", "Dubois", "Kowalski", "Novak"
             "Nakamura", "Okafor", "Haddad", "Andersson", "Murphy", "Costa", "Yilmaz", "Chen", "Kumar", "Lopez"]
 GIVEN = ["Ana", "Luis", "Maria", "John", "Eva", "Omar", "Lena", "Pedro", "Sara", "Ivan", "Mia", "Noah"]
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+# nine patients in ten belong to the first clinic, the rest to the second (staff policies)
+ORGS = ("org-main", "org-small")
 
 
 def log(msg: str) -> None:
@@ -38,11 +40,14 @@ def log(msg: str) -> None:
 def generate(n: int) -> Any:
     """Deterministic resources: (type, id, body) in dependency order."""
     rnd = random.Random(SEED)
+    for org in ORGS:
+        yield "Organization", org, {"resourceType": "Organization", "id": org, "name": f"Clinic {org}"}
     for i in range(n):
         pid = f"p{i}"
         family = f"{rnd.choice(FAMILIES)}{i % 997}"
         yield "Patient", pid, {
             "resourceType": "Patient", "id": pid, "gender": rnd.choice(["female", "male"]),
+            "managingOrganization": {"reference": f"Organization/{ORGS[0] if i % 10 else ORGS[1]}"},
             "birthDate": f"{rnd.randint(1930, 2020)}-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}",
             "name": [{"family": family, "given": [rnd.choice(GIVEN)]}],
             "identifier": [{"system": "urn:mrn", "value": f"MRN{i:07d}"}],
