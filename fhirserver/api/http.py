@@ -118,6 +118,11 @@ def _handle(path: str = "") -> Response:
         return _respond(200, result, g.fhir_output)
     single = req.method in ("GET", "HEAD") and req.res_id is not None and req.compartment is None and (
         req.operation is None or (req.operation == "_history" and req.version_id is not None))
+    # a search only reads, and under READ COMMITTED each of its statements (page, count,
+    # includes) takes its own snapshot inside a transaction too: BEGIN and COMMIT add two
+    # round trips and no consistency
+    single = single or (req.method in ("GET", "HEAD") and req.operation is None
+                        and (req.res_id is None or req.compartment is not None))
     resp = transact.run(services.repo, lambda tx: dispatch(ctx, tx, req),
                         write=transact.writes(req, ctx.operations), single_read=single)
     _audit(req, resp.body if resp.stored is None else None, resp)

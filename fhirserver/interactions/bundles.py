@@ -130,8 +130,17 @@ def process(ctx: Context, repo: Repository, bundle: Any, headers: dict[str, str]
     prefer = _prefer_return(headers)
     batch_id = _batch_id(bundle.get("identifier"))
     if kind == "transaction":
-        return _transaction(ctx, repo, raw_entries, prefer, batch_id, budget)
-    return _batch(ctx, repo, raw_entries, prefer, batch_id, budget)
+        out = _transaction(ctx, repo, raw_entries, prefer, batch_id, budget)
+    else:
+        out = _batch(ctx, repo, raw_entries, prefer, batch_id, budget)
+    if len(raw_entries) >= BULK_ENTRIES:
+        # bulk ingest (`fhirserver load`, Synthea): keep the planner's statistics in step
+        repo.analyze(only_stale=True)
+    return out
+
+
+# A Bundle this large is bulk ingest: after it, the search tables' statistics are checked.
+BULK_ENTRIES = 200
 
 
 def _batch_id(identifier: Any) -> str | None:

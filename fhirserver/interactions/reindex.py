@@ -13,6 +13,7 @@ def reindex(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     ctx.search.refresh(tx.conn, force=True)
     n = tx.reindex_all(res_type)
     tx.recompartment_deleted(res_type)
+    tx.analyze_after_commit()  # every index row was rewritten: the old statistics describe other data
     return FhirResponse(200, {"resourceType": "Parameters", "parameter": [
         {"name": "count", "valueInteger": n},
         {"name": "message", "valueString": f"Reindexed {n} resources" + (f" of type {res_type}" if res_type else "")}]})

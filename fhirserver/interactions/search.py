@@ -58,7 +58,8 @@ def run_search(ctx: Any, tx: Tx, req: Any, strict: bool) -> dict[str, Any]:
     after_c = decode_cursor(after, kinds) if after else None
     before_c = decode_cursor(before, kinds) if before else None
     rows, total, more, cursors = tx.search(res_type, where, count=count, after=after_c, before=before_c,
-                                           sort=compiled.sort, with_total=total_mode != "none")
+                                           sort=compiled.sort, with_total=total_mode != "none",
+                                           estimate=total_mode == "estimate")
     if compartment:
         path = f"{compartment[0]}/{compartment[1]}/{res_type or '*'}"
     else:

@@ -417,6 +417,8 @@ def run_load(args: argparse.Namespace, settings: Settings) -> int:
                 loader.info(f"stopped after an error in {item.path} (--stop-on-error)")
                 break
         bar.set_postfix_str("", refresh=False)
+        if isinstance(target, DirectTarget) and loader.resources:
+            target.repo.analyze()  # the planner's statistics must describe the loaded data
     except FatalLoadError as exc:
         if bar is not None:
             bar.close()

@@ -19,6 +19,7 @@ from sqlalchemy.sql.util import ClauseAdapter  # re-targets access conditions on
 from fhirserver.model.references import parse_reference
 from fhirserver.model.types import R4_RESOURCE_TYPES
 from fhirserver.model.validate import is_valid_id
+from fhirserver.search import planner
 from fhirserver.search.dates import date_range, shift, split_prefix
 from fhirserver.search.extract import normalize, split_reference
 from fhirserver.search.limits import search_limit_problem
@@ -159,17 +160,29 @@ class Compiler:
         problem = search_limit_problem(params)
         if problem:
             raise SearchError(problem)
-        where: list[ColumnElement[bool]] = []
+        preds: list[planner.Predicate] = []
         used: list[tuple[str, str]] = []
         ignored: list[str] = []
         types = [res_type] if res_type else None
         seen: set[tuple[str, str]] = set()
+        # bounds of a single-valued date parameter: tested together on its one index row
+        ranges: dict[str, tuple[SearchParam, list[list[str]]]] = {}
         for name, value in params:
             base = name.split(":", 1)[0].split(".", 1)[0]
             if base in RESULT_PARAMS or (name, value) in seen:  # a repeated condition adds nothing
                 continue
             seen.add((name, value))
+            single = self._single_date(res_type, name)
             try:
+                if single is not None:
+                    values = split_values(value)
+                    if not values or any(v == "" for v in values):
+                        raise SearchError(f"Parameter '{name}' has an empty value")
+                    for v in values:
+                        self._check_date(v)
+                    ranges.setdefault(name, (single, []))[1].append(values)
+                    used.append((name, value))
+                    continue
                 cond = self.param(resource, types, name, value)
             except InvalidValue as exc:
                 raise _naming(exc, name) from None
@@ -178,8 +191,18 @@ class Compiler:
                     raise
                 ignored.append(name)
                 continue
-            where.append(cond)
+            code, _, modifier = name.partition(".")[0].partition(":")
+            p = None if name.startswith("_") else self._maybe_lookup(types, code)
+            preds.append(planner.Predicate(cond, planner.estimate(p, code, modifier, value)))
             used.append((name, value))
+        for name, (p, groups) in ranges.items():
+            self._single_type[id(resource)] = p.base
+            cond = self._rows(resource, idx_date, p, lambda t, g=groups: [planner.row_condition(t, g, self.postgres)])
+            sel = min(planner.estimate(p, name, "", ",".join(g)) for g in groups)
+            if len(groups) > 1:
+                sel = sel / 10  # two bounds on one row: a window, much narrower than either
+            preds.append(planner.Predicate(cond, sel))
+        where = planner.order(preds)
         out = CompiledSearch(where, used, ignored)
         for name, value in params:
             try:
@@ -231,6 +254,29 @@ class Compiler:
         if param.type == "token" and modifier == "not":
             return not_(or_(*[self._token(r, param, "", v) for v in values]))
         return or_(*[builder(r, param, modifier, v) for v in values])
+
+    def _single_date(self, res_type: str | None, name: str) -> SearchParam | None:
+        """The date parameter `name` when it is plain (no modifier, no chain) on a single-valued
+        element of `res_type`: its bounds may then share one index row."""
+        if res_type is None or ":" in name or "." in name or name.startswith("_"):
+            return None
+        p = self.registry.get(res_type, name)
+        if p is None or p.type != "date" or not planner.single_valued(res_type, p.expression):
+            return None
+        return p
+
+    @staticmethod
+    def _check_date(v: str) -> None:
+        try:
+            date_range(split_prefix(v)[1])
+        except ValueError as exc:
+            raise InvalidValue(str(exc)) from None
+
+    def _maybe_lookup(self, types: list[str] | None, code: str) -> SearchParam | None:
+        try:
+            return self._lookup(types, code)
+        except SearchError:
+            return None
 
     def _lookup(self, types: list[str] | None, code: str) -> SearchParam:
         candidates = types or ["Resource"]
@@ -383,11 +429,8 @@ class Compiler:
     def _date(self, r: Any, p: SearchParam, modifier: str, v: str) -> ColumnElement[bool]:
         if modifier:
             raise UnsupportedModifier(f"Modifier ':{modifier}' is not supported on date parameter '{p.code}'")
-        try:  # validate the value now (the condition itself is built per alias)
-            date_range(split_prefix(v)[1])
-        except ValueError as exc:
-            raise InvalidValue(str(exc)) from None
-        return self._rows(r, idx_date, p, lambda t: [self._date_on(t.c.low, t.c.high, v)])
+        self._check_date(v)  # validate the value now (the condition itself is built per alias)
+        return self._rows(r, idx_date, p, lambda t: [planner.row_condition(t, [[v]], self.postgres)])
 
     def _num_cond(self, col: Any, v: str) -> ColumnElement[bool]:
         prefix, raw = split_prefix(v)

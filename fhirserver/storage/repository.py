@@ -12,12 +12,13 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhirserver.model.jsonio import dumps, loads
+from fhirserver.storage import statistics
 from fhirserver.storage import locks
 from fhirserver.storage.pending import INDEX_TABLES, PendingWrites, Shape
 from fhirserver.storage.tables import resource, resource_compartment, resource_history
@@ -310,6 +311,11 @@ class Tx:
             last = rows[-1][0]
             self.flush()  # one batch's rows at a time in memory
 
+    def analyze_after_commit(self) -> None:
+        """Refresh the planner statistics once this transaction committed (after bulk writes)."""
+        engine = self.conn.engine
+        self.on_commit.append(lambda: statistics.analyze(engine))
+
     def recompartment_deleted(self, res_type: str | None = None) -> int:
         """Give deleted resources the compartment rows of their last content (databases written
         before deletions kept them); returns how many were restored."""
@@ -378,7 +384,7 @@ class Tx:
     # -- search --------------------------------------------------------------------------
     def search(self, res_type: str | None, where: Sequence[ColumnElement[bool]], *,
                count: int, after: Sequence[Any] | None = None, before: Sequence[Any] | None = None,
-               sort: Sequence[Any] = (), with_total: bool = True,
+               sort: Sequence[Any] = (), with_total: bool = True, estimate: bool = False,
                ) -> tuple[list[Stored], int | None, bool, list[list[Any]]]:
         """Current, not-deleted resources matching `where`, keyset-paged.
 
@@ -386,17 +392,18 @@ class Tx:
         (pk) breaks ties. `after`/`before` are cursors previously returned for a row. Returns
         (page, total, more, cursors) where `more` says a further page exists in the paging
         direction and `cursors[i]` is the cursor of page[i].
+
+        The total costs no second scan when the first page holds every match (it is the page's
+        length); otherwise one count over the same conditions, or with `estimate` on PostgreSQL
+        the planner's row estimate for them (no scan at all).
         """
         self.flush()
         r = resource
         conds = [r.c.deleted.is_(False), *where]
         if res_type:
             conds.insert(0, r.c.res_type == res_type)
-        total = None
-        if with_total:
-            total = self.conn.execute(select(func.count()).select_from(r).where(*conds)).scalar_one()
         if count == 0:
-            return [], total, False, []
+            return [], self._total(conds, estimate) if with_total else None, False, []
         keys = _sort_columns(sort)
         backwards = before is not None
         cursor = before if backwards else after
@@ -410,10 +417,29 @@ class Tx:
         rows = list(self.conn.execute(q.order_by(*order).limit(count + 1)))
         more = len(rows) > count
         rows = rows[:count]
+        total = None
+        if with_total:
+            if cursor is None and not more:
+                total = len(rows)  # the whole result is on this page
+            else:
+                total = self._total(conds, estimate)
+                if estimate:
+                    total = max(total, len(rows) + (1 if more else 0))
         if backwards:
             rows.reverse()
         cursors = [[getattr(row, f"k{i}") for i in range(len(keys))] for row in rows]
         return [_row(x) for x in rows], total, more, cursors
+
+    def _total(self, conds: Sequence[ColumnElement[bool]], estimate: bool) -> int:
+        """How many current resources meet `conds`: counted, or PostgreSQL's plan estimate."""
+        if estimate and self.postgres:
+            stmt = select(literal(1)).select_from(resource).where(*conds)
+            compiled = stmt.compile(dialect=self.conn.dialect, compile_kwargs={"render_postcompile": True})
+            plan = self.conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params).scalar_one()
+            if isinstance(plan, str):
+                plan = loads(plan)
+            return max(0, int(round(plan[0]["Plan"]["Plan Rows"])))
+        return self.conn.execute(select(func.count()).select_from(resource).where(*conds)).scalar_one()
 
 
 _SORT_DEFAULT = {"str": "", "date": datetime(1, 1, 2, tzinfo=timezone.utc), "num": 0, "int": 0}
@@ -450,6 +476,14 @@ class Repository:
         self._statements: dict[Shape, str] = {}  # flush statements by shape (storage.pending)
         # called with the written resource types after each commit (e.g. auth caches to drop)
         self.after_commit: list[Callable[[set[str]], None]] = []
+
+    def analyze(self, only_stale: bool = False) -> list[str]:
+        """Refresh the planner statistics of the search tables (all, or those gone stale) after
+        a bulk write; returns the tables analyzed (see fhirserver.storage.statistics)."""
+        if only_stale:
+            return statistics.analyze_if_stale(self.engine)
+        statistics.analyze(self.engine)
+        return list(statistics.SEARCH_TABLES)
 
     @contextmanager
     def transaction(self, write: bool = False, single_read: bool = False) -> Iterator[Tx]:

@@ -23,8 +23,8 @@ from fhirserver.storage.tables import metadata
 
 VERSIONS = Path(__file__).resolve().parents[2] / "fhirserver/storage/migrations/versions"
 PACKAGES = ("fhirserver", "dicom", "smart_auth", "portal", "console")
-# made by raw SQL in 0002 (operator classes SQLite has no use for), not declared in the models
-PG_ONLY_INDEXES = {"ix_idx_string_trgm", "ix_idx_string_prefix", "ix_idx_uri_prefix"}
+# made by raw SQL in 0002 and 0016 (operator classes, GiST ranges: PostgreSQL only), not in the models
+PG_ONLY_INDEXES = {"ix_idx_string_trgm", "ix_idx_string_prefix", "ix_idx_uri_prefix", "ix_idx_date_span"}
 
 
 def _all_models() -> None:
