@@ -11,6 +11,7 @@ from typing import Any
 
 from conformance.capability import capability_statement
 from fhirserver.audit import AuditTrail
+from fhirserver.broadcast import Broadcast
 from fhirserver.config import Settings
 from fhirserver.interactions import Context, OperationRegistry
 from fhirserver.jobs import Jobs
@@ -30,6 +31,9 @@ class Services:
     # the `$operations` every Context of this process routes to (built by the app factory)
     operations: OperationRegistry = dataclasses.field(default_factory=OperationRegistry)
     jobs: Any = None                       # fhirserver.jobs.Jobs: the queue and its job kinds
+    # changes every host must see at once (revocations, clients, keys): stamps and the caches
+    # kept under them (fhirserver.broadcast)
+    broadcast: Any = None
 
     def fhir_base(self) -> str:
         """The FHIR base URL (`Settings.fhir_base`: configured, or the listen address)."""
@@ -68,4 +72,4 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False,
     jobs = Jobs(engine)
     install_subscriptions(repo, settings, jobs)  # the outbox: events recorded in the writer's transaction
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    AuditTrail(repo), operations or OperationRegistry(), jobs)
+                    AuditTrail(repo), operations or OperationRegistry(), jobs, Broadcast(engine))

@@ -2,11 +2,11 @@
 
 A token is looked up by its SHA-256 in the database; the Principal built from it is cached in
 the worker for at most `CHECK_TTL` seconds together with the token's expiry. Every revocation
-rewrites a small file in the data folder (`store.bump_revocations`), and a cached entry is only
-trusted while that file's stamp is unchanged, so a revocation in any worker on this host takes
-effect at once; workers on other hosts sharing the database see it within `CHECK_TTL`. Removing a
-guardian's RelatedPerson link bumps the same stamp (`smart_auth.install` hooks the repository's
-commits), and a (re)validation re-derives the token's patients from the login's live links.
+bumps a stamp in the database (`smart_auth.revocation_signal`, followed through LISTEN/NOTIFY on
+PostgreSQL), and a cached entry is only trusted while that stamp is unchanged, so a revocation
+in any worker on any host sharing the database takes effect at once. Removing a guardian's
+RelatedPerson link bumps the same stamp (`smart_auth.install` hooks the repository's commits),
+and a (re)validation re-derives the token's patients from the login's live links.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from fhirserver.access import Principal, parse_scopes
-from smart_auth import store
+from smart_auth import revocation_signal
 from smart_auth.links import live_context
 from smart_auth.store import digest, now
 from smart_auth.tables import auth_token
@@ -59,7 +59,7 @@ def authenticate(engine: Engine, token: str, *, base: str | None = None,
     staff member), also only on (re)validation.
     """
     h = digest(token)
-    stamp = store.revocation_stamp()
+    stamp = revocation_signal.stamp(engine)
     hit = _cache.get(h)
     if hit is not None:
         principal, expires_at, checked, seen_stamp = hit

@@ -168,4 +168,4 @@ def revoke_user_tokens(conn: Any, user_pk: int) -> None:
     from smart_auth.tables import auth_token
 
     conn.execute(update(auth_token).where(auth_token.c.user_pk == user_pk).values(revoked=True))
-    store.bump_revocations()
+    store.bump_revocations(conn)

@@ -1,0 +1,190 @@
+"""This process's view of the shared stamps: a LISTEN thread on PostgreSQL, the rows otherwise.
+
+Why correctness never depends on a notification: `stamp()` trusts the listener's copy only while
+its connection is up and was confirmed within `FRESH_SECONDS` (a heartbeat re-reads every row);
+otherwise it reads the row itself. A reconnect re-reads every row after LISTEN, so a change
+committed while the listener was down is seen at once. Before answering from its copy, `stamp()`
+drains the listener's socket in the calling thread (a non-blocking read), so a notification
+PostgreSQL already sent counts even if the listener thread has not been scheduled yet.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+from typing import Any, Callable
+
+from sqlalchemy.engine import Engine
+
+from fhirserver.broadcast.stamps import PG_CHANNEL, read_all, read_stamp
+
+HEARTBEAT_SECONDS = 5.0
+FRESH_SECONDS = 12.0      # a silent (half-open) listener is distrusted after this
+RECONNECT_MAX_SECONDS = 5.0
+APPLICATION_NAME = "fhirserver-broadcast"  # how operators (and tests) find the listener sessions
+
+log = logging.getLogger("fhirserver.broadcast")
+
+
+class Broadcast:
+    """Stamps of the channels (and values cached under them) for one engine in this process."""
+
+    def __init__(self, engine: Engine, *, heartbeat: float = HEARTBEAT_SECONDS,
+                 fresh: float = FRESH_SECONDS) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self.heartbeat = heartbeat
+        self.fresh = fresh
+        self._lock = threading.Lock()        # the listener connection and its stamps
+        self._start_lock = threading.Lock()
+        self._conn: Any = None               # psycopg.Connection while listening
+        self._stamps: dict[str, int] = {}
+        self._fresh_until = 0.0
+        self._pid: int | None = None
+        self._inherited: list[Any] = []      # a parent's connection: never closed by a child
+        self._stop = threading.Event()
+        self._cache: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._cache_lock = threading.Lock()
+
+    # -- reading ---------------------------------------------------------------------------------
+    def stamp(self, channel: str) -> int:
+        """The current stamp of `channel`; -1 when unknown (then trust nothing cached)."""
+        if self.postgres:
+            self._ensure_listener()
+            mine = self._listened(channel)
+            if mine is not None:
+                return mine
+        return read_stamp(self.engine, channel)
+
+    def listening(self) -> bool:
+        """Whether stamps currently come from the LISTEN connection (else from the rows)."""
+        return self._conn is not None and time.monotonic() < self._fresh_until
+
+    def cached(self, channel: str, key: str, load: Callable[[], Any]) -> Any:
+        """`load()`'s value, reused while `channel`'s stamp is unchanged (on every host)."""
+        s = self.stamp(channel)  # read before loading: a change during the load shows next time
+        with self._cache_lock:
+            hit = self._cache.get((channel, key))
+        if hit is not None and s != -1 and hit[0] == s:
+            return hit[1]
+        val = load()
+        if s != -1:
+            with self._cache_lock:
+                self._cache[(channel, key)] = (s, val)
+        return val
+
+    def _listened(self, channel: str) -> int | None:
+        if not self._lock.acquire(blocking=False):
+            return None  # the listener is busy (a heartbeat): the row answers instead
+        try:
+            if self._conn is None or time.monotonic() >= self._fresh_until:
+                return None
+            if not self._drain():
+                return None
+            return self._stamps.get(channel, 0)
+        finally:
+            self._lock.release()
+
+    def _drain(self) -> bool:
+        """Apply what PostgreSQL already sent (holding `_lock`); False when the connection broke."""
+        from psycopg import pq
+
+        pg = self._conn.pgconn
+        try:
+            pg.consume_input()
+        except Exception:  # noqa: BLE001 - a broken connection: the rows answer until reconnected
+            self._fresh_until = 0.0
+            return False
+        if pg.status != pq.ConnStatus.OK:
+            self._fresh_until = 0.0
+            return False
+        while (n := pg.notifies()) is not None:
+            self._apply(n.extra.decode(errors="replace"))
+        return True
+
+    def _apply(self, payload: str) -> None:
+        channel, _, stamp = payload.rpartition(":")
+        try:
+            value = int(stamp)
+        except ValueError:
+            return
+        if value > self._stamps.get(channel, 0):
+            self._stamps[channel] = value
+
+    # -- the listener thread ---------------------------------------------------------------------
+    def _ensure_listener(self) -> None:
+        pid = os.getpid()
+        if self._pid == pid:
+            return
+        with self._start_lock:
+            if self._pid == pid:
+                return
+            if self._conn is not None:  # forked: the socket is the parent's; leave it open
+                self._inherited.append(self._conn)
+            self._conn, self._fresh_until, self._stamps = None, 0.0, {}
+            self._lock = threading.Lock()
+            self._stop = threading.Event()
+            self._pid = pid
+            threading.Thread(target=self._run, name="fhirserver-broadcast", daemon=True).start()
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return psycopg.connect(url, autocommit=True, application_name=APPLICATION_NAME,
+                               connect_timeout=10, keepalives=1, keepalives_idle=10,
+                               keepalives_interval=5, keepalives_count=3)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        stop = self._stop
+        while not stop.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                conn.add_notify_handler(lambda n: self._apply(n.payload))  # during a heartbeat
+                conn.execute(f"LISTEN {PG_CHANNEL}")
+                stamps = read_all(conn)  # after LISTEN: nothing committed since is missed
+                with self._lock:
+                    self._stamps = stamps
+                    self._conn = conn
+                    self._fresh_until = time.monotonic() + self.fresh
+                backoff = 0.1
+                self._listen(conn, stop)
+            except Exception as exc:  # noqa: BLE001 - any failure: distrust, reconnect
+                if not stop.is_set():
+                    log.warning("broadcast listener reconnecting: %s", exc)
+            finally:
+                with self._lock:
+                    self._conn, self._fresh_until = None, 0.0
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+            stop.wait(backoff)
+            backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
+
+    def _listen(self, conn: Any, stop: threading.Event) -> None:
+        next_beat = time.monotonic() + self.heartbeat
+        while not stop.is_set():
+            wait = max(0.0, next_beat - time.monotonic())
+            readable, _, _ = select.select([conn.pgconn.socket], [], [], min(wait, 1.0))
+            with self._lock:
+                if readable and not self._drain():
+                    raise ConnectionError("the listener connection broke")
+                if time.monotonic() >= next_beat:
+                    for ch, s in read_all(conn).items():  # also repairs a lost notification
+                        if s > self._stamps.get(ch, 0):
+                            self._stamps[ch] = s
+                    self._fresh_until = time.monotonic() + self.fresh
+                    next_beat = time.monotonic() + self.heartbeat
+
+    def stop(self) -> None:
+        """End the listener thread (tests; the process's exit ends it too)."""
+        self._stop.set()  # the thread notices within a second and closes its connection
+
+
+__all__ = ["APPLICATION_NAME", "Broadcast"]
