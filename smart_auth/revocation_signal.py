@@ -17,9 +17,17 @@ from smart_auth.shared import shared_for
 REVOCATIONS = "auth.revocations"
 
 
-def bump(where: Engine | Connection) -> None:
+def bump(where: Engine | Connection) -> int:
     """Announce a revocation; with a Connection, as the last statement of its transaction."""
-    publish(where, REVOCATIONS)
+    return publish(where, REVOCATIONS)
+
+
+def settle(engine: Engine, stamp: int) -> None:
+    """After the revocation committed: answer only once the notification is out (see
+    `fhirserver.broadcast.Broadcast.settle`)."""
+    shared = shared_for(engine)
+    if shared is not None:
+        shared.settle(REVOCATIONS, stamp)
 
 
 def stamp(engine: Engine) -> int:
@@ -28,4 +36,4 @@ def stamp(engine: Engine) -> int:
     return shared.stamp(REVOCATIONS) if shared is not None else read_stamp(engine, REVOCATIONS)
 
 
-__all__ = ["REVOCATIONS", "bump", "stamp"]
+__all__ = ["REVOCATIONS", "bump", "settle", "stamp"]

@@ -349,10 +349,10 @@ def find_token(engine: Engine, tok: str, kind: str | None = None) -> dict[str, A
     return d
 
 
-def bump_revocations(where: "Engine | Connection") -> None:
+def bump_revocations(where: "Engine | Connection") -> int:
     """Every host drops its cached token checks (smart_auth.revocation_signal); with a
     Connection, as the last statement of the transaction that revoked."""
-    revocation_signal.bump(where)
+    return revocation_signal.bump(where)
 
 
 def revoke_token(engine: Engine, row: dict[str, Any]) -> None:
@@ -362,7 +362,8 @@ def revoke_token(engine: Engine, row: dict[str, Any]) -> None:
             c.execute(update(auth_token).where(auth_token.c.grant_id == row["grant_id"]).values(revoked=True))
         else:
             c.execute(update(auth_token).where(auth_token.c.pk == row["pk"]).values(revoked=True))
-        bump_revocations(c)
+        stamp = bump_revocations(c)
+    revocation_signal.settle(engine, stamp)
 
 
 def rotate_refresh(engine: Engine, row: dict[str, Any]) -> bool:

@@ -32,8 +32,9 @@ class Broadcast:
     """Stamps of the channels (and values cached under them) for one engine in this process."""
 
     def __init__(self, engine: Engine, *, heartbeat: float = HEARTBEAT_SECONDS,
-                 fresh: float = FRESH_SECONDS) -> None:
+                 fresh: float = FRESH_SECONDS, reconnect_after: float = 0.1) -> None:
         self.engine = engine
+        self.reconnect_after = reconnect_after  # the first retry's delay; doubles up to 5 s
         self.postgres = engine.dialect.name == "postgresql"
         self.heartbeat = heartbeat
         self.fresh = fresh
@@ -74,6 +75,24 @@ class Broadcast:
             with self._cache_lock:
                 self._cache[(channel, key)] = (s, val)
         return val
+
+    def settle(self, channel: str, stamp: int, timeout: float = 0.5) -> bool:
+        """Wait (briefly) until this process's listener saw `stamp`, after its commit.
+
+        NOTIFY is delivered after the commit returns, so a revoking request that answered at
+        once could let its client reach another host before that host's listener heard. Once
+        our own listener has the notification, PostgreSQL has signalled every listener; the
+        answer then goes out. False when it did not arrive in time (the rows still hold)."""
+        if not self.postgres:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            mine = self._listened(channel)
+            if mine is None or mine >= stamp:  # not listening: nobody relies on notifications
+                return mine is None or mine >= stamp
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
 
     def _listened(self, channel: str) -> int | None:
         if not self._lock.acquire(blocking=False):
@@ -138,7 +157,7 @@ class Broadcast:
                                keepalives_interval=5, keepalives_count=3)
 
     def _run(self) -> None:
-        backoff = 0.1
+        backoff = self.reconnect_after
         stop = self._stop
         while not stop.is_set():
             conn = None
@@ -151,7 +170,7 @@ class Broadcast:
                     self._stamps = stamps
                     self._conn = conn
                     self._fresh_until = time.monotonic() + self.fresh
-                backoff = 0.1
+                backoff = self.reconnect_after
                 self._listen(conn, stop)
             except Exception as exc:  # noqa: BLE001 - any failure: distrust, reconnect
                 if not stop.is_set():
