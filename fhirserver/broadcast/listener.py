@@ -1,5 +1,8 @@
 """This process's view of the shared stamps: a LISTEN thread on PostgreSQL, the rows otherwise.
 
+On SQLite (one machine, several processes) a private connection asks `PRAGMA data_version`,
+which changes whenever another connection committed: only then are the rows read again.
+
 Why correctness never depends on a notification: `stamp()` trusts the listener's copy only while
 its connection is up and was confirmed within `FRESH_SECONDS` (a heartbeat re-reads every row);
 otherwise it reads the row itself. A reconnect re-reads every row after LISTEN, so a change
@@ -48,6 +51,8 @@ class Broadcast:
         self._stop = threading.Event()
         self._cache: dict[tuple[str, str], tuple[int, Any]] = {}
         self._cache_lock = threading.Lock()
+        self._sqlite: Any = None             # (pid, sqlite3.Connection, data_version, stamps)
+        self._sqlite_lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------------
     def stamp(self, channel: str) -> int:
@@ -57,7 +62,31 @@ class Broadcast:
             mine = self._listened(channel)
             if mine is not None:
                 return mine
+        elif self.engine.url.database and self.engine.url.database != ":memory:":
+            return self._sqlite_stamp(channel)
         return read_stamp(self.engine, channel)
+
+    def _sqlite_stamp(self, channel: str) -> int:
+        """The row, re-read only when another connection committed since (data_version first:
+        a commit between the two reads then shows as a new version next time)."""
+        import sqlite3
+
+        with self._sqlite_lock:
+            try:
+                pid = os.getpid()
+                if self._sqlite is None or self._sqlite[0] != pid:  # never a parent's connection
+                    conn = sqlite3.connect(self.engine.url.database, timeout=60, isolation_level=None,
+                                           check_same_thread=False)
+                    self._sqlite = (pid, conn, None, {})
+                _pid, conn, seen, stamps = self._sqlite
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if version != seen:
+                    stamps = dict(conn.execute("SELECT channel, stamp FROM broadcast_stamp").fetchall())
+                    self._sqlite = (pid, conn, version, stamps)
+                return int(stamps.get(channel, 0))
+            except sqlite3.Error:
+                self._sqlite = None
+                return -1
 
     def listening(self) -> bool:
         """Whether stamps currently come from the LISTEN connection (else from the rows)."""

@@ -247,3 +247,27 @@ def _listener_count(engine: Any) -> int:
     with engine.connect() as c:
         return c.execute(text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :app "
                               "AND datname = current_database()"), {"app": APPLICATION_NAME}).scalar_one()
+
+
+# -- SQLite: several processes of one machine ---------------------------------------------------
+def test_sqlite_stamps_follow_other_connections_commits(tmp_path) -> None:  # noqa: ANN001
+    """The private connection re-reads the rows only when `data_version` says another
+    connection committed; a commit from any other connection (or process) shows at once."""
+    import subprocess
+    import sys
+
+    from fhirserver.storage import make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    shared = Broadcast(engine)
+    assert shared.stamp("test.channel") == 0
+    for _ in range(3):
+        new = publish(engine, "test.channel")  # another connection of this process
+        assert shared.stamp("test.channel") == new
+    code = ("from fhirserver.storage import make_engine; from fhirserver.broadcast import publish; "
+            f"print(publish(make_engine({url!r}), 'test.channel'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shared.stamp("test.channel") == int(out.stdout.split()[-1]) == new + 1
+    assert shared.stamp("other.channel") == 0
