@@ -75,6 +75,8 @@ class Broadcast:
             try:
                 pid = os.getpid()
                 if self._sqlite is None or self._sqlite[0] != pid:  # never a parent's connection
+                    if self._sqlite is not None:
+                        self._inherited.append(self._sqlite[1])  # kept open: not ours to close
                     conn = sqlite3.connect(self.engine.url.database, timeout=60, isolation_level=None,
                                            check_same_thread=False)
                     self._sqlite = (pid, conn, None, {})
