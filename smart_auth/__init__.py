@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from smart_auth.fhir import access_for_request, after_fhir_request, before_fhir_request, policy_for
-from smart_auth import store
+from smart_auth import revocation_signal, store
 from smart_auth.store import add_client, add_initial_token, add_user, mint_launch, rotate_key
 from smart_auth.views import install_routes
 
@@ -29,7 +29,7 @@ class LinksChanged:
 
     def __call__(self, written: set[str]) -> None:
         if written & LINK_TYPES:
-            store.bump_revocations(self.engine)
+            revocation_signal.settle(self.engine, store.bump_revocations(self.engine))
 
 
 def install(app: Any) -> None:

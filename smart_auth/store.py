@@ -355,6 +355,13 @@ def bump_revocations(where: "Engine | Connection") -> int:
     return revocation_signal.bump(where)
 
 
+def settle_revocations(tx: Any, stamp: int) -> None:
+    """Once `tx` (a storage Tx) committed, answer only after the revocation's notification is out
+    (smart_auth.revocation_signal.settle)."""
+    engine = tx.conn.engine
+    tx.on_commit.append(lambda: revocation_signal.settle(engine, stamp))
+
+
 def revoke_token(engine: Engine, row: dict[str, Any]) -> None:
     """Revoke one access token, or a refresh token with its whole family."""
     with engine.connect().execution_options(fhir_write=True) as c, c.begin():

@@ -17,6 +17,7 @@ import os
 import select
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
 from sqlalchemy.engine import Engine
@@ -177,7 +178,8 @@ class Broadcast:
             self._lock = threading.Lock()
             self._stop = threading.Event()
             self._pid = pid
-            threading.Thread(target=self._run, name="fhirserver-broadcast", daemon=True).start()
+            threading.Thread(target=_run_listener, args=(weakref.ref(self), self._stop),
+                             name="fhirserver-broadcast", daemon=True).start()
 
     def _connect(self) -> Any:
         import psycopg
@@ -187,54 +189,94 @@ class Broadcast:
                                connect_timeout=10, keepalives=1, keepalives_idle=10,
                                keepalives_interval=5, keepalives_count=3)
 
-    def _run(self) -> None:
-        backoff = self.reconnect_after
-        stop = self._stop
-        while not stop.is_set():
-            conn = None
-            try:
-                conn = self._connect()
-                conn.add_notify_handler(lambda n: self._apply(n.payload))  # during a heartbeat
-                conn.execute(f"LISTEN {PG_CHANNEL}")
-                stamps = read_all(conn)  # after LISTEN: nothing committed since is missed
-                with self._lock:
-                    self._stamps = stamps
-                    self._conn = conn
-                    self._fresh_until = time.monotonic() + self.fresh
-                backoff = self.reconnect_after
-                self._listen(conn, stop)
-            except Exception as exc:  # noqa: BLE001 - any failure: distrust, reconnect
-                if not stop.is_set():
-                    log.warning("broadcast listener reconnecting: %s", exc)
-            finally:
-                with self._lock:
-                    self._conn, self._fresh_until = None, 0.0
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except Exception:  # noqa: BLE001
-                        pass
-            stop.wait(backoff)
-            backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
+    def _open(self) -> Any:
+        """A listening connection, its stamps read after LISTEN (nothing committed since is missed)."""
+        conn = self._connect()
+        try:
+            ref = weakref.ref(self)  # the connection must not keep its Broadcast alive
+            conn.add_notify_handler(lambda n: _apply_to(ref, n.payload))  # during a heartbeat
+            conn.execute(f"LISTEN {PG_CHANNEL}")
+            stamps = read_all(conn)
+        except Exception:
+            conn.close()
+            raise
+        with self._lock:
+            self._stamps = stamps
+            self._conn = conn
+            self._fresh_until = time.monotonic() + self.fresh
+        return conn
 
-    def _listen(self, conn: Any, stop: threading.Event) -> None:
-        next_beat = time.monotonic() + self.heartbeat
-        while not stop.is_set():
-            wait = max(0.0, next_beat - time.monotonic())
-            readable, _, _ = select.select([conn.pgconn.socket], [], [], min(wait, 1.0))
-            with self._lock:
-                if readable and not self._drain():
-                    raise ConnectionError("the listener connection broke")
-                if time.monotonic() >= next_beat:
-                    for ch, s in read_all(conn).items():  # also repairs a lost notification
-                        if s > self._stamps.get(ch, 0):
-                            self._stamps[ch] = s
-                    self._fresh_until = time.monotonic() + self.fresh
-                    next_beat = time.monotonic() + self.heartbeat
+    def _beat(self, conn: Any, readable: bool, due: bool) -> None:
+        """Drain what arrived; on a heartbeat, re-read every row (also repairs a lost notification)."""
+        with self._lock:
+            if readable and not self._drain():
+                raise ConnectionError("the listener connection broke")
+            if due:
+                for ch, s in read_all(conn).items():
+                    if s > self._stamps.get(ch, 0):
+                        self._stamps[ch] = s
+                self._fresh_until = time.monotonic() + self.fresh
+
+    def _closed(self, conn: Any) -> None:
+        with self._lock:
+            self._conn, self._fresh_until = None, 0.0
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - already broken
+            pass
 
     def stop(self) -> None:
         """End the listener thread (tests; the process's exit ends it too)."""
         self._stop.set()  # the thread notices within a second and closes its connection
+
+
+def _apply_to(ref: "weakref.ref[Broadcast]", payload: str) -> None:
+    me = ref()
+    if me is not None:
+        me._apply(payload)
+
+
+def _run_listener(ref: "weakref.ref[Broadcast]", stop: threading.Event) -> None:
+    """The listener thread: connect, listen, reconnect with backoff. It holds its Broadcast only
+    weakly between steps, so an app that is dropped (tests build many) ends its thread."""
+    backoff: float | None = None
+    while not stop.is_set():
+        me = ref()
+        if me is None:
+            return
+        backoff = me.reconnect_after if backoff is None else backoff
+        heartbeat = me.heartbeat
+        conn = None
+        try:
+            conn = me._open()
+            backoff = me.reconnect_after
+            next_beat = time.monotonic() + heartbeat
+            del me
+            while not stop.is_set():
+                wait = min(max(0.0, next_beat - time.monotonic()), 1.0)
+                readable, _, _ = select.select([conn.pgconn.socket], [], [], wait)
+                me = ref()
+                if me is None:
+                    conn.close()
+                    return
+                due = time.monotonic() >= next_beat
+                me._beat(conn, bool(readable), due)
+                if due:
+                    next_beat = time.monotonic() + heartbeat
+                del me
+        except Exception as exc:  # noqa: BLE001 - any failure: distrust the copy, reconnect
+            if not stop.is_set():
+                log.warning("broadcast listener reconnecting: %s", exc)
+        finally:
+            me = ref()
+            if conn is not None:
+                if me is not None:
+                    me._closed(conn)
+                else:
+                    conn.close()
+            me = None
+        stop.wait(backoff)
+        backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 
 
 __all__ = ["APPLICATION_NAME", "Broadcast"]

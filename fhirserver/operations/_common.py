@@ -161,11 +161,11 @@ def root_url(ctx: Any) -> str:
     return services(ctx).root_url()
 
 
-def revoke_user_tokens(conn: Any, user_pk: int) -> None:
+def revoke_user_tokens(tx: Any, user_pk: int) -> None:
     from sqlalchemy import update
 
     from smart_auth import store
     from smart_auth.tables import auth_token
 
-    conn.execute(update(auth_token).where(auth_token.c.user_pk == user_pk).values(revoked=True))
-    store.bump_revocations(conn)
+    tx.conn.execute(update(auth_token).where(auth_token.c.user_pk == user_pk).values(revoked=True))
+    store.settle_revocations(tx, store.bump_revocations(tx.conn))

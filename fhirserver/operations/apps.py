@@ -76,7 +76,7 @@ def revoke_app(ctx: Any, tx: Any, req: Any) -> Any:
         raise FhirError(404, "No live authorization of that app for this patient", "not-found")
     ids = [g["grant"] for g in grants]
     tx.conn.execute(update(auth_token).where(auth_token.c.grant_id.in_(ids)).values(revoked=True))
-    store.bump_revocations(tx.conn)
+    store.settle_revocations(tx, store.bump_revocations(tx.conn))
     audit(tx, ctx, "U", [f"Patient/{req.res_id}"], "revoke-app",
           "revoked: " + ", ".join(sorted({g["client"] for g in grants})))
     return FhirResponse(200, parameters(("revoked", len(ids))))

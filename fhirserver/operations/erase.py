@@ -269,7 +269,7 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     conn.execute(delete(lifecycle_access_request).where(lifecycle_access_request.c.patient_id == pid))
     from smart_auth import store
 
-    store.bump_revocations(conn)
+    store.settle_revocations(tx, store.bump_revocations(conn))
     erasure = uuid.uuid4().hex
     detail = (f"erasure {erasure}: {len(targets)} resources and {len(files)} DICOM files removed, "
               f"{len(updated)} shared resources updated, {len(kept)} kept")

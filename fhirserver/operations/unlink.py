@@ -87,7 +87,7 @@ def close(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
                         .values(status="closed"))
     for user_pk in sorted(logins):
         tx.conn.execute(update(auth_user).where(auth_user.c.pk == user_pk).values(active=False))
-        c.revoke_user_tokens(tx.conn, user_pk)
+        c.revoke_user_tokens(tx, user_pk)
     _reserve_all(tx.conn, body, pid, "closed")
     c.audit(tx, ctx, "U", [f"Patient/{pid}"], "close", "account closed")
     return FhirResponse(200, c.parameters(("result", True), ("message", "The account is closed")))
