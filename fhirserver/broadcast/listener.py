@@ -240,6 +240,7 @@ def _run_listener(ref: "weakref.ref[Broadcast]", stop: threading.Event) -> None:
     """The listener thread: connect, listen, reconnect with backoff. It holds its Broadcast only
     weakly between steps, so an app that is dropped (tests build many) ends its thread."""
     backoff: float | None = None
+    failures = 0  # one warning per outage, not one per retry
     while not stop.is_set():
         me = ref()
         if me is None:
@@ -249,7 +250,7 @@ def _run_listener(ref: "weakref.ref[Broadcast]", stop: threading.Event) -> None:
         conn = None
         try:
             conn = me._open()
-            backoff = me.reconnect_after
+            backoff, failures = me.reconnect_after, 0
             next_beat = time.monotonic() + heartbeat
             del me
             while not stop.is_set():
@@ -266,7 +267,8 @@ def _run_listener(ref: "weakref.ref[Broadcast]", stop: threading.Event) -> None:
                 del me
         except Exception as exc:  # noqa: BLE001 - any failure: distrust the copy, reconnect
             if not stop.is_set():
-                log.warning("broadcast listener reconnecting: %s", exc)
+                (log.debug if failures else log.warning)("broadcast listener reconnecting: %s", exc)
+            failures += 1
         finally:
             me = ref()
             if conn is not None:
