@@ -72,4 +72,5 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False,
     jobs = Jobs(engine)
     install_subscriptions(repo, settings, jobs)  # the outbox: events recorded in the writer's transaction
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    AuditTrail(repo), operations or OperationRegistry(), jobs, Broadcast(engine))
+                    AuditTrail(repo), operations or OperationRegistry(), jobs,
+                    broadcast=Broadcast(engine))
