@@ -11,6 +11,7 @@ from typing import Any
 
 from conformance.capability import capability_statement
 from fhirserver.audit import AuditTrail
+from fhirserver.broadcast import Broadcast
 from fhirserver.config import Settings
 from fhirserver.interactions import Context, OperationRegistry
 from fhirserver.jobs import Jobs
@@ -33,6 +34,9 @@ class Services:
     # what patient-wide operations need from the packages owning other tables
     # (fhirserver.operations.ports.Ports, built by the app factory)
     ports: Any = None
+    # changes every host must see at once (revocations, clients, keys): stamps and the caches
+    # kept under them (fhirserver.broadcast)
+    broadcast: Any = None
 
     def fhir_base(self) -> str:
         """The FHIR base URL (`Settings.fhir_base`: configured, or the listen address)."""
@@ -72,4 +76,5 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False,
     jobs = Jobs(engine)
     install_subscriptions(repo, settings, jobs)  # the outbox: events recorded in the writer's transaction
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    AuditTrail(repo), operations or OperationRegistry(), jobs, ports)
+                    AuditTrail(repo), operations or OperationRegistry(), jobs, ports,
+                    broadcast=Broadcast(engine))

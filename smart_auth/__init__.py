@@ -6,11 +6,10 @@ FHIR blueprint; `access_for_request()` is the policy of the current FHIR request
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from smart_auth.fhir import access_for_request, after_fhir_request, before_fhir_request, lean_access, policy_for
-from smart_auth import store
+from smart_auth import revocation_signal, store
 from smart_auth.logins import LoginDirectory
 from smart_auth.store import add_client, add_initial_token, add_user, mint_launch, rotate_key
 from smart_auth.views import install_routes
@@ -19,19 +18,25 @@ from smart_auth.views import install_routes
 LINK_TYPES = frozenset({"RelatedPerson"})  # resources whose changes can end a login's patient links
 
 
-def _links_changed(written: set[str]) -> None:
-    """After a commit that wrote a guardian link: every worker revalidates its cached tokens, which
-    re-derives their patients from the live links (smart_auth.links)."""
-    if written & LINK_TYPES:
-        store.bump_revocations()
+class LinksChanged:
+    """After a commit that wrote a guardian link: every worker on every host revalidates its
+    cached tokens, which re-derives their patients from the live links (smart_auth.links).
+
+    After the commit, in its own transaction: a check made in between still reads the new links
+    (they are committed) and is made under the old stamp, which the bump then retires."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def __call__(self, written: set[str]) -> None:
+        if written & LINK_TYPES:
+            revocation_signal.settle(self.engine, store.bump_revocations(self.engine))
 
 
 def install(app: Any) -> None:
-    settings = app.extensions["fhirserver"].settings
-    store.REVOCATION_FILE = Path(settings.data_dir).resolve() / "auth-revocations"
     repo = app.extensions["fhirserver"].repo
-    if _links_changed not in repo.after_commit:
-        repo.after_commit.append(_links_changed)
+    if not any(isinstance(hook, LinksChanged) for hook in repo.after_commit):
+        repo.after_commit.append(LinksChanged(repo.engine))
     install_routes(app)
 
 

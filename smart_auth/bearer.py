@@ -2,11 +2,11 @@
 
 A token is looked up by its SHA-256 in the database; the Principal built from it is cached in
 the worker for at most `CHECK_TTL` seconds together with the token's expiry. Every revocation
-rewrites a small file in the data folder (`store.bump_revocations`), and a cached entry is only
-trusted while that file's stamp is unchanged, so a revocation in any worker on this host takes
-effect at once; workers on other hosts sharing the database see it within `CHECK_TTL`. Removing a
-guardian's RelatedPerson link bumps the same stamp (`smart_auth.install` hooks the repository's
-commits), and a (re)validation re-derives the token's patients from the login's live links.
+bumps a stamp in the database (`smart_auth.revocation_signal`, followed through LISTEN/NOTIFY on
+PostgreSQL), and a cached entry is only trusted while that stamp is unchanged, so a revocation
+in any worker on any host sharing the database takes effect at once. Removing a guardian's
+RelatedPerson link bumps the same stamp (`smart_auth.install` hooks the repository's commits),
+and a (re)validation re-derives the token's patients from the login's live links.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from fhirserver.access import Principal, parse_scopes
-from smart_auth import store
+from smart_auth import revocation_signal
 from smart_auth.links import live_context
 from smart_auth.store import digest, now
 from smart_auth.tables import auth_token
@@ -80,14 +80,14 @@ def authenticate(engine: Engine, token: str, *, base: str | None = None,
     return checked(engine, token, base=base, still_allowed=still_allowed).principal
 
 
-def trusted(token: str, engine: Engine | None = None) -> "_Checked | None":
+def trusted(token: str, engine: Engine) -> "_Checked | None":
     """The cached check of a token while it may be trusted without the database (same
     revocation stamp, checked less than CHECK_TTL ago, not expired), else None."""
     h = digest(token)
     hit = _cache.get(h)
     if hit is None:
         return None
-    stamp = store.revocation_stamp()
+    stamp = revocation_signal.stamp(engine)
     if stamp == -1 or hit.stamp != stamp or time.monotonic() - hit.checked >= CHECK_TTL or hit.expires_at <= now():
         return None
     return hit
@@ -100,7 +100,7 @@ def checked(engine: Engine, token: str, *, base: str | None = None,
     if hit is not None:
         return hit
     h = digest(token)
-    stamp = store.revocation_stamp()
+    stamp = revocation_signal.stamp(engine)
     _cache.pop(h, None)
     with engine.connect() as c:
         row = c.execute(_Q_FULL.where(auth_token.c.token_hash == h)).mappings().first()

@@ -64,6 +64,8 @@ def cmd_client(args: argparse.Namespace, settings: Any) -> int:
         with engine.begin() as c:
             c.execute(update(auth_token).where(auth_token.c.client_id == args.client_id).values(revoked=True))
             n = c.execute(delete(oauth_client).where(oauth_client.c.client_id == args.client_id)).rowcount
+            store.forget_client(c)
+            store.bump_revocations(c)  # a running server's hosts stop accepting them at once
         if not n:
             print(f"error: no client {args.client_id!r}", file=sys.stderr)
             return 1
@@ -149,6 +151,7 @@ def _set_password(engine: Any, username: str, password: str) -> int:
     (a reset is how an operator answers a leaked password)."""
     from sqlalchemy import delete, select, update
 
+    from smart_auth import store
     from smart_auth.store import hash_password
     from smart_auth.tables import auth_session, auth_token, auth_user
 
@@ -164,6 +167,7 @@ def _set_password(engine: Any, username: str, password: str) -> int:
             password_hash=hash_password(password), failed_logins=0, locked_until=0))
         c.execute(update(auth_token).where(auth_token.c.user_pk == pk).values(revoked=True))
         c.execute(delete(auth_session).where(auth_session.c.user_pk == pk))
+        store.bump_revocations(c)  # a running server's hosts stop accepting them at once
     print(json.dumps({"username": username, "password": "changed"}))
     return 0
 
@@ -174,6 +178,7 @@ def _remove_user(engine: Any, username: str) -> int:
     from sqlalchemy import delete, select, update
     from sqlalchemy.exc import IntegrityError
 
+    from smart_auth import store
     from smart_auth.tables import auth_session, auth_token, auth_user
 
     with engine.begin() as c:
@@ -183,6 +188,7 @@ def _remove_user(engine: Any, username: str) -> int:
             return 1
         c.execute(update(auth_token).where(auth_token.c.user_pk == pk).values(revoked=True))
         c.execute(delete(auth_session).where(auth_session.c.user_pk == pk))
+        store.bump_revocations(c)  # a running server's hosts stop accepting them at once
     try:
         with engine.begin() as c:
             c.execute(delete(auth_user).where(auth_user.c.pk == pk))

@@ -1,8 +1,9 @@
 """The logins port of patient-wide operations (`fhirserver.operations.ports.Logins`).
 
 The FHIR operations that invite, close, reactivate, erase a patient or revoke an app's access
-change logins and tokens through this class, on their own connection, so those rows stay this
-package's and the operation stays one transaction.
+change logins and tokens through this class, on their own transaction (a storage Tx), so those
+rows stay this package's and the operation stays one transaction; a revocation bumps the stamp
+in that transaction and answers only once every host was told (smart_auth.revocation_signal).
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class LoginDirectory:
             patients=json.dumps(patients), organizations="[]", display_name=None, failed_logins=0,
             locked_until=0, active=active, created=store.now()).returning(auth_user.c.pk)).scalar_one()
 
-    def change(self, conn: Any, user_pk: int, *, patients: list[str] | None = None,
+    def change(self, tx: Any, user_pk: int, *, patients: list[str] | None = None,
                password: str | None = None, active: bool | None = None) -> None:
         values: dict[str, Any] = {}
         if patients is not None:
@@ -60,9 +61,9 @@ class LoginDirectory:
         if active is not None:
             values["active"] = active
         if values:
-            conn.execute(update(auth_user).where(auth_user.c.pk == user_pk).values(**values))
+            tx.conn.execute(update(auth_user).where(auth_user.c.pk == user_pk).values(**values))
         if active is False:
-            self.revoke_tokens(conn, user_pk)
+            self.revoke_tokens(tx, user_pk)
 
     def of_profile(self, conn: Any, fhir_user: str, role: str | None = None) -> list[int]:
         q = select(auth_user.c.pk).where(auth_user.c.fhir_user == fhir_user)
@@ -70,7 +71,8 @@ class LoginDirectory:
             q = q.where(auth_user.c.role == role)
         return sorted(conn.execute(q).scalars())
 
-    def erase(self, conn: Any, *, user_pks: Iterable[int], usernames: Iterable[str], patient_id: str) -> list[int]:
+    def erase(self, tx: Any, *, user_pks: Iterable[int], usernames: Iterable[str], patient_id: str) -> list[int]:
+        conn = tx.conn
         users = set(user_pks)
         names = sorted(set(usernames))
         users.update(conn.execute(select(auth_user.c.pk).where(or_(
@@ -80,7 +82,7 @@ class LoginDirectory:
                                (auth_session, auth_session.c.user_pk), (auth_user, auth_user.c.pk)):
                 conn.execute(delete(table).where(col == u))
         self._forget_in_guardians(conn, patient_id)
-        store.bump_revocations()
+        self._revoked(tx)
         return sorted(users)
 
     @staticmethod
@@ -96,9 +98,13 @@ class LoginDirectory:
                 conn.execute(update(auth_user).where(auth_user.c.pk == upk).values(
                     patients=json.dumps([k for k in kids if k != patient_id])))
 
-    def revoke_tokens(self, conn: Any, user_pk: int) -> None:
-        conn.execute(update(auth_token).where(auth_token.c.user_pk == user_pk).values(revoked=True))
-        store.bump_revocations()
+    @staticmethod
+    def _revoked(tx: Any) -> None:
+        store.settle_revocations(tx, store.bump_revocations(tx.conn))
+
+    def revoke_tokens(self, tx: Any, user_pk: int) -> None:
+        tx.conn.execute(update(auth_token).where(auth_token.c.user_pk == user_pk).values(revoked=True))
+        self._revoked(tx)
 
     def grants(self, conn: Any, patient_id: str) -> list[dict[str, Any]]:
         rows = conn.execute(select(auth_token.c.grant_id, auth_token.c.client_id, auth_token.c.kind,
@@ -121,9 +127,9 @@ class LoginDirectory:
             g["offline"] = g["offline"] or (kind == "refresh" and "offline_access" in (scope or ""))
         return sorted(grants.values(), key=lambda g: g["since"])
 
-    def revoke_grants(self, conn: Any, grant_ids: list[str]) -> None:
-        conn.execute(update(auth_token).where(auth_token.c.grant_id.in_(grant_ids)).values(revoked=True))
-        store.bump_revocations()
+    def revoke_grants(self, tx: Any, grant_ids: list[str]) -> None:
+        tx.conn.execute(update(auth_token).where(auth_token.c.grant_id.in_(grant_ids)).values(revoked=True))
+        self._revoked(tx)
 
 
 __all__ = ["LoginDirectory"]

@@ -8,15 +8,16 @@ import secrets
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Iterable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from fhirserver.broadcast import publish
+from smart_auth import revocation_signal, shared
 from smart_auth.tables import (
     auth_code, auth_initial_token, auth_jti, auth_key, auth_launch, auth_secret, auth_session,
     auth_token, auth_user, oauth_client,
@@ -87,6 +88,7 @@ def add_client(engine: Engine, *, name: str, redirect_uris: Iterable[str] = (), 
             auth_method=auth_method, redirect_uris=json.dumps(redirect_uris), scope=scope,
             grant_types=json.dumps(grant_types), jwks=json.dumps(jwks) if jwks else None,
             jwks_uri=jwks_uri, origins=json.dumps(origins), organization=organization, created=now()))
+        publish(c, shared.CLIENTS)  # every host's CORS origins include it at once
     out = {"client_id": cid, "client_name": name, "redirect_uris": redirect_uris, "scope": scope,
            "token_endpoint_auth_method": auth_method, "grant_types": grant_types,
            "client_id_issued_at": now()}
@@ -123,28 +125,24 @@ def get_client(engine: Engine, client_id: str | None) -> dict[str, Any] | None:
     return d
 
 
-_origins_cache: tuple[float, frozenset[str]] = (0.0, frozenset())
+def _load_origins(engine: Engine) -> frozenset[str]:
+    with engine.connect() as c:
+        rows = c.execute(select(oauth_client.c.origins)).scalars().all()
+    return frozenset(o for r in rows for o in json.loads(r or "[]"))
 
 
 def all_origins(engine: Engine) -> frozenset[str]:
-    """Origins of every client (CORS preflight), cached a few seconds."""
-    global _origins_cache
-    t, val = _origins_cache
-    if time.monotonic() - t < 10:
-        return val
-    with engine.connect() as c:
-        rows = c.execute(select(oauth_client.c.origins)).scalars().all()
-    val = frozenset(o for r in rows for o in json.loads(r or "[]"))
-    _origins_cache = (time.monotonic(), val)
-    return val
+    """Origins of every client (CORS), cached until a client is added or removed on any host."""
+    return shared.cached(engine, shared.CLIENTS, "origins", lambda: _load_origins(engine))
+
+
+def forget_client(conn: Connection) -> None:
+    """After a client's row changed (in that transaction): every host re-reads the clients."""
+    publish(conn, shared.CLIENTS)
 
 
 def origin_allowed(engine: Engine, origin: str) -> bool:
-    """Is `origin` one of a client's origins? A miss re-reads the clients (a new one counts at once)."""
-    global _origins_cache
-    if origin in all_origins(engine):
-        return True
-    _origins_cache = (0.0, frozenset())
+    """Is `origin` one of a client's origins? (A new client bumps the stamp: it counts at once.)"""
     return origin in all_origins(engine)
 
 
@@ -323,7 +321,7 @@ def take_code(engine: Engine, code: str) -> tuple[dict[str, Any] | None, bool]:
                       .values(used=True)).rowcount
         if n != 1:
             c.execute(update(auth_token).where(auth_token.c.grant_id == row["grant_id"]).values(revoked=True))
-            bump_revocations()
+            bump_revocations(c)
             return dict(row), False
     d = dict(row)
     d["context"] = json.loads(d["context"])
@@ -365,43 +363,28 @@ def find_token(engine: Engine, tok: str, kind: str | None = None) -> dict[str, A
     return d
 
 
-# -- revocation signal: a file in the data folder whose content changes at every revocation, so
-# that every worker on this host drops its cached token checks at once (see smart_auth.bearer).
-REVOCATION_FILE: "Path | None" = None
+def bump_revocations(where: "Engine | Connection") -> int:
+    """Every host drops its cached token checks (smart_auth.revocation_signal); with a
+    Connection, as the last statement of the transaction that revoked."""
+    return revocation_signal.bump(where)
 
 
-def bump_revocations() -> None:
-    if REVOCATION_FILE is None:
-        return
-    try:
-        REVOCATION_FILE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = REVOCATION_FILE.with_suffix(f".{uuid.uuid4().hex}")
-        tmp.write_text(uuid.uuid4().hex)
-        tmp.replace(REVOCATION_FILE)
-    except OSError:
-        pass
-
-
-def revocation_stamp() -> int:
-    if REVOCATION_FILE is None:
-        return -1
-    try:
-        st = REVOCATION_FILE.stat()
-        return st.st_mtime_ns ^ st.st_ino
-    except FileNotFoundError:
-        return 0
-    except OSError:
-        return -1
+def settle_revocations(tx: Any, stamp: int) -> None:
+    """Once `tx` (a storage Tx) committed, answer only after the revocation's notification is out
+    (smart_auth.revocation_signal.settle)."""
+    engine = tx.conn.engine
+    tx.on_commit.append(lambda: revocation_signal.settle(engine, stamp))
 
 
 def revoke_token(engine: Engine, row: dict[str, Any]) -> None:
     """Revoke one access token, or a refresh token with its whole family."""
-    with engine.begin() as c:
+    with engine.connect().execution_options(fhir_write=True) as c, c.begin():
         if row["kind"] == "refresh":
             c.execute(update(auth_token).where(auth_token.c.grant_id == row["grant_id"]).values(revoked=True))
         else:
             c.execute(update(auth_token).where(auth_token.c.pk == row["pk"]).values(revoked=True))
-    bump_revocations()
+        stamp = bump_revocations(c)
+    revocation_signal.settle(engine, stamp)
 
 
 def rotate_refresh(engine: Engine, row: dict[str, Any]) -> bool:
@@ -411,7 +394,7 @@ def rotate_refresh(engine: Engine, row: dict[str, Any]) -> bool:
                       .values(revoked=True)).rowcount
         if n != 1:
             c.execute(update(auth_token).where(auth_token.c.grant_id == row["grant_id"]).values(revoked=True))
-            bump_revocations()
+            bump_revocations(c)
             return False
     return True
 
@@ -458,41 +441,31 @@ def _new_key_row() -> dict[str, Any]:
 
 
 def rotate_key(engine: Engine, retire_old_after: bool = False) -> str:
-    """Add a new signing key (it signs from now on); older keys stay published for verification."""
+    """Add a new signing key (it signs from now on, on every host); older keys stay published
+    for verification."""
     row = _new_key_row()
     with engine.begin() as c:
         if retire_old_after:
             c.execute(update(auth_key).values(retired=True))
         c.execute(insert(auth_key).values(**row))
-    _keys_cache.clear()
+        publish(c, shared.KEYS)
     return row["kid"]
 
 
-_keys_cache: dict[str, Any] = {}
-_KEYS_TTL = 30.0
-
-
-def signing_keys(engine: Engine) -> list[tuple[str, Any]]:
-    """Published keys (kid, joserfc RSAKey), newest first; the first signs. Cached briefly."""
+def _load_keys(engine: Engine) -> list[tuple[str, Any]]:
     from joserfc.jwk import RSAKey
 
-    # one process may serve several databases (tests, the loader): each has its own keys
-    where = "keys:" + engine.url.render_as_string(hide_password=False)
-    cached = _keys_cache.get(where)
-    if cached and time.monotonic() - cached[0] < _KEYS_TTL:
-        return cached[1]
     with engine.connect() as c:
         rows = c.execute(select(auth_key).where(auth_key.c.retired.is_(False))
                          .order_by(auth_key.c.created.desc(), auth_key.c.kid)).mappings().all()
     if not rows:
         rotate_key(engine)
-        return signing_keys(engine)
-    keys = []
-    for r in rows:
-        k = _keys_cache.get("kid:" + r["kid"])
-        if k is None:
-            k = RSAKey.import_key(r["private_pem"], {"kid": r["kid"], "use": "sig", "alg": "RS256"})
-            _keys_cache["kid:" + r["kid"]] = k
-        keys.append((r["kid"], k))
-    _keys_cache[where] = (time.monotonic(), keys)
-    return keys
+        return _load_keys(engine)
+    return [(r["kid"], RSAKey.import_key(r["private_pem"], {"kid": r["kid"], "use": "sig", "alg": "RS256"}))
+            for r in rows]
+
+
+def signing_keys(engine: Engine) -> list[tuple[str, Any]]:
+    """Published keys (kid, joserfc RSAKey), newest first; the first signs. Cached per app until
+    a key is added or retired on any host (a retired key never signs another token)."""
+    return shared.cached(engine, shared.KEYS, "signing", lambda: _load_keys(engine))

@@ -28,7 +28,8 @@ def blueprint() -> Blueprint:
     bp.add_url_rule("/login", "login", login, methods=["POST"])
     bp.add_url_rule("/consent", "consent", consent, methods=["POST"])
     bp.add_url_rule("/logout", "logout", logout, methods=["GET", "POST"])
-    bp.add_url_rule("/token", "token", token, methods=["POST"])
+    # no automatic OPTIONS on the POST rule: it would answer the preflight without CORS headers
+    bp.add_url_rule("/token", "token", token, methods=["POST"], provide_automatic_options=False)
     bp.add_url_rule("/token", "token_preflight", preflight, methods=["OPTIONS"])
     bp.add_url_rule("/introspect", "introspect", introspect, methods=["POST"])
     bp.add_url_rule("/revoke", "revoke", revoke, methods=["POST"])

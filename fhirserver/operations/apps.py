@@ -46,7 +46,7 @@ def revoke_app(ctx: Any, tx: Any, req: Any) -> Any:
     if not grants:
         raise FhirError(404, "No live authorization of that app for this patient", "not-found")
     ids = [g["grant"] for g in grants]
-    logins.revoke_grants(tx.conn, ids)
+    logins.revoke_grants(tx, ids)
     audit(tx, ctx, "U", [f"Patient/{req.res_id}"], "revoke-app",
           "revoked: " + ", ".join(sorted({g["client"] for g in grants})))
     return FhirResponse(200, parameters(("revoked", len(ids))))

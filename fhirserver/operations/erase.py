@@ -251,7 +251,7 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     # outbox, lifecycle rows, logins
     conn.execute(delete(notify_outbox).where(or_(notify_outbox.c.patient_id == pid,
                                                  notify_outbox.c.recipient.in_(sorted(emails)))))
-    users = c.port(ctx, "logins").erase(conn, user_pks=[a["user_pk"] for a in accounts],
+    users = c.port(ctx, "logins").erase(tx, user_pks=[a["user_pk"] for a in accounts],
                                         usernames=emails, patient_id=pid)
     for table, col in ((lifecycle_invitation, lifecycle_invitation.c.user_pk),
                        (lifecycle_account, lifecycle_account.c.user_pk)):

@@ -83,7 +83,7 @@ def invite(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
             raise FhirError(409, f"The email address {email} is the login of another account", "duplicate")
         user_pk = user["pk"]
         kids = user["patients"]
-        logins.change(conn, user_pk,
+        logins.change(tx, user_pk,
                       patients=[*kids, child] if child and user["role"] == "guardian" and child not in kids else None,
                       password=temp_pw, active=True if temp_pw else None)
     acct = conn.execute(select(lifecycle_account).where(lifecycle_account.c.user_pk == user_pk)).mappings().first()

@@ -4,8 +4,9 @@ Erasing, closing, merging or inviting a patient reaches rows the FHIR core does 
 and tokens (smart_auth), the DICOM index and files (dicom), report share links (portal). The
 operations call these small interfaces instead of writing those tables, and the app factory hands
 in the owners' implementations (`Ports`), so each package keeps its tables to itself and the core
-imports none of them. Every method runs on the operation's own connection, inside its
-transaction: a refused or failed operation changes nothing anywhere.
+imports none of them. Every method runs on the operation's own connection (`conn`) or storage
+transaction (`tx`, where work must follow the commit), inside its transaction: a refused or
+failed operation changes nothing anywhere.
 """
 from __future__ import annotations
 
@@ -27,26 +28,26 @@ class Logins(Protocol):
                patients: list[str], active: bool) -> int:
         """A new login; its primary key."""
 
-    def change(self, conn: Any, user_pk: int, *, patients: list[str] | None = None,
+    def change(self, tx: Any, user_pk: int, *, patients: list[str] | None = None,
                password: str | None = None, active: bool | None = None) -> None:
         """Set what is given; deactivating also ends the login's tokens."""
 
     def of_profile(self, conn: Any, fhir_user: str, role: str | None = None) -> list[int]:
         """The logins acting as this profile (`Patient/1`)."""
 
-    def erase(self, conn: Any, *, user_pks: Iterable[int], usernames: Iterable[str], patient_id: str) -> list[int]:
+    def erase(self, tx: Any, *, user_pks: Iterable[int], usernames: Iterable[str], patient_id: str) -> list[int]:
         """Remove these logins (and those acting as the patient or named by the usernames) with
         their tokens, codes and sessions; guardians keep their own login without the patient.
         Returns the removed logins' keys."""
 
-    def revoke_tokens(self, conn: Any, user_pk: int) -> None:
+    def revoke_tokens(self, tx: Any, user_pk: int) -> None:
         """End every token of the login, on every worker."""
 
     def grants(self, conn: Any, patient_id: str) -> list[dict[str, Any]]:
         """The live authorizations acting for the patient: grant, client, name, scope, since,
         until, offline."""
 
-    def revoke_grants(self, conn: Any, grant_ids: list[str]) -> None: ...
+    def revoke_grants(self, tx: Any, grant_ids: list[str]) -> None: ...
 
 
 class Imaging(Protocol):

@@ -84,7 +84,7 @@ def close(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         tx.conn.execute(update(lifecycle_account).where(lifecycle_account.c.user_pk == acct["user_pk"])
                         .values(status="closed"))
     for user_pk in sorted(logins):
-        directory.change(tx.conn, user_pk, active=False)  # which also ends its tokens
+        directory.change(tx, user_pk, active=False)  # which also ends its tokens
     _reserve_all(tx.conn, body, pid, "closed")
     c.audit(tx, ctx, "U", [f"Patient/{pid}"], "close", "account closed")
     return FhirResponse(200, c.parameters(("result", True), ("message", "The account is closed")))
@@ -112,7 +112,7 @@ def reactivate(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
         status = "active" if acct["activated"] else "invited"
         tx.conn.execute(update(lifecycle_account).where(lifecycle_account.c.user_pk == acct["user_pk"])
                         .values(status=status))
-        c.port(ctx, "logins").change(tx.conn, acct["user_pk"], active=bool(acct["activated"]))
+        c.port(ctx, "logins").change(tx, acct["user_pk"], active=bool(acct["activated"]))
         for email in c.emails_of(body):
             tx.conn.execute(update(lifecycle_email).where(lifecycle_email.c.email == email,
                                                           lifecycle_email.c.res_id == pid).values(status="owned"))
