@@ -11,6 +11,7 @@ from typing import Any
 
 from conformance.capability import capability_statement
 from fhirserver.audit import AuditTrail
+from fhirserver.blobs import BlobStore, open_store
 from fhirserver.config import Settings
 from fhirserver.interactions import Context, OperationRegistry
 from fhirserver.jobs import Jobs
@@ -30,6 +31,12 @@ class Services:
     # the `$operations` every Context of this process routes to (built by the app factory)
     operations: OperationRegistry = dataclasses.field(default_factory=OperationRegistry)
     jobs: Any = None                       # fhirserver.jobs.Jobs: the queue and its job kinds
+    # the bytes of DICOM instances and export files (`--blob-url`: data folder or object store)
+    blobs: BlobStore | None = None
+
+    def __post_init__(self) -> None:
+        if self.blobs is None:
+            self.blobs = open_store(self.settings)
 
     def fhir_base(self) -> str:
         """The FHIR base URL (`Settings.fhir_base`: configured, or the listen address)."""
@@ -68,4 +75,4 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False,
     jobs = Jobs(engine)
     install_subscriptions(repo, settings, jobs)  # the outbox: events recorded in the writer's transaction
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    AuditTrail(repo), operations or OperationRegistry(), jobs)
+                    AuditTrail(repo), operations or OperationRegistry(), jobs, open_store(settings))

@@ -281,8 +281,7 @@ def erase(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     c.audit(tx, ctx, "D", [], "erase", detail)
     if not tx.postgres:
         conn.exec_driver_sql("PRAGMA secure_delete=OFF")
-    settings = c.services(ctx).settings
-    _after_commit(ctx, tx, files, settings)
+    _after_commit(ctx, tx, files, c.services(ctx).blobs)
     return FhirResponse(200, c.parameters(("result", True), ("erasure", erasure),
                                           ("resources", len(targets)), ("dicom-files", len(files)),
                                           ("updated", len(updated)), ("kept", len(kept)), *report))
@@ -338,15 +337,12 @@ def _anonymous(ctx: Any) -> Any:
     return dataclasses.replace(ctx, principal=_Unnamed(getattr(c.principal(ctx), "client_id", None) or "?"))
 
 
-def _after_commit(ctx: Any, tx: Any, keys: list[str], settings: Any) -> None:
-    """Delete the files and flush SQLite's WAL once the transaction has committed (a rolled
-    back erase deletes nothing)."""
-    from dicom.store import file_store
-
+def _after_commit(ctx: Any, tx: Any, keys: list[str], store: Any) -> None:
+    """Delete the files (from the blob store) and flush SQLite's WAL once the transaction has
+    committed (a rolled back erase deletes nothing)."""
     engine, postgres = tx.conn.engine, tx.postgres
 
     def run() -> None:
-        store = file_store(settings.data_dir)
         for k in keys:
             store.delete(k)
         if not postgres:
