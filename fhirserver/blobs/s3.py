@@ -56,6 +56,7 @@ class _Reader(io.RawIOBase):
 
     def __init__(self, raw: Any, key: str) -> None:
         self._raw, self._key = raw, key
+        self.name = key  # pydicom names its source
 
     def readable(self) -> bool:
         return True
@@ -168,14 +169,16 @@ class S3BlobStore:
                                                 chunk_size=MULTIPART_BYTES, max_concurrency=4))
 
     def delete(self, key: str) -> None:
+        path = self._path(key)
         try:
-            _call(f"delete {key}", lambda: obstore.delete(self._store, self._path(key)))
+            _call(f"delete {key}", lambda: obstore.delete(self._store, path))
         except FileNotFoundError:
             pass
 
     # -- reads -------------------------------------------------------------------------------
     def open(self, key: str) -> BinaryIO:
-        raw = _call(f"open {key}", lambda: obstore.open_reader(self._store, self._path(key), buffer_size=1 << 20))
+        path = self._path(key)
+        raw = _call(f"open {key}", lambda: obstore.open_reader(self._store, path, buffer_size=1 << 20))
         return io.BufferedReader(_Reader(raw, key), buffer_size=1 << 20)  # type: ignore[return-value]
 
     def stream(self, key: str, start: int = 0, end: int | None = None,
@@ -183,7 +186,8 @@ class S3BlobStore:
         options: dict[str, Any] = {}
         if start or end is not None:
             options["range"] = {"offset": start} if end is None else (start, end)
-        result = _call(f"get {key}", lambda: obstore.get(self._store, self._path(key), options=options or None))
+        path = self._path(key)
+        result = _call(f"get {key}", lambda: obstore.get(self._store, path, options=options or None))
         chunks = result.stream(min_chunk_size=chunk_size)
 
         def gen() -> Iterator[bytes]:
@@ -196,7 +200,8 @@ class S3BlobStore:
         return gen()
 
     def size(self, key: str) -> int:
-        return int(_call(f"head {key}", lambda: obstore.head(self._store, self._path(key)))["size"])
+        path = self._path(key)
+        return int(_call(f"head {key}", lambda: obstore.head(self._store, path))["size"])
 
     def exists(self, key: str) -> bool:
         try:
