@@ -62,6 +62,7 @@ bench: $(STAMP) dcmtk orthanc
 	$(BIN)/python -m bench.dicom --count 500
 	$(BIN)/python -m bench.subscriptions
 	$(BIN)/python -m bench.export
+	$(BIN)/python -m bench.blobs
 
 clean:
 	rm -rf $(VENV) var .pytest_cache viewer/node_modules viewer/static

@@ -30,6 +30,8 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     node.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     node.add_argument("--load-board", help=argparse.SUPPRESS)
     node.add_argument("--load-slot", type=int, default=0, help=argparse.SUPPRESS)
+    node.add_argument("--blob-url", help="blob store of the instances: s3://bucket/prefix?endpoint=URL "
+                                         "(default: the data folder)")
     add_common(node)
     node.set_defaults(func=lambda a: cmd_dicom(a, settings_of(a)))
 
@@ -64,9 +66,9 @@ def cmd_dicom(args: argparse.Namespace, settings: Any) -> int:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     processes = args.processes or int(os.environ.get("FHIRSERVER_DICOM_PROCESSES") or 0) or os.cpu_count() or 1
     if args.listen_fd is None:  # this process binds: say so in one line when it cannot
-        from fhirserver.preflight import data_dir_problem, dicom_port_problem, migrate_problem
+        from fhirserver.preflight import blob_store_problem, data_dir_problem, dicom_port_problem, migrate_problem
 
-        problem = data_dir_problem(settings.data_dir) or dicom_port_problem(settings) or \
+        problem = data_dir_problem(settings.data_dir) or blob_store_problem(settings) or dicom_port_problem(settings) or \
             migrate_problem(settings.effective_database_url)
         if problem:
             print(f"fhirserver: error: {problem}", file=sys.stderr, flush=True)
@@ -84,7 +86,7 @@ def cmd_dicom(args: argparse.Namespace, settings: Any) -> int:
     # several association threads per process: hand the GIL over sooner (lower latency per message)
     sys.setswitchinterval(float(os.environ.get("FHIRSERVER_DICOM_SWITCH_INTERVAL", "0.001")))
     services = build_services(settings, upgrade_schema=True)
-    node = DicomNode(settings, repo=services.repo, audit=services.audit)
+    node = DicomNode(settings, repo=services.repo, audit=services.audit, store=services.blobs)
     if args.exit_with_parent:
         parent = os.getppid()
 
@@ -113,6 +115,8 @@ def _child_cmd(settings: Any, fd: int, board: str, slot: int) -> list[str]:
         cmd += ["--database-url", settings.database_url]
     if not settings.dicom_reject_unknown:
         cmd.append("--accept-unknown")
+    if settings.blob_url:
+        cmd += ["--blob-url", settings.blob_url]
     return cmd
 
 
@@ -214,6 +218,8 @@ def spawn_node(settings: Any) -> subprocess.Popen | None:
         cmd += ["--database-url", settings.database_url]
     if not settings.dicom_reject_unknown:
         cmd.append("--accept-unknown")
+    if settings.blob_url:
+        cmd += ["--blob-url", settings.blob_url]
     return subprocess.Popen(cmd)
 
 

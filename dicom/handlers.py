@@ -25,10 +25,10 @@ from dicom.access import node_policy, visible_studies
 from dicom.commit import CommitFailed, GroupCommitter
 from dicom.fastpath import FastPath
 from dicom.nodes import get_node
-from dicom.store import InstanceStore
 from dicom.tables import dicom_instance, dicom_study
 from dicom.transport import set_nodelay
 from fhirserver.audit import AuditTrail
+from fhirserver.blobs import BlobStore
 from fhirserver.config import Settings
 from fhirserver.storage import Repository
 
@@ -51,7 +51,7 @@ class DimseHandlers:
     """The event handlers of one node. `committer` is set while the node runs (None: stores
     are answered with a failure, the file stays for start-up recovery)."""
 
-    def __init__(self, settings: Settings, repo: Repository, audit: AuditTrail, store: InstanceStore,
+    def __init__(self, settings: Settings, repo: Repository, audit: AuditTrail, store: BlobStore,
                  fast: FastPath) -> None:
         self.settings = settings
         self.repo = repo
@@ -124,7 +124,7 @@ class DimseHandlers:
         try:
             with buf.getbuffer() as raw:  # the received bytes as they are, not copied
                 key, size = self.store.put((header, raw))
-        except OSError as exc:
+        except OSError as exc:  # a full disk, or the object store down (BlobStoreUnavailable)
             log.error("dicom: cannot write instance %s: %s", sop_uid, exc)
             return OUT_OF_RESOURCES
         record.instance["storage_key"], record.instance["size"] = key, size

@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 
 from dicom.index import record_erased
-from dicom.store import InstanceStore
+from fhirserver.blobs import BlobStore
 from dicom.tables import dicom_instance, dicom_series, dicom_study
 
 
 class ImagingRecords:
-    def __init__(self, store: InstanceStore) -> None:
+    def __init__(self, store: BlobStore) -> None:
         self.store = store
 
     def erase_patient(self, conn: Any, patient_id: str, imaging_study_ids: list[str]) -> list[str]:

@@ -23,8 +23,8 @@ from pydicom.uid import UID
 from sqlalchemy import delete, select
 
 from dicom import bridge_work, completeness, index
-from dicom.store import FileStore
 from dicom.tables import dicom_erased_object, dicom_instance
+from fhirserver.blobs import BlobStore, LocalBlobStore
 from fhirserver.storage import Repository
 
 log = logging.getLogger("fhirserver.dicom")
@@ -45,7 +45,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stray_temps(store: FileStore) -> int:
+def remove_stray_temps(store: LocalBlobStore) -> int:
     """Remove temporary files whose writer is gone (other receiving processes sharing the
     folder keep theirs). Names are `<pid>-<thread>-<n>.part`."""
     removed = 0
@@ -71,7 +71,7 @@ def remove_stray_temps(store: FileStore) -> int:
     return removed
 
 
-def read_record(store: FileStore, key: str) -> index.InstanceRecord:
+def read_record(store: LocalBlobStore, key: str) -> index.InstanceRecord:
     """The index rows of a stored object, as the receiver would have written them."""
     path = store.local_path(key)
     assert path is not None
@@ -94,7 +94,7 @@ def read_record(store: FileStore, key: str) -> index.InstanceRecord:
     return record
 
 
-def finish_erasures(repo: Repository, store: FileStore, orphans: list[str]) -> list[str]:
+def finish_erasures(repo: Repository, store: BlobStore, orphans: list[str]) -> list[str]:
     """Delete the files of erased objects a crash left behind; the orphans still to index."""
     with repo.engine.connect() as conn:
         erased = {r[0] for r in conn.execute(select(dicom_erased_object.c.storage_key))}
@@ -109,7 +109,24 @@ def finish_erasures(repo: Repository, store: FileStore, orphans: list[str]) -> l
     return [k for k in orphans if k not in erased]
 
 
-def index_orphans(repo: Repository, store: FileStore) -> tuple[int, int]:
+def finish_object_erasures(repo: Repository, store: BlobStore) -> int:
+    """Delete the objects of erasures a crash interrupted (their keys are recorded before the
+    erasure commits), unless the same bytes were indexed again since."""
+    with repo.engine.connect() as conn:
+        erased = {r[0] for r in conn.execute(select(dicom_erased_object.c.storage_key))}
+        if not erased:
+            return 0
+        again = {r[0] for r in conn.execute(select(dicom_instance.c.storage_key).where(
+            dicom_instance.c.storage_key.in_(sorted(erased))))}
+    for key in sorted(erased - again):
+        store.delete(key)
+    with repo.transaction(write=True) as tx:
+        tx.conn.execute(delete(dicom_erased_object).where(
+            dicom_erased_object.c.storage_key.in_(sorted(erased))))
+    return len(erased - again)
+
+
+def index_orphans(repo: Repository, store: LocalBlobStore) -> tuple[int, int]:
     """Index stored objects that have no index row; (indexed, unreadable)."""
     with repo.engine.connect() as conn:
         known = {r[0] for r in conn.execute(select(dicom_instance.c.storage_key).distinct())}
@@ -145,9 +162,12 @@ def recover(repo: Repository, store: Any, dicomweb_base: str,
     """Everything above, once, before the node listens; returns what it did."""
     t0 = time.monotonic()
     out = {"temps_removed": 0, "orphans_indexed": 0, "orphans_unreadable": 0, "studies_updated": 0}
-    if isinstance(store, FileStore):
+    if isinstance(store, LocalBlobStore):
         out["temps_removed"] = remove_stray_temps(store)
         out["orphans_indexed"], out["orphans_unreadable"] = index_orphans(repo, store)
+    else:  # an object store: no listing of every object at each start; a put that was never
+        # indexed was never acknowledged, and its sender's retry finds the same key (idempotent)
+        out["erasures_finished"] = finish_object_erasures(repo, store)
     due = bridge_work.due(repo, limit=100_000)
     if due:
         out["studies_updated"] = sum(bridge_work.process(repo, due, dicomweb_base, policy_for).values())

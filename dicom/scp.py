@@ -21,9 +21,9 @@ from dicom.commit import GroupCommitter
 from dicom.fastpath import FastPath
 from dicom.handlers import STORAGE_CLASSES, TRANSFER_SYNTAXES, DimseHandlers
 from dicom.nodes import list_nodes
-from dicom.store import InstanceStore, file_store
 from dicom.transport import LoadBoard, listen_socket, server_class
 from fhirserver.audit import AuditTrail
+from fhirserver.blobs import BlobStore, open_store
 from fhirserver.config import Settings
 from fhirserver.services import build_services
 from fhirserver.storage import Repository
@@ -75,15 +75,15 @@ class DicomNode:
     """One SCP bound to settings.dicom_port with AE title settings.dicom_ae."""
 
     def __init__(self, settings: Settings, repo: Repository | None = None,
-                 store: InstanceStore | None = None, audit: AuditTrail | None = None) -> None:
+                 store: BlobStore | None = None, audit: AuditTrail | None = None) -> None:
         self.settings = settings
         if repo is None:  # the services' repository indexes every write (ImagingStudy searchable)
             services = build_services(settings)
-            repo, audit = services.repo, audit or services.audit
+            repo, audit, store = services.repo, audit or services.audit, store or services.blobs
         self.repo = repo
         self.audit = audit or AuditTrail(repo)  # the process's one audit writer
         self.engine = self.repo.engine
-        self.store = store or file_store(settings.data_dir)
+        self.store: BlobStore = store or open_store(settings)
         self.dicomweb_base = settings.root_url + "/dicomweb"
         self.fast = FastPath(settings.dicom_fast_path)
         self.services = DimseHandlers(settings, self.repo, self.audit, self.store, self.fast)

@@ -10,7 +10,6 @@ import portal
 import smart_auth
 from dicom import web as dicomweb
 from dicom.records import ImagingRecords
-from dicom.store import file_store
 from fhirserver.api import blueprint, install_error_handlers
 from fhirserver.api import health, openapi
 from fhirserver.api.lean import LeanReads
@@ -47,9 +46,9 @@ def stop_jobs(app: Flask) -> None:
     app.extensions["fhirserver"].jobs.stop()
 
 
-def operation_ports(settings: Settings) -> Ports:
+def operation_ports(services: Services) -> Ports:
     """The owners of the logins, the DICOM index and the share links, as the operations reach them."""
-    return Ports(logins=smart_auth.LoginDirectory(), imaging=ImagingRecords(file_store(settings.data_dir)),
+    return Ports(logins=smart_auth.LoginDirectory(), imaging=ImagingRecords(services.blobs),
                  shares=portal.ShareLinks())
 
 
@@ -57,8 +56,8 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     """Build the WSGI app. No work at import time; the schema is migrated only when asked."""
     settings = settings or settings_from_env()
     # the `$operations` the router serves and the CapabilityStatement declares
-    services = build_services(settings, upgrade_schema=upgrade_schema, operations=build_registry(),
-                              ports=operation_ports(settings))
+    services = build_services(settings, upgrade_schema=upgrade_schema, operations=build_registry())
+    services.ports = operation_ports(services)
     app = Flask("fhirserver")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["fhirserver"] = services

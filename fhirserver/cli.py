@@ -18,9 +18,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, help="data folder (default ./var)")
 
 
+def _add_blob_url(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--blob-url", help="blob store of DICOM instances and export files: "
+                                      "s3://bucket/prefix?endpoint=URL (default: the data folder)")
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     keys = ("host", "port", "dicom_port", "dicom_ae", "data_dir", "database_url", "base_url", "workers",
-            "log_level")
+            "log_level", "blob_url")
     settings = settings_from_env(**{k: getattr(args, k, None) for k in keys})
     if getattr(args, "insecure_no_auth", False):  # auth is on unless asked off, and then only on loopback
         settings = settings.replace(insecure_no_auth=True)
@@ -203,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev", action="store_true",
                        help="seed a demo clinic and show the email outbox at /portal/dev/mail")
     _add_common(serve)
+    _add_blob_url(serve)
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run background job workers alone (same database)")
@@ -210,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--once", action="store_true", help="run the jobs due now, then exit")
     worker.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
     _add_common(worker)
+    _add_blob_url(worker)
     worker.set_defaults(func=cmd_worker)
 
     db = sub.add_parser("db", help="database schema (Alembic migrations)")

@@ -19,6 +19,9 @@ class Settings:
     dicom_reject_unknown: bool = True    # reject calling AEs missing from `dicom-node` registry
     dicom_fast_path: bool = True         # the DICOM node's library shortcuts (dicom/fastpath.py)
     data_dir: Path = Path("./var")
+    # where DICOM instances and export files go: empty, the data folder (<data_dir>/dicom);
+    # s3://bucket/prefix?endpoint=http://host:9000 an S3-compatible store shared by every host
+    blob_url: str = ""
     database_url: str = ""
     base_url: str = ""
     smtp_url: str = ""
@@ -96,6 +99,7 @@ class Settings:
 _ENV_FIELDS = {
     "host": str, "port": int, "dicom_port": int, "dicom_ae": str, "dicom_host": str,
     "dicom_reject_unknown": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "data_dir": Path,
+    "blob_url": str,
     "dicom_fast_path": lambda v: v.strip().lower() not in ("0", "false", "no", "off"),
     "database_url": str, "base_url": str, "smtp_url": str, "workers": int,
     "max_body_bytes": int, "max_url_bytes": int, "max_header_bytes": int, "max_header_fields": int,

@@ -1,5 +1,5 @@
 """Checks made before a server process starts serving, so a fault the operator can fix (a port
-taken, a data folder that takes no files, a database away or at an unknown schema) ends the
+taken, a data folder or object store that takes no files, a database away or at an unknown schema) ends the
 start with one clear line and a non-zero exit instead of a half-working server."""
 from __future__ import annotations
 
@@ -36,6 +36,20 @@ def data_dir_problem(data_dir: Path) -> str | None:
     return None
 
 
+def blob_store_problem(settings: Any) -> str | None:
+    """A `--blob-url` that names no store, or an object store that does not answer or take a
+    write: the scans sent to this host would all fail."""
+    if not getattr(settings, "blob_url", ""):
+        return None
+    from fhirserver.blobs import open_store
+
+    try:
+        open_store(settings).check()
+    except (ValueError, OSError) as exc:
+        return f"blob store {settings.blob_url.split('?')[0]}: {first_line(exc)}"
+    return None
+
+
 def dicom_port_problem(settings: Any) -> str | None:
     if not settings.dicom_port:
         return None
@@ -49,7 +63,7 @@ def dicom_port_problem(settings: Any) -> str | None:
 
 def serve_problem(settings: Any) -> str | None:
     """Data folder, HTTP port, DICOM port (a server without its DICOM node would lose scans)."""
-    problem = data_dir_problem(settings.data_dir)
+    problem = data_dir_problem(settings.data_dir) or blob_store_problem(settings)
     if problem:
         return problem
     why = port_problem(settings.host, settings.port)

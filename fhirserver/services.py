@@ -11,6 +11,7 @@ from typing import Any
 
 from conformance.capability import capability_statement
 from fhirserver.audit import AuditTrail
+from fhirserver.blobs import BlobStore, open_store
 from fhirserver.broadcast import Broadcast
 from fhirserver.config import Settings
 from fhirserver.interactions import Context, OperationRegistry
@@ -37,6 +38,12 @@ class Services:
     # changes every host must see at once (revocations, clients, keys): stamps and the caches
     # kept under them (fhirserver.broadcast)
     broadcast: Any = None
+    # the bytes of DICOM instances and export files (`--blob-url`: data folder or object store)
+    blobs: BlobStore | None = None
+
+    def __post_init__(self) -> None:
+        if self.blobs is None:
+            self.blobs = open_store(self.settings)
 
     def fhir_base(self) -> str:
         """The FHIR base URL (`Settings.fhir_base`: configured, or the listen address)."""
@@ -77,4 +84,4 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False,
     install_subscriptions(repo, settings, jobs)  # the outbox: events recorded in the writer's transaction
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     AuditTrail(repo), operations or OperationRegistry(), jobs, ports,
-                    broadcast=Broadcast(engine))
+                    broadcast=Broadcast(engine), blobs=open_store(settings))

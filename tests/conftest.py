@@ -202,3 +202,19 @@ def run_smtp_server() -> Iterator[Mailbox]:
         yield box
     finally:
         ctl.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator["MotoS3"]:
+    """A moto S3 server for this test process (see tests/s3_server.py)."""
+    from tests.s3_server import MotoS3
+
+    server = MotoS3(free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def s3_blob_url(moto_s3) -> str:  # noqa: ANN001
+    """`--blob-url` of a fresh, empty bucket on the test S3 server."""
+    return moto_s3.bucket()

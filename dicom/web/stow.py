@@ -15,7 +15,6 @@ from sqlalchemy import select
 from dicom import index
 from dicom.bridge import update_studies
 from dicom.handlers import STORAGE_CLASSES
-from dicom.store import file_store
 from dicom.tables import dicom_study
 from dicom.access import visible_studies
 from dicom.web.common import DICOM_JSON, audit, base_url, check, error, forget_rows, services
@@ -93,7 +92,7 @@ def store_parts(target_study: str | None) -> Response:
         raise error(400, "The multipart body has no parts")
     svc = services()
     repo = svc.repo
-    store = file_store(svc.settings.data_dir)
+    store = svc.blobs
     accepted: list[tuple[index.InstanceRecord, Dataset]] = []
     failed: list[tuple[str, str, int, str]] = []
     # studies the caller may not add to: existing ones outside its access

@@ -11,7 +11,6 @@ from flask import Response, request
 from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicom.store import file_store
 from dicom.web import render as rnd
 from dicom.web.common import DICOM_JSON, audit, base_url, check, error, rows_for, services
 from dicom.web.multipart import MediaType, multipart_stream, new_boundary, parse_accept
@@ -31,7 +30,7 @@ FRAME_TYPES = {
 
 
 def _store() -> Any:
-    return file_store(services().settings.data_dir)
+    return services().blobs
 
 
 def _rows(study: str, series: str | None = None, sop: str | None = None) -> list[Any]:
@@ -39,12 +38,7 @@ def _rows(study: str, series: str | None = None, sop: str | None = None) -> list
 
 
 def _file_chunks(key: str, store: Any = None) -> Iterator[bytes]:
-    with (store or _store()).open(key) as f:
-        while True:
-            chunk = f.read(CHUNK)
-            if not chunk:
-                return
-            yield chunk
+    yield from (store or _store()).stream(key, chunk_size=CHUNK)  # one ranged/streamed read, never whole
 
 
 def _transcode(key: str, target: str, store: Any = None) -> bytes:

@@ -96,9 +96,11 @@ def _file(export_id: str, name: str) -> Response:
     if entry is None:
         raise FhirError(404, f"The export {export_id} has no file {name}", "not-found")
     try:
-        chunks = export.blobs(_services()).stream(export.file_key(export_id, name))
+        chunks = export.blobs(_services()).stream(entry["key"]) if entry.get("key") else None
     except FileNotFoundError:
-        raise FhirError(404, f"The file {name} is gone", "not-found") from None
+        chunks = None
+    if chunks is None:  # expired meanwhile, or written by a release that kept files by name
+        raise FhirError(404, f"The file {name} is gone", "not-found")
     _, principal = _caller()
     if principal is not None:
         _services().audit.record(who={"reference": principal.fhir_user, "client_id": principal.client_id},

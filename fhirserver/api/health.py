@@ -1,8 +1,8 @@
 """`/healthz` (the process answers) and `/readyz` (it can do its work), for load balancers and
 orchestrators. Both are open: they reveal no data, and a probe carries no token.
 
-Readiness checks what every request needs: the database answers, the data folder (file store of
-DICOM instances, exports) takes a write, and the job tables (notify outbox) can be read. A failed
+Readiness checks what every request needs: the database answers, the data folder takes a write,
+the blob store of DICOM instances and exports (the data folder, or the object store) takes one, and the job tables (notify outbox) can be read. A failed
 check answers 503 with an OperationOutcome naming it, so the operator reads the cause in the probe.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def check_database(services: Any) -> str:
 
 
 def check_data_dir(services: Any) -> str:
-    """Write and remove a file in the data folder and in the DICOM file store (if made)."""
+    """Write and remove a file in the data folder and in the local blob store (if made)."""
     root = Path(services.settings.data_dir)
     root.mkdir(parents=True, exist_ok=True)  # a fresh install has none yet; failing here is the finding
     for folder in (root, root / "dicom"):
@@ -47,12 +47,20 @@ def check_data_dir(services: Any) -> str:
     return "ok"
 
 
+def check_blob_store(services: Any) -> str:
+    """The object store (when `--blob-url` names one) answers and takes a write: without it no
+    scan can be stored or shown. The local store is the data folder, checked above."""
+    if not services.settings.blob_url:
+        return "data_dir"
+    return services.blobs.check()
+
+
 def check_jobs(services: Any) -> str:
     return "ok" if readable_tables(services.repo.engine, JOB_TABLES) else "absent"
 
 
 CHECKS: dict[str, Callable[[Any], str]] = {
-    "database": check_database, "data_dir": check_data_dir, "jobs": check_jobs,
+    "database": check_database, "data_dir": check_data_dir, "blob_store": check_blob_store, "jobs": check_jobs,
 }
 
 

@@ -1,89 +1,76 @@
-"""Blob stores: named byte streams (export files today; DICOM instances and Binary content may
-move here), behind one small interface so a deployment can swap the local data folder for an
-object store without the callers knowing.
+"""Blob stores: the bytes of DICOM instances and export files, content-addressed (the key is the
+SHA-256 of the bytes), behind one small interface so a deployment can swap the local data folder
+for an S3-compatible object store without the callers knowing.
 
-Keys are relative paths of safe segments (`exports/<id>/Patient-1.ndjson`); a put is atomic
-(readers see the whole blob or none) and streamed (memory stays flat whatever the size).
+Puts are idempotent (the same bytes give the same key and are written once), atomic (a reader
+sees the whole blob or none) and streamed (memory stays flat whatever the size); a put returns
+only once the bytes are durable, so a caller may index them right after. Every failure of the
+store itself is a `BlobStoreUnavailable` (an OSError), never a library's own exception.
+
+Binary resources and patients' uploads keep their bytes in the resource row (the database), not
+here.
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Protocol
+from typing import Any, BinaryIO, Iterable, Iterator, Protocol
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+from fhirserver.blobs.errors import BlobStoreUnavailable
+from fhirserver.blobs.local import LocalBlobStore
+
+_KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
 class BlobStore(Protocol):
-    def put(self, key: str, chunks: Iterable[bytes]) -> int:
-        """Store the chunks under `key` (replacing it) and return the size in bytes."""
+    """What DICOM C-STORE/STOW/WADO/C-GET/C-MOVE, `$erase` and `$export` use."""
+
+    def put(self, chunks: Iterable[Any]) -> tuple[str, int]:
+        """Store the concatenated chunks (bytes-like); return (key, size) once durable."""
 
     def open(self, key: str) -> BinaryIO:
-        """The blob for reading (raises FileNotFoundError)."""
+        """A seekable binary file for reading (FileNotFoundError if absent)."""
 
-    def stream(self, key: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
-        """The blob in chunks (raises FileNotFoundError before the first one)."""
+    def stream(self, key: str, start: int = 0, end: int | None = None,
+               chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Bytes [start, end) in chunks; FileNotFoundError is raised by this call, before the
+        first chunk, so a caller can still answer 404."""
 
-    def delete(self, key: str) -> None:
-        """Remove `key`, or every blob under it when it names a folder; absent keys are fine."""
+    def size(self, key: str) -> int:
+        """The blob's size in bytes (FileNotFoundError if absent)."""
 
-
-def _check(key: str) -> list[str]:
-    parts = key.split("/")
-    if not parts or not all(_SEGMENT.match(p) for p in parts):
-        raise ValueError(f"not a blob key: {key!r}")
-    return parts
-
-
-class LocalBlobStore:
-    """Blobs as files under one folder (the data folder by default)."""
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-
-    def path(self, key: str) -> Path:
-        return self.root.joinpath(*_check(key))
-
-    def put(self, key: str, chunks: Iterable[bytes]) -> int:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".put-", dir=target.parent)
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                    size += len(chunk)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return size
-
-    def open(self, key: str) -> BinaryIO:
-        return open(self.path(key), "rb")
-
-    def stream(self, key: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
-        f = self.open(key)
-
-        def chunks() -> Iterator[bytes]:
-            with f:
-                while True:
-                    block = f.read(chunk_size)
-                    if not block:
-                        return
-                    yield block
-        return chunks()
+    def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None:
-        p = self.path(key)
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        """Remove the blob; an absent key is fine."""
+
+    def keys(self) -> Iterable[str]:
+        """Every stored key (start-up reconciliation of the local store)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """A filesystem path to the blob when the store has one."""
+
+    def check(self) -> str:
+        """Readiness: raises unless the store takes a write; returns a short description."""
 
 
-__all__ = ["BlobStore", "LocalBlobStore"]
+def is_key(key: str) -> bool:
+    return bool(_KEY.match(key or ""))
+
+
+def open_store(settings: Any) -> BlobStore:
+    """The store `settings.blob_url` names: empty, the data folder (`<data_dir>/dicom`, the
+    layout existing data folders have); `s3://bucket/prefix?endpoint=...`, an object store."""
+    url = (getattr(settings, "blob_url", "") or "").strip()
+    if not url:
+        return LocalBlobStore(Path(settings.data_dir) / "dicom")
+    if url.startswith("s3://"):
+        from fhirserver.blobs.s3 import S3BlobStore  # the client library only when configured
+
+        return S3BlobStore.from_url(url)
+    if url.startswith("file://"):
+        return LocalBlobStore(Path(url[len("file://"):]))
+    raise ValueError(f"blob URL {url!r}: use s3://bucket/prefix?endpoint=... or file:///folder (or leave it empty)")
+
+
+__all__ = ["BlobStore", "BlobStoreUnavailable", "LocalBlobStore", "is_key", "open_store"]

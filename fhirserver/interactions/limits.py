@@ -1,13 +1,14 @@
 """Failures the client or the request's own size caused, told apart from bugs.
 
 They surface as exceptions of the layers below HTTP (gunicorn's body reader, the database
-driver cancelling a statement past its time budget), which would otherwise be answered as a
+driver cancelling a statement past its time budget, an object store that is down), which would otherwise be answered as a
 500 "internal error" although nothing is wrong with the server.
 """
 from __future__ import annotations
 
 import time
 
+from fhirserver.blobs import BlobStoreUnavailable
 from fhirserver.errors import FhirError
 from fhirserver.storage.budget import is_cancelled
 
@@ -18,6 +19,9 @@ def client_fault(exc: BaseException) -> FhirError | None:
     if module.startswith("gunicorn.http"):  # InvalidChunkSize, ChunkMissingTerminator, NoMoreData...
         return FhirError(400, f"The request body is malformed: {exc}", "structure",
                          headers={"Connection": "close"})
+    if isinstance(exc, BlobStoreUnavailable):  # the object store is down: the client may retry
+        return FhirError(503, "The blob store (DICOM instances, export files) is unavailable; try again later",
+                         "transient", headers={"Retry-After": "5"})
     if is_cancelled(exc):
         return FhirError(503, "The request took longer than this server's time budget and was cancelled; "
                          "narrow the search or split the batch", "too-costly", headers={"Retry-After": "5"})

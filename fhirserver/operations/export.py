@@ -2,7 +2,8 @@
 
 The kick-off records a `bulk_export` row and its job in one transaction and answers at once;
 the job (running as the requester's own policy, rebuilt when it runs) writes one NDJSON file per
-resource type to the blob store, reading the database in primary-key order in bounded batches,
+resource type to the services' blob store (content-addressed: the manifest keeps each file's
+key; a blob is deleted with the last export naming it), reading the database in primary-key order in bounded batches,
 so memory stays flat whatever the size. Every query carries the requester's row filter and goes
 through the search compiler for `_typeFilter`, exactly as a REST search would: an export never
 holds more than the same client could page through with searches.
@@ -21,7 +22,7 @@ from sqlalchemy import and_, delete, exists, false, or_, select, update
 
 from fhirserver.access import SystemJob
 from fhirserver.errors import FhirError
-from fhirserver.blobs import LocalBlobStore
+from fhirserver.blobs import BlobStore
 from fhirserver.jobs import Cancelled, Permanent
 from fhirserver.model.references import reference_id
 from fhirserver.model.types import R4_RESOURCE_TYPES
@@ -143,8 +144,30 @@ def owner_of(principal: Any, access: Any) -> str:
     return f"client:{principal.client_id}|user:{principal.user_pk or ''}"
 
 
-def blobs(services: Any) -> LocalBlobStore:
-    return LocalBlobStore(services.settings.data_dir)
+def blobs(services: Any) -> BlobStore:
+    return services.blobs
+
+
+def _keys(output: Any) -> set[str]:
+    """The blob keys an export's stored manifest names."""
+    if not output:
+        return set()
+    out = orjson.loads(output)
+    return {i["key"] for i in out.get("output", []) + out.get("error", []) if i.get("key")}
+
+
+def release(services: Any, export_id: str, keys: set[str]) -> None:
+    """Delete an export's blobs, except those another export names too (the same bytes, e.g.
+    the same data exported twice, are one blob)."""
+    if not keys:
+        return
+    with services.repo.engine.connect() as c:
+        others = c.execute(select(bulk_export.c.output).where(bulk_export.c.id != export_id,
+                                                             bulk_export.c.output.isnot(None))).scalars().all()
+    used = set().union(*(_keys(o) for o in others)) if others else set()
+    store = blobs(services)
+    for key in sorted(keys - used):
+        store.delete(key)
 
 
 def _compiled_filters(services: Any, access: Any, req: ExportRequest) -> dict[str, list[Any]]:
@@ -222,11 +245,8 @@ def cancel(services: Any, row: dict[str, Any]) -> None:
             services.jobs.cancel(tx, row["job_pk"])
         services.jobs.enqueue(tx, EXPIRE_JOB, {"export": row["id"]}, as_=SystemJob("export-cleanup"),
                               dedupe_key=f"export-cancel:{row['id']}")
-        tx.on_commit.append(lambda: blobs(services).delete(f"exports/{row['id']}"))
-
-
-def file_key(export_id: str, name: str) -> str:
-    return f"exports/{export_id}/{name}"
+        keys = _keys(row.get("output"))
+        tx.on_commit.append(lambda: release(services, row["id"], keys))
 
 
 def file_known(row: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -296,14 +316,14 @@ def run_export(ctx: Any) -> None:
     with services.repo.engine.begin() as c:
         c.execute(update(bulk_export).where(bulk_export.c.id == export_id).values(
             state=RUNNING, transaction_time=started, progress="starting"))
-    store.delete(f"exports/{export_id}")  # a retried attempt starts over
+    written: set[str] = set()  # this attempt's blobs, released if it does not complete
     try:
-        output, errors = _export_all(ctx, services, access, req, export_id, store)
+        output, errors = _export_all(ctx, services, access, req, export_id, store, written)
     except (Cancelled, Permanent):
-        store.delete(f"exports/{export_id}")
+        release(services, export_id, written)
         raise
     except Exception as exc:
-        store.delete(f"exports/{export_id}")
+        release(services, export_id, written)
         if ctx.job.attempts >= ctx.job.max_attempts:
             with services.repo.engine.begin() as c:
                 c.execute(update(bulk_export).where(bulk_export.c.id == export_id).values(
@@ -317,11 +337,11 @@ def run_export(ctx: Any) -> None:
         services.jobs.enqueue(tx, EXPIRE_JOB, {"export": export_id}, as_=SystemJob("export-cleanup"),
                               run_at_ms=row["expires"], dedupe_key=f"export-expire:{export_id}")
     if not done:  # cancelled while the last file was written
-        store.delete(f"exports/{export_id}")
+        release(services, export_id, written)
 
 
 def _export_all(ctx: Any, services: Any, access: Any, req: ExportRequest, export_id: str,
-                store: LocalBlobStore) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                store: BlobStore, written: set[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     filters = _compiled_filters(services, access, req)
     members = None
     with services.repo.transaction() as tx:
@@ -365,17 +385,17 @@ def _export_all(ctx: Any, services: Any, access: Any, req: ExportRequest, export
         def counted(n: list[int] = counter) -> None:
             total[0] = before + n[0]
             tick(res_type)
-        store.put(file_key(export_id, name), _lines(services, where, counter, counted))
+        key, _size = store.put(_lines(services, where, counter, counted))
+        written.add(key)
         if counter[0]:
-            output.append({"type": res_type, "file": name, "count": counter[0]})
-        else:
-            store.delete(file_key(export_id, name))
+            output.append({"type": res_type, "file": name, "count": counter[0], "key": key})
     errors = []
     if problems:
         lines = b"".join(orjson.dumps({"resourceType": "OperationOutcome", "issue": [
             {"severity": "error", "code": "forbidden", "diagnostics": p}]}) + b"\n" for p in problems)
-        store.put(file_key(export_id, "errors.ndjson"), [lines])
-        errors.append({"type": "OperationOutcome", "file": "errors.ndjson", "count": len(problems)})
+        key, _size = store.put([lines])
+        written.add(key)
+        errors.append({"type": "OperationOutcome", "file": "errors.ndjson", "count": len(problems), "key": key})
     return output, errors
 
 
@@ -387,9 +407,9 @@ def expire_export(ctx: Any) -> None:
         row = c.execute(select(bulk_export).where(bulk_export.c.id == export_id)).mappings().first()
     if row is not None and row["state"] != CANCELLED and row["expires"] > _now_ms():
         raise Permanent("not expired yet")  # pragma: no cover - scheduled at `expires`
-    blobs(services).delete(f"exports/{export_id}")
-    with services.repo.engine.begin() as c:
+    with services.repo.engine.begin() as c:  # the row first: `release` keeps blobs others name
         c.execute(delete(bulk_export).where(bulk_export.c.id == export_id))
+    release(services, export_id, _keys(row["output"]) if row is not None else set())
 
 
 def install(services: Any) -> None:
@@ -398,5 +418,5 @@ def install(services: Any) -> None:
     services.jobs.register(EXPIRE_JOB, expire_export, max_attempts=5, backoff_seconds=60.0)
 
 
-__all__ = ["EXPORT_JOB", "EXPIRE_JOB", "ExportRequest", "cancel", "file_key", "file_known", "find",
+__all__ = ["EXPORT_JOB", "EXPIRE_JOB", "ExportRequest", "cancel", "file_known", "find",
            "install", "kick_off", "manifest", "owner_of", "parse_request", "run_export"]

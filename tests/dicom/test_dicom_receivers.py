@@ -13,13 +13,13 @@ import pytest
 
 from conftest import free_port, need_dcmtk, wait_for
 from dicom.transport import LoadBoard
-from dicom.store import FileStore
+from fhirserver.blobs import LocalBlobStore
 from dicom_synth import make_series
 from fhirserver.model.jsonio import loads
 
 
 def test_store_hashes_while_writing(tmp_path):  # noqa: ANN001
-    store = FileStore(tmp_path)
+    store = LocalBlobStore(tmp_path)
     big = os.urandom(600_000)
     head = b"\x00" * 128 + b"DICM"
     key, size = store.put((head, memoryview(big)))

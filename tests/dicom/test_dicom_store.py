@@ -11,7 +11,7 @@ from pydicom.uid import RLELossless
 from sqlalchemy import func, select
 
 from conftest import wait_for
-from dicom.store import FileStore
+from fhirserver.blobs import LocalBlobStore
 from dicom.tables import dicom_instance, dicom_series, dicom_study
 from dicom_synth import make_ct, make_series
 
@@ -82,7 +82,7 @@ def test_storescu_folder_every_transfer_syntax(dcmtk, node, tmp_path):  # noqa: 
     dcmtk.run("storescu", "+sd", "+r", files=[folder])
     engine = node.engine
     assert count(engine, dicom_instance) == len(SAMPLES) + 4
-    store: FileStore = node.store
+    store: LocalBlobStore = node.store
     with engine.connect() as c:
         rows = {r.sop_uid: r for r in c.execute(select(dicom_instance))}
     for name, ts in SAMPLES.items():

@@ -150,11 +150,65 @@ def test_cancel_removes_the_export_and_its_files(xapp, data, run_jobs):  # noqa:
     done = _kick(c, tok)
     m = _manifest(c, tok, done, run_jobs)
     url = m["output"][0]["url"].replace("http://testserver", "")
+    keys = _blob_keys(xapp, done)
+    store = xapp.extensions["fhirserver"].blobs
+    assert keys and all(store.exists(k) for k in keys)
     assert c.delete(done, headers=bearer(tok)).status_code == 202
     run_jobs()
     assert c.get(url, headers=bearer(tok)).status_code == 404
-    data_dir = xapp.extensions["fhirserver"].settings.data_dir
-    assert not (data_dir / "exports" / done.rsplit("/", 1)[1]).exists()
+    assert not any(store.exists(k) for k in keys)  # the files are gone from the blob store
+
+
+def _blob_keys(xapp, status):  # noqa: ANN001, ANN202
+    from fhirserver.operations.export_tables import bulk_export
+    from sqlalchemy import select
+
+    with xapp.extensions["fhirserver"].repo.engine.connect() as conn:
+        out = orjson.loads(conn.execute(select(bulk_export.c.output).where(
+            bulk_export.c.id == status.rsplit("/", 1)[1])).scalar_one())
+    return {i["key"] for i in out["output"] + out["error"]}
+
+
+def test_identical_exports_share_blobs_and_cancelling_one_keeps_the_other(xapp, data, run_jobs):  # noqa: ANN001
+    c = xapp.test_client()
+    tok = backend_token(xapp)
+    one = _kick(c, tok, "/fhir/$export?_type=Patient")
+    first = _manifest(c, tok, one, run_jobs)
+    two = _kick(c, tok, "/fhir/$export?_type=Patient")
+    second = _manifest(c, tok, two, run_jobs)
+    assert _blob_keys(xapp, one) == _blob_keys(xapp, two)  # the same bytes: one blob
+    assert c.delete(one, headers=bearer(tok)).status_code == 202
+    run_jobs()
+    store = xapp.extensions["fhirserver"].blobs
+    assert all(store.exists(k) for k in _blob_keys(xapp, two))  # still there for the other export
+    assert {r["id"] for r in _download(c, tok, second)["Patient"]} == {r["id"] for r in _search_all(c, tok, "Patient")}
+    assert first["output"][0]["url"] != second["output"][0]["url"]
+
+
+def test_export_on_the_object_store(settings, data, s3_blob_url):  # noqa: ANN001
+    """The same export with `--blob-url` on an S3-compatible server: files written there,
+    downloaded from there, removed from there on cancel."""
+    from fhirserver.app import create_app
+    from fhirserver.blobs.s3 import S3BlobStore
+
+    s3app = create_app(settings.replace(insecure_no_auth=False, blob_url=s3_blob_url))
+    services = s3app.extensions["fhirserver"]
+    assert isinstance(services.blobs, S3BlobStore)
+    try:
+        c = s3app.test_client()
+        tok = backend_token(s3app)
+        worker = services.jobs.worker(services, threads=1)
+        status = _kick(c, tok, "/fhir/$export?_type=Patient,Observation")
+        m = _manifest(c, tok, status, worker.run_pending)
+        files = _download(c, tok, m)
+        assert {r["id"] for r in files["Patient"]} == {r["id"] for r in _search_all(c, tok, "Patient")}
+        keys = _blob_keys(s3app, status)
+        assert sorted(services.blobs.keys()) == sorted(keys)  # in the bucket, nowhere else
+        assert c.delete(status, headers=bearer(tok)).status_code == 202
+        worker.run_pending()
+        assert list(services.blobs.keys()) == []
+    finally:
+        services.jobs.stop()
 
 
 def test_type_since_and_type_filter(xapp, data, run_jobs, app):  # noqa: ANN001

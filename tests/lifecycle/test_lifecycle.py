@@ -313,7 +313,7 @@ def test_capability_statement_declares_operations(lapp):  # noqa: ANN001
 
 
 def test_erase_leaves_no_trace(lapp, smtp_server, settings, database_url):  # noqa: ANN001
-    from dicom.store import file_store
+    from fhirserver.blobs import open_store
     from dicom.tables import dicom_instance, dicom_series, dicom_study
     from sqlalchemy import insert
 
@@ -331,7 +331,7 @@ def test_erase_leaves_no_trace(lapp, smtp_server, settings, database_url):  # no
     gone = c.post("/fhir/Observation", json={"resourceType": "Observation", "status": "final", "code": {"text": f"{ident} note"},
                                              "subject": subj}, headers=H(t["d1"])).get_json()["id"]
     c.delete(f"/fhir/Observation/{gone}", headers=H(t["d1"]))  # soft-deleted: only history keeps it
-    key, size = file_store(settings.data_dir).put([b"DICM fake instance of " + name.encode() + b" " + ident.encode()])
+    key, size = open_store(settings).put([b"DICM fake instance of " + name.encode() + b" " + ident.encode()])
     with eng.begin() as conn:
         conn.execute(insert(dicom_study).values(study_uid="1.2.840.77", patient_id=ident, patient_name=name,
                                                 imaging_study_id=study, patient_res_id=pid, num_series=1, num_instances=1))
@@ -348,7 +348,7 @@ def test_erase_leaves_no_trace(lapp, smtp_server, settings, database_url):  # no
     r = c.post(f"/fhir/Patient/{pid}/$erase", headers=H(pt))
     assert r.status_code == 200, r.get_data(as_text=True)
     assert c.get(f"/fhir/Patient/{pid}", headers=H(t["d1"])).status_code == 404
-    assert not file_store(settings.data_dir).exists(key)
+    assert not open_store(settings).exists(key)
     # dump the database and the data folder: no name, email or identifier left
     if database_url.startswith("postgres"):
         dump = subprocess.run(["pg_dump", database_url], capture_output=True, check=True).stdout
