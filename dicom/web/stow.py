@@ -18,7 +18,7 @@ from dicom.handlers import STORAGE_CLASSES
 from dicom.store import file_store
 from dicom.tables import dicom_study
 from dicom.access import visible_studies
-from dicom.web.common import DICOM_JSON, audit, base_url, check, error, forget_rows, services
+from dicom.web.common import DICOM_JSON, audit, base_url, check, error, services
 from dicom.web.multipart import MultipartError, parse_media_type, parse_multipart
 
 # Failure reasons (PS3.18 Table 10.5.3-2 / PS3.4 B.2.3)
@@ -144,7 +144,6 @@ def store_parts(target_study: str | None) -> Response:
         try:
             with repo.transaction(write=True) as tx:
                 studies = index.write_batch(tx.conn, [r for r, _ in accepted])
-            forget_rows()  # this worker serves the new files at once (others within a second)
         except Exception:  # noqa: BLE001
             from dicom.web.common import log
 
