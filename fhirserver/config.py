@@ -18,6 +18,7 @@ class Settings:
     dicom_host: str = ""                 # DICOM listen address (default: host)
     dicom_reject_unknown: bool = True    # reject calling AEs missing from `dicom-node` registry
     dicom_fast_path: bool = True         # the DICOM node's library shortcuts (dicom/fastpath.py)
+    dicom_fsync: bool = True             # a stored instance's file reaches the disk before C-STORE/STOW success
     data_dir: Path = Path("./var")
     database_url: str = ""
     base_url: str = ""
@@ -96,6 +97,7 @@ _ENV_FIELDS = {
     "host": str, "port": int, "dicom_port": int, "dicom_ae": str, "dicom_host": str,
     "dicom_reject_unknown": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "data_dir": Path,
     "dicom_fast_path": lambda v: v.strip().lower() not in ("0", "false", "no", "off"),
+    "dicom_fsync": lambda v: v.strip().lower() not in ("0", "false", "no", "off"),
     "database_url": str, "base_url": str, "smtp_url": str, "workers": int,
     "max_body_bytes": int, "max_url_bytes": int, "max_header_bytes": int, "max_header_fields": int,
     "max_bundle_entries": int, "statement_seconds": float, "bundle_seconds": float,

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from dicom import index
 from dicom.bridge import update_studies
 from dicom.handlers import STORAGE_CLASSES
+from dicom.durable import make_durable
 from dicom.store import file_store
 from dicom.tables import dicom_study
 from dicom.access import visible_studies
@@ -133,6 +134,8 @@ def store_parts(target_study: str | None) -> Response:
                 raise _Failed(DOES_NOT_MATCH, str(e)) from None
             try:
                 key, size = store.put((data,))
+                if svc.settings.dicom_fsync:  # on disk before the answer says it is stored
+                    make_durable(store, key)
             except OSError as e:
                 raise _Failed(OUT_OF_RESOURCES, f"cannot write the instance: {e}") from None
             accepted.append((index.extract(ds, ts, key, size, "DICOMWEB"), ds))

@@ -7,7 +7,7 @@ from io import BytesIO
 from typing import Any, Iterator
 
 import orjson
-from flask import Response, request
+from flask import Response, current_app, request
 from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -31,7 +31,13 @@ FRAME_TYPES = {
 
 
 def _store() -> Any:
-    return file_store(services().settings.data_dir)
+    """The app's instance store, made once (making one creates its folders: two mkdir calls
+    that a retrieval should not pay)."""
+    ext = current_app.extensions
+    store = ext.get("dicomweb_store")
+    if store is None:
+        store = ext["dicomweb_store"] = file_store(services().settings.data_dir)
+    return store
 
 
 def _rows(study: str, series: str | None = None, sop: str | None = None) -> list[Any]:
