@@ -2,12 +2,13 @@
 wildcard (* ?), range (DA/TM/DT), UID lists, multi-valued attributes; return keys filled in."""
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Iterator
 
 from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection
 
 from dicom.access import visible_only
@@ -196,22 +197,69 @@ def _exact(query: Dataset, keyword: str) -> str | None:
     return value.strip() or None
 
 
-def _study_where(query: Dataset) -> list[Any]:
+def _keys(query: Dataset) -> dict[str, Any]:
+    """The query's keys the index can narrow on (exact values and UID lists), as bind values."""
+    keys: dict[str, Any] = {}
+    for name, kw in (("study_uids", "StudyInstanceUID"), ("series_uids", "SeriesInstanceUID"),
+                     ("sop_uids", "SOPInstanceUID")):
+        uids = _uids(query, kw)
+        if uids:
+            keys[name] = uids
+    for name, kw in (("patient_id", "PatientID"), ("accession", "AccessionNumber")):
+        value = _exact(query, kw)
+        if value:
+            keys[name] = value
+    return keys
+
+
+_ST = tuple(c.label(f"st_{c.name}") for c in dicom_study.c)
+_SE = tuple(c.label(f"se_{c.name}") for c in dicom_series.c)
+
+
+@functools.lru_cache(maxsize=64)
+def _statement(level: str, shape: frozenset[str]) -> Any:
+    """The SELECT of one level for one shape of keys (which ones are present), with bind
+    parameters for their values. Statements are immutable; building one costs several times
+    its execution, so each shape is built once (a memo, not state: same inputs, same output)."""
+    st, se, i = dicom_study.c, dicom_series.c, dicom_instance.c
     where = []
-    uids = _uids(query, "StudyInstanceUID")
-    if uids:
-        where.append(dicom_study.c.study_uid.in_(uids))
-    pid = _exact(query, "PatientID")
-    if pid:
-        where.append(dicom_study.c.patient_id == pid)
-    acc = _exact(query, "AccessionNumber")
-    if acc:
-        where.append(dicom_study.c.accession == acc)
-    return where
+    if "study_uids" in shape:
+        where.append(st.study_uid.in_(bindparam("study_uids", expanding=True)))
+    if "patient_id" in shape:
+        where.append(st.patient_id == bindparam("patient_id"))
+    if "accession" in shape:
+        where.append(st.accession == bindparam("accession"))
+    if level == "STUDY":  # also PATIENT: per (study, series, SOP class), a handful of rows per study
+        return (select(*_ST, i.series_uid, se.modality, i.sop_class_uid, func.count().label("n"))
+                .select_from(dicom_study.join(dicom_instance, i.study_uid == st.study_uid)
+                             .outerjoin(dicom_series, se.series_uid == i.series_uid))
+                .where(*where)
+                .group_by(st.pk, i.series_uid, se.modality, i.sop_class_uid)
+                .order_by(st.pk))
+    if "series_uids" in shape:
+        where.append(se.series_uid.in_(bindparam("series_uids", expanding=True)))
+    joined = dicom_series.join(dicom_study, st.study_uid == se.study_uid)
+    if level == "SERIES":
+        return (select(*_ST, *_SE, func.count().label("n"))
+                .select_from(joined.join(dicom_instance, i.series_uid == se.series_uid))
+                .where(*where).group_by(dicom_series.c.pk, st.pk).order_by(dicom_series.c.pk))
+    if "sop_uids" in shape:
+        where.append(i.sop_uid.in_(bindparam("sop_uids", expanding=True)))
+    return (select(dicom_instance, *_ST, *_SE)
+            .select_from(dicom_instance.join(joined, se.series_uid == i.series_uid))
+            .where(*where).order_by(i.series_uid, i.instance_number))
 
 
-_ST = [c.label(f"st_{c.name}") for c in dicom_study.c]
-_SE = [c.label(f"se_{c.name}") for c in dicom_series.c]
+def _rows(conn: Connection, level: str, query: Dataset, policy: Any) -> Any:
+    """The index rows of `level` for the query's keys, of the studies the caller may see: one
+    statement, the access gate's condition folded in (`dicom.access.visible_only`)."""
+    keys = _keys(query)
+    if level == "STUDY":
+        keys.pop("series_uids", None)
+        keys.pop("sop_uids", None)
+    elif level == "SERIES":
+        keys.pop("sop_uids", None)
+    return conn.execute(visible_only(_statement(level, frozenset(keys)), policy), keys)
 
 
 def _attrs(m: Any, mapping: dict[str, str], prefix: str) -> dict[str, Any]:
@@ -219,17 +267,9 @@ def _attrs(m: Any, mapping: dict[str, str], prefix: str) -> dict[str, Any]:
 
 
 def _study_level(conn: Connection, query: Dataset, policy: Any) -> dict[str, dict[str, Any]]:
-    """Per visible study with instances: its row and what its instances add up to, from one
-    statement grouped by (study, series, SOP class) - a handful of rows per study."""
-    i, se = dicom_instance.c, dicom_series.c
-    q = (select(*_ST, i.series_uid, se.modality, i.sop_class_uid, func.count().label("n"))
-         .select_from(dicom_study.join(dicom_instance, i.study_uid == dicom_study.c.study_uid)
-                      .outerjoin(dicom_series, se.series_uid == i.series_uid))
-         .where(*_study_where(query))
-         .group_by(dicom_study.c.pk, i.series_uid, se.modality, i.sop_class_uid)
-         .order_by(dicom_study.c.pk))
+    """Per visible study with instances: its row and what its instances add up to."""
     out: dict[str, dict[str, Any]] = {}
-    for row in conn.execute(visible_only(q, policy)):
+    for row in _rows(conn, "STUDY", query, policy):
         m = row._mapping
         st = out.get(m["st_study_uid"])
         if st is None:
@@ -276,28 +316,13 @@ def candidates(conn: Connection, level: str, query: Dataset, *, policy: Any) -> 
             p["NumberOfPatientRelatedInstances"] += st["instances"]
         yield from patients.values()
         return
-    i, se = dicom_instance.c, dicom_series.c
-    where = _study_where(query)
-    s_uids = _uids(query, "SeriesInstanceUID")
-    if s_uids:
-        where.append(se.series_uid.in_(s_uids))
-    joined = dicom_series.join(dicom_study, dicom_study.c.study_uid == se.study_uid)
     if level == "SERIES":
-        q = (select(*_ST, *_SE, func.count().label("n"))
-             .select_from(joined.join(dicom_instance, i.series_uid == se.series_uid))
-             .where(*where).group_by(dicom_series.c.pk, dicom_study.c.pk).order_by(dicom_series.c.pk))
-        for row in conn.execute(visible_only(q, policy)):
+        for row in _rows(conn, "SERIES", query, policy):
             m = row._mapping
             yield {**_attrs(m, PATIENT_ATTRS, "st_"), **_attrs(m, STUDY_ATTRS, "st_"),
                    **_attrs(m, SERIES_ATTRS, "se_"), "NumberOfSeriesRelatedInstances": m["n"]}
         return
-    i_uids = _uids(query, "SOPInstanceUID")
-    if i_uids:
-        where.append(i.sop_uid.in_(i_uids))
-    q = (select(dicom_instance, *_ST, *_SE)
-         .select_from(dicom_instance.join(joined, se.series_uid == i.series_uid))
-         .where(*where).order_by(i.series_uid, i.instance_number))
-    for row in conn.execute(visible_only(q, policy)):
+    for row in _rows(conn, "IMAGE", query, policy):
         m = row._mapping
         item = {**_attrs(m, PATIENT_ATTRS, "st_"), **_attrs(m, STUDY_ATTRS, "st_"),
                 **_attrs(m, SERIES_ATTRS, "se_"), **_row_attrs(row, INSTANCE_ATTRS)}

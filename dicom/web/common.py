@@ -3,11 +3,12 @@ see is the access gate's answer, `dicom.access.visible_only`), the instance rows
 study/series/instance, the base URL, and the per-request AuditEvent (`dicom.audit`)."""
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Iterable
 
 from flask import current_app, g, request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from dicom import audit as dicom_audit
@@ -69,25 +70,34 @@ def instance_rows(conn: Connection, pol: Any, study: str, series: str | None = N
     One indexed statement: the path's keys, the series order, and the access gate's condition
     (`dicom.access.visible_only`) in the same query, so a retrieval costs one round trip and
     nothing is cached between requests (a revoked Consent counts at once)."""
-    rows = conn.execute(_rows_query(pol, study, series, sop)).all()
+    params = {"study": study, "series": series, "sop": sop}
+    rows = conn.execute(_rows_query(pol, series is not None, sop is not None), params).all()
     if not rows:
         what = "instance" if sop else "series" if series else "study"
         raise error(404, f"No {what} with that UID ({sop or series or study})")
     return rows
 
 
-def _rows_query(pol: Any, study: str, series: str | None, sop: str | None) -> Any:
+@functools.lru_cache(maxsize=8)
+def _path_statement(by_series: bool, by_sop: bool) -> Any:
+    """The SELECT of a WADO path's instances, with bind parameters: built once per path shape
+    (building a statement costs several times executing it; a memo, not state)."""
     i = dicom_instance.c
-    q = select(dicom_instance).where(i.study_uid == study)
-    if series is not None:
-        q = q.where(i.series_uid == series)
-    if sop is not None:
-        q = q.where(i.sop_uid == sop)
-    if sop is None:  # one instance needs no order (and no series row)
+    q = select(dicom_instance).where(i.study_uid == bindparam("study"))
+    if by_series:
+        q = q.where(i.series_uid == bindparam("series"))
+    if by_sop:
+        q = q.where(i.sop_uid == bindparam("sop"))
+    else:  # one instance needs no order (and no series row)
         q = q.outerjoin(dicom_series, dicom_series.c.series_uid == i.series_uid).order_by(
             dicom_series.c.series_number, i.series_uid, i.instance_number, i.sop_uid)
+    return q
+
+
+def _rows_query(pol: Any, by_series: bool, by_sop: bool) -> Any:
+    q = _path_statement(by_series, by_sop)
     if restricted(pol):
-        q = visible_only(q.join(dicom_study, dicom_study.c.study_uid == i.study_uid), pol)
+        q = visible_only(q.join(dicom_study, dicom_study.c.study_uid == dicom_instance.c.study_uid), pol)
     return q
 
 
