@@ -1,18 +1,26 @@
-"""DICOM part of the bench: synthetic 512x512 16-bit CT instances sent by dcmtk storescu over one
-association and over four at once, into our node (index + ImagingStudy included) and, in the same
-run, into three references: dcmtk's storescp writing to disk, a bare pynetdicom SCP that only
-writes the received bytes (`bench/bare_scp.py`, the library's ceiling) and Orthanc (Debian package
-`orthanc`, on loopback ports of its own; skipped when not installed). TCP_NODELAY on every peer.
+"""DICOM part of the bench: synthetic 512x512 16-bit CT instances (25 per study, 2 studies per
+patient, each instance its own SOP Instance UID) sent by dcmtk storescu over one association and
+over four at once, into our node (index + ImagingStudy included) and, in the same run, into
+three references: dcmtk's `storescp --fork` writing to disk, a bare pynetdicom SCP that only
+writes the received bytes (`bench/bare_scp.py`, the library's ceiling) and Orthanc (Debian
+package `orthanc`, on loopback ports of its own; skipped when not installed), which indexes
+every instance before it answers, as our node does. TCP_NODELAY on every peer. Every peer gets
+the same files once (fresh files per round); after the run each must hold every distinct
+instance it acknowledged (files written, or instances indexed) or the run fails (exit 1), as
+it does when any storescu fails.
 
 Also measured for our node: the time from storescu's exit until the ImagingStudy (with all its
 instances) is searchable, and the resident memory growth of the node (all its processes) across a
-long run of BENCH_DICOM_LONG instances (default 2,000) after warm-up.
+long run of BENCH_DICOM_LONG distinct instances (default 2,000; fresh UIDs for every batch,
+nothing re-sent) after warm-up.
 
     .venv/bin/python -m bench.dicom [--count 500] [--processes N]
 
 Environment: BENCH_DICOM_COUNT (instances per phase, default 500), BENCH_DICOM_LONG,
 BENCH_DICOM_PROCESSES (receiving processes of our node, default CPU count),
-BENCH_DICOM_DATABASE_URL (default: a fresh SQLite database in the temp folder).
+BENCH_DICOM_DATABASE_URL (default: a fresh SQLite database in the temp folder),
+FHIRSERVER_DICOM_FSYNC=0 (our node acknowledges without flushing each file to disk: the
+figure without durability against power loss; the default flushes).
 """
 from __future__ import annotations
 
@@ -360,6 +368,7 @@ def main() -> int:
     for name, r in results.items():
         print(f"  {name:18s} {r['1']:10.1f} {r['1'] * mb_each:7.1f} {r['4']:10.1f} {r['4'] * mb_each:7.1f}")
     out: dict[str, Any] = {"count": args.count, "processes": args.processes,
+                           "fsync": os.environ.get("FHIRSERVER_DICOM_FSYNC", "1") not in ("0", "false", "no", "off"),
                            "peers": {k: {"1": round(v["1"], 1), "4": round(v["4"], 1)} for k, v in results.items()}}
     ours = results.get("fhirserver")
     if ours:
