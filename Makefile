@@ -50,8 +50,9 @@ test: $(STAMP) chromium dcmtk viewer
 test-dicom-plain: $(STAMP) dcmtk  # the DICOM and DICOMweb tests with the fast path off (libraries only)
 	for d in tests/dicom tests/dicomweb; do FHIRSERVER_DICOM_FAST_PATH=0 $(BIN)/python -m pytest -q $(PYTEST_ARGS) $$d || exit 1; done
 
-orthanc:  # Debian's Orthanc: a reference peer of the DICOM bench (skipped there if it will not install)
-	command -v Orthanc >/dev/null || (apt-get update && apt-get install -y orthanc) || true
+orthanc:  # Debian's Orthanc and its DICOMweb plugin: the reference peer of the DICOM and DICOMweb benches (skipped there if they will not install)
+	(command -v Orthanc >/dev/null && test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so) || \
+		(apt-get update && apt-get install -y orthanc orthanc-dicomweb) || true
 
 # Each part prints a table and a last JSON line of figures and ratios (see bench/README.md).
 bench: $(STAMP) dcmtk orthanc

@@ -1,18 +1,26 @@
-"""DICOM part of the bench: synthetic 512x512 16-bit CT instances sent by dcmtk storescu over one
-association and over four at once, into our node (index + ImagingStudy included) and, in the same
-run, into three references: dcmtk's storescp writing to disk, a bare pynetdicom SCP that only
-writes the received bytes (`bench/bare_scp.py`, the library's ceiling) and Orthanc (Debian package
-`orthanc`, on loopback ports of its own; skipped when not installed). TCP_NODELAY on every peer.
+"""DICOM part of the bench: synthetic 512x512 16-bit CT instances (25 per study, 2 studies per
+patient, each instance its own SOP Instance UID) sent by dcmtk storescu over one association and
+over four at once, into our node (index + ImagingStudy included) and, in the same run, into
+three references: dcmtk's `storescp --fork` writing to disk, a bare pynetdicom SCP that only
+writes the received bytes (`bench/bare_scp.py`, the library's ceiling) and Orthanc (Debian
+package `orthanc`, on loopback ports of its own; skipped when not installed), which indexes
+every instance before it answers, as our node does. TCP_NODELAY on every peer. Every peer gets
+the same files once (fresh files per round); after the run each must hold every distinct
+instance it acknowledged (files written, or instances indexed) or the run fails (exit 1), as
+it does when any storescu fails.
 
 Also measured for our node: the time from storescu's exit until the ImagingStudy (with all its
 instances) is searchable, and the resident memory growth of the node (all its processes) across a
-long run of BENCH_DICOM_LONG instances (default 2,000) after warm-up.
+long run of BENCH_DICOM_LONG distinct instances (default 2,000; fresh UIDs for every batch,
+nothing re-sent) after warm-up.
 
     .venv/bin/python -m bench.dicom [--count 500] [--processes N]
 
 Environment: BENCH_DICOM_COUNT (instances per phase, default 500), BENCH_DICOM_LONG,
 BENCH_DICOM_PROCESSES (receiving processes of our node, default CPU count),
-BENCH_DICOM_DATABASE_URL (default: a fresh SQLite database in the temp folder).
+BENCH_DICOM_DATABASE_URL (default: a fresh SQLite database in the temp folder),
+FHIRSERVER_DICOM_FSYNC=0 (our node acknowledges without flushing each file to disk: the
+figure without durability against power loss; the default flushes).
 """
 from __future__ import annotations
 
@@ -46,21 +54,36 @@ def _wait_echo(port: int, aec: str, proc: subprocess.Popen | None = None, timeou
     raise RuntimeError("peer did not start")
 
 
-def _make(folder: Path, count: int) -> tuple[str, list[Path]]:
+SERIES_PER_STUDY = 5
+INSTANCES_PER_SERIES = 5  # a study of 25 instances; two studies per patient
+
+
+def _make(folder: Path, count: int, tag: str = "") -> tuple[str, list[Path]]:
+    """`count` distinct CT instances (each its own SOP Instance UID) over count/25 studies of
+    count/50 patients (`tag` keeps the patients of different batches apart); returns the last
+    study's UID and the files."""
     import numpy as np
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
-    study, series = generate_uid(), generate_uid()
     pixels = np.random.default_rng(1).integers(0, 4096, (512, 512), dtype=np.uint16).tobytes()
     paths = []
+    study = series = ""
+    per_study = SERIES_PER_STUDY * INSTANCES_PER_SERIES
     for n in range(count):
+        if n % per_study == 0:
+            study = generate_uid()
+        if n % INSTANCES_PER_SERIES == 0:
+            series = generate_uid()
+        patient = n // (2 * per_study)
         ds = Dataset()
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
-        ds.PatientName, ds.PatientID = "Bench^Ct", "BENCH-1"
+        ds.PatientName, ds.PatientID = f"Bench^Ct{tag}{patient}", f"BENCH-{tag}{folder.name}-{patient}"
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.StudyDate, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "20240101", "CT", 1, n + 1
+        ds.StudyDate, ds.Modality = "20240101", "CT"
+        ds.SeriesNumber = (n // INSTANCES_PER_SERIES) % SERIES_PER_STUDY + 1
+        ds.InstanceNumber = n % INSTANCES_PER_SERIES + 1
         ds.Rows = ds.Columns = 512
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
@@ -123,7 +146,7 @@ class Peer:
         self.name, self.aec, self.start = name, aec, start
 
 
-def _orthanc(tmpd: Path) -> Callable[[int], subprocess.Popen] | None:
+def _orthanc(tmpd: Path, http_port: int) -> Callable[[int], subprocess.Popen] | None:
     exe = shutil.which("Orthanc") or (os.path.exists("/usr/sbin/Orthanc") and "/usr/sbin/Orthanc") or None
     if not exe:
         return None
@@ -132,7 +155,7 @@ def _orthanc(tmpd: Path) -> Callable[[int], subprocess.Popen] | None:
         root = tmpd / "orthanc"
         (root / "db").mkdir(parents=True, exist_ok=True)
         config = {
-            "Name": "bench", "DicomAet": "ORTHANC", "DicomPort": port, "HttpPort": _port(),
+            "Name": "bench", "DicomAet": "ORTHANC", "DicomPort": port, "HttpPort": http_port,
             "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "HttpServerEnabled": True,
             "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True,
@@ -152,7 +175,6 @@ _REPOS: dict[tuple[str, str], Any] = {}
 def _searchable(db_url: str, data_dir: Path, study_uid: str, count: int) -> Callable[[], bool]:
     """A probe: is the ImagingStudy of this study searchable with all `count` instances?"""
     from fhirserver.config import settings_from_env
-    from fhirserver.model.jsonio import loads
     from fhirserver.services import build_services
 
     key = (db_url, str(data_dir))
@@ -160,16 +182,49 @@ def _searchable(db_url: str, data_dir: Path, study_uid: str, count: int) -> Call
         _REPOS[key] = build_services(settings_from_env({}, data_dir=data_dir, database_url=db_url)).repo
     repo = _REPOS[key]
 
-    def probe() -> bool:
+    from dicom.fhir import has_identifier, search
+    from fhirserver.access import SystemJob
+
+    value = f"urn:oid:{study_uid}"
+    policy = SystemJob("bench probe")
+
+    def probe() -> bool:  # by identifier: the study among thousands, one indexed search
         with repo.transaction() as tx:
-            rows, *_ = tx.search("ImagingStudy", [], count=100, with_total=False)
-        for r in rows:
-            body = loads(r.body)
-            if any(i.get("value") == f"urn:oid:{study_uid}" for i in body.get("identifier", [])):
-                return body.get("numberOfInstances", 0) >= count
-        return False
+            found = list(search(tx, "ImagingStudy", [("identifier", f"urn:dicom:uid|{value}")],
+                                lambda b: has_identifier(b, value, "urn:dicom:uid"), limit=2, policy=policy))
+        return bool(found) and found[0][1].get("numberOfInstances", 0) >= count
 
     return probe
+
+
+def _held(name: str, tmpd: Path, var: Path, db_url: str, orthanc_http: int) -> int:
+    """How many distinct instances a peer holds: files written (storescp, bare pynetdicom), or
+    instances indexed (Orthanc's statistics, our node's index)."""
+    if name == "storescp":
+        return sum(1 for p in (tmpd / "ref").rglob("*") if p.is_file())
+    if name == "bare pynetdicom":
+        return sum(1 for p in (tmpd / "bare").iterdir() if p.is_file())
+    if name == "Orthanc":
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{orthanc_http}/statistics", timeout=30) as r:
+            return int(json.loads(r.read())["CountInstances"])
+    from sqlalchemy import create_engine, func, select
+
+    from dicom.tables import dicom_instance
+
+    engine = create_engine(db_url or f"sqlite:///{var / 'fhirserver.sqlite3'}")
+    try:
+        with engine.connect() as c:
+            return int(c.execute(select(func.count()).select_from(dicom_instance)).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
+def _last_study_size(count: int) -> int:
+    """How many of `count` instances made by `_make` are in its last study."""
+    per_study = SERIES_PER_STUDY * INSTANCES_PER_SERIES
+    return (count - 1) % per_study + 1
 
 
 def _time_searchable(probe: Callable[[], bool], timeout: float = 60) -> float:
@@ -196,25 +251,27 @@ def main() -> int:
         # fresh instances for every round (every peer gets the same files): no re-sends measured
         rounds = []
         for r in range(args.rounds):
-            study_one, _ = _make(tmpd / f"one{r}", args.count)
+            study_one, _ = _make(tmpd / f"one{r}", args.count, tag=f"R{r}")
             four = [tmpd / f"four{r}_{k}" for k in range(4)]
-            four_studies = [_make(f, args.count // 4)[0] for f in four]
+            four_studies = [_make(f, args.count // 4, tag=f"R{r}")[0] for f in four]
             rounds.append((tmpd / f"one{r}", study_one, four, four_studies[-1]))
         n_four = 4 * (args.count // 4)
         mb_each = sum(p.stat().st_size for p in (tmpd / "one0").iterdir()) / 1e6 / args.count
         _make(tmpd / "warm", 8)  # a few instances to every peer first: no cold start in the figures
         results: dict[str, dict[str, Any]] = {}
         notes: list[str] = []
+        failed: list[str] = []
 
         peers = [
             Peer("storescp", "REF", lambda port: subprocess.Popen(
-                ["storescp", "-aet", "REF", "-od", str(tmpd / "ref"), str(port)],
+                ["storescp", "--fork", "-aet", "REF", "-od", str(tmpd / "ref"), str(port)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)),
             Peer("bare pynetdicom", "BARE", lambda port: subprocess.Popen(
                 [sys.executable, "-m", "bench.bare_scp", str(port), str(tmpd / "bare"), "BARE"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)),
         ]
-        orthanc = _orthanc(tmpd)
+        orthanc_http = _port()
+        orthanc = _orthanc(tmpd, orthanc_http)
         if orthanc is None:
             notes.append("Orthanc: not installed (apt-get install -y orthanc), skipped")
         else:
@@ -245,12 +302,14 @@ def main() -> int:
                 try:
                     _wait_echo(port, peer.aec, proc)
                     _send(port, peer.aec, [tmpd / "warm"] * 4)
-                except Exception as exc:  # noqa: BLE001 - a reference that cannot run here is skipped
-                    notes.append(f"{peer.name}: {exc!s:.300}; skipped")
+                except Exception as exc:  # noqa: BLE001 - only Orthanc is optional
                     _stop(proc)
+                    if peer.name != "Orthanc":
+                        raise RuntimeError(f"{peer.name} did not start: {exc!s:.300}") from exc
+                    notes.append(f"{peer.name}: {exc!s:.300}; skipped")
                     continue
                 running.append((peer, port, proc))
-                results[peer.name] = {"t1": 0.0, "t4": 0.0, "searchable_1": [], "searchable_4": []}
+                results[peer.name] = {"t1": 0.0, "t4": 0.0, "searchable_1": [], "searchable_4": [], "sent": 8}
             for r, (one_dir, study_one, four, study_four) in enumerate(rounds):
                 order = running[r % len(running):] + running[:r % len(running)] if running else []
                 for phase in ("1", "4"):
@@ -259,12 +318,13 @@ def main() -> int:
                         try:
                             row["t" + phase] += _send(port, peer.aec, [one_dir] if phase == "1" else four)
                         except Exception as exc:  # noqa: BLE001
-                            notes.append(f"{peer.name}: {exc!s:.300}")
+                            failed.append(f"{peer.name}: {exc!s:.300}")
                             row["failed"] = True
                             continue
+                        row["sent"] += args.count if phase == "1" else n_four
                         if peer.name == "fhirserver":
                             probe = _searchable(db_url, var, study_one if phase == "1" else study_four,
-                                                args.count if phase == "1" else args.count // 4)
+                                                _last_study_size(args.count if phase == "1" else args.count // 4))
                             row["searchable_" + phase].append(_time_searchable(probe))
             for peer, port, proc in running:
                 row = results[peer.name]
@@ -273,15 +333,30 @@ def main() -> int:
                 if peer.name == "fhirserver":
                     row["searchable_1"] = max(row["searchable_1"] or [float("nan")])
                     row["searchable_4"] = max(row["searchable_4"] or [float("nan")])
-                    # memory across a long run: the same files again (idempotent re-sends),
-                    # in 4 associations, after everything above
+                    # memory across a long run of distinct instances (fresh UIDs for every batch,
+                    # nothing re-sent), in 4 associations, after everything above
                     rss0 = _tree_rss(proc.pid)
-                    reps = max(1, -(-args.long // args.count))
-                    t = _send(port, peer.aec, [[rounds[0][0]] * -(-reps // 4)] * 4)
-                    row["long_n"] = args.count * 4 * -(-reps // 4)
+                    t, row["long_n"], batch = 0.0, 0, 0
+                    while row["long_n"] < args.long:
+                        folders = [tmpd / f"long{batch}_{k}" for k in range(4)]
+                        for f in folders:
+                            _make(f, max(1, args.count // 4), tag=f"L{batch}")
+                        t += _send(port, peer.aec, folders)
+                        row["long_n"] += 4 * max(1, args.count // 4)
+                        for f in folders:
+                            shutil.rmtree(f)
+                        batch += 1
+                    row["sent"] += row["long_n"]
                     row["long_ips"] = row["long_n"] / t
                     row["rss_growth_mb"] = (_tree_rss(proc.pid) - rss0) / 1e6
                     row["rss_mb"] = _tree_rss(proc.pid) / 1e6
+            # every peer holds every distinct instance it was sent (Orthanc and our node: indexed)
+            for peer, port, proc in running:
+                held = _held(peer.name, tmpd, var, db_url, orthanc_http)
+                results[peer.name]["held"] = held
+                if held != results[peer.name]["sent"]:
+                    failed.append(f"{peer.name}: holds {held} of the {results[peer.name]['sent']} "
+                                  "distinct instances it acknowledged")
         finally:
             for _peer, _port_, proc in running:
                 _stop(proc)
@@ -293,6 +368,7 @@ def main() -> int:
     for name, r in results.items():
         print(f"  {name:18s} {r['1']:10.1f} {r['1'] * mb_each:7.1f} {r['4']:10.1f} {r['4'] * mb_each:7.1f}")
     out: dict[str, Any] = {"count": args.count, "processes": args.processes,
+                           "fsync": os.environ.get("FHIRSERVER_DICOM_FSYNC", "1") not in ("0", "false", "no", "off"),
                            "peers": {k: {"1": round(v["1"], 1), "4": round(v["4"], 1)} for k, v in results.items()}}
     ours = results.get("fhirserver")
     if ours:
@@ -311,8 +387,11 @@ def main() -> int:
             print(f"  4 assoc vs Orthanc: {out['four_vs_orthanc']:.2f} (target >= 1.0)")
     for note in notes:
         print("  note:", note)
+    for f in failed:
+        print("  FAILED:", f)
+    out.update(failed=failed, load=[round(x, 2) for x in os.getloadavg()])
     print(json.dumps(out))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -33,4 +33,15 @@ def visible_studies(conn: Connection, policy: Any, study_uids: Iterable[str]) ->
     return access.visible_studies(conn, policy, study_uids, dicom_study)
 
 
-__all__ = ["node_policy", "visible_studies"]
+def visible_only(query: Any, policy: Any) -> Any:
+    """`query` (selecting from the study table) narrowed to the studies the caller may see, in
+    the same statement (the rule: `fhirserver.access.restrict_to_visible`)."""
+    return access.restrict_to_visible(query, policy, dicom_study)
+
+
+def restricted(policy: Any) -> bool:
+    """Does the caller see only some studies (so a query must join the study table)?"""
+    return bool(list(policy.row_filter("ImagingStudy")))
+
+
+__all__ = ["node_policy", "restricted", "visible_only", "visible_studies"]

@@ -1,8 +1,9 @@
 """The DIMSE services of the node: C-ECHO, C-STORE, C-FIND (patient/study root, worklist),
 C-MOVE and C-GET, asking the access gate with the calling node's principal and auditing each
-service. C-STORE keeps the received bytes as they are and answers success once the instance's
-index row and its study's ImagingStudy work item are committed (group commit across
-associations); the ImagingStudy bridge runs when the association ends."""
+service. C-STORE keeps the received bytes as they are and answers success only once the
+instance's file is on disk (fsync, `Settings.dicom_fsync`) and its index row and its study's
+ImagingStudy work item are committed (group commit across associations); the ImagingStudy
+bridge runs when the association ends."""
 from __future__ import annotations
 
 import logging
@@ -23,6 +24,7 @@ from dicom import audit as dicom_audit
 from dicom import bridge_work, completeness, index, query, telemetry, worklist
 from dicom.access import node_policy, visible_studies
 from dicom.commit import CommitFailed, GroupCommitter
+from dicom.durable import make_durable
 from dicom.fastpath import FastPath
 from dicom.nodes import get_node
 from dicom.tables import dicom_instance, dicom_study
@@ -124,6 +126,8 @@ class DimseHandlers:
         try:
             with buf.getbuffer() as raw:  # the received bytes as they are, not copied
                 key, size = self.store.put((header, raw))
+            if self.settings.dicom_fsync:  # on disk before the row that points at it says "stored"
+                make_durable(self.store, key)
         except OSError as exc:  # a full disk, or the object store down (BlobStoreUnavailable)
             log.error("dicom: cannot write instance %s: %s", sop_uid, exc)
             return OUT_OF_RESOURCES

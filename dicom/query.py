@@ -2,16 +2,16 @@
 wildcard (* ?), range (DA/TM/DT), UID lists, multi-valued attributes; return keys filled in."""
 from __future__ import annotations
 
+import functools
 import re
-from collections import defaultdict
 from typing import Any, Iterator
 
 from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection
 
-from dicom.access import visible_studies
+from dicom.access import visible_only
 from dicom.tables import dicom_instance, dicom_series, dicom_study
 
 PATIENT_ATTRS = {
@@ -197,124 +197,143 @@ def _exact(query: Dataset, keyword: str) -> str | None:
     return value.strip() or None
 
 
-def _study_where(query: Dataset) -> list[Any]:
+def _keys(query: Dataset) -> dict[str, Any]:
+    """The query's keys the index can narrow on (exact values and UID lists), as bind values."""
+    keys: dict[str, Any] = {}
+    for name, kw in (("study_uids", "StudyInstanceUID"), ("series_uids", "SeriesInstanceUID"),
+                     ("sop_uids", "SOPInstanceUID")):
+        uids = _uids(query, kw)
+        if uids:
+            keys[name] = uids
+    for name, kw in (("patient_id", "PatientID"), ("accession", "AccessionNumber")):
+        value = _exact(query, kw)
+        if value:
+            keys[name] = value
+    return keys
+
+
+_ST = tuple(c.label(f"st_{c.name}") for c in dicom_study.c)
+_SE = tuple(c.label(f"se_{c.name}") for c in dicom_series.c)
+
+
+@functools.lru_cache(maxsize=64)
+def _statement(level: str, shape: frozenset[str]) -> Any:
+    """The SELECT of one level for one shape of keys (which ones are present), with bind
+    parameters for their values. Statements are immutable; building one costs several times
+    its execution, so each shape is built once (a memo, not state: same inputs, same output)."""
+    st, se, i = dicom_study.c, dicom_series.c, dicom_instance.c
     where = []
-    uids = _uids(query, "StudyInstanceUID")
-    if uids:
-        where.append(dicom_study.c.study_uid.in_(uids))
-    pid = _exact(query, "PatientID")
-    if pid:
-        where.append(dicom_study.c.patient_id == pid)
-    acc = _exact(query, "AccessionNumber")
-    if acc:
-        where.append(dicom_study.c.accession == acc)
-    return where
+    if "study_uids" in shape:
+        where.append(st.study_uid.in_(bindparam("study_uids", expanding=True)))
+    if "patient_id" in shape:
+        where.append(st.patient_id == bindparam("patient_id"))
+    if "accession" in shape:
+        where.append(st.accession == bindparam("accession"))
+    if level == "STUDY":  # also PATIENT: per (study, series, SOP class), a handful of rows per study
+        return (select(*_ST, i.series_uid, se.modality, i.sop_class_uid, func.count().label("n"))
+                .select_from(dicom_study.join(dicom_instance, i.study_uid == st.study_uid)
+                             .outerjoin(dicom_series, se.series_uid == i.series_uid))
+                .where(*where)
+                .group_by(st.pk, i.series_uid, se.modality, i.sop_class_uid)
+                .order_by(st.pk))
+    if "series_uids" in shape:
+        where.append(se.series_uid.in_(bindparam("series_uids", expanding=True)))
+    joined = dicom_series.join(dicom_study, st.study_uid == se.study_uid)
+    if level == "SERIES":
+        return (select(*_ST, *_SE, func.count().label("n"))
+                .select_from(joined.join(dicom_instance, i.series_uid == se.series_uid))
+                .where(*where).group_by(dicom_series.c.pk, st.pk).order_by(dicom_series.c.pk))
+    if "sop_uids" in shape:
+        where.append(i.sop_uid.in_(bindparam("sop_uids", expanding=True)))
+    return (select(dicom_instance, *_ST, *_SE)
+            .select_from(dicom_instance.join(joined, se.series_uid == i.series_uid))
+            .where(*where).order_by(i.series_uid, i.instance_number))
+
+
+def _rows(conn: Connection, level: str, query: Dataset, policy: Any) -> Any:
+    """The index rows of `level` for the query's keys, of the studies the caller may see: one
+    statement, the access gate's condition folded in (`dicom.access.visible_only`)."""
+    keys = _keys(query)
+    if level == "STUDY":
+        keys.pop("series_uids", None)
+        keys.pop("sop_uids", None)
+    elif level == "SERIES":
+        keys.pop("sop_uids", None)
+    return conn.execute(visible_only(_statement(level, frozenset(keys)), policy), keys)
+
+
+def _attrs(m: Any, mapping: dict[str, str], prefix: str) -> dict[str, Any]:
+    return {kw: m[prefix + col] for kw, col in mapping.items()}
+
+
+def _study_level(conn: Connection, query: Dataset, policy: Any) -> dict[str, dict[str, Any]]:
+    """Per visible study with instances: its row and what its instances add up to."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in _rows(conn, "STUDY", query, policy):
+        m = row._mapping
+        st = out.get(m["st_study_uid"])
+        if st is None:
+            st = out[m["st_study_uid"]] = {"row": m, "series": set(), "instances": 0,
+                                           "modalities": set(), "classes": set()}
+        st["series"].add(m["series_uid"])
+        st["instances"] += m["n"]
+        st["classes"].add(m["sop_class_uid"])
+        if m["modality"]:
+            st["modalities"].add(m["modality"])
+    return out
+
+
+def candidates(conn: Connection, level: str, query: Dataset, *, policy: Any) -> Iterator[dict[str, Any]]:
+    """Index entries at `level` as keyword -> value dicts, pre-filtered on the UID keys, of the
+    studies the caller's `policy` lets it see (the access gate's condition, in the same
+    statement). Every level is built from those studies only: a patient's counts and
+    demographics never come from a study the caller may not see (two clinics may use the same
+    PatientID for different people). One query per call, whatever the number of results."""
+    if level not in LEVELS:
+        raise QueryError(f"unknown QueryRetrieveLevel {level!r}")
+    if level in ("PATIENT", "STUDY"):
+        stats = _study_level(conn, query, policy)
+        if level == "STUDY":
+            for st in stats.values():
+                m = st["row"]
+                item = {**_attrs(m, PATIENT_ATTRS, "st_"), **_attrs(m, STUDY_ATTRS, "st_")}
+                item["ModalitiesInStudy"] = sorted(st["modalities"])
+                item["SOPClassesInStudy"] = sorted(st["classes"])
+                item["NumberOfStudyRelatedSeries"] = len(st["series"])
+                item["NumberOfStudyRelatedInstances"] = st["instances"]
+                yield item
+            return
+        patients: dict[tuple, dict[str, Any]] = {}
+        for st in stats.values():
+            m = st["row"]
+            key = (m["st_patient_id"], m["st_issuer"])
+            p = patients.setdefault(key, {**_attrs(m, PATIENT_ATTRS, "st_"),
+                                          "NumberOfPatientRelatedStudies": 0,
+                                          "NumberOfPatientRelatedSeries": 0,
+                                          "NumberOfPatientRelatedInstances": 0})
+            p["NumberOfPatientRelatedStudies"] += 1
+            p["NumberOfPatientRelatedSeries"] += len(st["series"])
+            p["NumberOfPatientRelatedInstances"] += st["instances"]
+        yield from patients.values()
+        return
+    if level == "SERIES":
+        for row in _rows(conn, "SERIES", query, policy):
+            m = row._mapping
+            yield {**_attrs(m, PATIENT_ATTRS, "st_"), **_attrs(m, STUDY_ATTRS, "st_"),
+                   **_attrs(m, SERIES_ATTRS, "se_"), "NumberOfSeriesRelatedInstances": m["n"]}
+        return
+    for row in _rows(conn, "IMAGE", query, policy):
+        m = row._mapping
+        item = {**_attrs(m, PATIENT_ATTRS, "st_"), **_attrs(m, STUDY_ATTRS, "st_"),
+                **_attrs(m, SERIES_ATTRS, "se_"), **_row_attrs(row, INSTANCE_ATTRS)}
+        item["_storage_key"] = m["storage_key"]
+        item["_transfer_syntax"] = m["transfer_syntax"]
+        yield item
 
 
 def _row_attrs(row: Any, mapping: dict[str, str]) -> dict[str, Any]:
     m = row._mapping
     return {kw: m[col] for kw, col in mapping.items()}
-
-
-def _chunks(seq: list[str], n: int = 500) -> Iterator[list[str]]:
-    for i in range(0, len(seq), n):
-        yield seq[i:i + n]
-
-
-def _study_stats(conn: Connection, study_uids: list[str]) -> dict[str, dict[str, Any]]:
-    stats: dict[str, dict[str, Any]] = defaultdict(lambda: {"series": 0, "instances": 0,
-                                                            "modalities": set(), "classes": set()})
-    for chunk in _chunks(study_uids):
-        for uid, modality in conn.execute(select(dicom_series.c.study_uid, dicom_series.c.modality)
-                                          .where(dicom_series.c.study_uid.in_(chunk))):
-            stats[uid]["series"] += 1
-            if modality:
-                stats[uid]["modalities"].add(modality)
-        for uid, cls, n in conn.execute(
-                select(dicom_instance.c.study_uid, dicom_instance.c.sop_class_uid, func.count())
-                .where(dicom_instance.c.study_uid.in_(chunk))
-                .group_by(dicom_instance.c.study_uid, dicom_instance.c.sop_class_uid)):
-            stats[uid]["instances"] += n
-            stats[uid]["classes"].add(cls)
-    return stats
-
-
-def candidates(conn: Connection, level: str, query: Dataset, *, policy: Any) -> Iterator[dict[str, Any]]:
-    """Index entries at `level` as keyword -> value dicts, pre-filtered on the UID keys, of the
-    studies the caller's `policy` lets it see (the access gate). Every level is built from those
-    studies only: a patient's counts and demographics never come from a study the caller may not
-    see (two clinics may use the same PatientID for different people)."""
-    if level not in LEVELS:
-        raise QueryError(f"unknown QueryRetrieveLevel {level!r}")
-    studies = {r.study_uid: r for r in conn.execute(select(dicom_study).where(*_study_where(query)))}
-    if studies:
-        visible = visible_studies(conn, policy, studies)
-        studies = {uid: row for uid, row in studies.items() if uid in visible}
-    if not studies:
-        return
-    if level in ("PATIENT", "STUDY"):
-        stats = _study_stats(conn, list(studies))
-        if level == "STUDY":
-            for uid, row in studies.items():
-                st = stats[uid]
-                if not st["instances"]:
-                    continue
-                item = {**_row_attrs(row, PATIENT_ATTRS), **_row_attrs(row, STUDY_ATTRS)}
-                item["ModalitiesInStudy"] = sorted(st["modalities"])
-                item["SOPClassesInStudy"] = sorted(st["classes"])
-                item["NumberOfStudyRelatedSeries"] = st["series"]
-                item["NumberOfStudyRelatedInstances"] = st["instances"]
-                yield item
-            return
-        patients: dict[tuple, dict[str, Any]] = {}
-        for uid, row in studies.items():
-            st = stats[uid]
-            if not st["instances"]:
-                continue
-            key = (row.patient_id, row.issuer)
-            p = patients.setdefault(key, {**_row_attrs(row, PATIENT_ATTRS),
-                                          "NumberOfPatientRelatedStudies": 0,
-                                          "NumberOfPatientRelatedSeries": 0,
-                                          "NumberOfPatientRelatedInstances": 0})
-            p["NumberOfPatientRelatedStudies"] += 1
-            p["NumberOfPatientRelatedSeries"] += st["series"]
-            p["NumberOfPatientRelatedInstances"] += st["instances"]
-        yield from patients.values()
-        return
-    series_where = [dicom_series.c.study_uid.in_(list(studies))] if len(studies) <= 500 else []
-    s_uids = _uids(query, "SeriesInstanceUID")
-    if s_uids:
-        series_where.append(dicom_series.c.series_uid.in_(s_uids))
-    series = {r.series_uid: r for r in conn.execute(select(dicom_series).where(*series_where))
-              if r.study_uid in studies}
-    if level == "SERIES":
-        counts: dict[str, int] = {}
-        for chunk in _chunks(list(series)):
-            counts.update(conn.execute(select(dicom_instance.c.series_uid, func.count())
-                                       .where(dicom_instance.c.series_uid.in_(chunk))
-                                       .group_by(dicom_instance.c.series_uid)).all())
-        for uid, row in series.items():
-            if not counts.get(uid):
-                continue
-            st = studies[row.study_uid]
-            yield {**_row_attrs(st, PATIENT_ATTRS), **_row_attrs(st, STUDY_ATTRS),
-                   **_row_attrs(row, SERIES_ATTRS), "NumberOfSeriesRelatedInstances": counts[uid]}
-        return
-    inst_where = [dicom_instance.c.series_uid.in_(list(series))] if len(series) <= 500 else []
-    i_uids = _uids(query, "SOPInstanceUID")
-    if i_uids:
-        inst_where.append(dicom_instance.c.sop_uid.in_(i_uids))
-    for row in conn.execute(select(dicom_instance).where(*inst_where)
-                            .order_by(dicom_instance.c.series_uid, dicom_instance.c.instance_number)):
-        se = series.get(row.series_uid)
-        if se is None:
-            continue
-        st = studies[row.study_uid]
-        item = {**_row_attrs(st, PATIENT_ATTRS), **_row_attrs(st, STUDY_ATTRS),
-                **_row_attrs(se, SERIES_ATTRS), **_row_attrs(row, INSTANCE_ATTRS)}
-        item["_storage_key"] = row.storage_key
-        item["_transfer_syntax"] = row.transfer_syntax
-        yield item
 
 
 def find(conn: Connection, query: Dataset, *, policy: Any, root: str = "patient",

@@ -18,6 +18,7 @@ class Settings:
     dicom_host: str = ""                 # DICOM listen address (default: host)
     dicom_reject_unknown: bool = True    # reject calling AEs missing from `dicom-node` registry
     dicom_fast_path: bool = True         # the DICOM node's library shortcuts (dicom/fastpath.py)
+    dicom_fsync: bool = True             # a stored instance's file reaches the disk before C-STORE/STOW success
     data_dir: Path = Path("./var")
     # where DICOM instances and export files go: empty, the data folder (<data_dir>/dicom);
     # s3://bucket/prefix?endpoint=http://host:9000 an S3-compatible store shared by every host
@@ -101,6 +102,7 @@ _ENV_FIELDS = {
     "dicom_reject_unknown": lambda v: v.strip().lower() not in ("0", "false", "no", "off"), "data_dir": Path,
     "blob_url": str,
     "dicom_fast_path": lambda v: v.strip().lower() not in ("0", "false", "no", "off"),
+    "dicom_fsync": lambda v: v.strip().lower() not in ("0", "false", "no", "off"),
     "database_url": str, "base_url": str, "smtp_url": str, "workers": int,
     "max_body_bytes": int, "max_url_bytes": int, "max_header_bytes": int, "max_header_fields": int,
     "max_bundle_entries": int, "statement_seconds": float, "bundle_seconds": float,

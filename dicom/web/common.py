@@ -1,19 +1,19 @@
 """What every DICOMweb handler shares: errors, the request's access policy (which studies it may
-see is the access gate's answer, `dicom.access.visible_studies`), the instance rows of a
+see is the access gate's answer, `dicom.access.visible_only`), the instance rows of a
 study/series/instance, the base URL, and the per-request AuditEvent (`dicom.audit`)."""
 from __future__ import annotations
 
+import functools
 import logging
-import time
 from typing import Any, Iterable
 
 from flask import current_app, g, request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from dicom import audit as dicom_audit
-from dicom.access import visible_studies
-from dicom.tables import dicom_instance, dicom_series
+from dicom.access import restricted, visible_only
+from dicom.tables import dicom_instance, dicom_series, dicom_study
 from fhirserver.errors import FhirError
 
 log = logging.getLogger("fhirserver.dicomweb")
@@ -57,56 +57,48 @@ def check(interaction: str) -> Any:
     return pol
 
 
-_ROWS_TTL = 1.0
-_rows_cache: dict[tuple[str, str | None, str | None], tuple[float, list[Any]]] = {}
-
-
 def rows_for(pol: Any, study: str, series: str | None = None, sop: str | None = None) -> list[Any]:
-    """`instance_rows` without a database connection when the cache and the policy allow."""
-    hit = _rows_cache.get((study, series, sop))
-    if hit is not None and time.monotonic() - hit[0] < _ROWS_TTL and not list(pol.row_filter("ImagingStudy")):
-        return hit[1]
+    """`instance_rows` on a connection of the app's engine."""
     with services().repo.engine.connect() as conn:
         return instance_rows(conn, pol, study, series, sop)
-
-
-def forget_rows() -> None:
-    _rows_cache.clear()
 
 
 def instance_rows(conn: Connection, pol: Any, study: str, series: str | None = None,
                   sop: str | None = None) -> list[Any]:
     """The instances addressed by a WADO path, ordered; 404 when none, or none the caller may see.
 
-    The index lookup of one path is reused for a second (a viewer fetches the same instances
-    again and again); who may see the study is checked on every request."""
-    key = (study, series, sop)
-    hit = _rows_cache.get(key)
-    now = time.monotonic()
-    if hit is not None and now - hit[0] < _ROWS_TTL:
-        rows = hit[1]
-    else:
-        rows = _query_rows(conn, study, series, sop)
-        if len(_rows_cache) > 4096:
-            _rows_cache.clear()
-        if rows:
-            _rows_cache[key] = (now, rows)
-    what = "instance" if sop else "series" if series else "study"
-    if not rows or not visible_studies(conn, pol, [study]):  # the access gate, on every request
+    One indexed statement: the path's keys, the series order, and the access gate's condition
+    (`dicom.access.visible_only`) in the same query, so a retrieval costs one round trip and
+    nothing is cached between requests (a revoked Consent counts at once)."""
+    params = {"study": study, "series": series, "sop": sop}
+    rows = conn.execute(_rows_query(pol, series is not None, sop is not None), params).all()
+    if not rows:
+        what = "instance" if sop else "series" if series else "study"
         raise error(404, f"No {what} with that UID ({sop or series or study})")
     return rows
 
 
-def _query_rows(conn: Connection, study: str, series: str | None, sop: str | None) -> list[Any]:
-    q = select(dicom_instance).where(dicom_instance.c.study_uid == study)
-    if series is not None:
-        q = q.where(dicom_instance.c.series_uid == series)
-    if sop is not None:
-        q = q.where(dicom_instance.c.sop_uid == sop)
-    q = q.outerjoin(dicom_series, dicom_series.c.series_uid == dicom_instance.c.series_uid).order_by(
-        dicom_series.c.series_number, dicom_instance.c.series_uid, dicom_instance.c.instance_number,
-        dicom_instance.c.sop_uid)
-    return conn.execute(q).all()
+@functools.lru_cache(maxsize=8)
+def _path_statement(by_series: bool, by_sop: bool) -> Any:
+    """The SELECT of a WADO path's instances, with bind parameters: built once per path shape
+    (building a statement costs several times executing it; a memo, not state)."""
+    i = dicom_instance.c
+    q = select(dicom_instance).where(i.study_uid == bindparam("study"))
+    if by_series:
+        q = q.where(i.series_uid == bindparam("series"))
+    if by_sop:
+        q = q.where(i.sop_uid == bindparam("sop"))
+    else:  # one instance needs no order (and no series row)
+        q = q.outerjoin(dicom_series, dicom_series.c.series_uid == i.series_uid).order_by(
+            dicom_series.c.series_number, i.series_uid, i.instance_number, i.sop_uid)
+    return q
+
+
+def _rows_query(pol: Any, by_series: bool, by_sop: bool) -> Any:
+    q = _path_statement(by_series, by_sop)
+    if restricted(pol):
+        q = visible_only(q.join(dicom_study, dicom_study.c.study_uid == dicom_instance.c.study_uid), pol)
+    return q
 
 
 def instance_url(row: Any) -> str:

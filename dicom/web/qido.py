@@ -150,15 +150,20 @@ def search(level: str, fixed: dict[str, str]) -> Response:
     page = items[offset:offset + cap]
     base = base_url()
     out = []
+    template = _json_template(q)
     for it in page:
-        ds = cfind.response_for(it, q)
-        if "QueryRetrieveLevel" in ds:
-            del ds.QueryRetrieveLevel
         url = f"{base}/studies/{it['StudyInstanceUID']}"
         if level in ("SERIES", "IMAGE"):
             url += f"/series/{it['SeriesInstanceUID']}"
         if level == "IMAGE":
             url += f"/instances/{it['SOPInstanceUID']}"
+        fast = dicom_json(it, template, url) if template is not None else None
+        if fast is not None:
+            out.append(fast)
+            continue
+        ds = cfind.response_for(it, q)
+        if "QueryRetrieveLevel" in ds:
+            del ds.QueryRetrieveLevel
         ds.RetrieveURL = url
         out.append(ds.to_json_dict())
     audit("query", {it["StudyInstanceUID"] for it in page},
@@ -174,6 +179,73 @@ def search(level: str, fixed: dict[str, str]) -> Response:
     if warnings:
         resp.headers["Warning"] = ", ".join(warnings)
     return resp
+
+
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
+_INT_VRS = frozenset({"IS", "US", "UL", "SS", "SL"})
+_SPLIT_VRS = frozenset({"CS", "UI", "LO", "SH"})
+_RETRIEVE_URL = "00081190"
+
+
+def _json_template(q: Dataset) -> list[tuple[str, str, str, Any]] | None:
+    """(tag, VR, keyword, query value) of each return key, in tag order, for `dicom_json`; None
+    when a key has a VR that it does not write (sequences...): the library's way then."""
+    out = []
+    for elem in q:
+        kw = elem.keyword
+        if not kw or kw == "QueryRetrieveLevel":
+            continue
+        if elem.VR not in _TEXT_VRS and elem.VR not in _INT_VRS and elem.VR != "PN":
+            return None
+        out.append((f"{elem.tag:08X}", elem.VR, kw, elem.value))
+    return out
+
+
+def _json_value(value: Any, vr: str) -> list[Any] | None:
+    """The DICOM JSON "Value" of an index value (what `query.response_for` then pydicom's
+    `to_json_dict` make of it), None for an empty one."""
+    if value is None:
+        return None
+    if vr in _INT_VRS:
+        if isinstance(value, (list, tuple)):
+            return [int(v) for v in value] or None
+        try:
+            return [int(value)]
+        except (TypeError, ValueError):
+            return None
+    if isinstance(value, (list, tuple)):
+        values = [str(v) for v in value]
+    else:
+        text = str(value)
+        values = text.split("\\") if "\\" in text and vr in _SPLIT_VRS else [text]
+    if values == [""] or not values:
+        return None
+    if vr == "PN":
+        if any("=" in v for v in values):
+            raise ValueError("a name with ideographic or phonetic groups")  # the library splits them
+        return [{"Alphabetic": v} if v else None for v in values]
+    return [v if v != "" else None for v in values]
+
+
+def dicom_json(item: dict[str, Any], template: list[tuple[str, str, str, Any]], url: str) -> dict[str, Any] | None:
+    """One QIDO result in DICOM JSON (PS3.18 F.2) straight from the index values: the same
+    object as `query.response_for(...).to_json_dict()` with RetrieveURL, without building a
+    pydicom Dataset per result (that was a third of a query's CPU). None for a value it does not
+    write the same way (the caller then takes the library's way)."""
+    out: dict[str, Any] = {_RETRIEVE_URL: {"vr": "UR", "Value": [url]}}
+    for tag, vr, kw, qvalue in template:
+        value = item.get(kw)
+        if value is None and kw == "SpecificCharacterSet":
+            value = qvalue
+        entry: dict[str, Any] = {"vr": vr}
+        try:
+            json_value = _json_value(value, vr)
+        except ValueError:
+            return None
+        if json_value is not None:
+            entry["Value"] = json_value
+        out[tag] = entry
+    return dict(sorted(out.items()))  # tag order, as the library writes it
 
 
 def _study_only(uid: str) -> Dataset:

@@ -15,9 +15,10 @@ from sqlalchemy import select
 from dicom import index
 from dicom.bridge import update_studies
 from dicom.handlers import STORAGE_CLASSES
+from dicom.durable import make_durable
 from dicom.tables import dicom_study
 from dicom.access import visible_studies
-from dicom.web.common import DICOM_JSON, audit, base_url, check, error, forget_rows, services
+from dicom.web.common import DICOM_JSON, audit, base_url, check, error, services
 from dicom.web.multipart import MultipartError, parse_media_type, parse_multipart
 
 # Failure reasons (PS3.18 Table 10.5.3-2 / PS3.4 B.2.3)
@@ -132,6 +133,8 @@ def store_parts(target_study: str | None) -> Response:
                 raise _Failed(DOES_NOT_MATCH, str(e)) from None
             try:
                 key, size = store.put((data,))
+                if svc.settings.dicom_fsync:  # on disk before the answer says it is stored
+                    make_durable(store, key)
             except OSError as e:
                 raise _Failed(OUT_OF_RESOURCES, f"cannot write the instance: {e}") from None
             accepted.append((index.extract(ds, ts, key, size, "DICOMWEB"), ds))
@@ -143,7 +146,6 @@ def store_parts(target_study: str | None) -> Response:
         try:
             with repo.transaction(write=True) as tx:
                 studies = index.write_batch(tx.conn, [r for r, _ in accepted])
-            forget_rows()  # this worker serves the new files at once (others within a second)
         except Exception:  # noqa: BLE001
             from dicom.web.common import log
 

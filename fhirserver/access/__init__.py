@@ -5,9 +5,9 @@ from fhirserver.access.smart import ALL_NAMED_TYPES, Principal, SmartPolicy, pat
 
 __all__ = ["ALL_NAMED_TYPES", "DenyPolicy", "OpenPolicy", "Policy", "SystemJob", "Principal", "Scope", "SmartPolicy",
            "parse_scope", "parse_scopes", "patient_compartment_types"]
-from fhirserver.access.dicom import dicom_node_principal, organization_of, visible_studies  # noqa: E402
+from fhirserver.access.dicom import dicom_node_principal, organization_of, restrict_to_visible, visible_studies  # noqa: E402
 
-__all__ += ["dicom_node_principal", "organization_of", "visible_studies"]
+__all__ += ["dicom_node_principal", "organization_of", "restrict_to_visible", "visible_studies"]
 from fhirserver.access.binary import PROXY_TYPES, with_security_context  # noqa: E402  Binary.securityContext
 from fhirserver.access.jobs import job_policy, job_principal  # noqa: E402  named internal jobs
 

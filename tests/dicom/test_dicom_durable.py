@@ -333,3 +333,97 @@ def test_serve_restarts_its_dicom_node(settings, clean_dicom, tmp_path):  # noqa
         serve.wait(30)
     time.sleep(1.5)
     assert second and not Path(f"/proc/{second}").exists()  # stopped with the server
+
+
+@pytest.mark.slow
+def test_kill9_right_after_storescu_success_all_indexed_and_retrievable(settings, clean_dicom, tmp_path):  # noqa: ANN001
+    """storescu sends N instances of 3 studies over one association; the node is killed -9 the
+    moment storescu has been told the Nth one is stored (before it releases the association:
+    no bridge run, no clean shutdown). After the restart all N have their index row, their
+    bytes come back from the store exactly as sent, and they are in their ImagingStudies."""
+    need_dcmtk()
+    paths, studies = [], []
+    for k in range(3):
+        study_uid, _series, ps = make_series(tmp_path / f"in{k}", 8, patient_id=f"ACK-{k}")
+        paths += ps
+        studies.append(study_uid)
+    n = len(paths)
+    port, data, log = free_port(), tmp_path / "var", tmp_path / "node.log"
+    node = _node_process(settings, port, data, log)
+    scu_log = tmp_path / "scu.log"
+    sender = None
+    try:
+        wait_for(lambda: node.poll() is None and _echo(port), timeout=60)
+        sender = subprocess.Popen(["storescu", "-v", "-aet", "MOD", "-aec", "FHIRSERVER", "127.0.0.1", str(port),
+                                   *map(str, paths)], stdout=open(scu_log, "wb"), stderr=subprocess.STDOUT,
+                                  env=dict(os.environ, TCP_NODELAY="1"))
+        # poll storescu's log as fast as it writes it: the kill follows the Nth success by ms
+        deadline = time.monotonic() + 60
+        while scu_log.read_text().count("Received Store Response (Success") < n:
+            assert time.monotonic() < deadline, scu_log.read_text()[-2000:]
+            assert sender.poll() is None or scu_log.read_text().count("(Success") >= n, scu_log.read_text()
+            time.sleep(0.002)
+        node.send_signal(signal.SIGKILL)
+        node.wait(10)
+        sender.wait(30)
+        acked = acknowledged(scu_log.read_text())
+        assert len(acked) == n
+        sent = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in paths}
+        assert acked == set(sent)
+
+        node = _node_process(settings, port, data, log)
+        wait_for(lambda: node.poll() is None and _echo(port), timeout=60)
+        rows = _instance_rows(clean_dicom.engine)
+        assert set(sent) <= set(rows)
+        from dicom.store import file_store
+
+        store = file_store(data)
+        for sop, path in sent.items():
+            with store.open(rows[sop].storage_key) as f:
+                assert f.read().endswith(_dataset_bytes(path)), sop
+        wait_for(lambda: set(sent) <= _instances_in_studies(clean_dicom, studies), timeout=30)
+        # retrievable through the node too: C-GET of one study brings back all its instances
+        out = tmp_path / "got"
+        out.mkdir()
+        got = subprocess.run(["getscu", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k",
+                              f"StudyInstanceUID={studies[0]}", "-od", str(out), "-aet", "MOD", "-aec",
+                              "FHIRSERVER", "127.0.0.1", str(port)], capture_output=True, text=True, timeout=60)
+        assert got.returncode == 0, got.stderr[-2000:]
+        assert len(list(out.iterdir())) == 8, got.stderr[-2000:]
+    finally:
+        if sender is not None and sender.poll() is None:
+            sender.kill()
+        node.kill()
+        node.wait(10)
+
+
+def test_store_answers_failure_and_indexes_nothing_when_the_file_cannot_reach_the_disk(node, tmp_path,
+                                                                                       monkeypatch):  # noqa: ANN001
+    """The instance's file is flushed to disk before its row is written and success is sent: a
+    flush that fails is an Out of Resources answer and no row (the sender keeps the image)."""
+    import dicom.handlers as handlers
+
+    flushed: list[str] = []
+
+    def failing(store, key):  # noqa: ANN001, ANN202
+        flushed.append(key)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(handlers, "make_durable", failing)
+    path = make_ct(tmp_path / "one.dcm", number=1)
+    assert _pynetdicom_send(node, path).Status == 0xA700
+    assert len(flushed) == 1
+    assert _instance_rows(node.engine) == {}
+
+    monkeypatch.undo()
+    calls: list[str] = []
+    real = handlers.make_durable
+
+    def counting(store, key):  # noqa: ANN001, ANN202
+        calls.append(key)
+        assert _instance_rows(node.engine) == {}  # flushed before the row exists
+        real(store, key)
+
+    monkeypatch.setattr(handlers, "make_durable", counting)
+    assert _pynetdicom_send(node, path).Status == 0x0000
+    assert len(calls) == 1 and set(_instance_rows(node.engine)) == {str(dcmread(path).SOPInstanceUID)}
