@@ -66,6 +66,12 @@ class Cluster:
         assert r.returncode == 0, f"fhirserver {' '.join(args)}: {r.stderr}"
         return r.stdout
 
+    def sql(self, query: str) -> str:
+        """One value from the shared database (psql on the client host)."""
+        r = self.lan.run("client", ["psql", "-h", self.addr["db"], "-U", "postgres", "-d", "fhir", "-tAc", query])
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
     def env(self, host: str) -> dict[str, str]:
         data = self.workdir / ("data-a" if host == self.dicom_host == "api-a" else f"data-{host}")
         env = {"FHIRSERVER_DATABASE_URL": f"postgresql://postgres@{self.addr['db']}:5432/fhir",

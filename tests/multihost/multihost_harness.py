@@ -200,6 +200,17 @@ class Lan:
                 os.kill(int(pid), signal.SIGKILL)
         return len(pids)
 
+    def rss_mb(self, host: str) -> float:
+        """Resident memory of every process of `host` together (what the machine must hold)."""
+        total = 0
+        for pid in subprocess.run(["ip", "netns", "pids", self.ns(host)], capture_output=True,
+                                  text=True).stdout.split():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return round(total / 1024, 1)
+
     def session(self, host: str = "client") -> NsSession:
         return NsSession(self.ns(host))
 

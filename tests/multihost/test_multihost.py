@@ -105,6 +105,19 @@ def test_cstore_on_the_dicom_host_is_retrieved_with_wado_through_the_balancer(cl
     r = cluster.lan.run("client", ["storescu", "-aet", SCU_AE, "-aec", "FHIRSERVER", dicom_addr,
                                    str(DICOM_PORT), str(sent)])
     assert r.returncode == 0, r.stdout + r.stderr
+    # a series of more instances in one association: C-STORE throughput for docs/scaling.md
+    more = tmp_path / "series"
+    more.mkdir()
+    for i in range(12):
+        copy = pydicom.dcmread(DICOM_FILE)
+        copy.PatientID, copy.SOPInstanceUID = ds.PatientID, pydicom.uid.generate_uid()
+        copy.SeriesInstanceUID = ds.SeriesInstanceUID + ".9"
+        copy.save_as(more / f"{i}.dcm")
+    started = time.monotonic()
+    r = cluster.lan.run("client", ["storescu", "-aet", SCU_AE, "-aec", "FHIRSERVER", dicom_addr,
+                                   str(DICOM_PORT), *sorted(str(p) for p in more.iterdir())])
+    store_seconds = time.monotonic() - started
+    assert r.returncode == 0 and "Failed" not in r.stderr, r.stdout + r.stderr
     s, token = cluster.session(), cluster.token("system/*.rs")
     study, series, sop = ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
     # the index is in the database: both API hosts find the study
@@ -121,6 +134,21 @@ def test_cstore_on_the_dicom_host_is_retrieved_with_wado_through_the_balancer(cl
         got = web.retrieve_instance(study, series, sop)
         assert got.SOPInstanceUID == sop and got.PatientID == ds.PatientID
         assert got.PixelData == ds.PixelData
+    web = DICOMwebClient(url=bases[0] + "/dicomweb", session=cluster.session(),
+                         headers={"Authorization": f"Bearer {token}"})
+    started = time.monotonic()
+    series_back = web.retrieve_series(study, ds.SeriesInstanceUID + ".9")
+    wado_seconds = time.monotonic() - started
+    assert len(series_back) == 12 and all(x.PixelData == ds.PixelData for x in series_back)
+    megabytes = 12 * DICOM_FILE.stat().st_size / 1e6
+    figures = {"variant": cluster.variant, "instances": 12, "megabytes": round(megabytes, 1),
+               "cstore_instances_per_second": round(12 / store_seconds, 1),
+               "cstore_mb_per_second": round(megabytes / store_seconds, 1),
+               "wado_series_mb_per_second": round(megabytes / wado_seconds, 1),
+               "wado_via": "balancer" if bases[0] == cluster.lb else "host A"}
+    print(f"\nDICOM through the hosts ({cluster.variant}): {json.dumps(figures)}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"dicom-{cluster.variant}.json").write_text(json.dumps(figures, indent=2))
 
 
 def _load(cluster: Cluster, seconds: float, threads: int, work: str, pid: str, token: str) -> dict[str, Any]:
@@ -160,11 +188,16 @@ def test_throughput_of_one_and_two_api_hosts(cluster: Cluster) -> None:
     s = cluster.session()
     pid = s.post(cluster.lb + "/fhir/Patient", json=_patient("Reader"), headers=_h(token)).json()["id"]
     figures: dict[str, Any] = {}
+    size_sql = "SELECT pg_database_size('fhir') || ' ' || (SELECT count(*) FROM resource)"
+    size0, count0 = map(int, cluster.sql(size_sql).split())
     for label, hosts in (("one_host", ["a"]), ("two_hosts", ["a", "b"])):
         cluster.set_server("b", "ready" if "b" in hosts else "maint")
         _load(cluster, 0.5, 4, "read", pid, token)  # warm both hosts' workers and pools
         figures[label] = {work: _load(cluster, 4, 8, work, pid, token) for work in ("read", "create")}
     cluster.set_server("b", "ready")
+    size1, count1 = map(int, cluster.sql(size_sql).split())
+    figures["database_bytes_per_created_patient"] = round((size1 - size0) / max(count1 - count0, 1))
+    figures["rss_mb"] = {host: cluster.lan.rss_mb(host) for host in cluster.addr if host != "client"}
     figures["ratio"] = {work: round(figures["two_hosts"][work]["per_second"] /
                                     max(figures["one_host"][work]["per_second"], 0.1), 2)
                         for work in ("read", "create")}
