@@ -145,7 +145,8 @@ def test_cstore_on_the_dicom_host_is_retrieved_with_wado_through_the_balancer(cl
                "cstore_instances_per_second": round(12 / store_seconds, 1),
                "cstore_mb_per_second": round(megabytes / store_seconds, 1),
                "wado_series_mb_per_second": round(megabytes / wado_seconds, 1),
-               "wado_via": "balancer" if bases[0] == cluster.lb else "host A"}
+               "wado_via": "balancer" if bases[0] == cluster.lb else "host A",
+               "index_row_bytes": int(cluster.sql("SELECT avg(pg_column_size(t.*))::int FROM dicom_instance t"))}
     print(f"\nDICOM through the hosts ({cluster.variant}): {json.dumps(figures)}")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / f"dicom-{cluster.variant}.json").write_text(json.dumps(figures, indent=2))
