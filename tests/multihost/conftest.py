@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -29,7 +27,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
                         "FHIRSERVER_BLOB_URL)")
         if not (BIN / "moto_server").exists():
             pytest.skip("moto_server is not installed (pip install -e '.[test]')")
-    workdir = Path(tempfile.mkdtemp(prefix=f"multihost-{request.param}-"))
+    workdir = mh.workdir_for(request.param)
     try:
         yield from start_cluster(request.param, workdir)
     finally:

@@ -48,7 +48,7 @@ def unavailable() -> str | None:
         return "multi-host test needs root (network namespaces)"
     if shutil.which("ip") is None:
         return "multi-host test needs iproute2 (`ip netns`)"
-    probe = f"{PREFIX}probe{os.getpid()}"
+    probe = f"{PREFIX}{os.getpid()}x0-probe"
     r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if r.returncode != 0:
         return f"`ip netns add` refused here: {r.stderr.strip()}"
@@ -76,14 +76,24 @@ def _kill_namespace(ns: str) -> None:
     subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def workdir_for(variant: str) -> Path:
+    """A temp folder named after this process, so a later run can tell it was left behind."""
+    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-{variant}-"))
+
+
 def clean_leftovers() -> list[str]:
-    """Tear down namespaces of earlier runs whose owning process is gone."""
+    """Tear down namespaces and temp folders of earlier runs whose owning process is gone."""
     removed = []
     for ns in _netns_list():
         m = re.match(rf"^{PREFIX}(\d+)x\d+-", ns)
         if m and not Path(f"/proc/{m.group(1)}").exists():
             _kill_namespace(ns)
             removed.append(ns)
+    for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
+        m = re.match(rf"^{PREFIX}(\d+)-", folder.name)
+        if m and folder.is_dir() and not Path(f"/proc/{m.group(1)}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
     return removed
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,14 @@ def test_namespaces_of_a_dead_run_are_removed_and_live_ones_kept() -> None:
     stale, live = f"{mh.PREFIX}{dead}x1-lan", f"{mh.PREFIX}1x1-lan"  # pid 1 is always alive
     for ns in (stale, live):
         subprocess.run(["ip", "netns", "add", ns], check=True)
+    stale_dir = Path(tempfile.mkdtemp(prefix=f"{mh.PREFIX}{dead}-local-"))
+    (stale_dir / "pg").mkdir()
     try:
         removed = mh.clean_leftovers()
         names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert stale in removed and stale not in names
         assert live not in removed and live in names
+        assert not stale_dir.exists()
     finally:
         for ns in (stale, live):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
