@@ -100,7 +100,7 @@ def clean_leftovers() -> list[str]:
 @contextlib.contextmanager
 def inside(ns: str) -> Iterator[None]:
     """Run the calling thread in network namespace `ns` (sockets opened meanwhile stay there)."""
-    with open(f"/proc/thread-self/ns/net") as home, open(f"/run/netns/{ns}") as target:
+    with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{ns}") as target:
         if _libc.setns(target.fileno(), _CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"setns {ns}")
         try:
