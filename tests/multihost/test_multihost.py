@@ -125,9 +125,10 @@ def test_cstore_on_the_dicom_host_is_retrieved_with_wado_through_the_balancer(cl
         found = s.get(base + "/dicomweb/studies", params={"StudyInstanceUID": study},
                       headers={"Authorization": f"Bearer {token}", "Accept": "application/dicom+json"})
         assert found.status_code == 200 and len(found.json()) == 1, found.text
-    # the bytes: through the balancer (either host) on the object store; on the embedded file
-    # store only the host that shares the DICOM node's folder has them
-    bases = [cluster.lb] * 4 if cluster.variant == "s3" else [cluster.api(cluster.dicom_host)]
+    # the bytes: from either API host and through the balancer on the object store; on the
+    # embedded file store only the host that shares the DICOM node's folder has them
+    bases = [cluster.lb, cluster.api("api-a"), cluster.api("api-b")] if cluster.variant == "s3" \
+        else [cluster.api(cluster.dicom_host)]
     for base in bases:
         web = DICOMwebClient(url=base + "/dicomweb", session=cluster.session(),
                              headers={"Authorization": f"Bearer {token}"})
