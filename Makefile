@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test test-dicom-plain bench install clean chromium dcmtk orthanc node viewer
+.PHONY: run test test-dicom-plain bench install clean chromium dcmtk haproxy orthanc node viewer
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,8 +44,12 @@ chromium:  # Debian's chromium for the Playwright browser tests (no browser down
 dcmtk:  # Debian's dcmtk: the real DICOM peers of the DICOM node tests and bench
 	command -v storescu >/dev/null || (apt-get update && apt-get install -y dcmtk)
 
-test: $(STAMP) chromium dcmtk viewer
-	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+haproxy:  # Debian's HAProxy: the load balancer in front of the API hosts of tests/multihost
+	command -v haproxy >/dev/null || (apt-get update && apt-get install -y haproxy)
+
+# loadgroup: tests of one xdist_group (the multi-host cluster) run on one worker, in order
+test: $(STAMP) chromium dcmtk haproxy viewer
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
 
 test-dicom-plain: $(STAMP) dcmtk  # the DICOM and DICOMweb tests with the fast path off (libraries only)
 	for d in tests/dicom tests/dicomweb; do FHIRSERVER_DICOM_FAST_PATH=0 $(BIN)/python -m pytest -q $(PYTEST_ARGS) $$d || exit 1; done
