@@ -76,7 +76,34 @@ ES = {
     "Enter a valid AE title (up to 16 letters or digits).": "Escriba un título AE válido (hasta 16 letras o dígitos).",
     "Make a new patient": "Crear paciente nuevo", "Portal account": "Cuenta del portal",
     "invited": "invitada", "closed": "cerrada", "created": "creó", "read": "leyó", "changed": "modificó",
-    "deleted": "borró", "searched or ran": "buscó o ejecutó", "Notes": "Notas", "Appointments": "Citas", "Visit": "Visita",
+    "deleted": "borró", "searched or ran": "buscó o ejecutó",
+    "Observations": "Observaciones", "No observations.": "No hay observaciones.", "Test": "Prueba",
+    "Value": "Valor", "Thumbnail of": "Miniatura de", "QR code": "Código QR",
+    "QR code of the report's share link": "Código QR del enlace para compartir el informe",
+    "Scan to open this report's PDF.": "Escanee para abrir el PDF de este informe.", "Share link": "Enlace para compartir",
+    "No notes.": "No hay notas.", "New note": "Nueva nota", "Save note": "Guardar nota",
+    "Write the note first.": "Escriba la nota primero.", "The note was saved.": "La nota se guardó.",
+    "Meetings": "Reuniones", "Meeting": "Reunión", "Not on any meeting list.": "No está en ninguna reunión.",
+    "Add to meeting": "Añadir a la reunión", "All meetings": "Todas las reuniones", "No meetings.": "No hay reuniones.",
+    "New meeting": "Nueva reunión", "Meeting name": "Nombre de la reunión", "Meeting date": "Fecha de la reunión",
+    "Create meeting": "Crear reunión", "patients": "pacientes", "Enter a name.": "Escriba un nombre.",
+    "The meeting was created.": "La reunión fue creada.",
+    "The patient was added to the meeting.": "El paciente fue añadido a la reunión.",
+    "The patient was removed from the meeting.": "El paciente fue retirado de la reunión.",
+    "No patients on this meeting yet: add them from a patient's page.":
+        "Aún no hay pacientes en esta reunión: añádalos desde la página de un paciente.",
+    "New report": "Nuevo informe", "Report title": "Título del informe", "Create report": "Crear informe",
+    "preliminary": "preliminar", "final": "definitivo", "Enter a title.": "Escriba un título.",
+    "Choose at least one observation or image.": "Elija al menos una observación o imagen.",
+    "The report was created.": "El informe fue creado.", "Accept": "Aceptar", "Reject": "Rechazar",
+    "Accept request of": "Aceptar la solicitud de", "Reject request of": "Rechazar la solicitud de",
+    "The patient owns this profile and answers access requests in their portal.":
+        "El paciente es dueño de este perfil y responde a las solicitudes de acceso en su portal.",
+    "No pending access requests.": "No hay solicitudes de acceso pendientes.",
+    "The access request was accepted.": "La solicitud de acceso fue aceptada.",
+    "The access request was rejected.": "La solicitud de acceso fue rechazada.",
+    "The email of this profile stays reserved: a new profile cannot use it. Reactivate the profile to bring it back to your list.":
+        "El correo de este perfil sigue reservado: un perfil nuevo no puede usarlo. Reactive el perfil para devolverlo a su lista.", "Notes": "Notas", "Appointments": "Citas", "Visit": "Visita",
 }
 
 

@@ -118,16 +118,15 @@ def _consent(pid: str, org: str, imaging: bool, note: str = "") -> dict[str, Any
             "dateTime": datetime.now(timezone.utc).isoformat(timespec="seconds"), "provision": prov}
 
 
-def _own_patient(ctx: Any, pid: str) -> None:
-    p = c.principal(ctx)
-    if p is not None and p.role != "admin" and pid not in set(p.patients) | {p.patient}:
-        raise FhirError(403, "Only the patient (or their guardian) may answer", "forbidden")
+def _own_patient(ctx: Any, tx: Any, pid: str, body: dict[str, Any]) -> None:
+    from fhirserver.access.lifecycle import check_answers_access
+
+    check_answers_access(tx.conn, c.principal(ctx), {**body, "id": pid}, ctx.base)
 
 
 def respond_access(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     pid = req.res_id
-    c.visible(ctx, tx, "Patient", pid)
-    _own_patient(ctx, pid)
+    _own_patient(ctx, tx, pid, c.visible(ctx, tx, "Patient", pid))
     args = c.params(req)
     decision = args.get("decision")
     if decision not in ("accept", "reject"):
@@ -153,15 +152,16 @@ def respond_access(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
 def access_requests(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     """`Patient/[id]/$access-requests`: the pending requests the patient can answer."""
     pid = req.res_id
-    c.visible(ctx, tx, "Patient", pid)
-    _own_patient(ctx, pid)
+    _own_patient(ctx, tx, pid, c.visible(ctx, tx, "Patient", pid))
     rows = tx.conn.execute(select(lifecycle_access_request).where(
         lifecycle_access_request.c.patient_id == pid, lifecycle_access_request.c.status == "pending")
         .order_by(lifecycle_access_request.c.pk)).mappings().all()
     return FhirResponse(200, {"resourceType": "Parameters", "parameter": [
         {"name": "request", "part": [{"name": "id", "valueString": str(r["pk"])},
                                      {"name": "organization", "valueReference": {"reference": f"Organization/{r['organization']}"}},
-                                     {"name": "scope", "valueString": r["scope"]}]} for r in rows]})
+                                     {"name": "scope", "valueString": r["scope"]},
+                                     {"name": "created", "valueString": str(r["created"] or "")}]}
+        for r in rows]})
 
 
 def access_log(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
