@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from console_helpers import csrf_of, login, post, put, read, search_all
-from portal_like import portal_login
+from web_helpers import portal_login
 
 
 def _loc(r) -> str:  # noqa: ANN001
