@@ -174,3 +174,28 @@ def test_reactivate_after_unlink(capp, moreno, harbor):  # noqa: ANN001
     assert r.status_code == 303
     assert "Iker Sanz" in moreno.get(f"/console/patients/{pid}").text
     assert read(capp, "Patient", pid)["managingOrganization"] == {"reference": "Organization/demo-clinic"}
+
+
+NEW_ROUTES = (("POST", "/console/patients/demo-ana/notes", {"note": "x"}), ("GET", "/console/meetings", None),
+              ("POST", "/console/meetings", {"name": "x", "date": "2030-01-01"}),
+              ("POST", "/console/patients/demo-ana/meetings", {"meeting": "x"}),
+              ("GET", "/console/patients/demo-ana/reports/new", None),
+              ("POST", "/console/patients/demo-ana/reports/new", {"title": "x", "observation": "demo-ana-obs0"}),
+              ("POST", "/console/patients/demo-ana/access-requests/1", {"decision": "accept"}),
+              ("GET", "/console/patients/demo-ana/unlinked", None),
+              ("POST", "/console/patients/demo-ana/reactivate", None))
+
+
+def test_a_patient_reaches_none_of_the_new_console_routes(capp, moreno):  # noqa: ANN001
+    """Ana's portal session is no console session: every new route sends her to the staff sign-in
+    and writes nothing (the same requests succeed for the clinic's staff above)."""
+    from web_helpers import portal_csrf
+
+    ana = portal_login(capp, "ana@example.org")
+    token = portal_csrf(ana)
+    before = {t: len(search_all(capp, t)) for t in ("DocumentReference", "Group", "DiagnosticReport", "Consent")}
+    for method, url, data in NEW_ROUTES:
+        r = ana.open(url, method=method, data={**(data or {}), "csrf": token})
+        assert r.status_code == 303 and "/console/login" in _loc(r), (method, url, r.status_code)
+    assert {t: len(search_all(capp, t)) for t in before} == before
+    assert moreno.get("/console/meetings").status_code == 200
