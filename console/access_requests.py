@@ -31,7 +31,7 @@ def pending(pid: str) -> tuple[list[dict[str, Any]], bool]:
         oid = core.ref_id(parts.get("organization"), "Organization")
         org = f.read("Organization", oid) if oid else None
         rows.append({"id": parts.get("id"), "org": (org or {}).get("name") or oid or "",
-                     "scope": parts.get("scope") or "", "created": parts.get("created") or ""})
+                     "scope": parts.get("scope") or ""})
     return rows, True
 
 

@@ -15,7 +15,8 @@ tokens already issued:
 Operations: `Patient/$find-by-email` (staff: only says whether the email exists),
 `Patient/$request-access` (staff of another organization ask; automatic when the patient allows
 the platform to see their imaging, otherwise the patient gets an email),
-`Patient/[id]/$respond-access` (patient/guardian accepts or rejects), `Patient/[id]/$access-log`
+`Patient/[id]/$respond-access` (patient/guardian accepts or rejects; for a profile no activated
+account owns, the managing organization's staff do: fhirserver.access.lifecycle), `Patient/[id]/$access-log`
 (the patient's AuditEvents: who read or changed what, and when).
 """
 from __future__ import annotations
@@ -159,9 +160,7 @@ def access_requests(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     return FhirResponse(200, {"resourceType": "Parameters", "parameter": [
         {"name": "request", "part": [{"name": "id", "valueString": str(r["pk"])},
                                      {"name": "organization", "valueReference": {"reference": f"Organization/{r['organization']}"}},
-                                     {"name": "scope", "valueString": r["scope"]},
-                                     {"name": "created", "valueString": str(r["created"] or "")}]}
-        for r in rows]})
+                                     {"name": "scope", "valueString": r["scope"]}]} for r in rows]})
 
 
 def access_log(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
