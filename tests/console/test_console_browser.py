@@ -546,7 +546,16 @@ def test_walk_every_item(server, browser, lang, phone):  # noqa: ANN001
     root, sc = server["root"], server["scanners"]
     tag = f"walk-{lang}-{'phone' if phone else 'desktop'}"
     study = ct(patient_id=f"WALK-{lang}-{phone}", patient_name="Walk^Unmatched")
-    sc.store("CLINIC", study)
+
+    def sent() -> bool:  # the DICOM node may still be starting when this test runs first
+        try:
+            sc.store("CLINIC", study)
+        except AssertionError:
+            time.sleep(2)
+            return False
+        return True
+
+    poll(sent, timeout=180)
     page = _page(browser, phone=phone)
     sign_in(page, root, STAFF)
     _switch_language(page, lang)
