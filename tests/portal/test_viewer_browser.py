@@ -84,6 +84,21 @@ def _changes(page, before: str) -> str:  # noqa: ANN001
     raise AssertionError("the viewport did not change")
 
 
+def _window_level(page, dx: int, dy: int) -> tuple[float, float]:  # noqa: ANN001
+    """Drag with the left button from the viewport's centre (window/level); returns the centre
+    once the VOI has changed."""
+    voi = page.evaluate("() => window.fsViewer.voi")
+    box = page.locator("#viewport").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + dx, cy + dy, steps=8)
+    page.mouse.up()
+    page.wait_for_function("(v) => window.fsViewer.voi.width !== v.width || window.fsViewer.voi.center !== v.center",
+                           arg=voi)
+    return cx, cy
+
+
 def test_viewer_scroll_window_level_zoom_length_and_access(dev_server, browser):  # noqa: ANN001
     root = dev_server
     tok = staff_token(root)
@@ -124,16 +139,8 @@ def test_viewer_scroll_window_level_zoom_length_and_access(dev_server, browser):
     page.wait_for_function("() => window.fsViewer.index === 0")
 
     # window/level: a drag with the left button changes the VOI and the picture
-    voi = page.evaluate("() => window.fsViewer.voi")
     shown = _canvas(page)
-    box = page.locator("#viewport").bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx, cy)
-    page.mouse.down()
-    page.mouse.move(cx + 120, cy + 80, steps=8)
-    page.mouse.up()
-    page.wait_for_function("(v) => window.fsViewer.voi.width !== v.width || window.fsViewer.voi.center !== v.center",
-                           arg=voi)
+    cx, cy = _window_level(page, 120, 80)
     leveled = _changes(page, shown)
     page.screenshot(path=str(ART / "viewer-02-window-level.png"))
 
@@ -236,15 +243,7 @@ def test_viewer_with_a_bearer_token_in_the_fragment(dev_server, dev_env, browser
     page.keyboard.press("ArrowDown")
     page.wait_for_function("() => window.fsViewer.index === 1")
     second = _changes(page, first)
-    voi = page.evaluate("() => window.fsViewer.voi")
-    box = page.locator("#viewport").bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx, cy)
-    page.mouse.down()
-    page.mouse.move(cx + 120, cy + 80, steps=8)
-    page.mouse.up()
-    page.wait_for_function("(v) => window.fsViewer.voi.width !== v.width || window.fsViewer.voi.center !== v.center",
-                           arg=voi)
+    cx, cy = _window_level(page, 120, 80)
     _changes(page, second)
     page.screenshot(path=str(ART / "viewer-token-01-ct.png"))
 
@@ -257,13 +256,7 @@ def test_viewer_with_a_bearer_token_in_the_fragment(dev_server, dev_env, browser
         page.mouse.wheel(0, 120)
     page.wait_for_function("() => window.fsViewer.index > 0")
     shown = _changes(page, shown)
-    voi = page.evaluate("() => window.fsViewer.voi")
-    page.mouse.move(cx, cy)
-    page.mouse.down()
-    page.mouse.move(cx - 100, cy + 60, steps=8)
-    page.mouse.up()
-    page.wait_for_function("(v) => window.fsViewer.voi.width !== v.width || window.fsViewer.voi.center !== v.center",
-                           arg=voi)
+    _window_level(page, -100, 60)
     _changes(page, shown)
     page.screenshot(path=str(ART / "viewer-token-02-j2k.png"))
 
