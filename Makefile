@@ -36,7 +36,7 @@ $(VIEWER_BUILT): $(VIEWER_DEPS) $(VIEWER_SRC)
 viewer: $(VIEWER_BUILT)
 
 run: $(STAMP) viewer
-	$(BIN)/fhirserver serve --insecure-no-auth
+	$(BIN)/fhirserver serve --insecure-no-auth --dev
 
 chromium:  # Debian's chromium for the Playwright browser tests (no browser download)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)

@@ -1,7 +1,8 @@
 """Patient detail: demographics (seed 002's fields), records newest first within a visit-time
-range, images (to the viewer), reports (view, PDF), documents, tags, sharing state and the
-patient's access log; edit; the lifecycle operations `$invite`, `$unlink`, `$reactivate`,
-`$close` as the staff member (the operations decide what each may do)."""
+range, observations, images (thumbnails, to the viewer), reports (view, PDF, QR code of the
+share link), documents, notes, tags, meetings, sharing state, access requests and the patient's
+access log; edit; the lifecycle operations `$invite`, `$unlink`, `$reactivate`, `$close` as the
+staff member (the operations decide what each may do)."""
 from __future__ import annotations
 
 import base64
@@ -130,6 +131,8 @@ def _account_state(pid: str) -> str:
 
 
 def show(pid: str) -> Response:
+    from console import access_requests, meetings, notes
+
     p = patient_or_404(pid)
     since = request.args.get("from", "") if DATE_RE.match(request.args.get("from", "")) else ""
     until = request.args.get("to", "") if DATE_RE.match(request.args.get("to", "")) else ""
@@ -139,7 +142,13 @@ def show(pid: str) -> Response:
     for s in studies:
         s["_uid"] = study_uid(s)
     reports = [r["res"] for r in all_recs if r["type"] == "DiagnosticReport"]
-    docs = [r["res"] for r in all_recs if r["type"] == "DocumentReference"]
+    docs = [r["res"] for r in all_recs if r["type"] == "DocumentReference" and not notes.is_note(r["res"])]
+    note_rows = [{"when": _when(r["res"]), "text": notes.note_text(r["res"]),
+                  "author": ((r["res"].get("author") or [{}])[0]).get("reference", "")}
+                 for r in all_recs if r["type"] == "DocumentReference" and notes.is_note(r["res"])]
+    obs = core.fhir().search("Observation", [("patient", f"Patient/{pid}"), ("_sort", "-date"), ("_count", "50")])
+    requests_, may_answer = access_requests.pending(pid)
+    all_meetings = meetings.mine()
     tickets = [r["res"] for r in all_recs if r["type"] == "ServiceRequest"]
     cases = sorted({c.get("code") for t in tickets for cat in t.get("category") or [] for c in cat.get("coding") or []
                     if c.get("system") == CASE_SYSTEM})
@@ -147,8 +156,21 @@ def show(pid: str) -> Response:
     return page("patient.html", p=p, f=form_of(p), age=age(p.get("birthDate")), records=recs, studies=studies,
                 reports=reports, docs=docs, tickets=tickets, cases=[dict(CASE_TYPES).get(c, c) for c in cases],
                 tags=tags, sharing=_sharing(pid), log=_access_log(pid)[:LOG_ROWS], account=_account_state(pid),
-                actions=AUDIT_ACTIONS,
+                actions=AUDIT_ACTIONS, notes=note_rows, observations=obs, access_requests=requests_,
+                may_answer=may_answer, meetings=[m for m in all_meetings if pid in meetings.members(m)],
+                other_meetings=[m for m in all_meetings if pid not in meetings.members(m)],
+                meeting_when=meetings.when, value=observation_value,
                 alias=is_alias(p), range={"from": since, "to": until})
+
+
+def observation_value(o: dict[str, Any]) -> str:
+    q = o.get("valueQuantity")
+    if isinstance(q, dict):
+        return f"{q.get('value', '')} {q.get('unit', '')}".strip()
+    for k in ("valueString", "valueInteger", "valueBoolean"):
+        if k in o:
+            return str(o[k])
+    return rnd.concept_text(o.get("valueCodeableConcept")) if o.get("valueCodeableConcept") else ""
 
 
 def edit(pid: str) -> Response:
@@ -177,8 +199,8 @@ def _lifecycle(pid: str, op: str, done: str, params: list[tuple[str, Any]] = ())
         if exc.status == 404:
             abort(404)
         return core.back("console.detail.show", core.error_text(exc), pid=pid)
-    if op == "$unlink":
-        return core.back("console.patients.index", done)
+    if op == "$unlink":  # the profile is no longer ours to see: a page that can still bring it back
+        return core.back("console.detail.unlinked", done, pid=pid)
     return core.back("console.detail.show", done, pid=pid)
 
 
@@ -192,6 +214,18 @@ def close(pid: str) -> Response:
 
 def reactivate(pid: str) -> Response:
     return _lifecycle(pid, "$reactivate", _("The patient is active again."))
+
+
+def unlinked(pid: str) -> Response:
+    """After an unlink: the profile is gone from the list (nothing of it is shown here), with the
+    seed's way back, Reactivate, which the access rules allow only to its former organization."""
+    from fhirserver.interactions import check_id
+
+    try:
+        check_id(pid)
+    except FhirError:
+        abort(404)
+    return page("unlinked.html", pid=pid)
 
 
 def invite(pid: str) -> Response:
@@ -238,7 +272,22 @@ def report(rid: str) -> Response:
         d = rnd.report_details(f.ctx, tx, rep)
     d["images"] = [{"comment": i["comment"], "src": f"data:{i['type']};base64," + base64.b64encode(i["data"]).decode()}
                    for i in d["images"]]
-    return page("report.html", rep=rep, d=d, pid=core.ref_id(rep.get("subject"), "Patient"))
+    pid = core.ref_id(rep.get("subject"), "Patient")
+    return page("report.html", rep=rep, d=d, pid=pid, qr=report_qr(rid, pid))
+
+
+def report_qr(rid: str, pid: str | None) -> dict[str, Any] | None:
+    """The report's share link (carrying this staff member's current access, as a portal share
+    link does) and its QR code as inline SVG, so a phone scanning the printout or the screen
+    opens the PDF."""
+    import segno
+    from markupsafe import Markup
+
+    url = rnd.share_url_for(core.services(), rid, pid, g.user["pk"])
+    if url is None:
+        return None
+    svg = segno.make(url, error="m").svg_inline(scale=4, title=_("QR code of the report's share link"))
+    return {"url": url, "svg": Markup(svg)}
 
 
 def report_pdf(rid: str) -> Response:
@@ -260,6 +309,7 @@ def blueprint() -> Blueprint:
     for name, view in (("unlink", unlink), ("close", close), ("reactivate", reactivate), ("invite", invite),
                        ("tag", tag)):
         bp.add_url_rule(f"/patients/<pid>/{name}", name, view, methods=["POST"])
+    bp.add_url_rule("/patients/<pid>/unlinked", "unlinked", unlinked, methods=["GET"])
     bp.add_url_rule("/reports/<rid>", "report", report, methods=["GET"])
     bp.add_url_rule("/reports/<rid>.pdf", "report_pdf", report_pdf, methods=["GET"])
     return bp

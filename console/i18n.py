@@ -1,12 +1,11 @@
-"""English and Spanish of the console. Keys are the English text; what the console shares with
-the portal (Email, Password, Sign in...) falls back to the portal's dictionary."""
+"""English and Spanish of the console. Keys are the English text; only what the portal does not
+already say is here: the rest (Email, Reports, Save...) comes from the portal's one dictionary."""
 from __future__ import annotations
 
 from portal import LANGS, translate as portal_translate
 
 ES = {
-    "Staff console": "Consola del personal", "Patients": "Pacientes", "Reports": "Informes",
-    "Unmatched studies": "Estudios sin asignar", "Messages": "Mensajes", "Search patients": "Buscar pacientes",
+    "Staff console": "Consola del personal", "Patients": "Pacientes", "Unmatched studies": "Estudios sin asignar", "Search patients": "Buscar pacientes",
     "Gender": "Sexo", "Visit date from": "Fecha de visita desde", "Visit date to": "Fecha de visita hasta",
     "Case type": "Tipo de caso", "Any": "Cualquiera", "Filter": "Filtrar", "Reset": "Restablecer",
     "New patient": "Nuevo paciente", "First name": "Nombre", "Last name": "Apellidos",
@@ -14,14 +13,12 @@ ES = {
     "Send invitation": "Enviar invitación", "Create": "Crear", "Create scan ticket": "Crear orden de escaneo",
     "Merge patients": "Fusionar pacientes", "Preview": "Vista previa", "Confirm merge": "Confirmar fusión",
     "Attach to patient": "Asignar al paciente", "male": "hombre", "female": "mujer", "other": "otro",
-    "unknown": "desconocido", "Male": "Hombre", "Female": "Mujer", "Other": "Otro", "Unknown": "Desconocido",
-    "Name": "Nombre", "Age": "Edad", "Mobile phone": "Teléfono móvil", "Landline": "Teléfono fijo",
+    "unknown": "desconocido", "Male": "Hombre", "Female": "Mujer", "Other": "Otro", "Name": "Nombre", "Age": "Edad", "Mobile phone": "Teléfono móvil", "Landline": "Teléfono fijo",
     "ID number": "Número de identificación", "Medical insurance card number": "Número de tarjeta sanitaria",
     "Contact address": "Dirección de contacto", "Note": "Nota", "Next page": "Página siguiente",
     "No patients found.": "No se encontraron pacientes.", "Enter a first name.": "Escriba el nombre.",
     "Enter a last name.": "Escriba los apellidos.", "Enter a valid email address.": "Escriba un correo electrónico válido.",
-    "Enter a date (YYYY-MM-DD).": "Escriba una fecha (AAAA-MM-DD).",
-    "A patient with this email already exists on the platform. Request access to the profile instead of creating a new one.":
+        "A patient with this email already exists on the platform. Request access to the profile instead of creating a new one.":
         "Ya existe un paciente con este correo en la plataforma. Solicite acceso al perfil en lugar de crear uno nuevo.",
     "Request access": "Solicitar acceso", "The access request was sent.": "La solicitud de acceso fue enviada.",
     "Your password (confirms the invitation)": "Su contraseña (confirma la invitación)",
@@ -35,9 +32,8 @@ ES = {
     "The scan ticket was created.": "La orden de escaneo fue creada.", "Scan tickets": "Órdenes de escaneo",
     "Accession": "Número de acceso", "Scheduled": "Programada", "Completed": "Completada", "active": "activa",
     "completed": "completada", "revoked": "anulada", "Choose a scan type.": "Elija un tipo de escaneo.",
-    "Demographics": "Datos personales", "Records": "Historial", "Images": "Imágenes", "Documents": "Documentos",
-    "Tags": "Etiquetas", "Sharing": "Compartir", "Access log": "Registro de accesos", "Edit": "Editar",
-    "Edit patient": "Editar paciente", "Save": "Guardar", "The patient was saved.": "El paciente se guardó.",
+    "Demographics": "Datos personales", "Records": "Historial", "Images": "Imágenes", "Tags": "Etiquetas", "Edit": "Editar",
+    "Edit patient": "Editar paciente", "The patient was saved.": "El paciente se guardó.",
     "Unlink from my organization": "Desvincular de mi organización", "Reactivate": "Reactivar",
     "Close account": "Cerrar cuenta", "The patient was removed from your list.": "El paciente fue retirado de su lista.",
     "The account is closed.": "La cuenta está cerrada.", "The patient is active again.": "El paciente está activo de nuevo.",
@@ -47,9 +43,7 @@ ES = {
     "No reports.": "No hay informes.", "No documents.": "No hay documentos.", "No records.": "No hay registros.",
     "Not shared with other organizations.": "No se comparte con otras organizaciones.",
     "Shared with": "Compartido con", "imaging only": "solo imágenes", "everything": "todo",
-    "From": "Desde", "To": "Hasta", "Show": "Mostrar", "Date": "Fecha", "Type": "Tipo", "Description": "Descripción",
-    "Status": "Estado", "Who": "Quién", "What": "Qué", "Action": "Acción", "When": "Cuándo",
-    "Find similar patients": "Buscar pacientes similares", "Name or contact": "Nombre o contacto",
+    "From": "Desde", "To": "Hasta", "Show": "Mostrar", "Find similar patients": "Buscar pacientes similares", "Name or contact": "Nombre o contacto",
     "Find": "Buscar", "Merge into": "Fusionar en", "Select": "Seleccionar",
     "These patients will be merged into %(name)s. Their records, scan tickets and studies move; their profiles are kept, inactive.":
         "Estos pacientes se fusionarán en %(name)s. Sus registros, órdenes y estudios se trasladan; sus perfiles se conservan, inactivos.",
@@ -63,20 +57,38 @@ ES = {
     "No unmatched studies.": "No hay estudios sin asignar.", "The study was attached.": "El estudio fue asignado.",
     "Choose a patient.": "Elija un paciente.", "Keywords": "Palabras clave", "Search": "Buscar",
     "Reports without a patient": "Informes sin paciente", "No reports without a patient.": "No hay informes sin paciente.",
-    "The report was attached.": "El informe fue asignado.", "Patient": "Paciente", "Report": "Informe",
-    "Subject": "Asunto", "Reply": "Responder", "Send reply": "Enviar respuesta", "Your reply was sent.": "Su respuesta fue enviada.",
+    "The report was attached.": "El informe fue asignado.", "Patient": "Paciente", "Reply": "Responder", "Send reply": "Enviar respuesta", "Your reply was sent.": "Su respuesta fue enviada.",
     "Write your reply.": "Escriba su respuesta.", "No messages.": "No hay mensajes.", "Thread": "Conversación",
-    "Not found or not yours to see.": "No encontrado o no tiene permiso para verlo.",
-    "This login is not a staff login.": "Este usuario no es del personal.", "Organization": "Organización",
-    "Access requests": "Solicitudes de acceso", "Pending": "Pendiente", "Conclusion": "Conclusión",
-    "Results": "Resultados", "Back to patient": "Volver al paciente", "Invite to the portal": "Invitar al portal",
+        "This login is not a staff login.": "Este usuario no es del personal.", "Back to patient": "Volver al paciente", "Invite to the portal": "Invitar al portal",
     "Alias": "Alias", "New tag": "Nueva etiqueta", "Choose a gender.": "Elija el sexo.",
     "Choose a case type.": "Elija un tipo de caso.", "Choose a visit type.": "Elija un tipo de visita.",
     "Enter a date and time.": "Escriba una fecha y hora.",
     "Enter a valid AE title (up to 16 letters or digits).": "Escriba un título AE válido (hasta 16 letras o dígitos).",
     "Make a new patient": "Crear paciente nuevo", "Portal account": "Cuenta del portal",
     "invited": "invitada", "closed": "cerrada", "created": "creó", "read": "leyó", "changed": "modificó",
-    "deleted": "borró", "searched or ran": "buscó o ejecutó", "Notes": "Notas", "Appointments": "Citas", "Visit": "Visita",
+    "deleted": "borró", "searched or ran": "buscó o ejecutó",
+    "Observations": "Observaciones", "No observations.": "No hay observaciones.", "Thumbnail of": "Miniatura de", "QR code": "Código QR",
+    "QR code of the report's share link": "Código QR del enlace para compartir el informe",
+    "Scan to open this report's PDF.": "Escanee para abrir el PDF de este informe.", "No notes.": "No hay notas.", "New note": "Nueva nota", "Write the note first.": "Escriba la nota primero.", "Meetings": "Reuniones", "Meeting": "Reunión", "Not on any meeting list.": "No está en ninguna reunión.",
+    "Add to meeting": "Añadir a la reunión", "All meetings": "Todas las reuniones", "No meetings.": "No hay reuniones.",
+    "New meeting": "Nueva reunión", "Meeting name": "Nombre de la reunión", "Meeting date": "Fecha de la reunión",
+    "Create meeting": "Crear reunión", "patients": "pacientes", "Enter a name.": "Escriba un nombre.",
+    "The meeting was created.": "La reunión fue creada.",
+    "The patient was added to the meeting.": "El paciente fue añadido a la reunión.",
+    "The patient was removed from the meeting.": "El paciente fue retirado de la reunión.",
+    "No patients on this meeting yet: add them from a patient's page.":
+        "Aún no hay pacientes en esta reunión: añádalos desde la página de un paciente.",
+    "New report": "Nuevo informe", "Report title": "Título del informe", "Create report": "Crear informe",
+    "preliminary": "preliminar", "final": "definitivo", "Enter a title.": "Escriba un título.",
+    "Choose at least one observation or image.": "Elija al menos una observación o imagen.",
+    "The report was created.": "El informe fue creado.", "Accept request of": "Aceptar la solicitud de", "Reject request of": "Rechazar la solicitud de",
+    "The patient owns this profile and answers access requests in their portal.":
+        "El paciente es dueño de este perfil y responde a las solicitudes de acceso en su portal.",
+    "No pending access requests.": "No hay solicitudes de acceso pendientes.",
+    "The access request was accepted.": "La solicitud de acceso fue aceptada.",
+    "The access request was rejected.": "La solicitud de acceso fue rechazada.",
+    "The email of this profile stays reserved: a new profile cannot use it. Reactivate the profile to bring it back to your list.":
+        "El correo de este perfil sigue reservado: un perfil nuevo no puede usarlo. Reactive el perfil para devolverlo a su lista.", "Notes": "Notas", "Visit": "Visita",
 }
 
 

@@ -30,7 +30,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "insecure_no_auth", False):  # auth is on unless asked off, and then only on loopback
         settings = settings.replace(insecure_no_auth=True)
     if getattr(args, "dev", False):  # demo clinic + /portal/dev/mail: a portal to try without a mail server
-        settings = settings.replace(dev_mode=True)
+        from portal.demo import DEV_CLINIC
+
+        # the demo clinic's name, time zone, address and tax id, unless the operator set their own
+        defaults = {k: v for k, v in DEV_CLINIC.items() if not os.environ.get("FHIRSERVER_" + k.upper())}
+        settings = settings.replace(dev_mode=True, **defaults)
     return settings
 
 
@@ -64,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fhirserver.app import create_app, start_jobs, stop_jobs
 
     if settings.dev_mode:  # seed the demo clinic (idempotent: every restart keeps one copy)
-        from portal.demo import seed
+        from portal.demo import STAFF_LOGIN, seed
 
         seed_app = create_app(settings)
         info = seed(seed_app)
@@ -72,9 +76,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # across fork() corrupts the database file.
         seed_app.extensions["fhirserver"].audit.flush()
         seed_app.extensions["fhirserver"].repo.engine.dispose()
-        print(f"fhirserver --dev: demo clinic seeded; portal http://{settings.host}:{settings.port}/portal/ "
-              f"(logins {', '.join(info['logins'])}; password {info['password']}); outbox at /portal/dev/mail",
-              file=sys.stderr, flush=True)
+        root = f"http://{settings.host}:{settings.port}"
+        print(f"fhirserver --dev: demo clinic {settings.clinic_name!r} seeded; staff console {root}/console/ "
+              f"(staff login {STAFF_LOGIN}); portal {root}/portal/ (logins {', '.join(info['logins'])}); "
+              f"password {info['password']}; outbox at /portal/dev/mail", file=sys.stderr, flush=True)
 
     class _Server(BaseApplication):  # gunicorn's documented embedding API
         def load_config(self) -> None:

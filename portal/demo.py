@@ -13,6 +13,10 @@ STAFF_LOGIN = "staff@clinic.example"  # Dr. Moreno's staff login (invites patien
 STAFF_APP = "demo-staff-app"  # a public SMART client for staff scripts and the browser tests
 STAFF_APP_REDIRECT = "http://127.0.0.1/cb"
 STAFF_SCOPE = "openid fhirUser user/*.cruds"
+# The clinic as `serve --dev` presents it when no FHIRSERVER_CLINIC_* variable says otherwise
+# (the demo organization's name, a time zone that is not UTC so local times are visible)
+DEV_CLINIC = {"clinic_name": "Sunrise Dental & Imaging Clinic", "clinic_timezone": "Europe/Madrid",
+              "clinic_address": "Calle Mayor 1, 28013 Madrid", "clinic_tax_id": "B12345678"}
 ONLINE = {"coding": [{"system": "urn:fhirserver:portal", "code": "online-booking", "display": "Online booking"}]}
 
 

@@ -100,5 +100,27 @@ def check_reactivate(tx: Any, principal: Any, res_id: str, base: str | None = No
                          "access ($request-access) instead")
 
 
-__all__ = ["OWNED_STATUSES", "check_delete", "check_reactivate", "is_owner", "owned_by_account",
+def check_answers_access(conn: Any, principal: Any, body: dict[str, Any], base: str | None = None) -> None:
+    """Who answers a profile's access requests: the patient or their guardian; for a profile no
+    account owns (never invited, or not yet activated), the staff of the organization that
+    manages it, since nobody else controls it. Once the patient activates an account, the
+    profile is theirs and only they decide who sees it."""
+    pid = body.get("id")
+    if principal is None or principal.role == "admin":
+        return
+    if principal.role in ("patient", "guardian"):
+        if pid in set(principal.patients) | {principal.patient}:
+            return
+        raise _forbidden("Only the patient (or their guardian) may answer")
+    if principal.role == "staff":
+        org = reference_id(body.get("managingOrganization"), "Organization", base)
+        if org is None or org not in principal.organizations:
+            raise _forbidden("Only staff of the organization that manages this profile may answer")
+        if owned_by_account(conn, "Patient", pid):
+            raise _forbidden("The patient owns this profile: they answer access requests in their portal")
+        return
+    raise _forbidden("Only the patient (or their guardian) may answer")
+
+
+__all__ = ["OWNED_STATUSES", "check_answers_access", "check_delete", "check_reactivate", "is_owner", "owned_by_account",
            "reserve_emails", "was_managed_by"]

@@ -51,8 +51,9 @@ OPERATION_NEEDS: Mapping[str, OperationNeeds] = {
     # sharing
     "$find-by-email": OperationNeeds((("s", "Patient"),), STAFF),
     "$request-access": OperationNeeds((("s", "Patient"),), STAFF),
-    "$access-requests": OperationNeeds((("r", "Patient"),), PATIENTS),
-    "$respond-access": OperationNeeds((("r", "Patient"), ("c", "Consent")), PATIENTS),
+    # the patient answers; staff answer only for a profile no account owns (access.lifecycle)
+    "$access-requests": OperationNeeds((("r", "Patient"),), PATIENTS | STAFF),
+    "$respond-access": OperationNeeds((("r", "Patient"), ("c", "Consent")), PATIENTS | STAFF),
     "$access-log": OperationNeeds((("r", "Patient"), ("rs", "AuditEvent")), PATIENTS | STAFF),
     "$connected-apps": OperationNeeds((("r", "Patient"),), PATIENTS),
     "$revoke-app": OperationNeeds((("ru", "Patient"),), PATIENTS),

@@ -15,7 +15,8 @@ tokens already issued:
 Operations: `Patient/$find-by-email` (staff: only says whether the email exists),
 `Patient/$request-access` (staff of another organization ask; automatic when the patient allows
 the platform to see their imaging, otherwise the patient gets an email),
-`Patient/[id]/$respond-access` (patient/guardian accepts or rejects), `Patient/[id]/$access-log`
+`Patient/[id]/$respond-access` (patient/guardian accepts or rejects; for a profile no activated
+account owns, the managing organization's staff do: fhirserver.access.lifecycle), `Patient/[id]/$access-log`
 (the patient's AuditEvents: who read or changed what, and when).
 """
 from __future__ import annotations
@@ -118,16 +119,15 @@ def _consent(pid: str, org: str, imaging: bool, note: str = "") -> dict[str, Any
             "dateTime": datetime.now(timezone.utc).isoformat(timespec="seconds"), "provision": prov}
 
 
-def _own_patient(ctx: Any, pid: str) -> None:
-    p = c.principal(ctx)
-    if p is not None and p.role != "admin" and pid not in set(p.patients) | {p.patient}:
-        raise FhirError(403, "Only the patient (or their guardian) may answer", "forbidden")
+def _own_patient(ctx: Any, tx: Any, pid: str, body: dict[str, Any]) -> None:
+    from fhirserver.access.lifecycle import check_answers_access
+
+    check_answers_access(tx.conn, c.principal(ctx), {**body, "id": pid}, ctx.base)
 
 
 def respond_access(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     pid = req.res_id
-    c.visible(ctx, tx, "Patient", pid)
-    _own_patient(ctx, pid)
+    _own_patient(ctx, tx, pid, c.visible(ctx, tx, "Patient", pid))
     args = c.params(req)
     decision = args.get("decision")
     if decision not in ("accept", "reject"):
@@ -153,8 +153,7 @@ def respond_access(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
 def access_requests(ctx, tx, req) -> FhirResponse:  # noqa: ANN001
     """`Patient/[id]/$access-requests`: the pending requests the patient can answer."""
     pid = req.res_id
-    c.visible(ctx, tx, "Patient", pid)
-    _own_patient(ctx, pid)
+    _own_patient(ctx, tx, pid, c.visible(ctx, tx, "Patient", pid))
     rows = tx.conn.execute(select(lifecycle_access_request).where(
         lifecycle_access_request.c.patient_id == pid, lifecycle_access_request.c.status == "pending")
         .order_by(lifecycle_access_request.c.pk)).mappings().all()

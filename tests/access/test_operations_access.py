@@ -397,3 +397,31 @@ def test_operation_needs(role, scope, op, allowed):  # noqa: ANN001
         assert not allowed and exc.status == 403
     else:
         assert allowed
+
+
+def test_the_managing_organization_answers_access_requests_until_the_patient_owns_the_profile(oapp, ops_smtp):  # noqa: ANN001, E501
+    """A profile nobody has activated is the organization's to control: its staff list and answer
+    the access requests; another organization's staff cannot; once the patient activates an
+    account, the profile is theirs and staff are refused."""
+    c = oapp.test_client()
+    d1, d2 = _tok(oapp, "d1"), _tok(oapp, "d2")
+    a = _patient(c, d1, "o1", "Alpha", email="alpha@example.org")
+    r = c.post("/fhir/Patient/$request-access", json=params(email="alpha@example.org"), headers=H(d2))
+    assert r.status_code == 200, r.get_data(as_text=True)
+    r = c.post(f"/fhir/Patient/{a}/$access-requests", headers=H(d1))
+    assert r.status_code == 200
+    rq = r.get_json()["parameter"][0]["part"][0]["valueString"]
+    # the asking organization cannot answer its own request (it does not see the patient)
+    answer = params(request=rq, decision="accept")
+    assert c.post(f"/fhir/Patient/{a}/$respond-access", json=answer, headers=H(d2)).status_code == 404
+    assert c.post(f"/fhir/Patient/{a}/$access-requests", headers=H(d2)).status_code == 404
+    assert c.get(f"/fhir/Patient/{a}", headers=H(d2)).status_code == 404
+    r = c.post(f"/fhir/Patient/{a}/$respond-access", json=answer, headers=H(d1))
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert c.get(f"/fhir/Patient/{a}", headers=H(d2)).status_code == 200  # shared now
+    # the patient activates an account: from then on only they answer
+    c.post("/fhir/Patient/$request-access", json=params(email="alpha@example.org", scope="all"), headers=H(d2))
+    pa = _own_account(oapp, c, ops_smtp, d1, a, "alpha@example.org")
+    assert c.post(f"/fhir/Patient/{a}/$access-requests", headers=H(d1)).status_code == 403
+    r = c.post(f"/fhir/Patient/{a}/$access-requests", headers=H(pa))
+    assert r.status_code == 200 and r.get_json()["parameter"]

@@ -1,15 +1,13 @@
 """Helpers of the console tests (a uniquely named module: tests/console is not a package)."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 PASSWORD = "demo-pass-1"
 HARBOR_STAFF = "ruiz@harbor.example"
 
 
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+from web_helpers import csrf_of  # noqa: F401,E402  (one copy for the portal and console tests)
 
 
 def login(app: Any, username: str, password: str = PASSWORD) -> Any:

@@ -447,3 +447,175 @@ def test_message_notice_links_to_the_console_thread(server, browser):  # noqa: A
     assert "Aligner question" in main_text(page)
     ana.goto(root + "/portal/messages")
     assert "Take them out first, then brush." in ana.content()
+
+
+# -- the patient page's notes, meetings, new report, QR, access requests, reactivate ------------------
+def test_patient_page_notes_meetings_new_report_qr_and_reactivate(server, browser):  # noqa: ANN001
+    root = server["root"]
+    page = _page(browser)
+    sign_in(page, root, STAFF)
+    open_patient(page, root, "Torres", "Ana Torres")
+    ana_url = page.url
+    page.get_by_label("New note").fill("Allergic to latex gloves.")
+    page.get_by_role("button", name="Save note").click()
+    page.wait_for_selector("text=The note was saved.")
+    assert "Allergic to latex gloves." in page.locator("section", has=page.get_by_role("heading", name="Notes")).inner_text()
+    # a meeting list, the patient on it, seen from the meeting
+    nav(page, "Meetings")
+    page.get_by_label("Meeting name").fill("Implant board")
+    page.get_by_label("Meeting date").fill("2031-03-04T10:00")
+    page.get_by_role("button", name="Create meeting").click()
+    page.wait_for_selector("text=The meeting was created.")
+    page.goto(ana_url)
+    page.get_by_label("Meeting", exact=True).select_option(label="Implant board · 2031-03-04")
+    page.get_by_role("button", name="Add to meeting").click()
+    page.wait_for_selector("text=The patient was added to the meeting.")
+    page.get_by_role("link", name="Implant board").click()
+    assert page.get_by_role("link", name="Ana Torres").is_visible()
+    shot(page, "03b-meeting")
+    # a new report from two chosen observations
+    page.goto(ana_url)
+    page.get_by_role("button", name="New report").click()
+    assert_labelled(page)
+    page.get_by_label(re.compile("Hemoglobin")).check()
+    page.get_by_label(re.compile("Glucose")).check()
+    page.get_by_label("Report title").fill("Control panel")
+    page.get_by_label("Conclusion").fill("Values in range.")
+    page.get_by_role("button", name="Create report").click()
+    page.wait_for_selector("text=The report was created.")
+    assert "Hemoglobin" in main_text(page) and "Values in range." in main_text(page)
+    # its QR code opens the share link's PDF
+    qr = page.locator("#qr svg")
+    assert qr.is_visible()
+    link = page.get_by_role("link", name="Share link").get_attribute("href")
+    assert page.request.get(link).body().startswith(b"%PDF")
+    shot(page, "03c-report-qr")
+    report_url = page.url
+    # the other organization sees none of it
+    other = _page(browser)
+    sign_in(other, root, HARBOR_STAFF)
+    assert other.goto(report_url).status == 404
+    nav(other, "Meetings")
+    assert "Implant board" not in main_text(other)
+    # unlink, then Reactivate brings the profile back
+    page = _page(browser)
+    sign_in(page, root, STAFF)
+    page.goto(root + "/console/patients/new")
+    page.get_by_label("First name").fill("Nora")
+    page.get_by_label("Last name").fill("Vega")
+    page.get_by_label("Email").fill("nora.vega@example.org")
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_selector("text=The patient was created.")
+    page.get_by_role("button", name="Unlink from my organization").click()
+    page.wait_for_selector("text=The patient was removed from your list.")
+    shot(page, "03d-unlinked")
+    page.get_by_role("button", name="Reactivate").click()
+    page.wait_for_selector("text=The patient is active again.")
+    assert page.get_by_role("heading", name="Nora Vega").is_visible()
+
+
+# -- every item, in English and Spanish, on a desktop and a phone, as both organizations ------------
+WALK = (  # (item, path) pages of the demo clinic's data; {uid} is a study the walk sends
+    ("1-patients", "/console/patients?gender=female"), ("2-new-patient", "/console/patients/new"),
+    ("3-patient", "/console/patients/demo-ana"), ("3-edit", "/console/patients/demo-ana/edit"),
+    ("3-report", "/console/reports/demo-ana-rep"), ("4-ticket", "/console/patients/demo-ana/tickets/new"),
+    ("5-merge", "/console/patients/demo-ana/merge"), ("6-unmatched", "/console/unmatched"),
+    ("7-reports", "/console/reports"), ("7-new-report", "/console/patients/demo-ana/reports/new"),
+    ("8-messages", "/console/messages"), ("3-meetings", "/console/meetings"),
+)
+SPANISH = {"1-patients": "Buscar pacientes", "2-new-patient": "Nombre", "3-patient": "Datos personales",
+           "3-edit": "Guardar", "3-report": "Código QR", "4-ticket": "Tipo de escaneo", "5-merge": "Buscar pacientes similares",
+           "6-unmatched": "Estudios sin asignar", "7-reports": "Palabras clave", "7-new-report": "Título del informe",
+           "8-messages": "Mensajes", "3-meetings": "Nueva reunión"}
+
+
+def _switch_language(page: Any, lang: str) -> None:
+    page.get_by_label("Language" if "lang=\"en\"" in page.content() else "Idioma").select_option(lang)
+    page.get_by_role("button", name="OK").click()
+    page.wait_for_load_state()
+
+
+def _fits(page: Any) -> bool:
+    """Nothing wider than the screen (tables scroll inside their own box)."""
+    return page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+@pytest.mark.parametrize("phone", [False, True], ids=["desktop", "phone"])
+def test_walk_every_item(server, browser, lang, phone):  # noqa: ANN001
+    root, sc = server["root"], server["scanners"]
+    tag = f"walk-{lang}-{'phone' if phone else 'desktop'}"
+    study = ct(patient_id=f"WALK-{lang}-{phone}", patient_name="Walk^Unmatched")
+
+    def sent() -> bool:  # the DICOM node may still be starting when this test runs first
+        try:
+            sc.store("CLINIC", study)
+        except AssertionError:
+            time.sleep(2)
+            return False
+        return True
+
+    poll(sent, timeout=180)
+    page = _page(browser, phone=phone)
+    sign_in(page, root, STAFF)
+    _switch_language(page, lang)
+    assert page.locator("html").get_attribute("lang") == lang
+    problems = []
+    for name, path in WALK:
+        r = page.goto(root + path)
+        if r.status != 200:
+            problems.append(f"{name}: HTTP {r.status}")
+            continue
+        assert_labelled(page)
+        if lang == "es" and SPANISH[name] not in page.content():
+            problems.append(f"{name}: no {SPANISH[name]!r}")
+        if not _fits(page):
+            problems.append(f"{name}: wider than the screen")
+        shot(page, f"{tag}-{name}")
+    # 9. the viewer, from the console, on the study the walk sent (an unmatched study of the clinic)
+    uid = str(study.StudyInstanceUID)
+    poll(lambda: uid in page.request.get(root + "/console/unmatched").text())
+    page.goto(f"{root}/viewer/?study={uid}&dicomweb=/console/dicomweb&lang={lang}&return=/console/unmatched")
+    page.wait_for_function("() => (window.fsViewer && window.fsViewer.ready) || document.querySelector('#status.error')",
+                           timeout=90_000)
+    if not page.evaluate("() => window.fsViewer.ready"):
+        problems.append("9-viewer: " + page.locator("#status").inner_text())
+    shot(page, f"{tag}-9-viewer")
+    page.keyboard.press("Escape")
+    page.wait_for_url("**/console/unmatched")
+    # 10. the portal, for the patient, in the same language and width
+    ana = _page(browser, phone=phone)
+    ana.goto(root + "/portal/login")
+    ana.get_by_label("Email").fill("ana@example.org")
+    ana.get_by_label("Password").fill("demo-pass-1")
+    ana.get_by_role("button", name="Sign in").click()
+    ana.wait_for_selector("nav")
+    _switch_language(ana, lang)  # her profile's language from now on
+    for name, path in (("10-home", "/portal/"), ("10-invoices", "/portal/invoices"),
+                       ("10-access-log", "/portal/access-log"), ("10-imaging", "/portal/imaging"),
+                       ("10-messages", "/portal/messages")):
+        r = ana.goto(root + path)
+        if r.status != 200:
+            problems.append(f"{name}: HTTP {r.status}")
+            continue
+        if ana.locator("html").get_attribute("lang") != lang:
+            problems.append(f"{name}: not in {lang}")
+        if not _fits(ana):
+            problems.append(f"{name}: wider than the screen")
+        shot(ana, f"{tag}-{name}")
+    # the other organization, same language and width: none of the clinic's patients or pages
+    other = _page(browser, phone=phone)
+    sign_in(other, root, HARBOR_STAFF)
+    _switch_language(other, lang)
+    other.goto(root + "/console/patients")
+    text_ = main_text(other)
+    if "Ana Torres" in text_ or "Bob Stone" in text_ or "Eva Torres" not in text_:
+        problems.append("harbor: patient list not its own")
+    for path in ("/console/patients/demo-ana", "/console/reports/demo-ana-rep", "/console/patients/demo-ana/merge",
+                 "/console/patients/demo-ana/reports/new"):
+        if other.goto(root + path).status != 404:
+            problems.append(f"harbor sees {path}")
+    if uid in other.request.get(root + "/console/unmatched").text():
+        problems.append("harbor sees the clinic's unmatched study")
+    shot(other, f"{tag}-harbor-patients")
+    assert not problems, problems

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from console_helpers import login, post, read
-from portal_like import portal_login, portal_csrf
+from web_helpers import portal_csrf, portal_login
 
 
 def _unassigned(moreno, keyword: str) -> str:  # noqa: ANN001

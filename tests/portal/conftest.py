@@ -58,7 +58,15 @@ def ana(papp):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture()
-def dev_server(papp, database_url, portal_smtp, tmp_path):  # noqa: ANN001, ANN201
+def dev_env(database_url, portal_smtp, tmp_path):  # noqa: ANN001, ANN201
+    """The environment of the live `serve --dev` (and of CLI commands run against its database)."""
+    url = database_url if database_url.startswith("postgres") else f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    return dict(os.environ, FHIRSERVER_DATABASE_URL=url, FHIRSERVER_DATA_DIR=str(tmp_path),
+                FHIRSERVER_SMTP_URL=portal_smtp.url, **DEV_CLINIC)
+
+
+@pytest.fixture()
+def dev_server(papp, dev_env, tmp_path):  # noqa: ANN001, ANN201
     """A live `serve --dev` for one test, sending its email to the test's aiosmtpd server. `papp`
     resets the shared database on PostgreSQL (auth tables, bookings) and seeds the demo clinic."""
     port = free_port()
@@ -66,9 +74,7 @@ def dev_server(papp, database_url, portal_smtp, tmp_path):  # noqa: ANN001, ANN2
     # worker's SQLite file with a second multi-process server once left it unreadable ("file is
     # not a database") for the tests after it; PostgreSQL is shared as in production. The test
     # process never opens that SQLite file itself.
-    url = database_url if database_url.startswith("postgres") else f"sqlite:///{tmp_path / 'demo.sqlite3'}"
-    env = dict(os.environ, FHIRSERVER_DATABASE_URL=url, FHIRSERVER_DATA_DIR=str(tmp_path),
-               FHIRSERVER_SMTP_URL=portal_smtp.url, **DEV_CLINIC)
+    env = dev_env
     log_path = tmp_path / "server.log"  # a file, not a pipe: an unread pipe fills up and blocks the server
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "fhirserver.cli", "serve", "--dev", "--port", str(port),

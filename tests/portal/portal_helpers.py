@@ -4,16 +4,7 @@ from __future__ import annotations
 import re
 
 
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
-
-
-def login(app, username: str = "ana@example.org", password: str = "demo-pass-1"):  # noqa: ANN001, ANN201
-    c = app.test_client()
-    r = c.get("/portal/login")
-    r = c.post("/portal/login", data={"csrf": csrf_of(r.text), "username": username, "password": password})
-    assert r.status_code == 303, r.text[:500]
-    return c
+from web_helpers import csrf_of, portal_login as login  # noqa: F401  (the portal tests' names)
 
 
 def admin_token(app) -> str:  # noqa: ANN001
@@ -56,8 +47,9 @@ def field(page: str, name: str) -> str:
     return html.unescape(m.group(1))
 
 
-def staff_token(root: str) -> str:
-    """Dr. Moreno's access token through the real SMART flow (the demo staff app, PKCE)."""
+def staff_token(root: str, username: str | None = None) -> str:
+    """A staff member's access token (Dr. Moreno's by default) through the real SMART flow (the
+    demo staff app, PKCE)."""
     from portal.demo import DEMO_PASSWORD, STAFF_APP, STAFF_APP_REDIRECT, STAFF_LOGIN, STAFF_SCOPE
 
     s = requests.Session()
@@ -68,7 +60,7 @@ def staff_token(root: str) -> str:
         "state": "s", "aud": root + "/fhir", "code_challenge": challenge, "code_challenge_method": "S256"}),
         timeout=30)
     assert r.status_code == 200, r.text[:800]
-    r = s.post(root + "/auth/login", data={"username": STAFF_LOGIN, "password": DEMO_PASSWORD,
+    r = s.post(root + "/auth/login", data={"username": username or STAFF_LOGIN, "password": DEMO_PASSWORD,
                                            "pending": field(r.text, "pending"), "csrf": field(r.text, "csrf")},
                allow_redirects=False, timeout=30)
     if r.status_code == 200:  # the consent page

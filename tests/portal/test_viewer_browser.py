@@ -84,6 +84,21 @@ def _changes(page, before: str) -> str:  # noqa: ANN001
     raise AssertionError("the viewport did not change")
 
 
+def _window_level(page, dx: int, dy: int) -> tuple[float, float]:  # noqa: ANN001
+    """Drag with the left button from the viewport's centre (window/level); returns the centre
+    once the VOI has changed."""
+    voi = page.evaluate("() => window.fsViewer.voi")
+    box = page.locator("#viewport").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + dx, cy + dy, steps=8)
+    page.mouse.up()
+    page.wait_for_function("(v) => window.fsViewer.voi.width !== v.width || window.fsViewer.voi.center !== v.center",
+                           arg=voi)
+    return cx, cy
+
+
 def test_viewer_scroll_window_level_zoom_length_and_access(dev_server, browser):  # noqa: ANN001
     root = dev_server
     tok = staff_token(root)
@@ -124,16 +139,8 @@ def test_viewer_scroll_window_level_zoom_length_and_access(dev_server, browser):
     page.wait_for_function("() => window.fsViewer.index === 0")
 
     # window/level: a drag with the left button changes the VOI and the picture
-    voi = page.evaluate("() => window.fsViewer.voi")
     shown = _canvas(page)
-    box = page.locator("#viewport").bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx, cy)
-    page.mouse.down()
-    page.mouse.move(cx + 120, cy + 80, steps=8)
-    page.mouse.up()
-    page.wait_for_function("(v) => window.fsViewer.voi.width !== v.width || window.fsViewer.voi.center !== v.center",
-                           arg=voi)
+    cx, cy = _window_level(page, 120, 80)
     leveled = _changes(page, shown)
     page.screenshot(path=str(ART / "viewer-02-window-level.png"))
 
@@ -198,3 +205,69 @@ def test_viewer_scroll_window_level_zoom_length_and_access(dev_server, browser):
     assert "not yours" in page.locator("#status").inner_text()
     assert not page.evaluate("() => window.fsViewer.ready")
     page.screenshot(path=str(ART / "viewer-05-not-yours.png"))
+
+
+def _add_staff(dev_env: dict, username: str, org: str) -> None:
+    """A staff login of another organization, made the way an operator does (`fhirserver user add`)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "fhirserver.cli", "user", "add", username, "--role", "staff",
+                        "--organization", org, "--password", "demo-pass-1"], env=dev_env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_viewer_with_a_bearer_token_in_the_fragment(dev_server, dev_env, browser):  # noqa: ANN001
+    """The `#token=` path (what the console and other apps use): the viewer reads /dicomweb with
+    the token it was handed, scrolls and windows a multi-frame CT and a JPEG 2000 study; the
+    token is gone from the address bar; another organization's token opens nothing."""
+    root = dev_server
+    tok = staff_token(root)
+    _give_mrn(root, tok, "demo-bob", "MRN-BOB-T")
+    ct, ct_study = _dicom("eCT_Supplemental.dcm", "MRN-BOB-T", new_uids=True)
+    mr, mr_study = _dicom("emri_small_jpeg_2k_lossless.dcm", "MRN-BOB-T", new_uids=True)
+    _stow(root, tok, [ct, mr])
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    logs: list[str] = []
+    page.on("response", lambda r: logs.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(f"{root}/viewer/?study={ct_study}#token={tok}")
+    try:
+        _wait_ready(page)
+    except Exception:
+        page.screenshot(path=str(ART / "viewer-token-failed.png"))
+        raise AssertionError("\n".join(logs[-30:]))
+    assert "token" not in page.url  # handed over, then dropped from the address (and the history)
+    assert page.locator("#position").inner_text() == "Image 1 of 2"
+    first = _canvas(page)
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function("() => window.fsViewer.index === 1")
+    second = _changes(page, first)
+    cx, cy = _window_level(page, 120, 80)
+    _changes(page, second)
+    page.screenshot(path=str(ART / "viewer-token-01-ct.png"))
+
+    page.goto(f"{root}/viewer/?study={mr_study}#token={tok}")
+    _wait_ready(page)
+    assert page.locator("#position").inner_text() == "Image 1 of 10"
+    shown = _canvas(page)
+    page.mouse.move(cx, cy)
+    for _ in range(4):
+        page.mouse.wheel(0, 120)
+    page.wait_for_function("() => window.fsViewer.index > 0")
+    shown = _changes(page, shown)
+    _window_level(page, -100, 60)
+    _changes(page, shown)
+    page.screenshot(path=str(ART / "viewer-token-02-j2k.png"))
+
+    # the same study with a token of another organization's staff: nothing opens
+    _add_staff(dev_env, "ruiz@harbor.example", "demo-other")
+    other = staff_token(root, "ruiz@harbor.example")
+    page2 = browser.new_page(viewport={"width": 1000, "height": 800})
+    page2.goto(f"{root}/viewer/?study={ct_study}#token={other}")
+    page2.wait_for_selector("#status.error", timeout=90_000)
+    assert not page2.evaluate("() => window.fsViewer.ready")
+    r = requests.get(f"{root}/dicomweb/studies/{ct_study}/series", headers={"Authorization": f"Bearer {other}"},
+                     timeout=30)
+    assert r.status_code in (204, 404) or not r.json()
+    page2.screenshot(path=str(ART / "viewer-token-03-other-org.png"))
