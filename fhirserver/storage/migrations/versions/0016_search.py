@@ -16,7 +16,7 @@ Revises: 0011_subscriptions
 from alembic import op
 
 revision = "0016_search"
-down_revision = "0011_subscriptions"
+down_revision = "0013_shared"
 branch_labels = None
 depends_on = None
 
