@@ -53,7 +53,7 @@ CLIENTS = 8
 WORKERS = 2
 THREADS = 4
 INGEST_CLIENTS = 3
-TARGETS = {"read_ratio": 0.6, "create_ratio": 0.3, "update_ratio": 0.3, "synthea_resources_per_s": 1000.0}
+TARGETS = {"read_ratio": 0.6, "create_ratio": 0.5, "update_ratio": 0.5, "synthea_resources_per_s": 1500.0}
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
