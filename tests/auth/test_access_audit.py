@@ -20,7 +20,7 @@ def test_reads_searches_and_writes_are_audited(sapp, engine, open_client) -> Non
     assert c.get("/fhir/Observation?patient=Patient/a", headers=h).status_code == 200
     assert c.get("/fhir/Patient/b", headers=h).status_code == 404   # refused: nothing read
     trail = sapp.extensions["fhirserver"].audit
-    assert trail.flush() >= 2
+    trail.flush()  # the writer thread may have written some already (every half second)
     events = [e for e in _events(open_client, "patient=Patient/a") if e["type"]["code"] == "rest"]
     kinds = {e["subtype"][0]["code"] for e in events}
     assert {"read", "search-type"} <= kinds
