@@ -106,7 +106,10 @@ def main() -> int:
     processes = loadgen.cpu_count()
     import signal
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the servers are stopped on a timeout too
+    def _terminated(*_: Any) -> None:  # the servers are stopped on a timeout too (once)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(1)
+    signal.signal(signal.SIGTERM, _terminated)
     tmp = Path(tempfile.mkdtemp(prefix="bench-blobs-"))
     s3_port = loadgen.free_port()
     moto = _moto(s3_port, tmp / "moto.log")
