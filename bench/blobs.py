@@ -77,13 +77,13 @@ class Variant:
                                 env={**self.env, **{k: v for k, v in DCMTK_ENV.items() if k == "TCP_NODELAY"}},
                                 stdout=subprocess.DEVNULL, stderr=open(self.var.parent / f"{self.var.name}-node.log", "wb"))
         self.procs.append(node)
-        _wait_echo(self.dicom_port, "FHIRSERVER", node, timeout=90)
+        _wait_echo(self.dicom_port, "FHIRSERVER", node, timeout=300)
         http = subprocess.Popen([sys.executable, "-m", "fhirserver.cli", "serve", "--insecure-no-auth",
                                  "--port", str(self.http_port), "--workers", str(WORKERS), "--threads", str(THREADS),
                                  "--dicom-port", "0"], env=self.env, stdout=subprocess.DEVNULL,
                                 stderr=open(self.var.parent / f"{self.var.name}-serve.log", "wb"))
         self.procs.append(http)
-        _wait(f"http://127.0.0.1:{self.http_port}/fhir/metadata", http, timeout=90)
+        _wait(f"http://127.0.0.1:{self.http_port}/fhir/metadata", http, timeout=300)
 
     def requests(self) -> list[bytes]:
         db = sqlite3.connect(self.var / "fhirserver.sqlite3")
