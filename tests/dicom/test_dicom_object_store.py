@@ -130,7 +130,7 @@ def test_served_by_gunicorn_workers_on_the_object_store(database_url, clean_dico
 
     monkeypatch.setenv("FHIRSERVER_BLOB_URL", s3_blob_url)
     (tmp_path / "live").mkdir()
-    server = LiveServer(database_url, tmp_path / "live")
+    server = LiveServer(database_url, tmp_path / "live", start_seconds=300)  # a loaded CI machine
     try:
         data = ct_bytes(patient_id="S3-LIVE")
         r = requests.post(server.root + "/dicomweb/studies", data=multipart([data]), timeout=60, headers={
