@@ -77,13 +77,13 @@ class Variant:
                                 env={**self.env, **{k: v for k, v in DCMTK_ENV.items() if k == "TCP_NODELAY"}},
                                 stdout=subprocess.DEVNULL, stderr=open(self.var.parent / f"{self.var.name}-node.log", "wb"))
         self.procs.append(node)
-        _wait_echo(self.dicom_port, "FHIRSERVER", node, timeout=90)
+        _wait_echo(self.dicom_port, "FHIRSERVER", node, timeout=300)
         http = subprocess.Popen([sys.executable, "-m", "fhirserver.cli", "serve", "--insecure-no-auth",
                                  "--port", str(self.http_port), "--workers", str(WORKERS), "--threads", str(THREADS),
                                  "--dicom-port", "0"], env=self.env, stdout=subprocess.DEVNULL,
                                 stderr=open(self.var.parent / f"{self.var.name}-serve.log", "wb"))
         self.procs.append(http)
-        _wait(f"http://127.0.0.1:{self.http_port}/fhir/metadata", http, timeout=90)
+        _wait(f"http://127.0.0.1:{self.http_port}/fhir/metadata", http, timeout=300)
 
     def requests(self) -> list[bytes]:
         db = sqlite3.connect(self.var / "fhirserver.sqlite3")
@@ -106,7 +106,10 @@ def main() -> int:
     processes = loadgen.cpu_count()
     import signal
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the servers are stopped on a timeout too
+    def _terminated(*_: Any) -> None:  # the servers are stopped on a timeout too (once)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(1)
+    signal.signal(signal.SIGTERM, _terminated)
     tmp = Path(tempfile.mkdtemp(prefix="bench-blobs-"))
     s3_port = loadgen.free_port()
     moto = _moto(s3_port, tmp / "moto.log")

@@ -41,12 +41,19 @@ def blob_store_problem(settings: Any) -> str | None:
     write: the scans sent to this host would all fail."""
     if not getattr(settings, "blob_url", ""):
         return None
-    from fhirserver.blobs import open_store
+    import subprocess
+    import sys
 
+    # in a child interpreter: this process may fork workers next (fhirserver/blobs/probe.py)
     try:
-        open_store(settings).check()
-    except (ValueError, OSError) as exc:
-        return f"blob store {settings.blob_url.split('?')[0]}: {first_line(exc)}"
+        proc = subprocess.run([sys.executable, "-m", "fhirserver.blobs.probe", settings.blob_url,
+                               str(settings.data_dir)], capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return f"blob store {settings.blob_url.split('?')[0]}: no answer within 120 s"
+    if proc.returncode != 0:
+        why = (proc.stdout.strip() or proc.stderr.strip() or f"probe exited with {proc.returncode}").splitlines()[-1]
+        return f"blob store {settings.blob_url.split('?')[0]}: {why[:500]}"
     return None
 
 

@@ -115,7 +115,7 @@ class LiveServer:
     """`fhirserver serve` in a subprocess (real gunicorn workers); `auth=False` opens the API."""
 
     def __init__(self, database_url: str, data_dir: Path, workers: int = 2, auth: bool = False,
-                 jobs: bool = False) -> None:
+                 jobs: bool = False, start_seconds: float = 60) -> None:
         self.port = free_port()
         self.root = f"http://127.0.0.1:{self.port}"
         self.base = self.root + "/fhir"
@@ -130,7 +130,7 @@ class LiveServer:
             argv.append("--insecure-no-auth")
         self.proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=open(self.log_path, "wb"))
-        deadline = time.time() + 60
+        deadline = time.time() + start_seconds
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("server exited: " + self.log_path.read_text(errors="replace")[-2000:])

@@ -92,3 +92,19 @@ def test_serve_database_that_cannot_be_migrated(tmp_path):  # noqa: ANN001
 def test_serve_bad_log_level_is_refused(tmp_path):  # noqa: ANN001
     proc = _start("serve", "--log-level", "chatty", "--data-dir", str(tmp_path))
     assert proc.returncode == 2 and "--log-level" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "dicom"])
+def test_object_store_away_or_misnamed(command, database_url, tmp_path, moto_s3):  # noqa: ANN001
+    """A `--blob-url` whose store does not answer (or is no blob URL) ends the start: every scan
+    sent to this host would fail."""
+    ports = ["--port", str(free_port())] if command == "serve" else []
+    ports += ["--dicom-port", str(free_port())]
+    extra = ["--insecure-no-auth"] if command == "serve" else ["--processes", "1"]
+    away = f"s3://nobucket/p?endpoint=http://127.0.0.1:{free_port()}"
+    proc = _start(command, *ports, *extra, "--data-dir", str(tmp_path), "--database-url", database_url,
+                  "--blob-url", away)
+    _one_clear_line(proc, "blob store s3://nobucket/p")
+    proc = _start(command, *ports, *extra, "--data-dir", str(tmp_path), "--database-url", database_url,
+                  "--blob-url", "ftp://host/x")
+    _one_clear_line(proc, "blob store ftp://host/x")

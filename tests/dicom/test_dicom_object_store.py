@@ -116,3 +116,31 @@ def test_object_store_down_fails_the_store_and_indexes_nothing(settings, clean_d
     finally:
         node.stop()
         s3.stop()
+
+
+def test_served_by_gunicorn_workers_on_the_object_store(database_url, clean_dicom, tmp_path, s3_blob_url,  # noqa: ANN001
+                                                       monkeypatch):
+    """`fhirserver serve` as operators run it (forked gunicorn workers): its start-up check of
+    the store runs in a child interpreter, so the workers' object-store client is not a broken
+    copy of the master's (a forked client hangs)."""
+    import requests
+
+    from tests.conftest import LiveServer
+    from tests.dicomweb.dw_helpers import ct_bytes, uid_of
+
+    monkeypatch.setenv("FHIRSERVER_BLOB_URL", s3_blob_url)
+    (tmp_path / "live").mkdir()
+    server = LiveServer(database_url, tmp_path / "live", start_seconds=300)  # a loaded CI machine
+    try:
+        data = ct_bytes(patient_id="S3-LIVE")
+        r = requests.post(server.root + "/dicomweb/studies", data=multipart([data]), timeout=60, headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'})
+        assert r.status_code == 200, r.text
+        retrieve = r.json()["00081199"]["Value"][0]["00081190"]["Value"][0]
+        path = retrieve.split("/dicomweb", 1)[1]
+        got = requests.get(server.root + "/dicomweb" + path, timeout=60,
+                           headers={"Accept": "application/dicom; transfer-syntax=*"})
+        assert got.status_code == 200 and got.content == data and uid_of(got.content) == uid_of(data)
+        assert not (tmp_path / "live" / "dicom" / "objects").exists()
+    finally:
+        server.stop()

@@ -28,7 +28,7 @@ def test_store_hashes_while_writing(tmp_path):  # noqa: ANN001
     assert store.put([head + big]) == (key, size)  # same bytes: same object, idempotent
     small_key, _ = store.put([b"abc"])
     assert small_key == hashlib.sha256(b"abc").hexdigest()
-    assert not list(store.tmp.iterdir())  # no temporary file left behind
+    assert not list(store.tmp.glob("*"))  # no temporary file left behind
 
 
 def test_load_board_shares_counts(tmp_path):  # noqa: ANN001
