@@ -43,7 +43,7 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_echo(port: int, aec: str, proc: subprocess.Popen | None = None, timeout: float = 30) -> None:
+def _wait_echo(port: int, aec: str, proc: subprocess.Popen | None = None, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
