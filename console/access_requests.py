@@ -9,8 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, request
 
 from console import core
-from console.core import _
-from console.detail import patient_or_404
+from console.core import _, patient_or_404
 from fhirserver.errors import FhirError
 
 

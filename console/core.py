@@ -11,7 +11,7 @@ import json
 import secrets
 from typing import Any
 
-from flask import Response, current_app, g, make_response, redirect, render_template, request, url_for
+from flask import Response, abort, current_app, g, make_response, redirect, render_template, request, url_for
 
 from fhirserver.access import Principal, parse_scopes
 from fhirserver.interactions import FhirRequest
@@ -138,6 +138,14 @@ def fhir() -> StaffFhir:
     if g.get("policy") is None:
         raise FhirError(401, "Not signed in", "login")
     return StaffFhir(g.policy)
+
+
+def patient_or_404(pid: str) -> dict[str, Any]:
+    """The patient as this staff member may see it, or 404 (another organization's answers the same)."""
+    p = fhir().read("Patient", pid)
+    if p is None:
+        abort(404)
+    return p
 
 
 def out_params(params: Any) -> dict[str, list[Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, g, make_response, request
 from sqlalchemy import select
 
-from console import core
+from console import access_requests, core, meetings, notes
 from console.core import _, page
 from console.patient_form import FIELDS, GENDERS, age, form_of, is_alias, patient_body, validate
 from console.patients import CASE_SYSTEM, CASE_TYPES, DATE_RE
@@ -31,11 +31,7 @@ RECORD_TYPES = {
 }
 
 
-def patient_or_404(pid: str) -> dict[str, Any]:
-    p = core.fhir().read("Patient", pid)
-    if p is None:
-        abort(404)
-    return p
+patient_or_404 = core.patient_or_404
 
 
 def _when(res: dict[str, Any]) -> str:
@@ -131,8 +127,6 @@ def _account_state(pid: str) -> str:
 
 
 def show(pid: str) -> Response:
-    from console import access_requests, meetings, notes
-
     p = patient_or_404(pid)
     since = request.args.get("from", "") if DATE_RE.match(request.args.get("from", "")) else ""
     until = request.args.get("to", "") if DATE_RE.match(request.args.get("to", "")) else ""

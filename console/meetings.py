@@ -10,8 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, g, request
 
 from console import core
-from console.core import _, page
-from console.detail import patient_or_404
+from console.core import _, page, patient_or_404
 from fhirserver.errors import FhirError
 
 MEETING = {"system": "urn:fhirserver:console", "code": "meeting", "display": "Meeting"}

@@ -10,8 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, g, request
 
 from console import core
-from console.core import _
-from console.detail import patient_or_404
+from console.core import _, patient_or_404
 from fhirserver.errors import FhirError
 
 NOTE_TYPE = {"system": "http://loinc.org", "code": "34109-9", "display": "Note"}

@@ -7,7 +7,7 @@ from io import BytesIO
 from typing import Any, Iterator
 
 import orjson
-from flask import Response, current_app, request
+from flask import Response, request
 from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 

@@ -375,9 +375,9 @@ def test_kill9_right_after_storescu_success_all_indexed_and_retrievable(settings
         wait_for(lambda: node.poll() is None and _echo(port), timeout=60)
         rows = _instance_rows(clean_dicom.engine)
         assert set(sent) <= set(rows)
-        from dicom.store import file_store
+        from fhirserver.blobs import LocalBlobStore
 
-        store = file_store(data)
+        store = LocalBlobStore(Path(data) / "dicom")
         for sop, path in sent.items():
             with store.open(rows[sop].storage_key) as f:
                 assert f.read().endswith(_dataset_bytes(path)), sop

@@ -76,10 +76,6 @@ def test_write_through_the_balancer_is_read_on_both_hosts(cluster: Cluster) -> N
             assert r.status_code == 200 and r.json()["name"][0]["family"] == f"Balanced{i}", (host, r.text)
 
 
-# `shared` (token revocation through PostgreSQL LISTEN/NOTIFY) makes this pass; until it is merged,
-# another host trusts its cached token check for up to smart_auth.bearer.CHECK_TTL (5 s).
-@pytest.mark.xfail(strict=False, reason="revocation reaches other hosts only within 5 s until "
-                                        "revocations are shared through the database")
 def test_revocation_on_one_host_refuses_the_token_on_the_other_at_once(cluster: Cluster) -> None:
     s = cluster.session()
     doomed, other = cluster.token(), cluster.token()
