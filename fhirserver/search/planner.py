@@ -28,8 +28,10 @@ FAR_PAST = datetime(1, 1, 2, tzinfo=timezone.utc)
 FAR_FUTURE = datetime(9999, 12, 30, tzinfo=timezone.utc)
 # What one index row of a date parameter spans on PostgreSQL: NULL ends are open, and a
 # reversed Period (end before start, bad data) is empty rather than an error on insert. The
-# GiST index `ix_idx_date_span` (migration 0016_search) is on exactly this expression.
-SPAN_SQL = "(CASE WHEN low > high THEN 'empty'::tstzrange ELSE tstzrange(low, high, '[)') END)"
+# GiST index `ix_idx_date_span` (migration 0016_search) is on exactly this expression. A row of
+# one instant (low = high: a value clamped at the ends of the calendar) is that point, not the
+# empty range '[)' would make of it.
+SPAN_SQL = "(CASE WHEN low > high THEN 'empty'::tstzrange WHEN low = high THEN tstzrange(low, high, '[]') ELSE tstzrange(low, high, '[)') END)"
 
 # Rough fractions of a type's resources one value matches, by parameter type and modifier.
 # They only need to rank predicates against each other, not to be right.
@@ -198,6 +200,7 @@ def _span(t: Any) -> ColumnElement[Any]:
     """SPAN_SQL on the alias `t`, with constants (not bound parameters) so it is the indexed
     expression."""
     return case((t.c.low > t.c.high, literal_column("'empty'::tstzrange", TSTZRANGE)),
+                (t.c.low == t.c.high, func.tstzrange(t.c.low, t.c.high, literal_column("'[]'"), type_=TSTZRANGE)),
                 else_=func.tstzrange(t.c.low, t.c.high, literal_column("'[)'"), type_=TSTZRANGE))
 
 

@@ -20,7 +20,7 @@ down_revision = "0013_shared"
 branch_labels = None
 depends_on = None
 
-SPAN = "(CASE WHEN low > high THEN 'empty'::tstzrange ELSE tstzrange(low, high, '[)') END)"
+SPAN = "(CASE WHEN low > high THEN 'empty'::tstzrange WHEN low = high THEN tstzrange(low, high, '[]') ELSE tstzrange(low, high, '[)') END)"
 
 
 _STATISTICS = (
