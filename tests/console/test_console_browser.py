@@ -159,6 +159,8 @@ def open_patient(page: Any, root: str, query: str, name: str) -> None:
     page.get_by_label("Search patients").fill(query)
     page.get_by_label("Search patients").press("Enter")
     page.get_by_role("link", name=name).first.click()
+    # the list page has an h1 too: wait for the patient's own URL, not any heading
+    page.wait_for_url(re.compile(r"/console/patients/[^/?]+$"))
     page.wait_for_selector("h1")
 
 
@@ -308,8 +310,10 @@ def test_scan_ticket_worklist_and_completion(server, browser):  # noqa: ANN001
     sc.store("CLINIC", ct(patient_id=str(items[acc].PatientID), patient_name=str(items[acc].PatientName),
                           study_uid=uid, accession=acc))
 
+    ticket_url = page.url
+
     def done() -> bool:
-        page.reload()
+        page.goto(ticket_url)
         return f"/viewer/?study={uid}" in page.content()
     poll(done)
     assert acc not in {d.AccessionNumber for d in sc.worklist("CLINIC")}  # completed
@@ -325,9 +329,11 @@ def test_merge_preview_confirm_then_new_scans_land_on_target(server, browser):  
     open_patient(page, root, "Mia", "Mia Garcia")
     target_url = page.url
     page.get_by_role("button", name="Merge patients").click()
+    page.wait_for_url(re.compile(r"/merge\??$"))
+    merge_url = page.url
 
     def dup_listed() -> bool:
-        page.reload()
+        page.goto(merge_url)  # reload() can race a navigation still in flight
         return page.get_by_role("checkbox").count() > 0 and "BRW" not in page.url
     poll(dup_listed)
     page.get_by_label("Name or contact").fill("Garcia")
