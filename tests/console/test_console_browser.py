@@ -380,6 +380,7 @@ def test_unmatched_study_attached_to_patient(server, browser):  # noqa: ANN001
     assert "BRW-UNK" not in main_text(other)
     row = page.get_by_role("row").filter(has_text="BRW-UNK")
     row.get_by_role("button", name="Attach to patient").click()
+    page.wait_for_url(re.compile(r"/console/unmatched/[^/?]+\??$"))
     attach_url = page.url
     page.get_by_label("Search patients").fill("Stone")
     page.get_by_role("button", name="Search").click()
