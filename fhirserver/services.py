@@ -40,6 +40,9 @@ class Services:
     broadcast: Any = None
     # the bytes of DICOM instances and export files (`--blob-url`: data folder or object store)
     blobs: BlobStore | None = None
+    # this app's cached bearer-token checks (smart_auth.bearer.TokenChecks, set by smart_auth.install):
+    # per Services, so two apps in one process never answer a token from each other's checks
+    tokens: Any = None
 
     def __post_init__(self) -> None:
         if self.blobs is None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from smart_auth.fhir import access_for_request, after_fhir_request, before_fhir_request, lean_access, policy_for
 from smart_auth import revocation_signal, store
+from smart_auth.bearer import token_checks
 from smart_auth.logins import LoginDirectory
 from smart_auth.store import add_client, add_initial_token, add_user, mint_launch, rotate_key
 from smart_auth.views import install_routes
@@ -34,7 +35,9 @@ class LinksChanged:
 
 
 def install(app: Any) -> None:
-    repo = app.extensions["fhirserver"].repo
+    services = app.extensions["fhirserver"]
+    repo = services.repo
+    token_checks(services)  # this app's cached token checks (services.tokens), never another app's
     if not any(isinstance(hook, LinksChanged) for hook in repo.after_commit):
         repo.after_commit.append(LinksChanged(repo.engine))
     install_routes(app)

@@ -20,8 +20,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from smart_auth import store
-from smart_auth.bearer import InvalidToken, authenticate
-from smart_auth.web import engine, fhir_base, token_url
+from smart_auth.bearer import InvalidToken, token_checks
+from smart_auth.web import engine, fhir_base, services, token_url
 
 ASSERTION_ALGS = ["RS384", "ES384", "RS256", "ES256", "RS512", "ES512"]
 MAX_ASSERTION_LIFETIME = 300
@@ -97,7 +97,7 @@ def authenticate_access_token(query_client: Callable[[str], Any], request: OAuth
     if not auth.lower().startswith("bearer "):
         return None
     try:
-        principal = authenticate(engine(), auth[7:].strip(), base=fhir_base())
+        principal = token_checks(services()).authenticate(auth[7:].strip(), base=fhir_base())
     except InvalidToken:
         raise InvalidClientError(status_code=401, description="The bearer token is not valid") from None
     return ResourceServer(principal.client_id)

@@ -10,7 +10,7 @@ from flask import Response, current_app, g, make_response, request
 from fhirserver.access import DenyPolicy, Principal, SmartPolicy, SystemJob
 from fhirserver.access.consent import depends_on_live_data
 from smart_auth import store
-from smart_auth.bearer import checked
+from smart_auth.bearer import token_checks
 from smart_auth.launch import principal_still_allowed
 from smart_auth.policy import build_policy
 from smart_auth.protector import protector
@@ -31,8 +31,8 @@ def fhir_protector(services: Any) -> Any:
     """authlib's ResourceProtector for the FHIR API (RFC 6750 Bearer parsing), over the cached
     token check with the launch-patient re-check; built once per app."""
     still_allowed = principal_still_allowed(services.repo, services.settings)
-    return protector(lambda tok: checked(services.repo.engine, tok, base=services.fhir_base(),
-                                         still_allowed=still_allowed))
+    tokens = token_checks(services)
+    return protector(lambda tok: tokens.checked(tok, base=services.fhir_base(), still_allowed=still_allowed))
 
 
 def policy_for(principal: Principal) -> SmartPolicy:

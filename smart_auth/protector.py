@@ -8,8 +8,8 @@ from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2.rfc6750 import BearerTokenValidator, InvalidTokenError
 
 from fhirserver.access import Principal
-from smart_auth.bearer import InvalidToken, checked
-from smart_auth.web import engine, fhir_base
+from smart_auth.bearer import InvalidToken, token_checks
+from smart_auth.web import fhir_base, services
 
 Check = Callable[[str], Any]  # token -> smart_auth.bearer's cache entry, or InvalidToken
 
@@ -45,7 +45,7 @@ class _Validator(BearerTokenValidator):
 
 
 def _default_check(token: str) -> Any:
-    return checked(engine(), token, base=fhir_base())
+    return token_checks(services()).checked(token, base=fhir_base())
 
 
 def protector(check: Check | None = None) -> ResourceProtector:

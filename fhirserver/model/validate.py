@@ -89,7 +89,8 @@ def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, 
     if "id" in data and not is_valid_id(data["id"]):
         issues.append(Issue("error", "value", f"{rt}.id: '{data['id']}' is not a valid id "
                             "([A-Za-z0-9-.]{1,64})", f"{rt}.id"))
-    _check_nulls(data, rt, issues)
+    if not _nulls_absent(data):  # the exact walk only to say where, on the rare bad body
+        _check_nulls(data, rt, issues)
     issues.extend(value_issues(data, rt))
     if issues and any(i.code == "not-supported" for i in issues):
         raise InvalidResource(issues, 422)  # the models cannot even look up an unknown type
@@ -100,7 +101,9 @@ def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, 
             issues.extend(_issues_from(rt, exc))
         except (TypeError, ValueError, LookupError) as exc:  # model-level checks raising plain errors
             issues.append(Issue("error", "invalid", f"{rt}: {exc}", rt))
-        check_codes(data, schema().resource(rt), rt, issues)
+        ti = schema().resource(rt)
+        if not _codes_allowed(data, ti):  # the exact walk only to say where, on the rare bad code
+            check_codes(data, ti, rt, issues)
     if issues:
         raise InvalidResource(issues, 422)
     return data
@@ -131,6 +134,58 @@ def _check_nulls(node: Any, path: str, issues: list[Issue]) -> None:
             # null is allowed inside arrays only to pair primitives with their `_x` extensions
             if isinstance(item, (dict, list)):
                 _check_nulls(item, f"{path}[{i}]", issues)
+
+
+def _nulls_absent(data: Any) -> bool:
+    """True when `_check_nulls` finds nothing, decided without building a path per node."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if not node:
+                return False
+            for key, value in node.items():
+                if value is None or value == "":
+                    return False
+                if key != "div" and isinstance(value, (dict, list)):
+                    stack.append(value)
+        elif not node:  # an empty list
+            return False
+        else:
+            stack.extend(item for item in node if isinstance(item, (dict, list)))
+    return True
+
+
+def _codes_allowed(data: dict[str, Any], ti: TypeInfo) -> bool:
+    """True when `check_codes` finds nothing, decided without building a path per value."""
+    table = schema()
+    stack: list[tuple[dict[str, Any], TypeInfo]] = [(data, ti)]
+    while stack:
+        node, info = stack.pop()
+        elements = info.elements
+        for key, value in node.items():
+            el = elements.get(key)
+            if el is None:
+                continue
+            codes = el.codes
+            nested = el.kind in (COMPLEX, RESOURCE)
+            if codes is None and not nested:
+                continue
+            for item in value if isinstance(value, list) else (value,):
+                if codes is not None and isinstance(item, str):
+                    if item not in codes:
+                        return False
+                elif nested and isinstance(item, dict):
+                    rt = item.get("resourceType")
+                    if el.kind == RESOURCE or rt:
+                        if rt in R4_ONLY_SHAPES or rt not in R4_RESOURCE_TYPES:
+                            continue
+                        target = table.resource(rt)
+                    else:
+                        target = table.child(el)
+                    if target is not None:
+                        stack.append((item, target))
+    return True
 
 
 def check_codes(data: dict[str, Any], ti: TypeInfo, path: str, issues: list[Issue]) -> None:

@@ -78,6 +78,7 @@ def _compile_simple(expr: str) -> Extractor | None:
             return None
     if cast:
         steps.append(("as", cast))
+    root = parts[0]
     # a type cast applies to the last child step: (X.value as Quantity) -> child valueQuantity
     final: list[tuple[str, Any]] = []
     for kind, arg in steps:
@@ -89,12 +90,21 @@ def _compile_simple(expr: str) -> Extractor | None:
             final[-1] = ("exact", name + typ)
         else:
             final.append((kind, arg))
+    final = _resolve_children(root, final)
 
     def run(resource: dict[str, Any]) -> list[Any]:
         nodes: list[Any] = [resource]
         for kind, arg in final:
             if kind == "child":
                 nodes = [c for n in nodes for c in _children(n, arg)]
+            elif kind == "key":
+                out = []
+                for n in nodes:
+                    if isinstance(n, dict):
+                        v = n.get(arg)
+                        if v is not None:
+                            out.extend(v if isinstance(v, list) else [v])
+                nodes = out
             elif kind == "exact":
                 out = []
                 for n in nodes:
@@ -114,6 +124,40 @@ def _compile_simple(expr: str) -> Extractor | None:
         return nodes
 
     return run
+
+
+def _resolve_children(root: str, steps: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Steps with each `child` whose name can only ever be one key turned into a `key` lookup.
+
+    `_children` scans a node's keys for a choice element (`value` -> `valueQuantity`) whenever
+    the name is absent, which on every write costs more than the lookup itself. A resource that
+    reaches the index passed the model's validation, which forbids keys its type does not
+    define, so where the type along the path is known and defines `name` and no other key that
+    the scan could match, the scan can only ever find nothing: a plain lookup gives the same
+    nodes. Anything not resolved (R4-only shapes the models do not validate, contained
+    resources, choice elements, unknown names) keeps the scan.
+    """
+    from fhirserver.model.schema import schema
+    from fhirserver.model.types import R4_ONLY_SHAPES, R4_RESOURCE_TYPES
+
+    if root not in R4_RESOURCE_TYPES or root in R4_ONLY_SHAPES:
+        return steps
+    table = schema()
+    ti = table.resource(root)
+    out: list[tuple[str, Any]] = []
+    for kind, arg in steps:
+        if kind in ("child", "exact") and ti is not None:
+            el = ti.elements.get(arg)
+            n = len(arg)
+            rivals = kind == "child" and any(
+                k != arg and k.startswith(arg) and len(k) > n and k[n].isupper() for k in ti.elements)
+            if el is not None and not rivals:
+                out.append(("key" if kind == "child" else kind, arg))
+                ti = table.child(el)
+                continue
+            ti = None
+        out.append((kind, arg))
+    return out
 
 
 def _reference_type(ref: dict[str, Any]) -> str | None:
