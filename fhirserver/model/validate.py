@@ -176,16 +176,21 @@ def _codes_allowed(data: dict[str, Any], ti: TypeInfo) -> bool:
                     if item not in codes:
                         return False
                 elif nested and isinstance(item, dict):
-                    rt = item.get("resourceType")
-                    if el.kind == RESOURCE or rt:
-                        if rt in R4_ONLY_SHAPES or rt not in R4_RESOURCE_TYPES:
-                            continue
-                        target = table.resource(rt)
-                    else:
-                        target = table.child(el)
+                    target = _nested_type(table, el, item)
                     if target is not None:
                         stack.append((item, target))
     return True
+
+
+def _nested_type(table: Any, el: Any, item: dict[str, Any]) -> TypeInfo | None:
+    """The type of a nested element's value: a contained resource's own type (None for shapes
+    the models do not check), else the element's type."""
+    rt = item.get("resourceType")
+    if el.kind == RESOURCE or rt:
+        if rt in R4_ONLY_SHAPES or rt not in R4_RESOURCE_TYPES:
+            return None
+        return table.resource(rt)
+    return table.child(el)
 
 
 def check_codes(data: dict[str, Any], ti: TypeInfo, path: str, issues: list[Issue]) -> None:
@@ -204,12 +209,6 @@ def check_codes(data: dict[str, Any], ti: TypeInfo, path: str, issues: list[Issu
                 issues.append(Issue("error", "code-invalid",
                                     f"{where}: '{item}' is not one of {', '.join(sorted(el.codes))}", where))
             elif isinstance(item, dict) and el.kind in (COMPLEX, RESOURCE):
-                rt = item.get("resourceType")
-                if el.kind == RESOURCE or rt:
-                    if rt in R4_ONLY_SHAPES or rt not in R4_RESOURCE_TYPES:
-                        continue
-                    target = table.resource(rt)
-                else:
-                    target = table.child(el)
+                target = _nested_type(table, el, item)
                 if target is not None:
                     check_codes(item, target, where, issues)
