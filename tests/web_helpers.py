@@ -4,6 +4,7 @@ test path (the test folders are not packages)."""
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 from typing import Any
 
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
@@ -26,3 +27,20 @@ def portal_login(app: Any, username: str = "ana@example.org", password: str = "d
 def portal_csrf(c: Any) -> str:
     """The signed-in portal session's CSRF token."""
     return csrf_of(c.get("/portal/messages").text)
+
+
+class _TextOnly(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def shown_text(html: str | bytes) -> str:
+    """What a reader sees of a page: its text nodes, without attributes. A short name ("Bob") checked
+    against the raw HTML can match by chance inside a random CSRF token or a signed link's URL."""
+    p = _TextOnly()
+    p.feed(html.decode() if isinstance(html, bytes) else html)
+    return " ".join(p.parts)
