@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen
-from bench.run import (
+from bench.harness import (
     BALANCE, CLIENTS, DEFAULT_PG, THREADS, WORKERS, CpuMeter, Phase, Proc, Scratch, backend_pids, dumps, log,
     patient,
 )
@@ -148,7 +148,7 @@ def main() -> int:
                                          seconds, N_PATIENTS * n_tok))
             phases["token"].append(_phase("read bearer", secure_port, secure_proc, admin_url, dbname, read_token,
                                           seconds, N_PATIENTS * n_tok))
-        from bench.run import merge
+        from bench.harness import merge
 
         opened, tokened = merge(phases["open"]), merge(phases["token"])
         errors = sum(res.errors + sum(v for k, v in res.statuses.items() if k != 200)

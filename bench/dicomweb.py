@@ -45,7 +45,7 @@ from typing import Any
 import requests
 
 from bench import loadgen
-from bench.run import Proc, Scratch
+from bench.harness import Proc, Scratch
 
 CLIENTS = 8
 WORKERS = 2

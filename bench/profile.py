@@ -1,12 +1,16 @@
 """Where a request's CPU goes: the server app in-process under cProfile, on a scratch PostgreSQL DB.
 
-    .venv/bin/python -m bench.profile read [N]        # or create, update, ingest
+    .venv/bin/python -m bench.profile read [N]        # or create, update, ingest, bearer-read
     BENCH_PROFILE_SORT=tottime .venv/bin/python -m bench.profile create
 
 The Flask test client replaces gunicorn and the network (both identical for the bare-Flask
 reference), so what is printed is the server's own cost per request: routing, FHIR handling,
 validation, SQLAlchemy, psycopg, logging. Also prints CPU ms/request without the profiler, next
 to the same figure for the bare Flask endpoint of `bench.bare_app`.
+
+`bearer-read` reads with real access tokens (a Backend Services client, `system/*.rs`, tokens
+from the token endpoint) on the app with auth on, and writes the audit trail in the profiled
+thread every 100 reads, so the audit writer's share shows in the same profile.
 """
 from __future__ import annotations
 
@@ -18,10 +22,11 @@ import pstats
 import sys
 import sysconfig
 import time
-from typing import Callable
+import uuid
+from typing import Any, Callable
 
 from bench import bare_app
-from bench.run import DEFAULT_PG, SYNTHEA_DIR, Scratch, dumps, patient
+from bench.harness import DEFAULT_PG, SYNTHEA_DIR, Scratch, dumps, patient
 
 HDR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 
@@ -54,12 +59,23 @@ def main(argv: list[str]) -> int:
         c = app.test_client()
         bodies = [dumps(patient(i)) for i in range(64)]
         ids = [c.post("/fhir/Patient", data=bodies[i % 64], headers=HDR).json["id"] for i in range(200)]
+        headers = [HDR]
+        if op == "bearer-read":
+            app = create_app(Settings(database_url=url, base_url="http://localhost"))
+            c = app.test_client()
+            headers = [{**HDR, "Authorization": f"Bearer {t}"} for t in _tokens(url, c, 50)]
+            audit = app.extensions["fhirserver"].audit
+            audit.interval = 3600.0  # written below, in the profiled thread
         bundles = [p.read_bytes() for p in sorted(SYNTHEA_DIR.glob("*.json")) if "Information" not in p.name]
 
         def run(k: int) -> None:
             for i in range(k):
                 if op == "read":
                     r = c.get(f"/fhir/Patient/{ids[i % len(ids)]}", headers=HDR)
+                elif op == "bearer-read":
+                    r = c.get(f"/fhir/Patient/{ids[i % len(ids)]}", headers=headers[i % len(headers)])
+                    if i % 100 == 99:
+                        audit.flush()
                 elif op == "create":
                     r = c.post("/fhir/Patient", data=bodies[i % 64], headers=HDR)
                 elif op == "update":
@@ -68,7 +84,7 @@ def main(argv: list[str]) -> int:
                 elif op == "ingest":
                     r = c.post("/fhir", data=bundles[i % len(bundles)], headers={**HDR, "Prefer": "return=minimal"})
                 else:
-                    raise SystemExit(f"unknown operation {op} (read, create, update, ingest)")
+                    raise SystemExit(f"unknown operation {op} (read, create, update, ingest, bearer-read)")
                 if r.status_code >= 300:
                     raise RuntimeError(f"{op}: HTTP {r.status_code} {r.data[:300]!r}")
 
@@ -88,6 +104,35 @@ def main(argv: list[str]) -> int:
     finally:
         scratch.drop_all()
     return 0
+
+
+def _tokens(url: str, c: Any, count: int) -> list[str]:
+    """`count` access tokens of one Backend Services client (RFC 7523 client assertions)."""
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    from fhirserver.storage import make_engine
+    from smart_auth import store
+
+    key = RSAKey.generate_key(2048, parameters={"kid": "bench"}, private=True)
+    engine = make_engine(url)
+    cid = store.add_client(engine, name="bench backend", auth_method="private_key_jwt",
+                           jwks={"keys": [key.as_dict(private=False)]}, scope="system/*.rs")["client_id"]
+    engine.dispose()
+    out = []
+    for _ in range(count):
+        t = int(time.time())
+        assertion = jwt.encode({"alg": "RS384", "kid": "bench", "typ": "JWT"},
+                               {"iss": cid, "sub": cid, "aud": "http://localhost/auth/token", "exp": t + 240,
+                                "iat": t, "jti": uuid.uuid4().hex}, key, algorithms=["RS384"])
+        r = c.post("/auth/token", data={
+            "grant_type": "client_credentials", "scope": "system/*.rs",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion})
+        if r.status_code != 200:
+            raise RuntimeError(f"the token endpoint answered {r.status_code}: {r.data[:300]!r}")
+        out.append(r.json["access_token"])
+    return out
 
 
 if __name__ == "__main__":

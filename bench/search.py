@@ -269,7 +269,7 @@ def pct(times: list[float], q: float) -> float:
 
 def serve(url: str, tmp: Path) -> tuple[Any, int, Any, int]:
     from bench import loadgen
-    from bench.run import THREADS, WORKERS, Proc
+    from bench.harness import THREADS, WORKERS, Proc
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     port = loadgen.free_port()
