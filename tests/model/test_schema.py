@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from fhirserver.model import patch, xml
+from fhirserver.model import xml
+from fhirserver.model.patch import fhirpath_patch
 from fhirserver.model.schema import COMPLEX, J_DEC, PRIM, RESOURCE, schema
 from fhirserver.model.validate import InvalidResource, validate_resource
 
@@ -44,8 +45,8 @@ def test_r4_differences_from_the_data_file() -> None:
 def test_consumers_share_one_table() -> None:
     patient = schema().resource("Patient")
     assert xml._resource_info("Patient").order == patient.order
-    assert patch._MODEL.named_class("Patient") is patient
-    assert patch._MODEL.field(patient, "deceasedBoolean").choice_base == "deceased"
+    assert fhirpath_patch._MODEL.named_class("Patient") is patient
+    assert fhirpath_patch._MODEL.field(patient, "deceasedBoolean").choice_base == "deceased"
 
 
 def test_required_binding_checked() -> None:

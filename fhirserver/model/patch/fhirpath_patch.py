@@ -1,12 +1,6 @@
-"""The two body formats of the FHIR R4 PATCH interaction.
-
-* JSON Patch (RFC 6902), applied with the ``jsonpatch`` library: :func:`apply_json_patch`.
-* FHIRPath Patch (https://hl7.org/fhir/R4/fhirpatch.html), a ``Parameters`` resource with one
-  ``operation`` parameter per change: :func:`apply_fhirpath_patch`.
-
-Both return a new resource dict and never mutate their arguments.  Failures raise
-:class:`PatchError` whose ``status`` is 400 for a malformed patch document and 422 for a
-well-formed patch that cannot be applied to this particular resource.
+"""FHIRPath Patch (https://hl7.org/fhir/R4/fhirpatch.html): a ``Parameters`` resource with one
+``operation`` parameter per change, applied by :func:`apply_fhirpath_patch` to a copy of the
+resource (never mutating its arguments); failures raise :class:`PatchError`.
 
 FHIRPath selection is done by fhirpathpy (evaluated with the R4 model so choice elements such
 as ``Observation.value`` resolve).  fhirpathpy's raw result nodes carry the JSON location of each
@@ -25,107 +19,9 @@ from dataclasses import dataclass, field as dc_field
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-import jsonpatch
-import jsonpointer
-
 from fhirserver.model.fhirpath import FhirPathSyntaxError, ResourceNode, fhirpath
+from fhirserver.model.patch.errors import PatchError, malformed as _malformed, unprocessable as _unprocessable
 from fhirserver.model.schema import TypeInfo, schema
-
-__all__ = [
-    "PatchError",
-    "apply_json_patch",
-    "apply_fhirpath_patch",
-    "is_fhirpath_patch",
-]
-
-
-class PatchError(ValueError):
-    """A patch that cannot be applied.
-
-    ``status`` is 400 (the patch document is malformed) or 422 (the patch is well formed but
-    fails against this resource, e.g. a JSON Patch ``test`` fails, or a FHIRPath selects
-    nothing / more than one element where exactly one is needed).  ``code`` is a matching
-    OperationOutcome issue code.
-    """
-
-    status: int
-    code: str
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = "invalid" if status == 400 else "processing"
-
-
-def _malformed(msg: str) -> PatchError:
-    return PatchError(msg, 400)
-
-
-def _unprocessable(msg: str) -> PatchError:
-    return PatchError(msg, 422)
-
-
-def is_fhirpath_patch(body: Any) -> bool:
-    """True when a PATCH body is a FHIRPath Patch (a Parameters resource)."""
-    return isinstance(body, dict) and body.get("resourceType") == "Parameters"
-
-
-# --------------------------------------------------------------------------------------------
-# JSON Patch
-# --------------------------------------------------------------------------------------------
-
-_JSON_PATCH_OPS = {
-    "add": ("path", "value"),
-    "remove": ("path",),
-    "replace": ("path", "value"),
-    "move": ("from", "path"),
-    "copy": ("from", "path"),
-    "test": ("path", "value"),
-}
-
-
-def apply_json_patch(resource: dict, patch: list) -> dict:
-    """Apply an RFC 6902 JSON Patch document to ``resource`` and return the patched copy."""
-    if not isinstance(resource, dict):
-        raise _malformed("the resource to patch must be a JSON object")
-    if not isinstance(patch, list):
-        raise _malformed("a JSON Patch document must be a JSON array of operations")
-    for i, op in enumerate(patch):
-        if not isinstance(op, dict):
-            raise _malformed(f"JSON Patch operation #{i} is not a JSON object")
-        name = op.get("op")
-        if not isinstance(name, str) or name not in _JSON_PATCH_OPS:
-            raise _malformed(f"JSON Patch operation #{i} has an unknown or missing 'op': {name!r}")
-        for member in _JSON_PATCH_OPS[name]:
-            if member not in op:
-                raise _malformed(f"JSON Patch operation #{i} ({name}) lacks its '{member}' member")
-            if member in ("path", "from"):
-                pointer = op[member]
-                if not isinstance(pointer, str):
-                    raise _malformed(f"JSON Patch operation #{i}: '{member}' must be a string")
-                try:
-                    jsonpointer.JsonPointer(pointer)
-                except jsonpointer.JsonPointerException as exc:
-                    raise _malformed(f"JSON Patch operation #{i}: bad pointer {pointer!r}: {exc}") from None
-    try:
-        result = jsonpatch.JsonPatch(copy.deepcopy(patch)).apply(resource, in_place=False)
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise _unprocessable(f"JSON Patch test failed: {exc}") from None
-    except jsonpatch.InvalidJsonPatch as exc:
-        raise _malformed(f"invalid JSON Patch: {exc}") from None
-    except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPatchException) as exc:
-        raise _unprocessable(f"JSON Patch cannot be applied: {exc}") from None
-    except jsonpointer.JsonPointerException as exc:
-        # The pointers were checked to be well formed above, so this is a path that does not
-        # exist in (or does not fit) this resource.
-        raise _unprocessable(f"JSON Patch cannot be applied: {exc}") from None
-    except (TypeError, KeyError, IndexError, ValueError) as exc:
-        raise _unprocessable(f"JSON Patch cannot be applied: {exc}") from None
-    if not isinstance(result, dict):
-        raise _unprocessable("the result of the JSON Patch is not a JSON object")
-    return result
-
 
 # --------------------------------------------------------------------------------------------
 # Model information (cardinality, element types) from the fhir.resources R4B classes
