@@ -178,7 +178,7 @@ class ClassDiff:
     other: list[str] = field(default_factory=list)
 
 
-def _same_type(item: Item, el: Any, schema: Schema) -> bool:
+def _same_type(item: Item, el: Any) -> bool:
     if item.code == "xhtml":
         return bool(el.kind == XHTML)
     if item.code[:1].islower():
@@ -218,7 +218,7 @@ def compare(r4: R4Type, schema: Schema) -> dict[str, ClassDiff]:
                     walk(where, schema.type_info(el.model))
                 else:
                     references.append((where, item.code[1:], el.model))
-            elif not _same_type(item, el, schema):
+            elif not _same_type(item, el):
                 diff.other.append(f"{where}: R4 type {item.code}, R4B {getattr(el.model, '__name__', el.kind)}")
         for n in diff.removed:
             if ti.elements[n].choice is None or not any(i.choice == ti.elements[n].choice for i in items):

@@ -9,7 +9,7 @@ The table comes from the fhir.resources R4B pydantic models: each model class's
 placeholders naming the model class) and ordered by ``elements_sequence()``. R4B is R4 for almost
 every type; what differs lives in ``data/r4_schema.json`` (see its ``_about``): the R4 types R4B
 dropped or reshaped, as a compact table generated from the R4 4.0.1 StructureDefinitions, and
-the elements R4B added or removed. Nothing is read or built at import: the first use builds what
+the elements R4B added or removed (written by gen_schema.py, `make schema`). Nothing is read or built at import: the first use builds what
 it asks for, and the table is cached for the process (`schema()`)."""
 from __future__ import annotations
 
