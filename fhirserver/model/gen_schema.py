@@ -33,12 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from fhirserver.model.schema import COMPLEX, PRIM, RESOURCE, XHTML, Schema, TypeInfo
+from fhirserver.model.schema import _PRIMITIVE_JSON, COMPLEX, J_STR, PRIM, RESOURCE, XHTML, Schema, TypeInfo
 
 CANONICAL = "http://hl7.org/fhir/StructureDefinition/"
 _FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
 _SYSTEM = "http://hl7.org/fhirpath/System."
-_PRIMITIVE_JSON = {"boolean": 1, "integer": 2, "positiveInt": 2, "unsignedInt": 2, "decimal": 3}
 DATA_FILE = Path(__file__).with_name("data") / "r4_schema.json"
 
 ABOUT = (
@@ -182,7 +181,7 @@ def _same_type(item: Item, el: Any) -> bool:
     if item.code == "xhtml":
         return bool(el.kind == XHTML)
     if item.code[:1].islower():
-        return bool(el.kind == PRIM and el.jtype == _PRIMITIVE_JSON.get(item.code, 0))
+        return bool(el.kind == PRIM and el.jtype == _PRIMITIVE_JSON.get(item.code, J_STR))
     if item.code == "Resource":
         return bool(el.kind == RESOURCE)
     return bool(el.kind == COMPLEX and not isinstance(el.model, str) and el.model.__name__ == item.code)
@@ -191,7 +190,7 @@ def _same_type(item: Item, el: Any) -> bool:
 def compare(r4: R4Type, schema: Schema) -> dict[str, ClassDiff]:
     """The R4B classes of `r4` (root and backbones) that differ from it, by class name."""
     diffs: dict[str, ClassDiff] = {}
-    classes: dict[str, Any] = {}  # R4 path -> R4B class
+    classes: dict[str, TypeInfo] = {}  # R4 path -> its R4B class's type
     references: list[tuple[str, str, Any]] = []  # (path.name, referenced path, R4B class)
 
     def walk(path: str, ti: TypeInfo) -> None:
