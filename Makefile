@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test test-dicom-plain bench install clean chromium dcmtk haproxy orthanc node viewer
+.PHONY: run test test-dicom-plain bench install clean chromium dcmtk haproxy orthanc node viewer schema
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,18 @@ test-dicom-plain: $(STAMP) dcmtk  # the DICOM and DICOMweb tests with the fast p
 orthanc:  # Debian's Orthanc and its DICOMweb plugin: the reference peer of the DICOM and DICOMweb benches (skipped there if they will not install)
 	(command -v Orthanc >/dev/null && test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so) || \
 		(apt-get update && apt-get install -y orthanc orthanc-dicomweb) || true
+
+# fhirserver/model/data/r4_schema.json (R4's differences from the R4B models) regenerated from the
+# R4 4.0.1 StructureDefinitions in HL7's npm package (needs npm and its registry; not part of test)
+R4_PACKAGE := var/hl7.fhir.r4.examples-4.0.1.tgz
+
+$(R4_PACKAGE):
+	$(MAKE) node
+	mkdir -p var && cd var && npm pack --silent hl7.fhir.r4.examples@4.0.1
+
+schema: $(STAMP) $(R4_PACKAGE)
+	$(BIN)/python -m fhirserver.model.gen_schema $(R4_PACKAGE)
+	-git diff --stat -- fhirserver/model/data/r4_schema.json
 
 # Each part prints a table and a last JSON line of figures and ratios (see bench/README.md).
 bench: $(STAMP) dcmtk orthanc

@@ -9,7 +9,7 @@ The table comes from the fhir.resources R4B pydantic models: each model class's
 placeholders naming the model class) and ordered by ``elements_sequence()``. R4B is R4 for almost
 every type; what differs lives in ``data/r4_schema.json`` (see its ``_about``): the R4 types R4B
 dropped or reshaped, as a compact table generated from the R4 4.0.1 StructureDefinitions, and
-the elements R4B added or removed. Nothing is read or built at import: the first use builds what
+the elements R4B added or removed (written by gen_schema.py, `make schema`). Nothing is read or built at import: the first use builds what
 it asks for, and the table is cached for the process (`schema()`)."""
 from __future__ import annotations
 
@@ -97,12 +97,15 @@ def _codes(extra: dict[str, Any]) -> frozenset[str] | None:
 class Schema:
     """The table, filled type by type on first use (entries never change once made)."""
 
-    def __init__(self) -> None:
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        """`data`: R4's differences (default: ``data/r4_schema.json``); the generator of that
+        file passes empty ones to see the R4B models as they are."""
         from fhir.resources.R4B import get_fhir_model_class
         from fhir.resources.R4B.resource import Resource
         from fhir_core.constraints import FHIR_PRIMITIVES_MAPS
 
-        data = _load_data()
+        if data is None:
+            data = _load_data()
         self.r4_only: dict[str, str] = data["r4_only"]
         self._patches = {k: (tuple(v[0]), tuple(tuple(a) for a in v[1])) for k, v in data["r4b_patches"].items()}
         self._get_class = get_fhir_model_class
