@@ -8,7 +8,7 @@ in the console: what a page shows is what the REST API would answer that staff m
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from flask import Response, abort, current_app, g, request
 
@@ -153,6 +153,15 @@ def page(template: str, status: int = 200, **kw: Any) -> Response:
 def back(endpoint: str, msg: str | None = None, **kw: Any) -> Response:
     """Redirect (303) to a page that shows `msg` once, carried in a signed cookie."""
     return webparts.back(SITE, endpoint, msg, **kw)
+
+
+def write_then_back(write: Callable[[], Any], endpoint: str, done: str | None, **kw: Any) -> Response:
+    """Run one FHIR write, then back to `endpoint` saying `done`, or the refusal's text instead."""
+    try:
+        write()
+    except FhirError as exc:
+        done = error_text(exc)
+    return back(endpoint, done, **kw)
 
 
 def display_name(res: dict[str, Any] | None) -> str:

@@ -245,11 +245,8 @@ def tag(pid: str) -> Response:
         msg = _("The tag was added.")
     else:
         return core.back("console.detail.show", None, pid=pid)
-    try:
-        core.fhir().update("Patient", pid, core.with_tags(p, tags))
-    except FhirError as exc:
-        msg = core.error_text(exc)
-    return core.back("console.detail.show", msg, pid=pid)
+    return core.write_then_back(lambda: core.fhir().update("Patient", pid, core.with_tags(p, tags)),
+                                "console.detail.show", msg, pid=pid)
 
 
 def report(rid: str) -> Response:
