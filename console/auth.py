@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, redirect, request, url_for
 
 from console import core
+from portal import webparts
 from console.core import _, page
 
 PUBLIC = {"console.login", "console.static", "console.set_lang"}
@@ -57,14 +58,7 @@ def login() -> Response:
 
 
 def logout() -> Response:
-    from smart_auth import store
-
-    sid = request.cookies.get(core.SESSION_COOKIE)
-    if sid:
-        store.end_session(core.engine(), sid)
-    resp = redirect(url_for("console.login"), 303)
-    resp.delete_cookie(core.SESSION_COOKIE, path=core.PATH)
-    return resp
+    return webparts.sign_out(core.SITE, "console.login")
 
 
 def set_lang() -> Response:

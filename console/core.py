@@ -8,16 +8,16 @@ in the console: what a page shows is what the REST API would answer that staff m
 from __future__ import annotations
 
 import json
-import secrets
-from typing import Any
+from typing import Any, Callable
 
-from flask import Response, abort, current_app, g, make_response, redirect, render_template, request, url_for
+from flask import Response, abort, current_app, g, request
 
 from fhirserver.access import Principal, parse_scopes
 from fhirserver.interactions import FhirRequest
 from fhirserver.errors import FhirError
 from fhirserver.operations import render as rnd
-from portal import Fhir
+from portal import Fhir, webparts
+from portal.webparts import engine, services
 from console.i18n import LANGS, translate
 
 CONSOLE_CLIENT = "fhirserver-console"
@@ -25,18 +25,11 @@ SESSION_COOKIE = "fs_console_session"
 LANG_COOKIE = "fs_console_lang"
 ANON_CSRF_COOKIE = "fs_console_csrf"
 FLASH_COOKIE = "fs_console_flash"
-FLASH_SECONDS = 300
 STAFF_SCOPES = "openid fhirUser user/*.cruds"
 STAFF_ROLES = ("staff", "admin")
 PATH = "/console"
-
-
-def services() -> Any:
-    return current_app.extensions["fhirserver"]
-
-
-def engine() -> Any:
-    return services().repo.engine
+SITE = webparts.Site(path=PATH, session_cookie=SESSION_COOKIE, anon_csrf_cookie=ANON_CSRF_COOKIE,
+                     flash_cookie=FLASH_COOKIE, flash_purpose="console-flash")
 
 
 # -- session -------------------------------------------------------------------------------------
@@ -63,32 +56,15 @@ def load_session() -> None:
     g.policy = policy_for(g.principal)
 
 
-def new_csrf() -> str:
-    return secrets.token_urlsafe(16)
-
-
 def csrf_ok() -> bool:
-    sent = request.form.get("csrf", "")
-    if g.get("session") is not None:
-        return secrets.compare_digest(sent, g.session["csrf"])
-    cookie = request.cookies.get(ANON_CSRF_COOKIE, "")
-    return bool(cookie) and secrets.compare_digest(sent, cookie)
+    return webparts.csrf_ok(SITE)
 
 
 # -- FHIR with the staff member's policy -------------------------------------------------------------
 class StaffFhir(Fhir):
     """The portal's FHIR client with the staff member's policy, audited as the console."""
 
-    def _audit(self, action: str, interaction: str, refs: list[str], query: str | None = None) -> None:
-        p = g.get("principal")
-        if p is None or not self.audited:
-            return
-        try:
-            services().audit.record(who={"reference": p.fhir_user, "client_id": CONSOLE_CLIENT}, action=action,
-                                    interaction=interaction, references=refs, query=query,
-                                    remote=request.remote_addr)
-        except Exception:  # noqa: BLE001  auditing never breaks a page
-            pass
+    client_id = CONSOLE_CLIENT
 
     def page(self, res_type: str, params: list[tuple[str, str]]) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a search and the cursor of the next page (the engine's keyset paging)."""
@@ -159,68 +135,33 @@ def out_params(params: Any) -> dict[str, list[Any]]:
 
 # -- language, rendering, flash --------------------------------------------------------------------
 def lang() -> str:
+    """The language asked for in the link, else the cookie's, else the browser's."""
     if g.get("lang"):
         return g.lang
-    choice = request.args.get("lang") or request.cookies.get(LANG_COOKIE)
-    if choice not in LANGS:
-        choice = request.accept_languages.best_match(LANGS) or "en"
-    g.lang = choice
-    return choice
+    return webparts.settle_lang(request.args.get("lang") or request.cookies.get(LANG_COOKIE))
 
 
 def _(text: str, **kw: Any) -> str:
     return translate(lang(), text, **kw)
 
 
-def _flash_serializer() -> Any:
-    from itsdangerous import URLSafeTimedSerializer
-
-    from smart_auth import store
-
-    return URLSafeTimedSerializer(store.server_secret(engine(), "console-flash"), salt="console-flash")
-
-
-def _take_flash() -> str | None:
-    """The banner after a redirect: a message the server signed (never text from the URL)."""
-    from itsdangerous import BadSignature
-
-    raw = request.cookies.get(FLASH_COOKIE)
-    if not raw:
-        return None
-    try:
-        msg = _flash_serializer().loads(raw, max_age=FLASH_SECONDS)
-    except BadSignature:
-        return None
-    return msg if isinstance(msg, str) else None
-
-
 def page(template: str, status: int = 200, **kw: Any) -> Response:
-    anon_csrf = None
-    if g.get("session") is None:
-        anon_csrf = request.cookies.get(ANON_CSRF_COOKIE) or new_csrf()
-    kw.setdefault("form", {})
-    kw.setdefault("errors", {})
-    html = render_template(f"console/{template}", _=_, lang=lang(), user=g.get("user"),
-                           csrf=(g.session["csrf"] if g.get("session") else anon_csrf),
-                           name=display_name, concept=rnd.concept_text, flash=_take_flash(), **kw)
-    resp = make_response(html, status)
-    if request.cookies.get(FLASH_COOKIE):
-        resp.delete_cookie(FLASH_COOKIE, path=PATH)
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["X-Frame-Options"] = "DENY"
-    resp.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
-    if anon_csrf:
-        resp.set_cookie(ANON_CSRF_COOKIE, anon_csrf, httponly=True, samesite="Lax", path=PATH)
-    return resp
+    return webparts.render(SITE, f"console/{template}", status, _=_, lang=lang(), user=g.get("user"),
+                           name=display_name, concept=rnd.concept_text, **kw)
 
 
 def back(endpoint: str, msg: str | None = None, **kw: Any) -> Response:
     """Redirect (303) to a page that shows `msg` once, carried in a signed cookie."""
-    resp = redirect(url_for(endpoint, **kw), 303)
-    if msg:
-        resp.set_cookie(FLASH_COOKIE, _flash_serializer().dumps(msg), max_age=FLASH_SECONDS, httponly=True,
-                        samesite="Lax", path=PATH, secure=request.scheme == "https")
-    return resp
+    return webparts.back(SITE, endpoint, msg, **kw)
+
+
+def write_then_back(write: Callable[[], Any], endpoint: str, done: str | None, **kw: Any) -> Response:
+    """Run one FHIR write, then back to `endpoint` saying `done`, or the refusal's text instead."""
+    try:
+        write()
+    except FhirError as exc:
+        done = error_text(exc)
+    return back(endpoint, done, **kw)
 
 
 def display_name(res: dict[str, Any] | None) -> str:

@@ -5,7 +5,6 @@ access log; edit; the lifecycle operations `$invite`, `$unlink`, `$reactivate`, 
 staff member (the operations decide what each may do)."""
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from flask import Blueprint, Response, abort, g, make_response, request
@@ -18,6 +17,7 @@ from console.patients import CASE_SYSTEM, CASE_TYPES, DATE_RE
 from fhirserver.errors import FhirError
 from fhirserver.access.tables import lifecycle_account
 from fhirserver.operations import render as rnd
+from portal import report_view
 
 SYSTEM_TAGS = ("urn:fhirserver:owner",)
 AUDIT_ACTIONS = {"C": "created", "R": "read", "U": "changed", "D": "deleted", "E": "searched or ran"}
@@ -245,27 +245,14 @@ def tag(pid: str) -> Response:
         msg = _("The tag was added.")
     else:
         return core.back("console.detail.show", None, pid=pid)
-    try:
-        core.fhir().update("Patient", pid, core.with_tags(p, tags))
-    except FhirError as exc:
-        msg = core.error_text(exc)
-    return core.back("console.detail.show", msg, pid=pid)
-
-
-def report_or_404(rid: str) -> dict[str, Any]:
-    rep = core.fhir().read("DiagnosticReport", rid)
-    if rep is None:
-        abort(404)
-    return rep
+    return core.write_then_back(lambda: core.fhir().update("Patient", pid, core.with_tags(p, tags)),
+                                "console.detail.show", msg, pid=pid)
 
 
 def report(rid: str) -> Response:
-    rep = report_or_404(rid)
     f = core.fhir()
-    with f.repo.transaction() as tx:
-        d = rnd.report_details(f.ctx, tx, rep)
-    d["images"] = [{"comment": i["comment"], "src": f"data:{i['type']};base64," + base64.b64encode(i["data"]).decode()}
-                   for i in d["images"]]
+    rep = report_view.report_or_404(f, rid)
+    d = report_view.page_details(f, rep)
     pid = core.ref_id(rep.get("subject"), "Patient")
     return page("report.html", rep=rep, d=d, pid=pid, qr=report_qr(rid, pid))
 
@@ -285,10 +272,8 @@ def report_qr(rid: str, pid: str | None) -> dict[str, Any] | None:
 
 
 def report_pdf(rid: str) -> Response:
-    rep = report_or_404(rid)
     f = core.fhir()
-    with f.repo.transaction() as tx:
-        d = rnd.report_details(f.ctx, tx, rep)
+    d = report_view.details(f, report_view.report_or_404(f, rid))
     resp = make_response(rnd.report_pdf(d, None, core.lang()))
     resp.headers["Content-Type"] = "application/pdf"
     resp.headers["Content-Disposition"] = f'inline; filename="report-{rid}.pdf"'

@@ -2,7 +2,7 @@
 already say is here: the rest (Email, Reports, Save...) comes from the portal's one dictionary."""
 from __future__ import annotations
 
-from portal import LANGS, translate as portal_translate
+from portal.i18n import ES as PORTAL_ES, LANGS, translate_in
 
 ES = {
     "Staff console": "Consola del personal", "Patients": "Pacientes", "Unmatched studies": "Estudios sin asignar", "Search patients": "Buscar pacientes",
@@ -64,7 +64,7 @@ ES = {
     "Choose a case type.": "Elija un tipo de caso.", "Choose a visit type.": "Elija un tipo de visita.",
     "Enter a date and time.": "Escriba una fecha y hora.",
     "Enter a valid AE title (up to 16 letters or digits).": "Escriba un título AE válido (hasta 16 letras o dígitos).",
-    "Make a new patient": "Crear paciente nuevo", "Portal account": "Cuenta del portal",
+    "Portal account": "Cuenta del portal",
     "invited": "invitada", "closed": "cerrada", "created": "creó", "read": "leyó", "changed": "modificó",
     "deleted": "borró", "searched or ran": "buscó o ejecutó",
     "Observations": "Observaciones", "No observations.": "No hay observaciones.", "Thumbnail of": "Miniatura de", "QR code": "Código QR",
@@ -93,10 +93,7 @@ ES = {
 
 
 def translate(lang: str, text: str, **kw: object) -> str:
-    if lang == "es" and text in ES:
-        s = ES[text]
-        return s % kw if kw else s
-    return portal_translate(lang, text, **kw)
+    return translate_in((ES, PORTAL_ES), lang, text, **kw)
 
 
 __all__ = ["ES", "LANGS", "translate"]

@@ -99,11 +99,7 @@ def show(gid: str) -> Response:
 
 
 def _save(grp: dict[str, Any], back_to: tuple[str, dict[str, str]], msg: str) -> Response:
-    try:
-        core.fhir().update("Group", grp["id"], grp)
-    except FhirError as exc:
-        msg = core.error_text(exc)
-    return core.back(back_to[0], msg, **back_to[1])
+    return core.write_then_back(lambda: core.fhir().update("Group", grp["id"], grp), back_to[0], msg, **back_to[1])
 
 
 def add_patient(pid: str) -> Response:

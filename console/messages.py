@@ -9,7 +9,6 @@ from flask import Blueprint, Response, abort, g, request
 
 from console import core
 from console.core import _, page
-from fhirserver.errors import FhirError
 
 
 def _is_message(c: dict[str, Any]) -> bool:
@@ -96,11 +95,8 @@ def reply(cid: str) -> Response:
         body["sender"] = {"reference": me}
     if not body["topic"].get("text"):
         body.pop("topic")
-    try:
-        core.fhir().create("Communication", body)
-    except FhirError as exc:
-        return core.back("console.messages.show", core.error_text(exc), cid=t["id"])
-    return core.back("console.messages.show", _("Your reply was sent."), cid=t["id"])
+    return core.write_then_back(lambda: core.fhir().create("Communication", body), "console.messages.show",
+                                _("Your reply was sent."), cid=t["id"])
 
 
 def blueprint() -> Blueprint:

@@ -11,7 +11,6 @@ from flask import Blueprint, Response, g, request
 
 from console import core
 from console.core import _, patient_or_404
-from fhirserver.errors import FhirError
 
 NOTE_TYPE = {"system": "http://loinc.org", "code": "34109-9", "display": "Note"}
 MAX_NOTE = 4000
@@ -50,11 +49,9 @@ def add(pid: str) -> Response:
     text = (request.form.get("note") or "").strip()[:MAX_NOTE]
     if not text:
         return core.back("console.detail.show", _("Write the note first."), pid=pid)
-    try:
-        core.fhir().create("DocumentReference", note_body(pid, text, g.user.get("fhir_user")))
-    except FhirError as exc:
-        return core.back("console.detail.show", core.error_text(exc), pid=pid)
-    return core.back("console.detail.show", _("The note was saved."), pid=pid)
+    body = note_body(pid, text, g.user.get("fhir_user"))
+    return core.write_then_back(lambda: core.fhir().create("DocumentReference", body), "console.detail.show",
+                                _("The note was saved."), pid=pid)
 
 
 def blueprint() -> Blueprint:

@@ -1,8 +1,9 @@
 """The patient and guardian web portal under /portal: server-rendered pages that call
 the same FHIR interactions and access rules as the REST API. `blueprint()` builds it.
 
-`Fhir` (FHIR calls with one caller's policy) and `translate` (English/Spanish) are shared with
-the staff console, which renders the same way."""
+`Fhir` (FHIR calls with one caller's policy), `translate` (English/Spanish), `webparts` (CSRF,
+language, flash banner, page headers, sign-out), `report_view` and the templates' `_layout.html`
+and `_macros.html` are shared with the staff console, which renders the same way."""
 from __future__ import annotations
 
 from typing import Any

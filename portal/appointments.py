@@ -11,7 +11,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from portal import core
-from portal.web import _, back, now_iso, page, parse_when, pid
+from portal.clinic import parse_time
+from portal.web import _, back, now_iso, page, pid
 
 
 ONLINE = ("urn:fhirserver:portal", "online-booking")
@@ -24,7 +25,7 @@ class SlotTaken(Exception):
 def upcoming_and_past(f: core.Fhir, p: str) -> tuple[list[dict], list[dict]]:
     rows = f.search("Appointment", [("patient", p), ("_sort", "date"), ("_count", "200")])
     t = datetime.now(timezone.utc)
-    up = [a for a in rows if (parse_when(a.get("start")) or t) >= t and a.get("status") not in ("cancelled",)]
+    up = [a for a in rows if (parse_time(a.get("start")) or t) >= t and a.get("status") not in ("cancelled",)]
     past = [a for a in rows if a not in up]
     return up, past[::-1]
 
@@ -75,7 +76,7 @@ def book_slot(policy: Any, patient_id: str, slot_id: str, reason: str = "") -> d
             sch = (job.read("Schedule", sched_id, tx) if sched_id else None) or {}  # only online-bookable ones
             online = any(cd.get("system") == ONLINE[0] and cd.get("code") == ONLINE[1]
                          for c in sch.get("serviceCategory") or [] for cd in c.get("coding") or [])
-            start = parse_when(slot.get("start"))
+            start = parse_time(slot.get("start"))
             if slot.get("status") != "free" or not online or start is None or start < datetime.now(timezone.utc):
                 raise SlotTaken()
             actors = [a for a in sch.get("actor") or []]
@@ -124,7 +125,7 @@ def cancel(aid: str) -> Response:
     if appt is None:
         abort(404)
     hours = getattr(core.services().settings, "portal_cancel_hours", 24)
-    start = parse_when(appt.get("start"))
+    start = parse_time(appt.get("start"))
     if start is None or start - datetime.now(timezone.utc) < timedelta(hours=hours):
         up, past = upcoming_and_past(f, pid())
         return page("appointments.html", 409, up=up, past=past, slots=_free_slots(), hours=hours,

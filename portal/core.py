@@ -8,7 +8,6 @@ made it (`sharer_policy`), rebuilt when the link is opened. There is no open-pol
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 from flask import current_app, g, request
@@ -18,22 +17,19 @@ from fhirserver.access import Principal, job_policy, parse_scopes
 from fhirserver.interactions import transact
 from fhirserver.interactions import FhirRequest, dispatch
 from fhirserver.errors import FhirError
+from portal import webparts
+from portal.webparts import engine, services
 
 PORTAL_CLIENT = "fhirserver-portal"
 SESSION_COOKIE = "fs_portal_session"
 PATIENT_COOKIE = "fs_portal_patient"
 LANG_COOKIE = "fs_portal_lang"
 ANON_CSRF_COOKIE = "fs_portal_csrf"
+FLASH_COOKIE = "fs_portal_flash"
+SITE = webparts.Site(path="/portal", session_cookie=SESSION_COOKIE, anon_csrf_cookie=ANON_CSRF_COOKIE,
+                     flash_cookie=FLASH_COOKIE, flash_purpose="portal-flash")
 PATIENT_SCOPES = "openid fhirUser patient/*.cruds"
 STAFF_SCOPES = "openid fhirUser user/*.cruds"
-
-
-def services() -> Any:
-    return current_app.extensions["fhirserver"]
-
-
-def engine() -> Any:
-    return services().repo.engine
 
 
 def ensure_client() -> None:
@@ -89,16 +85,8 @@ def principal_for(user: dict[str, Any], patient: str | None) -> Principal:
                      user_pk=user["pk"])
 
 
-def new_csrf() -> str:
-    return secrets.token_urlsafe(16)
-
-
 def csrf_ok() -> bool:
-    sent = request.form.get("csrf", "")
-    if g.session is not None:
-        return secrets.compare_digest(sent, g.session["csrf"])
-    cookie = request.cookies.get(ANON_CSRF_COOKIE, "")
-    return bool(cookie) and secrets.compare_digest(sent, cookie)
+    return webparts.csrf_ok(SITE)
 
 
 # -- FHIR through the interactions, with the user's policy -------------------------------------
@@ -109,7 +97,10 @@ def _as_dict(body: Any) -> Any:
 
 
 class Fhir:
-    """FHIR interactions with one policy (required: the portal has no open client)."""
+    """FHIR interactions with one policy (required: the portal has no open client). The audit
+    trail names `client_id` as the app that acted (the console's subclass names itself)."""
+
+    client_id = PORTAL_CLIENT
 
     def __init__(self, policy: Any, audit: bool = True) -> None:
         if policy is None:
@@ -124,7 +115,7 @@ class Fhir:
         if p is None or not self.audited:
             return
         try:
-            services().audit.record(who={"reference": p.fhir_user, "client_id": PORTAL_CLIENT}, action=action,
+            services().audit.record(who={"reference": p.fhir_user, "client_id": self.client_id}, action=action,
                                     interaction=interaction, references=refs, query=query,
                                     remote=request.remote_addr)
         except Exception:  # noqa: BLE001  auditing never breaks a page

@@ -92,6 +92,12 @@ ES = {
 }
 
 
-def translate(lang: str, text: str, **kw: object) -> str:
-    s = ES.get(text, text) if lang == "es" else text
+def translate_in(spanish: tuple[dict[str, str], ...], lang: str, text: str, **kw: object) -> str:
+    """`text` in `lang`, from the first of the `spanish` dictionaries that has it (the console puts
+    its own before the portal's), else the English key itself; `kw` fills its %(name)s places."""
+    s = next((table[text] for table in spanish if text in table), text) if lang == "es" else text
     return s % kw if kw else s
+
+
+def translate(lang: str, text: str, **kw: object) -> str:
+    return translate_in((ES,), lang, text, **kw)

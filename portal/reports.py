@@ -7,8 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, g, request
 
 from fhirserver.operations import render as rnd
-from portal import shares
-from portal import core
+from portal import core, report_view, shares
 from portal.appointments import upcoming_and_past
 from portal.web import _, back, download, lang, page, pid
 
@@ -28,19 +27,12 @@ def reports() -> Response:
 
 
 def _report_or_404(rid: str) -> dict[str, Any]:
-    rep = core.user_fhir().read("DiagnosticReport", rid)
-    if rep is None:
-        abort(404)
-    return rep
+    return report_view.report_or_404(core.user_fhir(), rid)
 
 
 def report(rid: str) -> Response:
     rep = _report_or_404(rid)
-    f = core.user_fhir()
-    with f.repo.transaction() as tx:
-        details = rnd.report_details(f.ctx, tx, rep)
-    details["images"] = [{"comment": i["comment"], "src": f"data:{i['type']};base64,"
-                          + base64.b64encode(i["data"]).decode()} for i in details["images"]]
+    details = report_view.page_details(core.user_fhir(), rep)
     share = None
     if request.args.get("share"):
         share = rnd.share_url_for(core.services(), rid, g.patient, g.user["pk"])
@@ -50,9 +42,7 @@ def report(rid: str) -> Response:
 
 def report_pdf(rid: str) -> Response:
     rep = _report_or_404(rid)
-    f = core.user_fhir()
-    with f.repo.transaction() as tx:
-        details = rnd.report_details(f.ctx, tx, rep)
+    details = report_view.details(core.user_fhir(), rep)
     data = rnd.report_pdf(details, rnd.share_url_for(core.services(), rid, g.patient, g.user["pk"]), lang())
     return download(data, "application/pdf", f"report-{rid}.pdf")
 

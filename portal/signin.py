@@ -6,7 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, g, redirect, request, url_for
 from sqlalchemy import select, update
 
-from portal import core
+from portal import core, webparts
 from portal.i18n import LANGS
 from portal.web import _, back, clinic, page
 
@@ -42,15 +42,7 @@ def login() -> Response:
 
 
 def logout() -> Response:
-    from smart_auth import store
-
-    sid = request.cookies.get(core.SESSION_COOKIE)
-    if sid:
-        store.end_session(core.engine(), sid)
-    resp = redirect(url_for("portal.login"), 303)
-    resp.delete_cookie(core.SESSION_COOKIE, path="/portal")
-    resp.delete_cookie(core.PATIENT_COOKIE, path="/portal")
-    return resp
+    return webparts.sign_out(core.SITE, "portal.login", core.PATIENT_COOKIE)
 
 
 def _reset_serializer() -> Any:

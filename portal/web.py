@@ -5,10 +5,10 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Response, abort, g, make_response, redirect, render_template, request, url_for
+from flask import Response, abort, g, redirect, request, url_for
 
 from fhirserver.operations import render as rnd
-from portal import core
+from portal import core, webparts
 from portal.clinic import Clinic, clinic_of, format_money, format_when, invoice_number, status_text
 from portal.i18n import LANGS, translate
 
@@ -17,6 +17,7 @@ PUBLIC = {"portal.login", "portal.forgot", "portal.reset", "portal.share", "port
 
 
 def lang() -> str:
+    """The patient's preferred language in their record, else the cookie's, else the browser's."""
     if getattr(g, "lang", None):
         return g.lang
     choice = None
@@ -25,11 +26,7 @@ def lang() -> str:
             code = ((c.get("language") or {}).get("coding") or [{}])[0].get("code", "")[:2]
             if code in LANGS and (c.get("preferred") or choice is None):
                 choice = code
-    choice = choice or request.cookies.get(core.LANG_COOKIE)
-    if choice not in LANGS:
-        choice = request.accept_languages.best_match(LANGS) or "en"
-    g.lang = choice
-    return choice
+    return webparts.settle_lang(choice or request.cookies.get(core.LANG_COOKIE))
 
 
 def _(text: str, **kw: Any) -> str:
@@ -54,65 +51,17 @@ def status_word(code: str | None) -> str:
 
 
 def page(template: str, status: int = 200, **kw: Any) -> Response:
-    anon_csrf = None
-    if g.get("session") is None:
-        anon_csrf = request.cookies.get(core.ANON_CSRF_COOKIE) or core.new_csrf()
-    kw.setdefault("form", {})
-    kw.setdefault("errors", {})
-    html = render_template(template, _=_, lang=lang(), user=g.get("user"), patient_id=g.get("patient"),
-                           patient_res=g.get("patient_res"), children=g.get("children") or [],
-                           csrf=(g.session["csrf"] if g.get("session") else anon_csrf),
-                           name=rnd.human_name, concept=rnd.concept_text, flash=_take_flash(),
+    return webparts.render(core.SITE, template, status, _=_, lang=lang(), user=g.get("user"),
+                           patient_id=g.get("patient"), patient_res=g.get("patient_res"),
+                           children=g.get("children") or [], name=rnd.human_name, concept=rnd.concept_text,
                            dev=bool(getattr(core.services().settings, "dev_mode", False)), clinic=clinic(),
                            when=when, money=money, status_text=status_word, invoice_number=invoice_number,
                            **kw)
-    resp = make_response(html, status)
-    if request.cookies.get(FLASH_COOKIE):
-        resp.delete_cookie(FLASH_COOKIE, path="/portal")
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["X-Frame-Options"] = "DENY"
-    resp.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
-    if anon_csrf:
-        resp.set_cookie(core.ANON_CSRF_COOKIE, anon_csrf, httponly=True, samesite="Lax", path="/portal")
-    return resp
-
-
-FLASH_COOKIE = "fs_portal_flash"
-
-
-FLASH_SECONDS = 300
-
-
-def _flash_serializer() -> Any:
-    from itsdangerous import URLSafeTimedSerializer
-
-    from smart_auth import store
-
-    return URLSafeTimedSerializer(store.server_secret(core.engine(), "portal-flash"), salt="portal-flash")
-
-
-def _take_flash() -> str | None:
-    """The banner of the page after a redirect: a message the server signed, never query text
-    (a link with `?m=...` must not make the portal say anything)."""
-    from itsdangerous import BadSignature
-
-    raw = request.cookies.get(FLASH_COOKIE)
-    if not raw:
-        return None
-    try:
-        msg = _flash_serializer().loads(raw, max_age=FLASH_SECONDS)
-    except BadSignature:
-        return None
-    return msg if isinstance(msg, str) else None
 
 
 def back(endpoint: str, msg: str | None = None, **kw: Any) -> Response:
     """Redirect (303) to a page that shows `msg` once, carried in a signed cookie."""
-    resp = redirect(url_for(endpoint, **kw), 303)
-    if msg:
-        resp.set_cookie(FLASH_COOKIE, _flash_serializer().dumps(msg), max_age=FLASH_SECONDS, httponly=True,
-                        samesite="Lax", path="/portal", secure=request.scheme == "https")
-    return resp
+    return webparts.back(core.SITE, endpoint, msg, **kw)
 
 
 def before() -> Response | None:
@@ -149,16 +98,6 @@ def pid() -> str:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def parse_when(s: str | None) -> datetime | None:
-    if not s:
-        return None
-    try:
-        d = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
 
 
 def download(data: bytes, mime: str, filename: str, inline: bool = False) -> Response:
