@@ -64,7 +64,7 @@ def cmd_dicom(args: argparse.Namespace, settings: Any) -> int:
 
     configure(settings.log_level)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    processes = args.processes or int(os.environ.get("FHIRSERVER_DICOM_PROCESSES") or 0) or os.cpu_count() or 1
+    processes = args.processes or settings.dicom_processes or os.cpu_count() or 1
     if args.listen_fd is None:  # this process binds: say so in one line when it cannot
         from fhirserver.preflight import blob_store_problem, data_dir_problem, dicom_port_problem, migrate_problem
 
@@ -84,7 +84,7 @@ def cmd_dicom(args: argparse.Namespace, settings: Any) -> int:
     # values are read for the index only: no regex validation (and warning) per element read
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     # several association threads per process: hand the GIL over sooner (lower latency per message)
-    sys.setswitchinterval(float(os.environ.get("FHIRSERVER_DICOM_SWITCH_INTERVAL", "0.001")))
+    sys.setswitchinterval(settings.dicom_switch_interval)
     services = build_services(settings, upgrade_schema=True)
     node = DicomNode(settings, repo=services.repo, audit=services.audit, store=services.blobs)
     if args.exit_with_parent:

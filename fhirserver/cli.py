@@ -26,15 +26,15 @@ def _add_blob_url(p: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     keys = ("host", "port", "dicom_port", "dicom_ae", "data_dir", "database_url", "base_url", "workers",
             "log_level", "blob_url")
-    settings = settings_from_env(**{k: getattr(args, k, None) for k in keys})
-    if getattr(args, "insecure_no_auth", False):  # auth is on unless asked off, and then only on loopback
-        settings = settings.replace(insecure_no_auth=True)
+    defaults: dict[str, Any] = {}
     if getattr(args, "dev", False):  # demo clinic + /portal/dev/mail: a portal to try without a mail server
         from portal.demo import DEV_CLINIC
 
         # the demo clinic's name, time zone, address and tax id, unless the operator set their own
-        defaults = {k: v for k, v in DEV_CLINIC.items() if not os.environ.get("FHIRSERVER_" + k.upper())}
-        settings = settings.replace(dev_mode=True, **defaults)
+        defaults = {**DEV_CLINIC, "dev_mode": True}
+    settings = settings_from_env(defaults=defaults, **{k: getattr(args, k, None) for k in keys})
+    if getattr(args, "insecure_no_auth", False):  # auth is on unless asked off, and then only on loopback
+        settings = settings.replace(insecure_no_auth=True)
     return settings
 
 

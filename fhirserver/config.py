@@ -19,6 +19,8 @@ class Settings:
     dicom_reject_unknown: bool = True    # reject calling AEs missing from `dicom-node` registry
     dicom_fast_path: bool = True         # the DICOM node's library shortcuts (dicom/fastpath.py)
     dicom_fsync: bool = True             # a stored instance's file reaches the disk before C-STORE/STOW success
+    dicom_processes: int = 0             # receiving processes of `fhirserver dicom` (0: one per CPU)
+    dicom_switch_interval: float = 0.001  # sys.setswitchinterval of a receiver: several association threads
     data_dir: Path = Path("./var")
     # where DICOM instances and export files go: empty, the data folder (<data_dir>/dicom);
     # s3://bucket/prefix?endpoint=http://host:9000 an S3-compatible store shared by every host
@@ -61,6 +63,10 @@ class Settings:
     clinic_address: str = ""
     clinic_tax_id: str = ""
     clinic_logo: str = ""                # path of a PNG, JPEG or SVG file
+    # secrets one command takes when its flag is absent; kept out of repr (and so out of logs)
+    user_password: str = dataclasses.field(default="", repr=False)  # `user add|passwd`
+    token: str = dataclasses.field(default="", repr=False)          # `load --url`: bearer token
+    client_secret: str = dataclasses.field(default="", repr=False)  # `load --url --client-id`
 
     @property
     def effective_database_url(self) -> str:
@@ -103,6 +109,7 @@ _ENV_FIELDS = {
     "blob_url": str,
     "dicom_fast_path": lambda v: v.strip().lower() not in ("0", "false", "no", "off"),
     "dicom_fsync": lambda v: v.strip().lower() not in ("0", "false", "no", "off"),
+    "dicom_processes": int, "dicom_switch_interval": float,
     "database_url": str, "base_url": str, "smtp_url": str, "workers": int,
     "max_body_bytes": int, "max_url_bytes": int, "max_header_bytes": int, "max_header_fields": int,
     "max_bundle_entries": int, "statement_seconds": float, "bundle_seconds": float,
@@ -114,13 +121,16 @@ _ENV_FIELDS = {
     "subscription_attempts": int, "subscription_backoff_seconds": float, "subscription_lease_seconds": int,
     "job_threads": int, "job_poll_seconds": float, "export_seconds": int,
     "clinic_name": str, "clinic_timezone": str, "clinic_address": str, "clinic_tax_id": str, "clinic_logo": str,
+    "user_password": str, "token": str, "client_secret": str,
 }
 
 
-def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build Settings from FHIRSERVER_* variables, then apply explicit overrides (flags win)."""
+def settings_from_env(environ: Mapping[str, str] | None = None, *, defaults: Mapping[str, Any] | None = None,
+                      **overrides: Any) -> Settings:
+    """Build Settings: `defaults` (a mode's own, e.g. the demo clinic of `--dev`), then FHIRSERVER_*
+    variables over them, then explicit overrides (flags win)."""
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(defaults or {})
     for name, conv in _ENV_FIELDS.items():
         raw = env.get("FHIRSERVER_" + name.upper())
         if raw not in (None, ""):

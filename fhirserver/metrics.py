@@ -15,6 +15,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+# Not a setting of ours: prometheus_client reads this variable itself (at its first value, in every
+# process `serve` forks or starts) to choose multiprocess mode, so `serve` writes it and the code
+# that must agree with the library (scrapes, dead-worker cleanup) reads it, never Settings.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Latencies of a FHIR server: sub-millisecond reads up to multi-second bundles and exports.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -86,7 +85,7 @@ def cmd_user(args: argparse.Namespace, settings: Any) -> int:
 
     engine = _engine(settings)
     if args.action == "add":
-        password = _password(args)
+        password = _password(args, settings)
         try:
             out = store.add_user(engine, username=args.username, password=password, role=args.role,
                                  fhir_user=args.fhir_user, patients=args.patient or [],
@@ -118,7 +117,7 @@ def cmd_user(args: argparse.Namespace, settings: Any) -> int:
     if args.action == "remove":
         return _remove_user(engine, args.username)
     if args.action == "passwd":
-        return _set_password(engine, args.username, _password(args))
+        return _set_password(engine, args.username, _password(args, settings))
     if args.action == "unlock":
         from sqlalchemy import update
 
@@ -135,9 +134,9 @@ def cmd_user(args: argparse.Namespace, settings: Any) -> int:
     return 2
 
 
-def _password(args: argparse.Namespace) -> str:
+def _password(args: argparse.Namespace, settings: Any) -> str:
     """--password, else FHIRSERVER_USER_PASSWORD, else a line of stdin, else a prompt."""
-    password = args.password or os.environ.get("FHIRSERVER_USER_PASSWORD")
+    password = args.password or settings.user_password
     if not password:
         if not sys.stdin.isatty():
             password = sys.stdin.readline().rstrip("\n")

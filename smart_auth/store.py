@@ -5,7 +5,6 @@ import base64
 import hashlib
 import json
 import secrets
-import threading
 import time
 import uuid
 from typing import Any, Iterable
@@ -411,23 +410,20 @@ def remember_jti(engine: Engine, client_id: str, jti: str, exp: int) -> bool:
 
 
 # -- secrets and keys -------------------------------------------------------------------------
-_secret_lock = threading.Lock()
-
-
 def server_secret(engine: Engine, name: str = "forms") -> str:
-    with _secret_lock:
-        with engine.connect() as c:
-            val = c.execute(select(auth_secret.c.value).where(auth_secret.c.name == name)).scalar()
-        if val:
-            return val
-        val = new_token(32)
-        try:
-            with engine.begin() as c:
-                c.execute(insert(auth_secret).values(name=name, value=val))
-        except IntegrityError:
-            pass
-        with engine.connect() as c:
-            return c.execute(select(auth_secret.c.value).where(auth_secret.c.name == name)).scalar_one()
+    """The named secret, created on first use. Concurrent first uses (threads, processes, hosts)
+    race on the primary key: the losers' inserts fail and everyone reads the one row that won."""
+    with engine.connect() as c:
+        val = c.execute(select(auth_secret.c.value).where(auth_secret.c.name == name)).scalar()
+    if val:
+        return val
+    try:
+        with engine.begin() as c:
+            c.execute(insert(auth_secret).values(name=name, value=new_token(32)))
+    except IntegrityError:
+        pass
+    with engine.connect() as c:
+        return c.execute(select(auth_secret.c.value).where(auth_secret.c.name == name)).scalar_one()
 
 
 def _new_key_row() -> dict[str, Any]:

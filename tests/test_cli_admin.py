@@ -74,6 +74,25 @@ def test_user_passwd_changes_the_login(scratch_db, capsys):  # noqa: ANN001
     _one_line_error(code, err)
 
 
+def test_user_password_from_the_environment(scratch_db, capsys, monkeypatch):  # noqa: ANN001
+    """FHIRSERVER_USER_PASSWORD (through Settings) stands for --password; the flag wins."""
+    from smart_auth.store import check_login
+    from fhirserver.storage import make_engine
+
+    db = ("--database-url", scratch_db)
+    monkeypatch.setenv("FHIRSERVER_USER_PASSWORD", "from-the-env1")
+    code, _, err = _run(capsys, "user", "add", "envuser", "--role", "staff", *db)
+    assert code == 0, err
+    code, _, err = _run(capsys, "user", "add", "flaguser", "--role", "staff", "--password", "from-the-flag1", *db)
+    assert code == 0, err
+    engine = make_engine(scratch_db)
+    try:
+        assert check_login(engine, "envuser", "from-the-env1")["username"] == "envuser"
+        assert check_login(engine, "flaguser", "from-the-flag1")["username"] == "flaguser"
+    finally:
+        engine.dispose()
+
+
 def test_client_add_list_remove(scratch_db, capsys):  # noqa: ANN001
     db = ("--database-url", scratch_db)
     code, out, _ = _run(capsys, "client", "add", "--name", "Listed app", "--client-id", "listed-app",

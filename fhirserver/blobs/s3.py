@@ -4,8 +4,8 @@ obstore was chosen by measurement against a local moto server (puts of 512 KiB o
 size of a typical DICOM instance, about 2-3x boto3's and minio's rate; see bench/README.md).
 
 URL: `s3://bucket/prefix?endpoint=http://host:9000&region=eu-west-1`. Credentials come the
-standard way (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_DEFAULT_REGION or
-AWS_REGION, instance metadata), never from the URL. Objects live at
+standard way (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION or
+AWS_DEFAULT_REGION, instance metadata: obstore reads them itself), never from the URL. Objects live at
 `<prefix>/objects/ab/cd/<sha256>`, the local store's layout.
 
 A put hashes first, asks whether the key exists (then writes nothing: idempotent, and the same
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -99,8 +98,7 @@ class S3BlobStore:
         if endpoint:
             kwargs["endpoint"] = endpoint
             options["allow_http"] = endpoint.startswith("http://")
-        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
-        if region:
+        if region:  # else obstore reads AWS_REGION, then AWS_DEFAULT_REGION, itself (as the credentials)
             kwargs["region"] = region
         # a store that is down answers a C-STORE or a request within seconds, not minutes
         retry = {"max_retries": 2, "retry_timeout": timedelta(seconds=10),

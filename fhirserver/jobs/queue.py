@@ -58,6 +58,8 @@ def _connection(where: Any) -> Connection:
 
 @functools.lru_cache(maxsize=4)
 def _insert_stmt(dialect: str) -> Any:
+    """The deduplicating INSERT of a dialect, built once (a memo of an immutable statement per
+    dialect name, not state: no engine or connection is kept)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:

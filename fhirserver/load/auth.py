@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhirserver.config import Settings
 from fhirserver.load.targets import FatalLoadError
 
 
@@ -39,16 +40,15 @@ def client_credentials_token(fhir_base: str, client_id: str, client_secret: str,
     return str(body["access_token"])
 
 
-def bearer_for(args: Any) -> str | None:
-    """The token the loader sends: --token, else one from --client-id/--client-secret, else none."""
-    import os
-
-    token = getattr(args, "token", None) or os.environ.get("FHIRSERVER_TOKEN")
+def bearer_for(args: Any, settings: Settings) -> str | None:
+    """The token the loader sends: --token (or FHIRSERVER_TOKEN), else one obtained with
+    --client-id and --client-secret (or FHIRSERVER_CLIENT_SECRET), else none."""
+    token = getattr(args, "token", None) or settings.token
     if token:
         return token
     client_id = getattr(args, "client_id", None)
     if client_id:
-        secret = getattr(args, "client_secret", None) or os.environ.get("FHIRSERVER_CLIENT_SECRET")
+        secret = getattr(args, "client_secret", None) or settings.client_secret
         if not secret:
             raise FatalLoadError("--client-id needs --client-secret (or FHIRSERVER_CLIENT_SECRET)")
         return client_credentials_token(args.url, client_id, secret, getattr(args, "scope", None)

@@ -391,7 +391,7 @@ def run_load(args: argparse.Namespace, settings: Settings) -> int:
         if args.url:
             from fhirserver.load.auth import bearer_for
 
-            target = HttpTarget(args.url, token=bearer_for(args))
+            target = HttpTarget(args.url, token=bearer_for(args, settings))
             journal_engine, _shown = open_database(settings)  # the loader's own database
         else:
             direct = DirectTarget(settings)
