@@ -21,7 +21,9 @@ from fhirserver.subscriptions.tables import subscription_delivery, subscription_
 MAX_EVENTS = 1000
 
 
-def _subscription(ctx: Any, tx: Any, req: Any, op: str) -> Any:
+def _subscription(ctx: Any, tx: Any, req: Any, op: str) -> tuple[Any, Spec]:
+    """The state row of the Subscription `op` runs on, and its parsed spec (404 when the caller
+    may not see it or it is not topic-based)."""
     if req.res_type != "Subscription":
         raise FhirError(400, f"{op} runs on a Subscription: /Subscription/{{id}}/{op}", "invalid")
     sub_id = req.res_id or req.param("id")
@@ -35,12 +37,11 @@ def _subscription(ctx: Any, tx: Any, req: Any, op: str) -> Any:
     state = tx.conn.execute(select(subscription_state).where(subscription_state.c.sub_id == sub_id)).first()
     if state is None:
         raise FhirError(404, f"Subscription/{sub_id} is not a topic-based subscription", "not-found")
-    return state
+    return state, Spec.from_json(json.loads(state.spec))
 
 
 def status(ctx: Any, tx: Any, req: Any) -> Any:
-    state = _subscription(ctx, tx, req, "$status")
-    spec = Spec.from_json(json.loads(state.spec))
+    state, spec = _subscription(ctx, tx, req, "$status")
     params = status_parameters(ctx.base, state.sub_id, spec.topic, state.status, "query-status",
                                state.event_count, [], "id-only", state.error)
     return FhirResponse(200, {"resourceType": "Bundle", "type": "searchset", "total": 1, "entry": [
@@ -58,8 +59,7 @@ def _number(req: Any, name: str) -> int | None:
 
 
 def events(ctx: Any, tx: Any, req: Any) -> Any:
-    state = _subscription(ctx, tx, req, "$events")
-    spec = Spec.from_json(json.loads(state.spec))
+    state, spec = _subscription(ctx, tx, req, "$events")
     low, high = _number(req, "eventsSinceNumber"), _number(req, "eventsUntilNumber")
     content = req.param("content") or spec.content
     if content not in CONTENTS:
