@@ -3,7 +3,6 @@ FHIRSERVER_TEST_DATABASE_URL is set), the app on it, a test client, and a live s
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from sqlalchemy import create_engine, text
 
 from fhirserver.app import create_app
 from fhirserver.config import Settings, settings_from_env
+from live_helpers import free_port
 
 DATA = Path(__file__).parent / "data"
 BASE = "http://testserver/fhir"
@@ -103,12 +103,6 @@ def client(app):  # noqa: ANN001, ANN201
 @pytest.fixture()
 def repo(app):  # noqa: ANN001, ANN201
     return app.extensions["fhirserver"].repo
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveServer:
