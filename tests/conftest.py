@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 import pytest
 import requests
@@ -181,6 +181,23 @@ class Mailbox:
     def to(self, addr: str) -> list[dict]:
         with self.lock:
             return [m for m in self.messages if addr in m["to"]]
+
+
+# What a signed-in test leaves in the auth server's tables (children first: the order deletes run in).
+AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_launch", "auth_jti", "auth_user", "oauth_client")
+
+
+def emptied(app: Any, tables: Iterable[str], mailbox: Mailbox | None = None) -> Any:
+    """`app` with every row of `tables` deleted, in the order given, and `mailbox`'s messages
+    dropped: the `app` fixture empties the resources only, and a session-wide auth-on app would
+    otherwise carry one test's users, tokens and mail into the next."""
+    with app.extensions["fhirserver"].repo.engine.begin() as c:
+        for t in tables:
+            c.execute(text(f"DELETE FROM {t}"))
+    if mailbox is not None:
+        with mailbox.lock:
+            mailbox.messages.clear()
+    return app
 
 
 def run_smtp_server() -> Iterator[Mailbox]:

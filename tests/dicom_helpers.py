@@ -79,12 +79,19 @@ def clean_dicom(repo: Any) -> Any:
     return repo
 
 
+def start_node(settings: Any, repo: Any, tmp_path: Path, **changes: Any) -> DicomNode:
+    """A started SCP (AE FHIRSERVER) on a free port with its own data folder, that knows the caller
+    TESTSCU (`changes`: further settings of the node)."""
+    s = settings.replace(dicom_port=free_port(), data_dir=tmp_path / "var", dicom_ae="FHIRSERVER", **changes)
+    n = DicomNode(s, repo=repo)
+    add_node(repo.engine, SCU_AE, "127.0.0.1", 104, description="test SCU")
+    n.start()
+    return n
+
+
 @pytest.fixture()
 def node(settings: Any, clean_dicom: Any, tmp_path: Path) -> Iterator[DicomNode]:
     """A running SCP (AE FHIRSERVER) that knows the caller TESTSCU."""
-    s = settings.replace(dicom_port=free_port(), data_dir=tmp_path / "var", dicom_ae="FHIRSERVER")
-    n = DicomNode(s, repo=clean_dicom)
-    add_node(clean_dicom.engine, SCU_AE, "127.0.0.1", 104, description="test SCU")
-    n.start()
+    n = start_node(settings, clean_dicom, tmp_path)
     yield n
     n.stop()

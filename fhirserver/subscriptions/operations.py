@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from fhirserver.interactions import FhirResponse, check_id
 from fhirserver.errors import FhirError
-from fhirserver.model.integers import parse_count
 from fhirserver.subscriptions.notification import Event, bundle, status_parameters
 from fhirserver.subscriptions.owner import may_read
 from fhirserver.subscriptions.spec import CONTENTS, Spec
@@ -48,19 +47,9 @@ def status(ctx: Any, tx: Any, req: Any) -> Any:
         {"fullUrl": f"urn:uuid:{params['id']}", "resource": params, "search": {"mode": "match"}}]})
 
 
-def _number(req: Any, name: str) -> int | None:
-    raw = req.param(name)
-    if raw is None:
-        return None
-    value = parse_count(raw)
-    if value is None:
-        raise FhirError(400, f"{name} must be a non-negative integer, not '{raw}'", "invalid")
-    return value
-
-
 def events(ctx: Any, tx: Any, req: Any) -> Any:
     state, spec = _subscription(ctx, tx, req, "$events")
-    low, high = _number(req, "eventsSinceNumber"), _number(req, "eventsUntilNumber")
+    low, high = req.count_param("eventsSinceNumber"), req.count_param("eventsUntilNumber")
     content = req.param("content") or spec.content
     if content not in CONTENTS:
         raise FhirError(400, f"content must be one of {', '.join(CONTENTS)}", "invalid")
