@@ -31,7 +31,7 @@ def ops_session_app(settings, session_app, ops_smtp):  # noqa: ANN001, ANN201
 @pytest.fixture()
 def oapp(ops_session_app, app, ops_smtp):  # noqa: ANN001, ANN201
     """Auth-on app on an emptied database, with two clinics (o1: d1, o2: d2) and an admin."""
-    emptied(ops_session_app, LIFECYCLE_TABLES, ops_smtp)
+    eng = emptied(ops_session_app, LIFECYCLE_TABLES, ops_smtp).extensions["fhirserver"].repo.engine
     with ops_session_app.extensions["fhirserver"].repo.transaction(write=True) as tx:
         for o in ("o1", "o2"):
             tx.update("Organization", o, {"resourceType": "Organization", "id": o, "name": f"Clinic {o}"})
