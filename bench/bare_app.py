@@ -8,12 +8,12 @@ Werkzeug and gunicorn.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from flask import Flask, Response
+
+from bench import refserve
 
 
 def create_app(body: bytes, content_type: str, headers: dict[str, str]) -> Flask:
@@ -34,34 +34,14 @@ def create_app(body: bytes, content_type: str, headers: dict[str, str]) -> Flask
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gunicorn.app.base import BaseApplication
-
-    p = argparse.ArgumentParser(prog="bench.bare_app")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=4)
+    p = refserve.parser("bench.bare_app")
     p.add_argument("--body-file", type=Path, required=True)
     p.add_argument("--content-type", default="application/fhir+json; charset=utf-8")
     p.add_argument("--header", action="append", default=[], help="Name: value (repeatable)")
     args = p.parse_args(argv)
     body = args.body_file.read_bytes()
     headers = dict(h.split(": ", 1) for h in args.header)
-
-    class _Server(BaseApplication):  # the same settings as fhirserver.cli.cmd_serve
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{args.host}:{args.port}")
-            self.cfg.set("workers", args.workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", args.threads)
-            self.cfg.set("timeout", 120)
-            self.cfg.set("keepalive", 30)
-            self.cfg.set("accesslog", None)
-
-        def load(self) -> Any:
-            return create_app(body, args.content_type, headers)
-
-    _Server().run()
+    refserve.serve(args, lambda: create_app(body, args.content_type, headers))
     return 0
 
 

@@ -90,9 +90,7 @@ def _instance(patient: int, study: str, series: str, series_no: int, n: int, siz
     else:
         img = rng.integers(0, 4096, (size, size), dtype=np.uint16)
     ds.PixelData = img.tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta = FileMetaDataset()  # pydicom adds the Media Storage UIDs from the data set
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     buf = BytesIO()
     ds.save_as(buf, enforce_file_format=True)

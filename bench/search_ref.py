@@ -11,12 +11,13 @@ access policy, no validation: what is left is Flask, psycopg and PostgreSQL.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 from typing import Any
 
 from flask import Flask, Response, request
+
+from bench import refserve
 
 BASE = "http://bench/fhir"
 
@@ -122,30 +123,10 @@ def create_app(database_url: str) -> Flask:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gunicorn.app.base import BaseApplication
-
-    p = argparse.ArgumentParser(prog="bench.search_ref")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=4)
+    p = refserve.parser("bench.search_ref")
     p.add_argument("--database-url", required=True)
     args = p.parse_args(argv)
-
-    class _Server(BaseApplication):  # the same settings as fhirserver.cli.cmd_serve
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{args.host}:{args.port}")
-            self.cfg.set("workers", args.workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", args.threads)
-            self.cfg.set("timeout", 120)
-            self.cfg.set("keepalive", 30)
-            self.cfg.set("accesslog", None)
-
-        def load(self) -> Any:
-            return create_app(args.database_url)
-
-    _Server().run()
+    refserve.serve(args, lambda: create_app(args.database_url))
     return 0
 
 

@@ -106,9 +106,11 @@ def cmd_dicom(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
-def _child_cmd(settings: Any, fd: int, board: str, slot: int) -> list[str]:
-    cmd = [sys.executable, "-m", "fhirserver.cli", "dicom", "--exit-with-parent", "--processes", "1",
-           "--listen-fd", str(fd), "--load-board", board, "--load-slot", str(slot), "--dicom-port", str(settings.dicom_port), "--dicom-ae", settings.dicom_ae,
+def _node_cmd(settings: Any, *extra: str) -> list[str]:
+    """The command line of a node process that ends with its parent, carrying the settings a
+    node needs (`extra`: options of this kind of process)."""
+    cmd = [sys.executable, "-m", "fhirserver.cli", "dicom", "--exit-with-parent", *extra,
+           "--dicom-port", str(settings.dicom_port), "--dicom-ae", settings.dicom_ae,
            "--host", settings.dicom_host or settings.host, "--data-dir", str(settings.data_dir),
            "--base-url", settings.root_url]
     if settings.database_url:
@@ -118,6 +120,12 @@ def _child_cmd(settings: Any, fd: int, board: str, slot: int) -> list[str]:
     if settings.blob_url:
         cmd += ["--blob-url", settings.blob_url]
     return cmd
+
+
+def _child_cmd(settings: Any, fd: int, board: str, slot: int) -> list[str]:
+    """A receiver of `_supervise`: one process accepting on the inherited socket `fd`."""
+    return _node_cmd(settings, "--processes", "1", "--listen-fd", str(fd), "--load-board", board,
+                     "--load-slot", str(slot))
 
 
 def _supervise(args: argparse.Namespace, settings: Any, processes: int) -> int:
@@ -210,17 +218,7 @@ def spawn_node(settings: Any) -> subprocess.Popen | None:
     """`serve` runs the node in its own process (one Python process per receiver)."""
     if not settings.dicom_port:
         return None
-    cmd = [sys.executable, "-m", "fhirserver.cli", "dicom", "--exit-with-parent",
-           "--dicom-port", str(settings.dicom_port), "--dicom-ae", settings.dicom_ae,
-           "--host", settings.dicom_host or settings.host, "--data-dir", str(settings.data_dir),
-           "--base-url", settings.root_url]
-    if settings.database_url:
-        cmd += ["--database-url", settings.database_url]
-    if not settings.dicom_reject_unknown:
-        cmd.append("--accept-unknown")
-    if settings.blob_url:
-        cmd += ["--blob-url", settings.blob_url]
-    return subprocess.Popen(cmd)
+    return subprocess.Popen(_node_cmd(settings))
 
 
 class NodeSupervisor:

@@ -3,12 +3,11 @@ FHIRSERVER_TEST_DATABASE_URL is set), the app on it, a test client, and a live s
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 import pytest
 import requests
@@ -16,6 +15,7 @@ from sqlalchemy import create_engine, text
 
 from fhirserver.app import create_app
 from fhirserver.config import Settings, settings_from_env
+from live_helpers import free_port
 
 DATA = Path(__file__).parent / "data"
 BASE = "http://testserver/fhir"
@@ -105,12 +105,6 @@ def repo(app):  # noqa: ANN001, ANN201
     return app.extensions["fhirserver"].repo
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LiveServer:
     """`fhirserver serve` in a subprocess (real gunicorn workers); `auth=False` opens the API."""
 
@@ -187,6 +181,23 @@ class Mailbox:
     def to(self, addr: str) -> list[dict]:
         with self.lock:
             return [m for m in self.messages if addr in m["to"]]
+
+
+# What a signed-in test leaves in the auth server's tables (children first: the order deletes run in).
+AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_launch", "auth_jti", "auth_user", "oauth_client")
+
+
+def emptied(app: Any, tables: Iterable[str], mailbox: Mailbox | None = None) -> Any:
+    """`app` with every row of `tables` deleted, in the order given, and `mailbox`'s messages
+    dropped: the `app` fixture empties the resources only, and a session-wide auth-on app would
+    otherwise carry one test's users, tokens and mail into the next."""
+    with app.extensions["fhirserver"].repo.engine.begin() as c:
+        for t in tables:
+            c.execute(text(f"DELETE FROM {t}"))
+    if mailbox is not None:
+        with mailbox.lock:
+            mailbox.messages.clear()
+    return app
 
 
 def run_smtp_server() -> Iterator[Mailbox]:

@@ -7,14 +7,13 @@ check answers 503 with an OperationOutcome naming it, so the operator reads the 
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import orjson
 from flask import Blueprint, Response, current_app
 
+from fhirserver.blobs import write_probe
 from fhirserver.storage import ping, readable_tables
 
 # Tables of queued work, checked when this deployment has them.
@@ -38,12 +37,7 @@ def check_data_dir(services: Any) -> str:
     root.mkdir(parents=True, exist_ok=True)  # a fresh install has none yet; failing here is the finding
     for folder in (root, root / "dicom"):
         if folder is root or folder.exists():
-            fd, name = tempfile.mkstemp(prefix=".readyz-", dir=folder)
-            try:
-                os.write(fd, b"ok")
-            finally:
-                os.close(fd)
-                os.unlink(name)
+            write_probe(folder)
     return "ok"
 
 

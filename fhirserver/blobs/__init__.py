@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Protocol
 
 from fhirserver.blobs.errors import BlobStoreUnavailable
-from fhirserver.blobs.local import LocalBlobStore
+from fhirserver.blobs.local import LocalBlobStore, write_probe
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
@@ -73,4 +73,4 @@ def open_store(settings: Any) -> BlobStore:
     raise ValueError(f"blob URL {url!r}: use s3://bucket/prefix?endpoint=... or file:///folder (or leave it empty)")
 
 
-__all__ = ["BlobStore", "BlobStoreUnavailable", "LocalBlobStore", "is_key", "open_store"]
+__all__ = ["BlobStore", "BlobStoreUnavailable", "LocalBlobStore", "is_key", "open_store", "write_probe"]

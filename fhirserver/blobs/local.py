@@ -19,6 +19,17 @@ from typing import Any, BinaryIO, Iterable, Iterator
 _HEX = frozenset("0123456789abcdef")
 
 
+def write_probe(folder: Path) -> None:
+    """Write and remove a small file in `folder`: the readiness checks' proof that it takes a
+    write (a full disk or a read-only mount raises OSError here, not in the next request)."""
+    fd, name = tempfile.mkstemp(prefix=".readyz-", dir=folder)
+    try:
+        os.write(fd, b"ok")
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
 class LocalBlobStore:
     """Objects at ROOT/objects/ab/cd/<sha256>, temporary files under ROOT/tmp."""
 
@@ -115,10 +126,5 @@ class LocalBlobStore:
     def check(self) -> str:
         """Write and remove a file where objects are written (the folder made if missing)."""
         self.tmp.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".readyz-", dir=self.tmp)
-        try:
-            os.write(fd, b"ok")
-        finally:
-            os.close(fd)
-            os.unlink(name)
+        write_probe(self.tmp)
         return "ok"

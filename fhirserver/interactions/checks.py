@@ -48,9 +48,17 @@ def validated(body: Any, res_type: str) -> dict[str, Any]:
         raise FhirError(exc.status, exc.issues) from None
 
 
+def writable(ctx: Context, res_type: str, body: Any) -> dict[str, Any]:
+    """`body` validated as `res_type`, checked as one the caller may write, and as it is stored
+    (with the owner tag the policy stamps): what every interaction that writes a body does."""
+    body = validated(body, res_type)
+    ctx.access.check_write(res_type, body)
+    return ctx.access.owned(res_type, body)
+
+
 def visible(ctx: Context, tx: Tx, res_type: str, res_id: str, for_update: bool = False) -> Stored | None:
     """The current row if it exists and the caller may see it (else None: no existence leak)."""
     return tx.current(res_type, res_id, for_update=for_update, where=ctx.access.row_filter(res_type))
 
 
-__all__ = ["check_id", "check_type", "parse_etag", "validated", "visible"]
+__all__ = ["check_id", "check_type", "parse_etag", "validated", "visible", "writable"]

@@ -43,6 +43,17 @@ class FhirRequest:
                 return v
         return None
 
+    def count_param(self, name: str, problem: str | None = None) -> int | None:
+        """Parameter `name` as a non-negative integer (None when absent); when it is not one, a
+        400 saying `problem` (by default: what it must be, and what was sent)."""
+        raw = self.param(name)
+        if raw is None:
+            return None
+        value = parse_count(raw)
+        if value is None:
+            raise bad_request(problem or f"{name} must be a non-negative integer, not '{raw}'")
+        return value
+
 
 @dataclasses.dataclass
 class FhirResponse:
@@ -112,13 +123,8 @@ class Context:
             self.principal = getattr(self.access, "principal", None)
 
     def page_size(self, req: FhirRequest) -> int:
-        raw = req.param("_count")
-        if raw is None:
-            return self.default_count
-        count = parse_count(raw)
-        if count is None:
-            raise bad_request(f"_count must be a non-negative integer, not '{raw}'")
-        return min(count, self.max_count)
+        count = req.count_param("_count")
+        return self.default_count if count is None else min(count, self.max_count)
 
     def after_commit(self, tx: Any, fn: Callable[[], None]) -> None:
         """Run `fn` once `tx` has committed (never when it rolls back): files to delete, mail to

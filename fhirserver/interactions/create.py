@@ -3,7 +3,7 @@ id; a single match answers 200 with the existing resource instead of a copy."""
 from __future__ import annotations
 
 from fhirserver.errors import FhirError, info
-from fhirserver.interactions.checks import check_type, validated
+from fhirserver.interactions.checks import check_type, writable
 from fhirserver.interactions.conditional import find_matches
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse
 from fhirserver.interactions.versions import stored_response
@@ -13,9 +13,7 @@ from fhirserver.storage import Tx
 def create(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type = check_type(req.res_type)
     ctx.access.check_interaction("create", res_type)
-    body = validated(req.body, res_type)
-    ctx.access.check_write(res_type, body)
-    body = ctx.access.owned(res_type, body)
+    body = writable(ctx, res_type, req.body)
     cond = req.header("if-none-exist")
     if cond:
         matches = find_matches(ctx, tx, res_type, cond.split("?", 1)[-1])

@@ -8,21 +8,10 @@ from fhirserver.errors import bad_request, not_found
 from fhirserver.interactions.checks import check_id, check_type, visible
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse
 from fhirserver.interactions.search import page_url
-from fhirserver.model.integers import parse_count
 from fhirserver.model.jsonio import Raw
 from fhirserver.search import date_range
 from fhirserver.search.dates import split_prefix
 from fhirserver.storage import Tx
-
-
-def _int_param(req: FhirRequest, name: str) -> int | None:
-    raw = req.param(name)
-    if raw is None:
-        return None
-    value = parse_count(raw)
-    if value is None:
-        raise bad_request(f"{name} must be a paging cursor from a link of this server")
-    return value
 
 
 def history(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
@@ -43,7 +32,7 @@ def history(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         except ValueError as exc:
             raise bad_request(f"_at: {exc}") from None
     count = ctx.page_size(req)
-    before = _int_param(req, "_page_before")
+    before = req.count_param("_page_before", "_page_before must be a paging cursor from a link of this server")
     rows, total = tx.history(res_type, res_id, since=since, at=at, count=count + 1, before_pk=before,
                              where=ctx.access.row_filter(res_type))
     more = len(rows) > count

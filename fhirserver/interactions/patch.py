@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhirserver.errors import FhirError, bad_request, not_found
-from fhirserver.interactions.checks import check_id, check_type, validated, visible
+from fhirserver.interactions.checks import check_id, check_type, visible, writable
 from fhirserver.interactions.conditional import find_matches
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse
 from fhirserver.interactions.versions import write_version
@@ -54,10 +54,7 @@ def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         raise FhirError(422, "The patch does not leave a resource", "processing")
     if patched.get("resourceType") != res_type or patched.get("id") != res_id:
         raise FhirError(422, "A patch may not change resourceType or id", "processing")
-    body = validated(patched, res_type)
-    ctx.access.check_write(res_type, body)
-    body = ctx.access.owned(res_type, body)
-    return write_version(ctx, tx, req, res_type, res_id, body, "PATCH")
+    return write_version(ctx, tx, req, res_type, res_id, writable(ctx, res_type, patched), "PATCH")
 
 
 def merge_patch(target: Any, patch_doc: Any) -> Any:

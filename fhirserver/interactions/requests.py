@@ -31,6 +31,15 @@ def _unknown(segments: list[str]) -> FhirError:
     return FhirError(404, f"Unknown URL {'/'.join(segments)}", "not-found")
 
 
+def _ends_at(req: FhirRequest, operation: str, rest: list[str], segments: list[str]) -> FhirRequest:
+    """`req` naming `operation`, which must be the path's last segment (an operation, `_history`
+    or `_search` takes no sub-path)."""
+    if rest:
+        raise _unknown(segments)
+    req.operation = operation
+    return req
+
+
 def parse_path(method: str, segments: list[str], params: Iterable[tuple[str, str]] = (),
                headers: dict[str, str] | None = None) -> FhirRequest:
     """The interaction named by `method` and the path segments below the FHIR base."""
@@ -39,28 +48,20 @@ def parse_path(method: str, segments: list[str], params: Iterable[tuple[str, str
         return req
     first, rest = segments[0], segments[1:]
     if first.startswith("$") or first in _SPECIAL:  # system level: $op, _history, _search
-        if rest:
-            raise _unknown(segments)
-        req.operation = first
-        return req
+        return _ends_at(req, first, rest, segments)
     req.res_type = first
     if not rest:
         return req
     second, rest = rest[0], rest[1:]
     if second.startswith("$") or second in _SPECIAL:  # type level
-        if rest:
-            raise _unknown(segments)
-        req.operation = second
-        return req
+        return _ends_at(req, second, rest, segments)
     req.res_id = second
     if not rest:
         return req
     third, rest = rest[0], rest[1:]
     if third.startswith("$"):  # instance operation
-        if rest:
-            raise _unknown(segments)
-        req.operation = third
-    elif third == "_history":
+        return _ends_at(req, third, rest, segments)
+    if third == "_history":
         if len(rest) > 1:
             raise _unknown(segments)
         req.operation = "_history"

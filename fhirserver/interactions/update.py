@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from fhirserver.errors import FhirError, bad_request
-from fhirserver.interactions.checks import check_id, check_type, validated
+from fhirserver.interactions.checks import check_id, check_type, writable
 from fhirserver.interactions.conditional import find_matches
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse
 from fhirserver.interactions.versions import write_version
@@ -15,9 +15,7 @@ from fhirserver.storage import Tx
 def update(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
     res_type = check_type(req.res_type)
     ctx.access.check_interaction("update", res_type)
-    body = validated(req.body, res_type)
-    ctx.access.check_write(res_type, body)
-    body = ctx.access.owned(res_type, body)
+    body = writable(ctx, res_type, req.body)
     if req.res_id is None:
         return _conditional_update(ctx, tx, req, res_type, body)
     res_id = check_id(req.res_id)

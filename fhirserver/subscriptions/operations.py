@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from fhirserver.interactions import FhirResponse, check_id
 from fhirserver.errors import FhirError
-from fhirserver.model.integers import parse_count
 from fhirserver.subscriptions.notification import Event, bundle, status_parameters
 from fhirserver.subscriptions.owner import may_read
 from fhirserver.subscriptions.spec import CONTENTS, Spec
@@ -21,7 +20,9 @@ from fhirserver.subscriptions.tables import subscription_delivery, subscription_
 MAX_EVENTS = 1000
 
 
-def _subscription(ctx: Any, tx: Any, req: Any, op: str) -> Any:
+def _subscription(ctx: Any, tx: Any, req: Any, op: str) -> tuple[Any, Spec]:
+    """The state row of the Subscription `op` runs on, and its parsed spec (404 when the caller
+    may not see it or it is not topic-based)."""
     if req.res_type != "Subscription":
         raise FhirError(400, f"{op} runs on a Subscription: /Subscription/{{id}}/{op}", "invalid")
     sub_id = req.res_id or req.param("id")
@@ -35,32 +36,20 @@ def _subscription(ctx: Any, tx: Any, req: Any, op: str) -> Any:
     state = tx.conn.execute(select(subscription_state).where(subscription_state.c.sub_id == sub_id)).first()
     if state is None:
         raise FhirError(404, f"Subscription/{sub_id} is not a topic-based subscription", "not-found")
-    return state
+    return state, Spec.from_json(json.loads(state.spec))
 
 
 def status(ctx: Any, tx: Any, req: Any) -> Any:
-    state = _subscription(ctx, tx, req, "$status")
-    spec = Spec.from_json(json.loads(state.spec))
+    state, spec = _subscription(ctx, tx, req, "$status")
     params = status_parameters(ctx.base, state.sub_id, spec.topic, state.status, "query-status",
                                state.event_count, [], "id-only", state.error)
     return FhirResponse(200, {"resourceType": "Bundle", "type": "searchset", "total": 1, "entry": [
         {"fullUrl": f"urn:uuid:{params['id']}", "resource": params, "search": {"mode": "match"}}]})
 
 
-def _number(req: Any, name: str) -> int | None:
-    raw = req.param(name)
-    if raw is None:
-        return None
-    value = parse_count(raw)
-    if value is None:
-        raise FhirError(400, f"{name} must be a non-negative integer, not '{raw}'", "invalid")
-    return value
-
-
 def events(ctx: Any, tx: Any, req: Any) -> Any:
-    state = _subscription(ctx, tx, req, "$events")
-    spec = Spec.from_json(json.loads(state.spec))
-    low, high = _number(req, "eventsSinceNumber"), _number(req, "eventsUntilNumber")
+    state, spec = _subscription(ctx, tx, req, "$events")
+    low, high = req.count_param("eventsSinceNumber"), req.count_param("eventsUntilNumber")
     content = req.param("content") or spec.content
     if content not in CONTENTS:
         raise FhirError(400, f"content must be one of {', '.join(CONTENTS)}", "invalid")

@@ -3,9 +3,9 @@ of two organizations, their patients, a guardian, staff and organization-bound b
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
 
 from fhirserver.app import create_app
+from tests.conftest import AUTH_TABLES, emptied
 
 
 @pytest.fixture(scope="session")
@@ -16,12 +16,7 @@ def gate_session_app(settings, session_app):  # noqa: ANN001, ANN201
 @pytest.fixture()
 def gate_app(gate_session_app, app):  # noqa: ANN001, ANN201
     """The auth-on app, on an emptied database (the `app` fixture empties the resources)."""
-    eng = gate_session_app.extensions["fhirserver"].repo.engine
-    with eng.begin() as c:
-        for t in ("auth_token", "auth_code", "auth_session", "auth_launch", "auth_jti", "auth_user",
-                  "oauth_client"):
-            c.execute(text(f"DELETE FROM {t}"))
-    return gate_session_app
+    return emptied(gate_session_app, AUTH_TABLES)
 
 
 @pytest.fixture()

@@ -7,12 +7,12 @@ import re
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 
 from fhirserver.app import create_app
 from smart_auth import store
 from tests.auth.smart_helpers import REDIRECT, authorize, bearer, ids, pkce, seed, token
-from tests.conftest import run_smtp_server
+from tests.conftest import emptied, run_smtp_server
 
 FHIR_JSON = "application/fhir+json"
 AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_launch", "auth_jti", "auth_user", "oauth_client",
@@ -38,18 +38,9 @@ def nobase_session_app(settings, session_app, aa_smtp):  # noqa: ANN001, ANN201
                                        host="127.0.0.1", port=8123))
 
 
-def _empty_auth(app) -> None:  # noqa: ANN001
-    with app.extensions["fhirserver"].repo.engine.begin() as c:
-        for t in AUTH_TABLES:
-            c.execute(text(f"DELETE FROM {t}"))
-
-
 @pytest.fixture()
 def aa(aa_session_app, app, aa_smtp):  # noqa: ANN001, ANN201
-    _empty_auth(aa_session_app)
-    with aa_smtp.lock:
-        aa_smtp.messages.clear()
-    return aa_session_app
+    return emptied(aa_session_app, AUTH_TABLES, aa_smtp)
 
 
 @pytest.fixture()
@@ -323,7 +314,7 @@ def test_reset_mail_links_to_the_configured_base(aa, aa_smtp, open_client):
 def test_links_use_the_listen_address_without_base_url(nobase_session_app, app, aa_smtp, open_client):
     seed(open_client, _data())
     nb = nobase_session_app
-    _empty_auth(nb)
+    emptied(nb, AUTH_TABLES)
     with aa_smtp.lock:
         aa_smtp.messages.clear()
     root = "http://127.0.0.1:8123"

@@ -9,22 +9,22 @@ Each refusal is preceded by the same request succeeding for the caller's own dat
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from sqlalchemy import delete, select, text
 
 from dicom.nodes import add_node
 from dicom.scp import DicomNode
 from dicom.tables import DICOM_TABLES, dicom_instance
+from dicom_helpers import ct_dataset, save_part10
+from live_helpers import free_port
 from smart_auth import store as auth_store
 
 SERVER_AE = "FHIRSERVER"
@@ -32,38 +32,16 @@ UNRECONCILED = "unreconciled"
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ct(*, patient_id: str, patient_name: str, study_uid: str | None = None, series_uid: str | None = None,
         number: int = 1, accession: str = "") -> Dataset:
     """A small CT slice with real pixel data."""
-    ds = Dataset()
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.PatientName, ds.PatientID = patient_name, patient_id
-    ds.PatientBirthDate, ds.PatientSex = "19800203", "F"
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    ds.SeriesInstanceUID = series_uid or generate_uid()
-    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20240115", "101500", accession, "1"
-    ds.StudyDescription, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CBCT jaw", "CT", 1, number
-    ds.Rows = ds.Columns = 16
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.random.default_rng(number).integers(0, 4096, (16, 16), dtype=np.uint16).tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    return ds
+    return ct_dataset(patient_id=patient_id, patient_name=patient_name, study_uid=study_uid,
+                      series_uid=series_uid, number=number, accession=accession, size=16)
 
 
 def _write(ds: Dataset, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    save_part10(ds, path)
     return path
 
 
@@ -167,11 +145,11 @@ def clinics(settings, repo, tmp_path):  # noqa: ANN001, ANN201
             tx.update("Patient", pid, {"resourceType": "Patient", "id": pid, "identifier": [{"value": mrn}],
                                        "name": [{"family": family, "given": ["Pat"]}],
                                        "managingOrganization": {"reference": f"Organization/{org}"}})
-    ports = {"SCANA": _free_port(), "SCANB": _free_port(), "SITE": _free_port()}
+    ports = {"SCANA": free_port(), "SCANB": free_port(), "SITE": free_port()}
     add_node(repo.engine, "SCANA", "127.0.0.1", ports["SCANA"], organization="org-a")
     add_node(repo.engine, "SCANB", "127.0.0.1", ports["SCANB"], organization="org-b")
     add_node(repo.engine, "SITE", "127.0.0.1", ports["SITE"])
-    s = settings.replace(dicom_port=_free_port(), data_dir=tmp_path / "var", dicom_ae=SERVER_AE)
+    s = settings.replace(dicom_port=free_port(), data_dir=tmp_path / "var", dicom_ae=SERVER_AE)
     node = DicomNode(s, repo=repo)
     node.start()
     yield Clinics(node, tmp_path, ports)
@@ -372,7 +350,7 @@ def _multipart(*datasets: Dataset) -> bytes:
     out = BytesIO()
     for ds in datasets:
         buf = BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
+        save_part10(ds, buf)
         out.write(f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode())
         out.write(buf.getvalue())
         out.write(b"\r\n")

@@ -11,8 +11,8 @@ from sqlalchemy import text
 
 from fhirserver.app import create_app
 from smart_auth import store
-from tests.conftest import run_smtp_server
-from tests.lifecycle.lc_helpers import H, PATIENT_SCOPE, STAFF_SCOPE, link_in, login, params, pval
+from tests.conftest import emptied, run_smtp_server
+from tests.lifecycle.lc_helpers import LIFECYCLE_TABLES, H, PATIENT_SCOPE, STAFF_SCOPE, link_in, login, params, pval
 
 PW = "staffpass123"
 READ_ONLY = "openid fhirUser user/*.rs"
@@ -31,13 +31,7 @@ def ops_session_app(settings, session_app, ops_smtp):  # noqa: ANN001, ANN201
 @pytest.fixture()
 def oapp(ops_session_app, app, ops_smtp):  # noqa: ANN001, ANN201
     """Auth-on app on an emptied database, with two clinics (o1: d1, o2: d2) and an admin."""
-    eng = ops_session_app.extensions["fhirserver"].repo.engine
-    with eng.begin() as c:
-        for t in ("auth_token", "auth_code", "auth_session", "auth_user", "oauth_client", "lifecycle_invitation",
-                  "lifecycle_account", "lifecycle_email", "lifecycle_access_request", "notify_outbox"):
-            c.execute(text(f"DELETE FROM {t}"))
-    with ops_smtp.lock:
-        ops_smtp.messages.clear()
+    eng = emptied(ops_session_app, LIFECYCLE_TABLES, ops_smtp).extensions["fhirserver"].repo.engine
     with ops_session_app.extensions["fhirserver"].repo.transaction(write=True) as tx:
         for o in ("o1", "o2"):
             tx.update("Organization", o, {"resourceType": "Organization", "id": o, "name": f"Clinic {o}"})

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from pypdf import PdfReader
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from fhirserver.app import create_app
-from tests.conftest import run_smtp_server
+from tests.conftest import emptied, run_smtp_server
 from web_helpers import shown_text
 
 AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_user", "lifecycle_invitation", "lifecycle_account",
@@ -44,11 +44,7 @@ def papp(access_session_app, app):  # noqa: ANN001, ANN201
     """Auth-on app on an emptied database seeded with the demo clinic and its logins."""
     from portal.demo import seed
 
-    eng = access_session_app.extensions["fhirserver"].repo.engine
-    with eng.begin() as c:
-        for t in AUTH_TABLES:
-            c.execute(text(f"DELETE FROM {t}"))
-    seed(access_session_app)
+    seed(emptied(access_session_app, AUTH_TABLES))
     return access_session_app
 
 

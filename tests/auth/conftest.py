@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
 
 from fhirserver.app import create_app
+from tests.conftest import AUTH_TABLES, emptied
 
 
 @pytest.fixture(scope="session")
@@ -15,12 +15,7 @@ def secure_app(settings, session_app):  # noqa: ANN001, ANN201
 @pytest.fixture()
 def sapp(secure_app, app):  # noqa: ANN001, ANN201
     """The auth-on app, on an emptied database (the `app` fixture empties it)."""
-    eng = secure_app.extensions["fhirserver"].repo.engine
-    with eng.begin() as c:
-        for t in ("auth_token", "auth_code", "auth_session", "auth_launch", "auth_jti", "auth_user",
-                  "oauth_client"):
-            c.execute(text(f"DELETE FROM {t}"))
-    return secure_app
+    return emptied(secure_app, AUTH_TABLES)
 
 
 @pytest.fixture()

@@ -1,8 +1,7 @@
 """Every authenticated access to patient data leaves an AuditEvent the patient can find."""
 from __future__ import annotations
 
-from smart_helpers import bearer, seed, standard_data
-from test_smart_oauth import _login_token, _user
+from test_smart_oauth import _patient_session
 
 
 def _events(open_client, query: str) -> list[dict]:  # noqa: ANN001
@@ -11,11 +10,7 @@ def _events(open_client, query: str) -> list[dict]:  # noqa: ANN001
 
 
 def test_reads_searches_and_writes_are_audited(sapp, engine, open_client) -> None:  # noqa: ANN001
-    seed(open_client, standard_data())
-    _user(engine)
-    c = sapp.test_client()
-    _cid, tok = _login_token(c, engine)
-    h = bearer(tok["access_token"])
+    c, h = _patient_session(sapp, engine, open_client)
     assert c.get("/fhir/Patient/a", headers=h).status_code == 200
     assert c.get("/fhir/Observation?patient=Patient/a", headers=h).status_code == 200
     assert c.get("/fhir/Patient/b", headers=h).status_code == 404   # refused: nothing read

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from smart_helpers import bearer, seed, standard_data
-from test_smart_oauth import _login_token, _user
+from test_smart_oauth import _patient_session
 
 BALP = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
 
@@ -26,11 +25,7 @@ def _tagged(open_client, rid: str) -> list[dict]:  # noqa: ANN001
 
 
 def test_request_id_echoed_and_in_the_audit_event(sapp, engine, open_client) -> None:  # noqa: ANN001
-    seed(open_client, standard_data())
-    _user(engine)
-    c = sapp.test_client()
-    _cid, tok = _login_token(c, engine)
-    h = bearer(tok["access_token"])
+    c, h = _patient_session(sapp, engine, open_client)
     r = c.get("/fhir/Patient/a", headers={**h, "X-Request-ID": "trace-abc-123"})
     assert r.status_code == 200
     assert r.headers["X-Request-ID"] == "trace-abc-123"

@@ -40,6 +40,16 @@ def _login_token(c, engine, scope="launch/patient patient/*.rs openid fhirUser o
     return cid, r.get_json()
 
 
+def _patient_session(sapp, engine, open_client):
+    """A client of the auth-on app and the Bearer header of ann, the patient Patient/a of the
+    standard data, signed in through the code flow with the default patient scopes."""
+    seed(open_client, standard_data())
+    _user(engine)
+    c = sapp.test_client()
+    _cid, tok = _login_token(c, engine)
+    return c, bearer(tok["access_token"])
+
+
 # -- discovery ------------------------------------------------------------------------------------
 def test_smart_configuration_and_openid(sapp):
     c = sapp.test_client()
@@ -227,13 +237,10 @@ def test_refresh_rotation_scope_escalation_introspect_revoke(sapp, engine, open_
 
 
 def test_expired_token_401(sapp, engine, open_client):
-    seed(open_client, standard_data())
-    _user(engine)
-    c = sapp.test_client()
-    _cid, tok = _login_token(c, engine)
+    c, h = _patient_session(sapp, engine, open_client)
     with engine.begin() as conn:
         conn.execute(text("UPDATE auth_token SET expires_at = 1"))
-    r = c.get("/fhir/Patient/a", headers=bearer(tok["access_token"]))
+    r = c.get("/fhir/Patient/a", headers=h)
     assert r.status_code == 401 and "expired" in r.headers["WWW-Authenticate"]
 
 
@@ -430,11 +437,7 @@ def test_key_rotation_keeps_old_keys_published(sapp, engine, open_client):
 
 
 def test_cors_follows_the_clients_origins(sapp, engine, open_client):
-    seed(open_client, standard_data())
-    _user(engine)
-    c = sapp.test_client()
-    _cid, tok = _login_token(c, engine)
-    h = bearer(tok["access_token"])
+    c, h = _patient_session(sapp, engine, open_client)
     r = c.get("/fhir/Patient/a", headers={**h, "Origin": "http://app.example"})
     assert r.headers["Access-Control-Allow-Origin"] == "http://app.example"
     r = c.get("/fhir/Patient/a", headers={**h, "Origin": "http://evil.example"})

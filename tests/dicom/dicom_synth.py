@@ -1,63 +1,29 @@
-"""Synthetic DICOM instances made with pydicom (CT slices with real pixel data)."""
+"""Synthetic DICOM instances made with pydicom (CT slices with real pixel data), as files."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+
+from dicom_helpers import ct_dataset, save_part10
 
 
-def make_ct(path: Path, *, patient_id: str = "P1", patient_name: str = "Doe^Jane",
-            study_uid: str | None = None, series_uid: str | None = None, number: int = 1,
-            size: int = 64, accession: str = "", study_date: str = "20240115",
-            study_time: str = "101500", modality: str = "CT", series_number: int = 1,
-            issuer: str | None = None, implicit: bool = False, sop_uid: str | None = None,
-            birth_date: str = "19800203", sex: str = "F", description: str = "CBCT jaw") -> Path:
-    ds = Dataset()
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop_uid or generate_uid()
-    ds.PatientName = patient_name
-    ds.PatientID = patient_id
+def make_ct(path: Path, *, number: int = 1, study_date: str = "20240115", issuer: str | None = None,
+            implicit: bool = False, **attrs: Any) -> Path:
+    """A CT slice of an axial series at `path`, with the geometry a viewer stacks slices by
+    (`attrs`: those `ct_dataset` takes)."""
+    ds = ct_dataset(number=number, study_date=study_date, **attrs)
     if issuer:
         ds.IssuerOfPatientID = issuer
-    ds.PatientBirthDate = birth_date
-    ds.PatientSex = sex
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    ds.SeriesInstanceUID = series_uid or generate_uid()
-    ds.StudyDate = study_date
-    ds.StudyTime = study_time
     ds.SeriesDate = study_date
-    ds.AccessionNumber = accession
-    ds.StudyID = "1"
-    ds.StudyDescription = description
-    ds.ReferringPhysicianName = "Smith^Anna"
-    ds.Modality = modality
-    ds.SeriesNumber = series_number
-    ds.SeriesDescription = "axial"
     ds.BodyPartExamined = "JAW"
-    ds.InstanceNumber = number
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = -1024
-    ds.RescaleSlope = 1
     ds.PixelSpacing = [0.3, 0.3]
     ds.SliceThickness = 0.3
     ds.ImagePositionPatient = [0, 0, number * 0.3]
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    rng = np.random.default_rng(number)
-    ds.PixelData = rng.integers(0, 4096, (size, size), dtype=np.uint16).tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-    ds.save_as(path, enforce_file_format=True)
+    save_part10(ds, path, ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian)
     return path
 
 

@@ -10,11 +10,10 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import select
 
-from conftest import Dcmtk, SCU_AE, free_port as dicom_free_port
-from dicom.nodes import add_node
-from dicom.scp import DicomNode
+from conftest import Dcmtk
 from dicom.tables import dicom_instance, dicom_study
 from dicom.web import flush_audits
+from dicom_helpers import start_node
 from dicom_synth import make_ct, make_series
 from fhirserver.app import create_app
 from fhirserver.blobs.s3 import S3BlobStore
@@ -22,15 +21,6 @@ from test_dicom_store import _dataset_bytes, _pynetdicom_send, count
 from tests.conftest import free_port
 from tests.dicomweb.dw_helpers import BOUNDARY, multipart
 from tests.s3_server import MotoS3
-
-
-def _node(settings, repo, tmp_path, blob_url):  # noqa: ANN001, ANN202
-    s = settings.replace(dicom_port=dicom_free_port(), data_dir=tmp_path / "var", dicom_ae="FHIRSERVER",
-                         blob_url=blob_url)
-    n = DicomNode(s, repo=repo)
-    add_node(repo.engine, SCU_AE, "127.0.0.1", 104, description="test SCU")
-    n.start()
-    return n
 
 
 def _parts(content_type: str, body: bytes) -> list[bytes]:
@@ -42,7 +32,7 @@ def _parts(content_type: str, body: bytes) -> list[bytes]:
 
 
 def test_storescu_into_the_object_store_and_wado_rs_back(settings, clean_dicom, tmp_path, s3_blob_url):  # noqa: ANN001
-    node = _node(settings, clean_dicom, tmp_path, s3_blob_url)
+    node = start_node(settings, clean_dicom, tmp_path, blob_url=s3_blob_url)
     try:
         assert isinstance(node.store, S3BlobStore)
         folder = tmp_path / "in"
@@ -81,7 +71,7 @@ def test_storescu_into_the_object_store_and_wado_rs_back(settings, clean_dicom, 
 def test_object_store_down_fails_the_store_and_indexes_nothing(settings, clean_dicom, tmp_path):  # noqa: ANN001
     s3 = MotoS3(free_port()).start()
     blob_url = s3.bucket()
-    node = _node(settings, clean_dicom, tmp_path, blob_url)
+    node = start_node(settings, clean_dicom, tmp_path, blob_url=blob_url)
     app = create_app(settings.replace(blob_url=blob_url))
     client = app.test_client()
     try:

@@ -8,21 +8,16 @@ import logging
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dicom.nodes import add_node
-from dicom.scp import DicomNode
+from dicom_helpers import start_node
 from fhirserver.metrics import exposition
-from tests.dicom.conftest import SCU_AE, free_port, wait_for
+from tests.dicom.conftest import wait_for
 from tests.dicom.dicom_synth import make_ct
 
 
 @pytest.fixture()
 def node(settings, clean_dicom, tmp_path):  # noqa: ANN001, ANN201
     """The DICOM tests' node, with the per-association log switched on (as `serve` has it)."""
-    s = settings.replace(dicom_port=free_port(), data_dir=tmp_path / "var", dicom_ae="FHIRSERVER",
-                         log_requests=True)
-    n = DicomNode(s, repo=clean_dicom)
-    add_node(clean_dicom.engine, SCU_AE, "127.0.0.1", 104, description="test SCU")
-    n.start()
+    n = start_node(settings, clean_dicom, tmp_path, log_requests=True)
     yield n
     n.stop()
 

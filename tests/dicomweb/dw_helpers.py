@@ -2,57 +2,22 @@
 from __future__ import annotations
 
 from io import BytesIO
+from typing import Any
 
-import numpy as np
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from dicom_helpers import ct_dataset, save_part10
 
 BOUNDARY = "test-boundary-42"
 
 
-def ct_bytes(*, patient_id: str = "P1", patient_name: str = "Doe^Jane", study_uid: str | None = None,
-             series_uid: str | None = None, number: int = 1, size: int = 64, study_date: str = "20240115",
-             accession: str = "", modality: str = "CT", series_number: int = 1,
-             sop_uid: str | None = None, window: tuple[float, float] | None = None) -> bytes:
-    ds = Dataset()
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop_uid or generate_uid()
-    ds.PatientName = patient_name
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = "19800203"
-    ds.PatientSex = "F"
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    ds.SeriesInstanceUID = series_uid or generate_uid()
-    ds.StudyDate = study_date
-    ds.StudyTime = "101500"
-    ds.AccessionNumber = accession
-    ds.StudyID = "1"
-    ds.StudyDescription = "CBCT jaw"
-    ds.ReferringPhysicianName = "Smith^Anna"
-    ds.Modality = modality
-    ds.SeriesNumber = series_number
-    ds.SeriesDescription = "axial"
-    ds.InstanceNumber = number
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = -1024
-    ds.RescaleSlope = 1
+def ct_bytes(*, window: tuple[float, float] | None = None, **attrs: Any) -> bytes:
+    """A CT slice as the Part 10 bytes a STOW-RS part carries (`attrs`: those `ct_dataset` takes)."""
+    ds = ct_dataset(**attrs)
     if window:
         ds.WindowCenter, ds.WindowWidth = window
-    rng = np.random.default_rng(number)
-    ds.PixelData = rng.integers(0, 4096, (size, size), dtype=np.uint16).tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     buf = BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
+    save_part10(ds, buf)
     return buf.getvalue()
 
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
 
 from fhirserver.app import create_app
+from tests.conftest import AUTH_TABLES, emptied
 
 
 @pytest.fixture(scope="session")
@@ -14,12 +14,7 @@ def export_app(settings, session_app):  # noqa: ANN001, ANN201
 
 @pytest.fixture()
 def xapp(export_app, app):  # noqa: ANN001, ANN201
-    eng = export_app.extensions["fhirserver"].repo.engine
-    with eng.begin() as c:
-        for t in ("auth_token", "auth_code", "auth_session", "auth_launch", "auth_jti", "auth_user",
-                  "oauth_client", "job", "bulk_export"):
-            c.execute(text(f"DELETE FROM {t}"))
-    yield export_app
+    yield emptied(export_app, (*AUTH_TABLES, "job", "bulk_export"))
     export_app.extensions["fhirserver"].jobs.stop()
 
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
 
 from fhirserver.app import create_app
-from tests.conftest import run_smtp_server
+from tests.conftest import emptied, run_smtp_server
+from tests.lifecycle.lc_helpers import LIFECYCLE_TABLES
 
 
 @pytest.fixture(scope="session")
@@ -21,11 +21,4 @@ def lc_session_app(settings, session_app, smtp_server):  # noqa: ANN001, ANN201
 @pytest.fixture()
 def lapp(lc_session_app, app, smtp_server):  # noqa: ANN001, ANN201
     """Auth-on app with SMTP, on an emptied database."""
-    eng = lc_session_app.extensions["fhirserver"].repo.engine
-    with eng.begin() as c:
-        for t in ("auth_token", "auth_code", "auth_session", "auth_user", "oauth_client", "lifecycle_invitation",
-                  "lifecycle_account", "lifecycle_email", "lifecycle_access_request", "notify_outbox"):
-            c.execute(text(f"DELETE FROM {t}"))
-    with smtp_server.lock:
-        smtp_server.messages.clear()
-    return lc_session_app
+    return emptied(lc_session_app, LIFECYCLE_TABLES, smtp_server)

@@ -16,6 +16,9 @@ REDIRECT = "http://app.example/cb"
 JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 STAFF_SCOPE = "openid fhirUser user/*.cruds"
 PATIENT_SCOPE = "openid fhirUser launch/patient patient/*.cruds"
+# What a lifecycle test leaves: sign-ins, invitations, accounts, mail queued (children first).
+LIFECYCLE_TABLES = ("auth_token", "auth_code", "auth_session", "auth_user", "oauth_client", "lifecycle_invitation",
+                    "lifecycle_account", "lifecycle_email", "lifecycle_access_request", "notify_outbox")
 
 
 def _field(page: str, name: str) -> str:

@@ -1,15 +1,8 @@
 """Patient/$everything: the patient's compartment plus what it references, paged, under access rules."""
 from __future__ import annotations
 
-import json
-
 from tests.conftest import fhir_json
-
-JSON = {"Content-Type": "application/fhir+json"}
-
-
-def put(client, body: dict) -> None:  # noqa: ANN001
-    assert client.put(f"/fhir/{body['resourceType']}/{body['id']}", data=json.dumps(body), headers=JSON).status_code in (200, 201)
+from tests.search.search_helpers import put
 
 
 def test_everything(client) -> None:  # noqa: ANN001

@@ -1,18 +1,10 @@
 """Every parameter type, modifier and prefix, against the HL7 SearchParameter definitions."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.conftest import fhir_json
-
-JSON = {"Content-Type": "application/fhir+json"}
-
-
-def put(client, body: dict) -> None:  # noqa: ANN001
-    r = client.put(f"/fhir/{body['resourceType']}/{body['id']}", data=json.dumps(body), headers=JSON)
-    assert r.status_code in (200, 201), r.data
+from tests.search.search_helpers import put
 
 
 def ids(client, query: str, **headers) -> list[str]:  # noqa: ANN001, ANN003

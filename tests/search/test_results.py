@@ -8,19 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import fhir_json
-
-JSON = {"Content-Type": "application/fhir+json"}
-
-
-def put(client, body: dict) -> None:  # noqa: ANN001
-    r = client.put(f"/fhir/{body['resourceType']}/{body['id']}", data=json.dumps(body), headers=JSON)
-    assert r.status_code in (200, 201), r.data
-
-
-def search(client, query: str) -> dict:  # noqa: ANN001
-    r = client.get(f"/fhir/{query}")
-    assert r.status_code == 200, r.data
-    return fhir_json(r)
+from tests.search.search_helpers import JSON, put, search
 
 
 def follow(client, url: str) -> dict:  # noqa: ANN001

@@ -9,6 +9,7 @@ from fhirserver.jobs import job
 from fhirserver.subscriptions import register_jobs
 from fhirserver.subscriptions.tables import SUBSCRIPTION_TABLES
 from subs_helpers import Receiver
+from tests.conftest import AUTH_TABLES, emptied
 
 
 def _empty(app) -> None:  # noqa: ANN001
@@ -63,13 +64,7 @@ def world(gate_session_app, app, clean_subs):  # noqa: ANN001, ANN201
     import sys
     from pathlib import Path
 
-    from sqlalchemy import text
-
     sys.path.insert(0, str(Path(__file__).parents[1] / "access"))
     from access_helpers import World
 
-    with gate_session_app.extensions["fhirserver"].repo.engine.begin() as c:
-        for t in ("auth_token", "auth_code", "auth_session", "auth_launch", "auth_jti", "auth_user",
-                  "oauth_client"):
-            c.execute(text(f"DELETE FROM {t}"))
-    return World(gate_session_app, app)
+    return World(emptied(gate_session_app, AUTH_TABLES), app)

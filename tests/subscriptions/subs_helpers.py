@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
+
+from live_helpers import wait_for  # noqa: F401 - the subscription tests import it from here
 
 EXT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 TOPIC = "http://fhirserver.local/SubscriptionTopic/"
@@ -106,17 +107,6 @@ def subscription(topic: str, endpoint: str, *, filters: list[str] = (), content:
         body["_criteria"] = {"extension": [{"url": EXT + "backport-filter-criteria", "valueString": f}
                                            for f in filters]}
     return body
-
-
-def wait_for(fn: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.time() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def study(pid: str | None, uid: str = "1.2.3.4", status: str = "available") -> dict[str, Any]:

@@ -4,47 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
 
-from dicom.nodes import add_node
-from dicom.scp import DicomNode
-from dicom.tables import DICOM_TABLES
+from dicom_helpers import SCU_AE, clean_dicom, node  # noqa: F401 - fixtures
 from subs_helpers import JSON, STUDY_TOPIC, focus_refs, status_of, subscription, wait_for
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "dicomweb"))
 from dw_helpers import STOW_TYPE, ct_bytes, multipart  # noqa: E402
-
-SCU_AE = "TESTSCU"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture()
-def clean_dicom(repo):  # noqa: ANN001, ANN201
-    with repo.engine.begin() as conn:
-        for table in reversed(DICOM_TABLES):
-            conn.execute(delete(table))
-    return repo
-
-
-@pytest.fixture()
-def node(settings, clean_dicom, tmp_path):  # noqa: ANN001, ANN201
-    s = settings.replace(dicom_port=_free_port(), data_dir=tmp_path / "var", dicom_ae="FHIRSERVER")
-    n = DicomNode(s, repo=clean_dicom)
-    add_node(clean_dicom.engine, SCU_AE, "127.0.0.1", 104, description="test SCU")
-    n.start()
-    yield n
-    n.stop()
 
 
 def _subscribed_patient(client, receiver, pid: str, mrn: str) -> str:  # noqa: ANN001
