@@ -79,7 +79,7 @@ def generate(n: int) -> Any:
             yield "Appointment", f"a{i}", {
                 "resourceType": "Appointment", "id": f"a{i}", "status": "booked",
                 "start": f"2026-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}T09:00:00Z",
-                "end": f"2026-01-01T09:30:00Z",
+                "end": "2026-01-01T09:30:00Z",
                 "participant": [{"actor": {"reference": f"Patient/{pid}"}, "status": "accepted"}]}
 
 

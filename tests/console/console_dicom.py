@@ -4,9 +4,7 @@ helper of tests/access/test_dicom_access.py (same project)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,13 +14,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from live_helpers import free_port, wait_for as live_wait_for  # noqa: F401  (free_port: the console tests' name)
+
 SERVER_AE = "FHIRSERVER"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ct(*, patient_id: str, patient_name: str = "Doe^Jane", study_uid: str | None = None, accession: str = "",
@@ -49,14 +43,8 @@ def ct(*, patient_id: str, patient_name: str = "Doe^Jane", study_uid: str | None
 
 
 def wait_for(fn: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.time() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.1)
+    """`live_helpers.wait_for` with the longer wait of a browser and a DICOM node together."""
+    return live_wait_for(fn, timeout)
 
 
 class Scanners:
