@@ -7,14 +7,17 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from fhirserver.app import create_app
+from flask import Flask
+
+from fhirserver.app import close_app, create_app
 from fhirserver.config import Settings, settings_from_env
 
 DATA = Path(__file__).parent / "data"
@@ -79,9 +82,34 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
                     dicom_fast_path=settings_from_env().dicom_fast_path)
 
 
+@contextmanager
+def built_app(settings: Settings, **options: Any) -> Iterator[Flask]:
+    """An app that is closed when the block ends: its audit writer's last batch is written
+    then, and no thread of it writes into the shared database during a later test."""
+    app = create_app(settings, **options)
+    try:
+        yield app
+    finally:
+        close_app(app)
+
+
+def app_fixture(settings: Settings, **options: Any) -> Iterator[Flask]:
+    """The body of a session or module fixture that builds an app: `yield from app_fixture(...)`."""
+    with built_app(settings, **options) as app:
+        yield app
+
+
+@pytest.fixture()
+def make_app() -> Iterator[Any]:
+    """`make_app(settings, **options)`: `create_app` for a test body; every app it built is
+    closed when the test ends."""
+    with ExitStack() as stack:
+        yield lambda settings, **options: stack.enter_context(built_app(settings, **options))
+
+
 @pytest.fixture(scope="session")
 def session_app(settings: Settings):  # noqa: ANN201
-    return create_app(settings, upgrade_schema=True)
+    yield from app_fixture(settings, upgrade_schema=True)
 
 
 @pytest.fixture()

@@ -9,9 +9,8 @@ import json
 import pytest
 from sqlalchemy import text
 
-from fhirserver.app import create_app
 from smart_auth import store
-from tests.conftest import run_smtp_server
+from tests.conftest import app_fixture, run_smtp_server
 from tests.lifecycle.lc_helpers import H, PATIENT_SCOPE, STAFF_SCOPE, link_in, login, params, pval
 
 PW = "staffpass123"
@@ -25,7 +24,7 @@ def ops_smtp():  # noqa: ANN201
 
 @pytest.fixture(scope="session")
 def ops_session_app(settings, session_app, ops_smtp):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False, smtp_url=ops_smtp.url))
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=ops_smtp.url))
 
 
 @pytest.fixture()

@@ -16,8 +16,7 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import select, text, update
 
-from fhirserver.app import create_app
-from tests.conftest import run_smtp_server
+from tests.conftest import app_fixture, run_smtp_server
 from web_helpers import shown_text
 
 AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_user", "lifecycle_invitation", "lifecycle_account",
@@ -36,7 +35,7 @@ def access_smtp():  # noqa: ANN201
 
 @pytest.fixture(scope="session")
 def access_session_app(settings, session_app, access_smtp):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False, smtp_url=access_smtp.url))
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=access_smtp.url))
 
 
 @pytest.fixture()

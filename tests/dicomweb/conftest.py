@@ -6,7 +6,7 @@ from sqlalchemy import delete, text
 
 from dicom.tables import DICOM_TABLES
 from dicom.web import flush_audits
-from fhirserver.app import create_app
+from tests.conftest import app_fixture
 
 
 @pytest.fixture()
@@ -21,7 +21,7 @@ def dw(app, client):  # noqa: ANN001, ANN201
 
 @pytest.fixture(scope="session")
 def dw_secure_app(settings, session_app):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False))
+    yield from app_fixture(settings.replace(insecure_no_auth=False))
 
 
 @pytest.fixture()

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from fhirserver.app import create_app
+from tests.conftest import app_fixture
 
 
 @pytest.fixture(scope="session")
 def export_app(settings, session_app):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False))
+    yield from app_fixture(settings.replace(insecure_no_auth=False))
 
 
 @pytest.fixture()

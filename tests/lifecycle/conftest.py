@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from fhirserver.app import create_app
-from tests.conftest import run_smtp_server
+from tests.conftest import app_fixture, run_smtp_server
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +14,7 @@ def smtp_server():  # noqa: ANN201
 
 @pytest.fixture(scope="session")
 def lc_session_app(settings, session_app, smtp_server):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False, smtp_url=smtp_server.url))
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=smtp_server.url))
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ from fhirserver.jobs import job
 from fhirserver.subscriptions import register_jobs
 from fhirserver.subscriptions.tables import SUBSCRIPTION_TABLES
 from subs_helpers import Receiver
+from tests.conftest import app_fixture
 
 
 def _empty(app) -> None:  # noqa: ANN001
@@ -52,9 +53,7 @@ def worker(clean_subs, worker_settings):  # noqa: ANN001, ANN201
 
 @pytest.fixture(scope="session")
 def gate_session_app(settings, session_app):  # noqa: ANN001, ANN201
-    from fhirserver.app import create_app
-
-    return create_app(settings.replace(insecure_no_auth=False))
+    yield from app_fixture(settings.replace(insecure_no_auth=False))
 
 
 @pytest.fixture()
