@@ -101,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # each HTTP worker process also runs job threads (a fork carries no threads over)
             self.cfg.set("post_worker_init", lambda worker: start_jobs(worker.wsgi))
             # jobs, the audit writer's last batch, the listener, the pool: a clean stop loses nothing
-            self.cfg.set("worker_exit", lambda _arbiter, worker: close_app(worker.wsgi))
+            self.cfg.set("worker_exit", lambda _arbiter, worker: close_app(getattr(worker, "wsgi", None)))
 
         def load(self) -> Any:
             return create_app(settings)

@@ -83,44 +83,60 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 
 
 @contextmanager
-def built_app(settings: Settings, **options: Any) -> Iterator[Flask]:
+def built_app(settings: Settings, *, track: list[Flask] | None = None, **options: Any) -> Iterator[Flask]:
     """An app that is closed when the block ends: its audit writer's last batch is written
-    then, and no thread of it writes into the shared database during a later test."""
+    then, and no thread of it writes into the shared database during a later test. `track`:
+    the list the app is on while open (`open_apps`)."""
     app = create_app(settings, **options)
+    if track is not None:
+        track.append(app)
     try:
         yield app
     finally:
+        if track is not None:
+            track.remove(app)
         close_app(app)
 
 
-def app_fixture(settings: Settings, **options: Any) -> Iterator[Flask]:
-    """The body of a session or module fixture that builds an app: `yield from app_fixture(...)`."""
-    with built_app(settings, **options) as app:
+def app_fixture(settings: Settings, open_apps: list[Flask], **options: Any) -> Iterator[Flask]:
+    """The body of a session or module fixture that builds an app:
+    `yield from app_fixture(settings, open_apps)`; closed at the fixture's teardown."""
+    with built_app(settings, track=open_apps, **options) as app:
         yield app
 
 
+@pytest.fixture(scope="session")
+def open_apps() -> list[Flask]:
+    """The session and module apps still open: after each test their queued AuditEvents are
+    written (see `app`), so none of them lands in the database during a later test."""
+    return []
+
+
 @pytest.fixture()
-def make_app() -> Iterator[Any]:
+def make_app(open_apps: list[Flask]) -> Iterator[Any]:
     """`make_app(settings, **options)`: `create_app` for a test body; every app it built is
     closed when the test ends."""
     with ExitStack() as stack:
-        yield lambda settings, **options: stack.enter_context(built_app(settings, **options))
+        yield lambda settings, **options: stack.enter_context(built_app(settings, track=open_apps, **options))
 
 
 @pytest.fixture(scope="session")
-def session_app(settings: Settings):  # noqa: ANN201
-    yield from app_fixture(settings, upgrade_schema=True)
+def session_app(settings: Settings, open_apps: list[Flask]):  # noqa: ANN201
+    yield from app_fixture(settings, open_apps, upgrade_schema=True)
 
 
 @pytest.fixture()
-def app(session_app):  # noqa: ANN001, ANN201
-    """The app on an emptied database."""
+def app(session_app, open_apps):  # noqa: ANN001, ANN201
+    """The app on an emptied database; after the test, the AuditEvents its requests (and
+    those of every other open app) queued are written, before the next test empties it."""
     repo = session_app.extensions["fhirserver"].repo
     with repo.engine.begin() as conn:
         conn.execute(text("DELETE FROM resource_history"))
         conn.execute(text("DELETE FROM resource"))
         conn.execute(text("DELETE FROM auth_failure"))  # per-address rate limits of the auth server
-    return session_app
+    yield session_app
+    for each in list(open_apps):
+        each.extensions["fhirserver"].audit.flush()
 
 
 @pytest.fixture()

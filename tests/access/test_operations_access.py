@@ -17,14 +17,14 @@ PW = "staffpass123"
 READ_ONLY = "openid fhirUser user/*.rs"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ops_smtp():  # noqa: ANN201
     yield from run_smtp_server()
 
 
-@pytest.fixture(scope="session")
-def ops_session_app(settings, session_app, ops_smtp):  # noqa: ANN001, ANN201
-    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=ops_smtp.url))
+@pytest.fixture(scope="module")
+def ops_session_app(settings, session_app, ops_smtp, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=ops_smtp.url), open_apps)
 
 
 @pytest.fixture()

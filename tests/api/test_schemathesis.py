@@ -32,9 +32,9 @@ def _multipart(_ctx, value) -> bytes:  # noqa: ANN001
 
 
 @pytest.fixture()
-def api_app(scratch_db, tmp_path):  # noqa: ANN001, ANN201
+def api_app(scratch_db, tmp_path, open_apps):  # noqa: ANN001, ANN201
     yield from app_fixture(Settings(database_url=scratch_db, data_dir=tmp_path / "var", base_url="http://testserver",
-                                    insecure_no_auth=True, log_requests=False), upgrade_schema=True)
+                                    insecure_no_auth=True, log_requests=False), open_apps, upgrade_schema=True)
 
 
 def test_generated_requests_find_no_server_error(api_app) -> None:  # noqa: ANN001

@@ -8,8 +8,8 @@ from tests.conftest import app_fixture
 
 
 @pytest.fixture(scope="session")
-def secure_app(settings, session_app):  # noqa: ANN001, ANN201
-    yield from app_fixture(settings.replace(insecure_no_auth=False))
+def secure_app(settings, session_app, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False), open_apps)
 
 
 @pytest.fixture()

@@ -23,10 +23,10 @@ SYSTEM = {"role": "system"}
 
 
 @pytest.fixture()
-def other_app(settings, scratch_db: str, tmp_path) -> Iterator[Flask]:  # noqa: ANN001
+def other_app(settings, scratch_db: str, tmp_path, open_apps) -> Iterator[Flask]:  # noqa: ANN001
     """A second auth-on app in this process, on a database of its own."""
     yield from app_fixture(settings.replace(database_url=scratch_db, data_dir=tmp_path, insecure_no_auth=False),
-                           upgrade_schema=True)
+                           open_apps, upgrade_schema=True)
 
 
 def _token(app: Flask, value: str | None = None) -> str:

@@ -17,8 +17,8 @@ def console_smtp():  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def console_session_app(settings, session_app, console_smtp):  # noqa: ANN001, ANN201
-    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=console_smtp.url))
+def console_session_app(settings, session_app, console_smtp, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=console_smtp.url), open_apps)
 
 
 AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_user", "auth_failure", "lifecycle_invitation",

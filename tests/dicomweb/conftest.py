@@ -20,8 +20,8 @@ def dw(app, client):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="session")
-def dw_secure_app(settings, session_app):  # noqa: ANN001, ANN201
-    yield from app_fixture(settings.replace(insecure_no_auth=False))
+def dw_secure_app(settings, session_app, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False), open_apps)
 
 
 @pytest.fixture()

@@ -20,8 +20,8 @@ def portal_smtp():  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def portal_session_app(settings, session_app, portal_smtp):  # noqa: ANN001, ANN201
-    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=portal_smtp.url))
+def portal_session_app(settings, session_app, portal_smtp, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=portal_smtp.url), open_apps)
 
 
 AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_user", "lifecycle_invitation", "lifecycle_account",

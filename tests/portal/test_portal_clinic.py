@@ -24,12 +24,12 @@ def clinic_logo(tmp_path_factory):  # noqa: ANN001, ANN201
     return p
 
 
-@pytest.fixture(scope="session")
-def clinic_session_app(settings, session_app, portal_smtp, clinic_logo):  # noqa: ANN001, ANN201
+@pytest.fixture(scope="module")
+def clinic_session_app(settings, session_app, portal_smtp, clinic_logo, open_apps):  # noqa: ANN001, ANN201
     yield from app_fixture(settings.replace(
         insecure_no_auth=False, smtp_url=portal_smtp.url, clinic_name="Sunrise Dental & Imaging Clinic",
         clinic_timezone="Europe/Madrid", clinic_address="Calle Mayor 1, 28013 Madrid", clinic_tax_id="ES-B12345678",
-        clinic_logo=str(clinic_logo)))
+        clinic_logo=str(clinic_logo)), open_apps)
 
 
 @pytest.fixture()
