@@ -10,8 +10,9 @@ so a patient's access log is `AuditEvent?patient=Patient/x`.
 The trade-off: if a process dies abruptly (SIGKILL, power loss) the reads and searches it
 answered in its last ~0.5-1 s are not audited; a clean stop (SIGTERM, worker restart) flushes
 the buffer, and so does `close()` (the app's `close_app`), which also ends the writer thread:
-an app that is done can no longer write into a database that has moved on to other work. Writes, erasures and operations never take this path: their AuditEvents are
-written inside the write's own transaction (`AuditTrail.write`).
+an app that is done can no longer write into a database that has moved on to other work.
+Writes, erasures and operations never take this path: their AuditEvents are written inside the
+write's own transaction (`AuditTrail.write`).
 """
 from __future__ import annotations
 
