@@ -98,11 +98,21 @@ def cmd_dicom(args: argparse.Namespace, settings: Any) -> int:
         threading.Thread(target=_watch, daemon=True).start()
     print(f"fhirserver: DICOM node {settings.dicom_ae} on "
           f"{settings.dicom_host or settings.host}:{settings.dicom_port}", file=sys.stderr, flush=True)
+    import signal
+
+    def _interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # the supervisor's SIGTERM: leave the server loop, clean up below
+
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         load = LoadBoard(args.load_board, args.load_slot) if args.load_board else None
         node.start(block=True, listen_fd=args.listen_fd, load=load)
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while closing ends it at once
+        node.stop()
+        services.close()  # the audit writer's last batch, the listener, the pool
     return 0
 
 

@@ -77,11 +77,17 @@ class DicomNode:
     def __init__(self, settings: Settings, repo: Repository | None = None,
                  store: BlobStore | None = None, audit: AuditTrail | None = None) -> None:
         self.settings = settings
+        # what this node built itself is closed by its `stop` (what it was given, its owner closes)
+        self._owned: list[Any] = []
         if repo is None:  # the services' repository indexes every write (ImagingStudy searchable)
             services = build_services(settings)
+            self._owned.append(services)
             repo, audit, store = services.repo, audit or services.audit, store or services.blobs
         self.repo = repo
-        self.audit = audit or AuditTrail(repo)  # the process's one audit writer
+        if audit is None:
+            audit = AuditTrail(repo)  # the process's one audit writer
+            self._owned.append(audit)
+        self.audit = audit
         self.engine = self.repo.engine
         self.store: BlobStore = store or open_store(settings)
         self.dicomweb_base = settings.root_url + "/dicomweb"
@@ -153,6 +159,8 @@ class DicomNode:
         if self.committer is not None:
             self.committer.close()
         self.services.committer = None
+        for owned in self._owned:  # the audit writer's last batch; the services' threads and pool
+            owned.close()
 
 
 def run(settings: Settings) -> None:

@@ -42,8 +42,14 @@ def start_jobs(app: Flask) -> None:
                              poll_seconds=services.settings.job_poll_seconds).start()
 
 
-def stop_jobs(app: Flask) -> None:
-    app.extensions["fhirserver"].jobs.stop()
+def close_app(app: Flask | None) -> None:
+    """Stop the app's background threads (job workers, audit writer after its last batch,
+    Broadcast listener) and close its connection pool; idempotent. Every owner of an app calls
+    it when done: gunicorn's `worker_exit`, `fhirserver worker`, the `--dev` seed app, tests.
+    Anything else (a worker whose app never loaded, gunicorn's error app) is left alone."""
+    services = getattr(app, "extensions", {}).get("fhirserver")
+    if isinstance(services, Services):
+        services.close()
 
 
 def operation_ports(services: Services) -> Ports:

@@ -9,8 +9,10 @@ so a patient's access log is `AuditEvent?patient=Patient/x`.
 
 The trade-off: if a process dies abruptly (SIGKILL, power loss) the reads and searches it
 answered in its last ~0.5-1 s are not audited; a clean stop (SIGTERM, worker restart) flushes
-the buffer. Writes, erasures and operations never take this path: their AuditEvents are
-written inside the write's own transaction (`AuditTrail.write`).
+the buffer, and so does `close()` (the app's `close_app`), which also ends the writer thread:
+an app that is done can no longer write into a database that has moved on to other work.
+Writes, erasures and operations never take this path: their AuditEvents are written inside the
+write's own transaction (`AuditTrail.write`).
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ class AuditTrail:
         self._pid = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._closed = False
 
     def record(self, *, who: dict[str, Any], action: str, interaction: str, references: Iterable[str],
                query: str | None = None, remote: str | None = None, outcome: str = "0") -> None:
@@ -102,9 +105,15 @@ class AuditTrail:
             tx.create("AuditEvent", tag_request(body, rid))
 
     def _ensure_writer(self) -> None:
+        if self._closed:  # no writer any more: a late record is written at once, never dropped
+            self._write_late()
+            return
         if self._thread is not None and self._pid == os.getpid():
             return
         with self._lock:
+            if self._closed:
+                self._write_late()
+                return
             if self._thread is not None and self._pid == os.getpid():
                 return
             self._pid = os.getpid()  # a forked worker starts its own writer
@@ -113,13 +122,35 @@ class AuditTrail:
             atexit.register(self.flush)
 
     def _run(self) -> None:
-        while True:
+        while not self._closed:
             self._wake.wait(self.interval)
             self._wake.clear()
             try:
                 self.flush()
             except Exception:  # never let auditing take the worker down; retried next round
                 log.exception("could not write audit events")
+
+    def _write_late(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # never fail the request whose record came after close
+            log.exception("could not write audit events")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """End the writer thread, then write what is still queued (idempotent). Later records
+        are written by their own caller, so nothing recorded is lost."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread, self._thread = self._thread, None
+        self._wake.set()
+        if thread is not None and self._pid == os.getpid():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("audit writer did not stop within %.0f s", timeout)
+        atexit.unregister(self.flush)  # the exit hook would keep this trail (and its engine) alive
+        self._write_late()  # after the join: the thread's last flush has committed
 
     def flush(self) -> int:
         """Write every queued record now (waiting for a write in flight); returns the count."""

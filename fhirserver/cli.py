@@ -65,17 +65,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     prepare_multiprocess_dir(settings.data_dir)
     from gunicorn.app.base import BaseApplication
 
-    from fhirserver.app import create_app, start_jobs, stop_jobs
+    from fhirserver.app import close_app, create_app, start_jobs
 
     if settings.dev_mode:  # seed the demo clinic (idempotent: every restart keeps one copy)
         from portal.demo import STAFF_LOGIN, seed
 
         seed_app = create_app(settings)
-        info = seed(seed_app)
-        # Close every connection before gunicorn forks its workers: an SQLite connection carried
-        # across fork() corrupts the database file.
-        seed_app.extensions["fhirserver"].audit.flush()
-        seed_app.extensions["fhirserver"].repo.engine.dispose()
+        try:
+            info = seed(seed_app)
+        finally:
+            # Close every connection (and thread) before gunicorn forks its workers: an SQLite
+            # connection carried across fork() corrupts the database file.
+            close_app(seed_app)
         root = f"http://{settings.host}:{settings.port}"
         print(f"fhirserver --dev: demo clinic {settings.clinic_name!r} seeded; staff console {root}/console/ "
               f"(staff login {STAFF_LOGIN}); portal {root}/portal/ (logins {', '.join(info['logins'])}); "
@@ -99,7 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("child_exit", lambda _arbiter, worker: process_exited(worker.pid))
             # each HTTP worker process also runs job threads (a fork carries no threads over)
             self.cfg.set("post_worker_init", lambda worker: start_jobs(worker.wsgi))
-            self.cfg.set("worker_exit", lambda _arbiter, worker: stop_jobs(worker.wsgi))
+            # jobs, the audit writer's last batch, the listener, the pool: a clean stop loses nothing
+            self.cfg.set("worker_exit", lambda _arbiter, worker: close_app(getattr(worker, "wsgi", None)))
 
         def load(self) -> Any:
             return create_app(settings)
@@ -125,7 +127,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.threads is not None:
         settings = settings.replace(job_threads=args.threads)
-    from fhirserver.app import create_app
+    from fhirserver.app import close_app, create_app
     from fhirserver.logs import configure
 
     configure(settings.log_level)
@@ -138,20 +140,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         return 1
     services = app.extensions["fhirserver"]
-    worker = services.jobs.worker(services, threads=max(1, settings.job_threads),
-                                  poll_seconds=settings.job_poll_seconds)
-    if args.once:
-        n = worker.run_pending()
-        print(f"fhirserver worker: ran {n} jobs", file=sys.stderr)
-        return 0
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    worker.start()
-    print(f"fhirserver worker: {worker.threads} threads, kinds {', '.join(sorted(services.jobs.registry.kinds))}",
-          file=sys.stderr, flush=True)
-    done.wait()
-    worker.stop()
+    try:
+        worker = services.jobs.worker(services, threads=max(1, settings.job_threads),
+                                      poll_seconds=settings.job_poll_seconds)
+        if args.once:
+            n = worker.run_pending()
+            print(f"fhirserver worker: ran {n} jobs", file=sys.stderr)
+            return 0
+        done = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: done.set())
+        worker.start()
+        print(f"fhirserver worker: {worker.threads} threads, kinds {', '.join(sorted(services.jobs.registry.kinds))}",
+              file=sys.stderr, flush=True)
+        done.wait()
+    finally:
+        close_app(app)  # stops the worker, writes the last audit batch, closes the pool
     return 0
 
 

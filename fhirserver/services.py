@@ -43,6 +43,7 @@ class Services:
     # this app's cached bearer-token checks (smart_auth.bearer.TokenChecks, set by smart_auth.install):
     # per Services, so two apps in one process never answer a token from each other's checks
     tokens: Any = None
+    closed: bool = False
 
     def __post_init__(self) -> None:
         if self.blobs is None:
@@ -64,6 +65,27 @@ class Services:
                        max_count=self.settings.max_page_size, postgres=self.repo.postgres,
                        access=access, search=self.search, services=self, operations=self.operations,
                        principal=principal)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop what this process runs in the background for these services, in dependency
+        order, and release their connections (idempotent). Why: a process that builds several
+        apps (tests, the `--dev` seed app) would otherwise keep each one's threads writing into
+        the database and each one's pool holding connections until the process exits.
+
+        Job workers stop first (a running job may still record audit events), then the audit
+        writer writes its last batch, then the Broadcast listener ends, and the pool goes last."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.broadcast is not None:
+            self.broadcast.stop()  # ends (within a second) while the job threads end
+        if self.jobs is not None:
+            self.jobs.stop()
+        if self.audit is not None:
+            self.audit.close(timeout)
+        if self.broadcast is not None:
+            self.broadcast.close(timeout)
+        self.repo.engine.dispose()
 
     def capability_statement(self) -> dict[str, Any]:
         """The CapabilityStatement without the SMART security section (see interactions.capabilities)."""

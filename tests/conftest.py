@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -13,7 +14,9 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from fhirserver.app import create_app
+from flask import Flask
+
+from fhirserver.app import close_app, create_app
 from fhirserver.config import Settings, settings_from_env
 from live_helpers import free_port
 
@@ -79,20 +82,61 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
                     dicom_fast_path=settings_from_env().dicom_fast_path)
 
 
+@contextmanager
+def built_app(settings: Settings, *, track: list[Flask] | None = None, **options: Any) -> Iterator[Flask]:
+    """An app that is closed when the block ends: its audit writer's last batch is written
+    then, and no thread of it writes into the shared database during a later test. `track`:
+    the list the app is on while open (`open_apps`)."""
+    app = create_app(settings, **options)
+    if track is not None:
+        track.append(app)
+    try:
+        yield app
+    finally:
+        if track is not None:
+            track.remove(app)
+        close_app(app)
+
+
+def app_fixture(settings: Settings, open_apps: list[Flask], **options: Any) -> Iterator[Flask]:
+    """The body of a session or module fixture that builds an app:
+    `yield from app_fixture(settings, open_apps)`; closed at the fixture's teardown."""
+    with built_app(settings, track=open_apps, **options) as app:
+        yield app
+
+
 @pytest.fixture(scope="session")
-def session_app(settings: Settings):  # noqa: ANN201
-    return create_app(settings, upgrade_schema=True)
+def open_apps() -> list[Flask]:
+    """The session and module apps still open: after each test their queued AuditEvents are
+    written (see `app`), so none of them lands in the database during a later test."""
+    return []
 
 
 @pytest.fixture()
-def app(session_app):  # noqa: ANN001, ANN201
-    """The app on an emptied database."""
+def make_app(open_apps: list[Flask]) -> Iterator[Any]:
+    """`make_app(settings, **options)`: `create_app` for a test body; every app it built is
+    closed when the test ends."""
+    with ExitStack() as stack:
+        yield lambda settings, **options: stack.enter_context(built_app(settings, track=open_apps, **options))
+
+
+@pytest.fixture(scope="session")
+def session_app(settings: Settings, open_apps: list[Flask]):  # noqa: ANN201
+    yield from app_fixture(settings, open_apps, upgrade_schema=True)
+
+
+@pytest.fixture()
+def app(session_app, open_apps):  # noqa: ANN001, ANN201
+    """The app on an emptied database; after the test, the AuditEvents its requests (and
+    those of every other open app) queued are written, before the next test empties it."""
     repo = session_app.extensions["fhirserver"].repo
     with repo.engine.begin() as conn:
         conn.execute(text("DELETE FROM resource_history"))
         conn.execute(text("DELETE FROM resource"))
         conn.execute(text("DELETE FROM auth_failure"))  # per-address rate limits of the auth server
-    return session_app
+    yield session_app
+    for each in list(open_apps):
+        each.extensions["fhirserver"].audit.flush()
 
 
 @pytest.fixture()

@@ -50,6 +50,8 @@ class Broadcast:
         self._pid: int | None = None
         self._inherited: list[Any] = []      # a parent's connection: never closed by a child
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None  # this process's listener thread
+        self._shut = False
         self._cache: dict[tuple[str, str], tuple[int, Any]] = {}
         self._cache_lock = threading.Lock()
         self._sqlite: Any = None             # (pid, sqlite3.Connection, data_version, stamps)
@@ -58,6 +60,8 @@ class Broadcast:
     # -- reading ---------------------------------------------------------------------------------
     def stamp(self, channel: str) -> int:
         """The current stamp of `channel`; -1 when unknown (then trust nothing cached)."""
+        if self._shut:  # no listener any more: the row answers
+            return read_stamp(self.engine, channel)
         if self.postgres:
             self._ensure_listener()
             mine = self._listened(channel)
@@ -170,7 +174,7 @@ class Broadcast:
         if self._pid == pid:
             return
         with self._start_lock:
-            if self._pid == pid:
+            if self._pid == pid or self._shut:
                 return
             if self._conn is not None:  # forked: the socket is the parent's; leave it open
                 self._inherited.append(self._conn)
@@ -178,8 +182,9 @@ class Broadcast:
             self._lock = threading.Lock()
             self._stop = threading.Event()
             self._pid = pid
-            threading.Thread(target=_run_listener, args=(weakref.ref(self), self._stop),
-                             name="fhirserver-broadcast", daemon=True).start()
+            self._thread = threading.Thread(target=_run_listener, args=(weakref.ref(self), self._stop),
+                                            name="fhirserver-broadcast", daemon=True)
+            self._thread.start()
 
     def _connect(self) -> Any:
         import psycopg
@@ -226,8 +231,31 @@ class Broadcast:
             pass
 
     def stop(self) -> None:
-        """End the listener thread (tests; the process's exit ends it too)."""
-        self._stop.set()  # the thread notices within a second and closes its connection
+        """Ask the listener thread to end (it notices within a second and closes its connection)."""
+        self._stop.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the listener thread and wait for it, and close the SQLite stamp connection
+        (idempotent). Stamps are read from the rows afterwards, so a closed Broadcast still
+        answers correctly, only without a connection of its own."""
+        with self._start_lock:
+            if self._shut:
+                return
+            self._shut = True
+            thread = self._thread if self._pid == os.getpid() else None  # a parent's is not ours
+            self._thread = None
+        self._stop.set()
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("broadcast listener did not stop within %.0f s", timeout)
+        with self._sqlite_lock:
+            if self._sqlite is not None and self._sqlite[0] == os.getpid():
+                try:
+                    self._sqlite[1].close()
+                except Exception:  # noqa: BLE001 - already broken
+                    pass
+            self._sqlite = None
 
 
 def _apply_to(ref: "weakref.ref[Broadcast]", payload: str) -> None:

@@ -72,6 +72,8 @@ class Jobs:
             w.wake()
 
     def stop(self) -> None:
+        for w in self._workers:  # all asked first: the LISTEN threads notice within a second, together
+            w.request_stop()
         for w in self._workers:
             w.stop()
         self._workers.clear()

@@ -153,9 +153,13 @@ class Worker:
                 log.debug("job worker %s: LISTEN connection lost", self.name, exc_info=True)
                 self._stop.wait(5.0)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def request_stop(self) -> None:
+        """Ask the threads to end without waiting (so several workers end at the same time)."""
         self._stop.set()
         self.wake()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.request_stop()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()

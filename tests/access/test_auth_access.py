@@ -9,10 +9,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from sqlalchemy import insert
 
-from fhirserver.app import create_app
 from smart_auth import store
 from tests.auth.smart_helpers import REDIRECT, authorize, bearer, ids, pkce, seed, token
-from tests.conftest import emptied, run_smtp_server
+from tests.conftest import app_fixture, emptied, run_smtp_server
 
 FHIR_JSON = "application/fhir+json"
 AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_launch", "auth_jti", "auth_user", "oauth_client",
@@ -20,22 +19,22 @@ AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_launch", "auth_j
                "notify_outbox", "portal_slot_booking", "portal_share_revocation")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def aa_smtp():  # noqa: ANN201
     yield from run_smtp_server()
 
 
-@pytest.fixture(scope="session")
-def aa_session_app(settings, session_app, aa_smtp):  # noqa: ANN001, ANN201
+@pytest.fixture(scope="module")
+def aa_session_app(settings, session_app, aa_smtp, open_apps):  # noqa: ANN001, ANN201
     """Auth on, the configured base URL http://testserver, mail to a real SMTP server."""
-    return create_app(settings.replace(insecure_no_auth=False, smtp_url=aa_smtp.url))
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=aa_smtp.url), open_apps)
 
 
-@pytest.fixture(scope="session")
-def nobase_session_app(settings, session_app, aa_smtp):  # noqa: ANN001, ANN201
+@pytest.fixture(scope="module")
+def nobase_session_app(settings, session_app, aa_smtp, open_apps):  # noqa: ANN001, ANN201
     """Auth on, no --base-url: started on 127.0.0.1:8123 (links must say so, whatever the Host)."""
-    return create_app(settings.replace(insecure_no_auth=False, smtp_url=aa_smtp.url, base_url="",
-                                       host="127.0.0.1", port=8123))
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=aa_smtp.url, base_url="",
+                                            host="127.0.0.1", port=8123), open_apps)
 
 
 @pytest.fixture()

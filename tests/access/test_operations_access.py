@@ -9,23 +9,22 @@ import json
 import pytest
 from sqlalchemy import text
 
-from fhirserver.app import create_app
 from smart_auth import store
-from tests.conftest import emptied, run_smtp_server
+from tests.conftest import app_fixture, emptied, run_smtp_server
 from tests.lifecycle.lc_helpers import LIFECYCLE_TABLES, H, PATIENT_SCOPE, STAFF_SCOPE, link_in, login, params, pval
 
 PW = "staffpass123"
 READ_ONLY = "openid fhirUser user/*.rs"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ops_smtp():  # noqa: ANN201
     yield from run_smtp_server()
 
 
-@pytest.fixture(scope="session")
-def ops_session_app(settings, session_app, ops_smtp):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False, smtp_url=ops_smtp.url))
+@pytest.fixture(scope="module")
+def ops_session_app(settings, session_app, ops_smtp, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=ops_smtp.url), open_apps)
 
 
 @pytest.fixture()

@@ -16,8 +16,7 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import select, update
 
-from fhirserver.app import create_app
-from tests.conftest import emptied, run_smtp_server
+from tests.conftest import app_fixture, emptied, run_smtp_server
 from web_helpers import shown_text
 
 AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_user", "lifecycle_invitation", "lifecycle_account",
@@ -29,14 +28,14 @@ BOB_MARKER = "Bob-only-marker-4242"
 
 
 # -- fixtures and helpers (as tests/portal/conftest.py and portal_helpers.py) ------------------------
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def access_smtp():  # noqa: ANN201
     yield from run_smtp_server()
 
 
-@pytest.fixture(scope="session")
-def access_session_app(settings, session_app, access_smtp):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False, smtp_url=access_smtp.url))
+@pytest.fixture(scope="module")
+def access_session_app(settings, session_app, access_smtp, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=access_smtp.url), open_apps)
 
 
 @pytest.fixture()

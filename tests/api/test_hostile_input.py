@@ -13,7 +13,6 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from fhirserver.app import create_app
 from tests.conftest import BASE, LiveServer, fhir_json
 
 JSON = {"Content-Type": "application/fhir+json"}
@@ -231,8 +230,8 @@ def test_repeated_search_parameters_are_limited(client) -> None:
     _refused(client.get("/fhir/Patient?_id=" + ",".join(f"x{i}" for i in range(500))), 400)
 
 
-def test_bundle_entries_are_limited(session_app, settings) -> None:
-    app = create_app(settings.replace(max_bundle_entries=5))
+def test_bundle_entries_are_limited(session_app, settings, make_app) -> None:
+    app = make_app(settings.replace(max_bundle_entries=5))
     client = app.test_client()
     entry = {"request": {"method": "GET", "url": "Patient?_count=1"}}
     assert client.post("/fhir", data=json.dumps({"resourceType": "Bundle", "type": "batch",
@@ -255,9 +254,9 @@ def test_count_is_capped(client, settings) -> None:
     assert f"_count={settings.max_page_size}" in resp.json["link"][0]["url"]
 
 
-def test_a_statement_past_its_budget_is_cancelled_with_503(settings, app) -> None:
+def test_a_statement_past_its_budget_is_cancelled_with_503(settings, app, make_app) -> None:
     """A slow statement is cut at the budget and answered 503, and the server keeps serving."""
-    slow_app = create_app(settings.replace(statement_seconds=0.3))
+    slow_app = make_app(settings.replace(statement_seconds=0.3))
     client = slow_app.test_client()
     _seed(client)
     repo = slow_app.extensions["fhirserver"].repo

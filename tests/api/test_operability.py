@@ -13,7 +13,6 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from fhirserver.api.telemetry import fhir_route
-from fhirserver.app import create_app
 from tests.conftest import LiveServer, free_port
 
 
@@ -36,10 +35,10 @@ def test_healthz_and_readyz_open_and_ok(client):  # noqa: ANN001
     assert r.json["checks"]["jobs"] == "ok"  # the notify outbox is there and readable
 
 
-def test_readyz_503_when_database_unreachable(settings, tmp_path):  # noqa: ANN001
+def test_readyz_503_when_database_unreachable(settings, tmp_path, make_app):  # noqa: ANN001
     closed = free_port()  # nothing listens there
-    app = create_app(settings.replace(database_url=f"postgresql://postgres@127.0.0.1:{closed}/none",
-                                      data_dir=tmp_path))
+    app = make_app(settings.replace(database_url=f"postgresql://postgres@127.0.0.1:{closed}/none",
+                                    data_dir=tmp_path))
     c = app.test_client()
     assert c.get("/healthz").status_code == 200  # the process itself is alive
     r = c.get("/readyz")
@@ -51,10 +50,10 @@ def test_readyz_503_when_database_unreachable(settings, tmp_path):  # noqa: ANN0
     assert str(closed) in body["issue"][0]["diagnostics"]
 
 
-def test_readyz_503_when_data_folder_not_writable(settings, tmp_path):  # noqa: ANN001
+def test_readyz_503_when_data_folder_not_writable(settings, tmp_path, make_app):  # noqa: ANN001
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    app = create_app(settings.replace(data_dir=blocker / "var"))
+    app = make_app(settings.replace(data_dir=blocker / "var"))
     r = app.test_client().get("/readyz")
     assert r.status_code == 503
     assert [i["expression"][0] for i in json.loads(r.data)["issue"]] == ["data_dir"]
@@ -88,8 +87,8 @@ def test_route_templates_keep_label_values_bounded():
     assert fhir_route("/fhir") == "/fhir"
 
 
-def test_one_json_log_line_per_request(settings, caplog, tmp_path):  # noqa: ANN001
-    app = create_app(settings.replace(log_requests=True))
+def test_one_json_log_line_per_request(settings, caplog, tmp_path, make_app):  # noqa: ANN001
+    app = make_app(settings.replace(log_requests=True))
     c = app.test_client()
     with caplog.at_level(logging.INFO, logger="fhirserver.request"):
         r = c.get("/fhir/Patient?name=nobody")
@@ -101,8 +100,8 @@ def test_one_json_log_line_per_request(settings, caplog, tmp_path):  # noqa: ANN
     assert isinstance(line["duration_ms"], float) and "client_id" in line
 
 
-def test_no_request_log_when_switched_off(settings, caplog):  # noqa: ANN001
-    app = create_app(settings.replace(log_requests=False))
+def test_no_request_log_when_switched_off(settings, caplog, make_app):  # noqa: ANN001
+    app = make_app(settings.replace(log_requests=False))
     with caplog.at_level(logging.INFO, logger="fhirserver.request"):
         app.test_client().get("/fhir/Patient")
     assert not [r for r in caplog.records if r.name == "fhirserver.request"]

@@ -10,7 +10,6 @@ from typing import Callable
 
 import pytest
 
-from fhirserver.app import create_app
 from tests.conftest import free_port
 
 
@@ -84,7 +83,7 @@ def _wait_for(fn: Callable[[], bool], timeout: float = 60.0) -> None:
 
 
 @pytest.mark.postgres
-def test_readyz_follows_postgres_down_and_back(session_app, database_url, settings, tmp_path) -> None:  # noqa: ANN001
+def test_readyz_follows_postgres_down_and_back(session_app, database_url, settings, tmp_path, make_app) -> None:  # noqa: ANN001
     if not database_url.startswith("postgres"):
         pytest.skip("needs FHIRSERVER_TEST_DATABASE_URL (PostgreSQL)")
     from sqlalchemy.engine import make_url
@@ -94,7 +93,7 @@ def test_readyz_follows_postgres_down_and_back(session_app, database_url, settin
     relay.up()
     try:
         relayed = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
-        app = create_app(settings.replace(database_url=relayed, data_dir=tmp_path))
+        app = make_app(settings.replace(database_url=relayed, data_dir=tmp_path))
         c = app.test_client()
         r = c.get("/readyz")
         assert r.status_code == 200, r.data

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from fhirserver.app import create_app
 from fhirserver.config import Settings
+from tests.conftest import app_fixture
 
 TYPES = ("Patient", "Observation", "DiagnosticReport", "ImagingStudy", "Appointment")
 OWN = r"^/(auth|dicomweb|healthz|readyz|metrics|\.well-known)"
@@ -32,9 +32,9 @@ def _multipart(_ctx, value) -> bytes:  # noqa: ANN001
 
 
 @pytest.fixture()
-def api_app(scratch_db, tmp_path):  # noqa: ANN001, ANN201
-    return create_app(Settings(database_url=scratch_db, data_dir=tmp_path / "var", base_url="http://testserver",
-                               insecure_no_auth=True, log_requests=False), upgrade_schema=True)
+def api_app(scratch_db, tmp_path, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(Settings(database_url=scratch_db, data_dir=tmp_path / "var", base_url="http://testserver",
+                                    insecure_no_auth=True, log_requests=False), open_apps, upgrade_schema=True)
 
 
 def test_generated_requests_find_no_server_error(api_app) -> None:  # noqa: ANN001

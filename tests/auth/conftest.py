@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from fhirserver.app import create_app
-from tests.conftest import AUTH_TABLES, emptied
+from tests.conftest import AUTH_TABLES, app_fixture, emptied
 
 
 @pytest.fixture(scope="session")
-def secure_app(settings, session_app):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False))
+def secure_app(settings, session_app, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False), open_apps)
 
 
 @pytest.fixture()

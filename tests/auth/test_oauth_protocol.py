@@ -17,7 +17,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from fhirserver.app import create_app
+from tests.conftest import built_app
 from smart_helpers import FHIR, REDIRECT, authorize, bearer, code_from, ids, pkce, seed, standard_data, store, token
 
 TOKEN_URL = "http://testserver/auth/token"
@@ -212,9 +212,9 @@ def test_jti_replay_is_refused_by_every_app_on_the_database(sapp, engine, settin
                           jwks={"keys": [key.as_dict(private=False)]}, scope="system/*.rs")
     form = {"grant_type": "client_credentials", "scope": "system/*.rs", "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": _assertion(cl["client_id"], key)}
-    other = create_app(settings.replace(insecure_no_auth=False))
     assert sapp.test_client().post("/auth/token", data=form).status_code == 200
-    r = other.test_client().post("/auth/token", data=form)
+    with built_app(settings.replace(insecure_no_auth=False)) as other:
+        r = other.test_client().post("/auth/token", data=form)
     assert r.status_code == 401 and r.get_json()["error"] == "invalid_client"
     assert "used before" in r.get_json()["error_description"]
 

@@ -49,12 +49,11 @@ def test_unsafe_request_id_is_replaced(sapp, engine, open_client) -> None:  # no
 
 
 def test_request_id_in_the_log_line_and_on_errors(settings, caplog) -> None:  # noqa: ANN001
-    from fhirserver.app import create_app
+    from tests.conftest import built_app
 
-    app = create_app(settings.replace(log_requests=True))
-    c = app.test_client()
-    with caplog.at_level(logging.INFO, logger="fhirserver.request"):
-        r = c.get("/fhir/Patient?birthdate=1985-13-45", headers={"X-Request-ID": "log-line-7"})
+    with built_app(settings.replace(log_requests=True)) as app, \
+            caplog.at_level(logging.INFO, logger="fhirserver.request"):
+        r = app.test_client().get("/fhir/Patient?birthdate=1985-13-45", headers={"X-Request-ID": "log-line-7"})
     assert r.status_code == 400 and r.headers["X-Request-ID"] == "log-line-7"
     lines = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "fhirserver.request"]
     (line,) = [x for x in lines if x.get("request_id") == "log-line-7"]

@@ -188,7 +188,7 @@ def test_the_listener_follows_notifications_without_reading_the_row(pg_engine) -
         assert read_stamp(pg_engine, "test.channel") == missed
         assert shared.listening() and shared.stamp("test.channel") == new
     finally:
-        shared.stop()
+        shared.close()
 
 
 def test_the_heartbeat_repairs_a_lost_notification(pg_engine) -> None:  # noqa: ANN001
@@ -201,7 +201,7 @@ def test_the_heartbeat_repairs_a_lost_notification(pg_engine) -> None:  # noqa: 
             assert time.monotonic() < deadline, "the heartbeat never re-read the row"
             time.sleep(0.05)
     finally:
-        shared.stop()
+        shared.close()
 
 
 def test_a_killed_listener_never_leaves_a_stale_stamp(pg_engine) -> None:  # noqa: ANN001
@@ -218,7 +218,7 @@ def test_a_killed_listener_never_leaves_a_stale_stamp(pg_engine) -> None:  # noq
         again = publish(pg_engine, "test.channel")  # ...and follows notifications again
         assert shared.settle("test.channel", again, timeout=30) and shared.stamp("test.channel") == again
     finally:
-        shared.stop()
+        shared.close()
 
 
 def test_hosts_whose_listeners_were_killed_still_refuse_a_revoked_token(hosts, pg_engine) -> None:  # noqa: ANN001

@@ -13,22 +13,20 @@ import pytest
 from flask import Flask
 from sqlalchemy import event
 
-from fhirserver.app import create_app
 from fhirserver.broadcast import publish, read_stamp
 from smart_auth import store
 from smart_auth.revocation_signal import REVOCATIONS
 from smart_helpers import bearer
+from tests.conftest import app_fixture
 
 SYSTEM = {"role": "system"}
 
 
 @pytest.fixture()
-def other_app(settings, scratch_db: str, tmp_path) -> Iterator[Flask]:  # noqa: ANN001
+def other_app(settings, scratch_db: str, tmp_path, open_apps) -> Iterator[Flask]:  # noqa: ANN001
     """A second auth-on app in this process, on a database of its own."""
-    app = create_app(settings.replace(database_url=scratch_db, data_dir=tmp_path, insecure_no_auth=False),
-                     upgrade_schema=True)
-    yield app
-    app.extensions["fhirserver"].repo.engine.dispose()
+    yield from app_fixture(settings.replace(database_url=scratch_db, data_dir=tmp_path, insecure_no_auth=False),
+                           open_apps, upgrade_schema=True)
 
 
 def _token(app: Flask, value: str | None = None) -> str:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from fhirserver.app import create_app
-from tests.conftest import run_smtp_server
+from tests.conftest import app_fixture, run_smtp_server
 
 from console_helpers import login, seed_two_orgs  # noqa: E402
 
@@ -18,8 +17,8 @@ def console_smtp():  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def console_session_app(settings, session_app, console_smtp):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False, smtp_url=console_smtp.url))
+def console_session_app(settings, session_app, console_smtp, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=console_smtp.url), open_apps)
 
 
 AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_user", "auth_failure", "lifecycle_invitation",

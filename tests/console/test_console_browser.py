@@ -52,7 +52,7 @@ def _seed(app: Any) -> None:
 def server(console_session_app, database_url, console_smtp, tmp_path_factory):  # noqa: ANN001, ANN201
     """`fhirserver serve` on a database seeded here. On SQLite the server gets a file of its own
     (a second multi-process server must not share the test worker's file); PostgreSQL is shared."""
-    from fhirserver.app import create_app
+    from tests.conftest import built_app
 
     tmp = tmp_path_factory.mktemp("console-live")
     admin = None
@@ -68,10 +68,9 @@ def server(console_session_app, database_url, console_smtp, tmp_path_factory):  
         url = f"{head}/{live}"
     else:
         url = f"sqlite:///{tmp / 'console.sqlite3'}"
-    seeder = create_app(console_session_app.extensions["fhirserver"].settings.replace(database_url=url),
-                        upgrade_schema=True)
-    _seed(seeder)
-    seeder.extensions["fhirserver"].repo.engine.dispose()
+    with built_app(console_session_app.extensions["fhirserver"].settings.replace(database_url=url),
+                   upgrade_schema=True) as seeder:
+        _seed(seeder)
     port, dport = free_port(), free_port()
     env = dict(os.environ, FHIRSERVER_DATABASE_URL=url, FHIRSERVER_DATA_DIR=str(tmp), FHIRSERVER_SMTP_URL=console_smtp.url)
     log_path = tmp / "server.log"  # a file, not a pipe: an unread pipe fills up and blocks the server

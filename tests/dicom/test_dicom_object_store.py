@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from pydicom import dcmread
 from sqlalchemy import select
 
@@ -15,7 +14,6 @@ from dicom.tables import dicom_instance, dicom_study
 from dicom.web import flush_audits
 from dicom_helpers import start_node
 from dicom_synth import make_ct, make_series
-from fhirserver.app import create_app
 from fhirserver.blobs.s3 import S3BlobStore
 from test_dicom_store import _dataset_bytes, _pynetdicom_send, count
 from tests.conftest import free_port
@@ -31,7 +29,7 @@ def _parts(content_type: str, body: bytes) -> list[bytes]:
     return out
 
 
-def test_storescu_into_the_object_store_and_wado_rs_back(settings, clean_dicom, tmp_path, s3_blob_url):  # noqa: ANN001
+def test_storescu_into_the_object_store_and_wado_rs_back(settings, clean_dicom, tmp_path, s3_blob_url, make_app):  # noqa: ANN001
     node = start_node(settings, clean_dicom, tmp_path, blob_url=s3_blob_url)
     try:
         assert isinstance(node.store, S3BlobStore)
@@ -42,7 +40,7 @@ def test_storescu_into_the_object_store_and_wado_rs_back(settings, clean_dicom, 
             rows = {r.sop_uid: r for r in c.execute(select(dicom_instance))}
         assert len(rows) == 3
         assert not (tmp_path / "var" / "dicom").exists()  # nothing went to the local folder
-        app = create_app(settings.replace(blob_url=s3_blob_url))
+        app = make_app(settings.replace(blob_url=s3_blob_url))
         client = app.test_client()
         for path in files:
             sent = dcmread(path)
@@ -68,11 +66,11 @@ def test_storescu_into_the_object_store_and_wado_rs_back(settings, clean_dicom, 
         node.stop()
 
 
-def test_object_store_down_fails_the_store_and_indexes_nothing(settings, clean_dicom, tmp_path):  # noqa: ANN001
+def test_object_store_down_fails_the_store_and_indexes_nothing(settings, clean_dicom, tmp_path, make_app):  # noqa: ANN001
     s3 = MotoS3(free_port()).start()
     blob_url = s3.bucket()
     node = start_node(settings, clean_dicom, tmp_path, blob_url=blob_url)
-    app = create_app(settings.replace(blob_url=blob_url))
+    app = make_app(settings.replace(blob_url=blob_url))
     client = app.test_client()
     try:
         kept = make_ct(tmp_path / "kept.dcm", number=1)

@@ -6,7 +6,7 @@ from sqlalchemy import delete, text
 
 from dicom.tables import DICOM_TABLES
 from dicom.web import flush_audits
-from fhirserver.app import create_app
+from tests.conftest import app_fixture
 
 
 @pytest.fixture()
@@ -20,8 +20,8 @@ def dw(app, client):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="session")
-def dw_secure_app(settings, session_app):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False))
+def dw_secure_app(settings, session_app, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False), open_apps)
 
 
 @pytest.fixture()

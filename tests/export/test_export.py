@@ -185,13 +185,12 @@ def test_identical_exports_share_blobs_and_cancelling_one_keeps_the_other(xapp, 
     assert first["output"][0]["url"] != second["output"][0]["url"]
 
 
-def test_export_on_the_object_store(settings, data, s3_blob_url):  # noqa: ANN001
+def test_export_on_the_object_store(settings, data, s3_blob_url, make_app):  # noqa: ANN001
     """The same export with `--blob-url` on an S3-compatible server: files written there,
     downloaded from there, removed from there on cancel."""
-    from fhirserver.app import create_app
     from fhirserver.blobs.s3 import S3BlobStore
 
-    s3app = create_app(settings.replace(insecure_no_auth=False, blob_url=s3_blob_url))
+    s3app = make_app(settings.replace(insecure_no_auth=False, blob_url=s3_blob_url))
     services = s3app.extensions["fhirserver"]
     assert isinstance(services.blobs, S3BlobStore)
     try:

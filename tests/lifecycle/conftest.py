@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fhirserver.app import create_app
-from tests.conftest import emptied, run_smtp_server
+from tests.conftest import app_fixture, emptied, run_smtp_server
 from tests.lifecycle.lc_helpers import LIFECYCLE_TABLES
 
 
@@ -14,8 +13,8 @@ def smtp_server():  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def lc_session_app(settings, session_app, smtp_server):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False, smtp_url=smtp_server.url))
+def lc_session_app(settings, session_app, smtp_server, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=smtp_server.url), open_apps)
 
 
 @pytest.fixture()

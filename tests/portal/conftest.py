@@ -11,8 +11,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from fhirserver.app import create_app
-from tests.conftest import run_smtp_server
+from tests.conftest import app_fixture, run_smtp_server
 
 
 @pytest.fixture(scope="session")
@@ -21,8 +20,8 @@ def portal_smtp():  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def portal_session_app(settings, session_app, portal_smtp):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(insecure_no_auth=False, smtp_url=portal_smtp.url))
+def portal_session_app(settings, session_app, portal_smtp, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False, smtp_url=portal_smtp.url), open_apps)
 
 
 AUTH_TABLES = ("auth_token", "auth_code", "auth_session", "auth_user", "lifecycle_invitation", "lifecycle_account",

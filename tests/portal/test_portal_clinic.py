@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from fhirserver.app import create_app
 from portal.clinic import format_money, format_when, invoice_number
 from portal_helpers import admin_token, csrf_of, login
+from tests.conftest import app_fixture
 
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
        b"\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82")
@@ -24,12 +24,12 @@ def clinic_logo(tmp_path_factory):  # noqa: ANN001, ANN201
     return p
 
 
-@pytest.fixture(scope="session")
-def clinic_session_app(settings, session_app, portal_smtp, clinic_logo):  # noqa: ANN001, ANN201
-    return create_app(settings.replace(
+@pytest.fixture(scope="module")
+def clinic_session_app(settings, session_app, portal_smtp, clinic_logo, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(
         insecure_no_auth=False, smtp_url=portal_smtp.url, clinic_name="Sunrise Dental & Imaging Clinic",
         clinic_timezone="Europe/Madrid", clinic_address="Calle Mayor 1, 28013 Madrid", clinic_tax_id="ES-B12345678",
-        clinic_logo=str(clinic_logo)))
+        clinic_logo=str(clinic_logo)), open_apps)
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ from fhirserver.jobs import job
 from fhirserver.subscriptions import register_jobs
 from fhirserver.subscriptions.tables import SUBSCRIPTION_TABLES
 from subs_helpers import Receiver
-from tests.conftest import AUTH_TABLES, emptied
+from tests.conftest import AUTH_TABLES, app_fixture, emptied
 
 
 def _empty(app) -> None:  # noqa: ANN001
@@ -52,10 +52,8 @@ def worker(clean_subs, worker_settings):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="session")
-def gate_session_app(settings, session_app):  # noqa: ANN001, ANN201
-    from fhirserver.app import create_app
-
-    return create_app(settings.replace(insecure_no_auth=False))
+def gate_session_app(settings, session_app, open_apps):  # noqa: ANN001, ANN201
+    yield from app_fixture(settings.replace(insecure_no_auth=False), open_apps)
 
 
 @pytest.fixture()

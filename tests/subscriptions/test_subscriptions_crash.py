@@ -12,10 +12,9 @@ import threading
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from fhirserver.app import create_app
-
 from fhirserver.subscriptions.tables import subscription_delivery
 from subs_helpers import JSON, STUDY_TOPIC, event_numbers, study, subscription, wait_for
+from tests.conftest import built_app
 
 
 @pytest.fixture()
@@ -34,9 +33,8 @@ def own_db(settings, tmp_path):  # noqa: ANN001, ANN201
     else:
         admin, own_url = None, f"sqlite:///{tmp_path / 'crash.sqlite3'}"
     own_settings = settings.replace(database_url=own_url, data_dir=tmp_path / "data")
-    app = create_app(own_settings, upgrade_schema=True)
-    yield app, own_settings
-    app.extensions["fhirserver"].repo.engine.dispose()
+    with built_app(own_settings, upgrade_schema=True) as app:
+        yield app, own_settings
     if admin is not None:
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)'))
