@@ -14,7 +14,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from pypdf import PdfReader
-from sqlalchemy import select, update
 
 from tests.conftest import app_fixture, emptied, run_smtp_server
 from web_helpers import shown_text
