@@ -27,6 +27,7 @@ from fhirserver.broadcast.stamps import PG_CHANNEL, read_all, read_stamp
 HEARTBEAT_SECONDS = 5.0
 FRESH_SECONDS = 12.0      # a silent (half-open) listener is distrusted after this
 RECONNECT_MAX_SECONDS = 5.0
+STOP_POLL = 0.2           # seconds: how soon the listener thread notices a stop
 APPLICATION_NAME = "fhirserver-broadcast"  # how operators (and tests) find the listener sessions
 
 log = logging.getLogger("fhirserver.broadcast")
@@ -231,7 +232,7 @@ class Broadcast:
             pass
 
     def stop(self) -> None:
-        """Ask the listener thread to end (it notices within a second and closes its connection)."""
+        """Ask the listener thread to end (it notices within STOP_POLL and closes its connection)."""
         self._stop.set()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -282,7 +283,8 @@ def _run_listener(ref: "weakref.ref[Broadcast]", stop: threading.Event) -> None:
             next_beat = time.monotonic() + heartbeat
             del me
             while not stop.is_set():
-                wait = min(max(0.0, next_beat - time.monotonic()), 1.0)
+                # a short wait bounds how long close() takes (an idle select costs nothing)
+                wait = min(max(0.0, next_beat - time.monotonic()), STOP_POLL)
                 readable, _, _ = select.select([conn.pgconn.socket], [], [], wait)
                 me = ref()
                 if me is None:
