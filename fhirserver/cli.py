@@ -30,7 +30,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "insecure_no_auth", False):  # auth is on unless asked off, and then only on loopback
         settings = settings.replace(insecure_no_auth=True)
     if getattr(args, "dev", False):  # demo clinic + /portal/dev/mail: a portal to try without a mail server
-        from portal.demo import DEV_CLINIC
+        from portal import DEV_CLINIC
 
         # the demo clinic's name, time zone, address and tax id, unless the operator set their own
         defaults = {k: v for k, v in DEV_CLINIC.items() if not os.environ.get("FHIRSERVER_" + k.upper())}
@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fhirserver.app import create_app, start_jobs, stop_jobs
 
     if settings.dev_mode:  # seed the demo clinic (idempotent: every restart keeps one copy)
-        from portal.demo import STAFF_LOGIN, seed
+        from portal import STAFF_LOGIN, seed_demo as seed
 
         seed_app = create_app(settings)
         info = seed(seed_app)
@@ -157,8 +157,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_db(args: argparse.Namespace) -> int:
     from fhirserver.preflight import database_label
-    from fhirserver.storage import make_engine, upgrade
-    from fhirserver.storage.migrate import current_heads, downgrade, script_heads
+    from fhirserver.storage import current_heads, downgrade, make_engine, script_heads, upgrade
 
     settings = _settings(args)
     where = database_label(settings.effective_database_url)

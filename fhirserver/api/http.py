@@ -13,9 +13,7 @@ from fhirserver.errors import FhirError, Issue, info, outcome
 from fhirserver.interactions import (
     WRITE_METHODS, Context, FhirRequest, FhirResponse, bundles, dispatch, http_date, parse_path, transact,
 )
-from fhirserver.interactions.capabilities import capabilities
-from fhirserver.interactions.context import BinaryBody
-from fhirserver.interactions.limits import BundleBudget, client_fault
+from fhirserver.interactions import BinaryBody, BundleBudget, capabilities, client_fault
 
 log = logging.getLogger("fhirserver.request")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from fhirserver.interactions import FhirResponse, check_id
 from fhirserver.errors import FhirError
-from fhirserver.model.integers import parse_count
+from fhirserver.model import parse_count
 from fhirserver.subscriptions.notification import Event, bundle, status_parameters
 from fhirserver.subscriptions.owner import may_read
 from fhirserver.subscriptions.spec import CONTENTS, Spec
