@@ -9,8 +9,9 @@ import console
 import portal
 import smart_auth
 from dicom import ImagingRecords, web as dicomweb
-from fhirserver.api import LeanReads, blueprint, health, install_error_handlers, openapi
-from fhirserver.api import install_telemetry, metrics_blueprint
+from fhirserver.api import (
+    LeanReads, blueprint, health, install_error_handlers, install_telemetry, metrics_blueprint, openapi,
+)
 from fhirserver import notify, subscriptions
 from fhirserver.config import Settings, settings_from_env
 from fhirserver.operations import Ports, build_registry, export

@@ -1,7 +1,7 @@
-"""The FHIR R4 resource model: resource types, JSON and XML codecs, references, validation,
-FHIRPath, `_summary`, PATCH (no storage, no HTTP).
+"""The FHIR R4 resource model: types, JSON/XML codecs, references, validation, FHIRPath, _summary, PATCH.
 
-The XML codec (lxml) loads on first use of one of its names: only the XML content type needs it."""
+No storage, no HTTP. The XML codec (lxml) loads on first use of one of its names: only the XML
+content type needs it."""
 from __future__ import annotations
 
 import importlib
