@@ -11,9 +11,9 @@ import smart_auth
 from fhirserver.api.formats import OutputFormat, choose_output, header_map, parse_body, render, wants_pdf
 from fhirserver.errors import FhirError, Issue, info, outcome
 from fhirserver.interactions import (
-    WRITE_METHODS, Context, FhirRequest, FhirResponse, bundles, dispatch, http_date, parse_path, transact,
+    WRITE_METHODS, BinaryBody, BundleBudget, Context, FhirRequest, FhirResponse, bundles, capabilities, client_fault,
+    dispatch, http_date, parse_path, transact,
 )
-from fhirserver.interactions import BinaryBody, BundleBudget, capabilities, client_fault
 
 log = logging.getLogger("fhirserver.request")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]

@@ -8,11 +8,10 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from fhirserver.errors import FhirError
-from fhirserver.model import is_valid_id
+from fhirserver.model import is_valid_id, reference_id
 from fhirserver.audit import AuditTrail
 from fhirserver.interactions import check_id
 from fhirserver.operations import ports
-from fhirserver.model import reference_id
 from fhirserver.storage import resource
 
 EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

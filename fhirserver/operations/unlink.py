@@ -11,11 +11,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from fhirserver.access import check_reactivate
+from fhirserver.access import check_reactivate, lifecycle_account, lifecycle_email
 from fhirserver.interactions import FhirResponse, check_id
 from fhirserver.errors import FhirError
 from fhirserver.operations import _common as c
-from fhirserver.access import lifecycle_account, lifecycle_email
 from fhirserver.storage import idx_reference, resource
 
 
