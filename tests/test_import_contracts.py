@@ -76,8 +76,8 @@ def _unit(module: str, nested: frozenset[str] = NESTED) -> str:
 
 
 def _is_exported_name(graph: grimp.ImportGraph, importer: str, imported: str) -> bool:
-    """`from fhirserver.model import schema` names the package's `schema` function, but grimp reads it as
-    the module fhirserver.model.schema (a module of that name exists): it is the API when the package
+    """`from fhirserver.interactions import reindex` names the package's `reindex` function, but grimp reads
+    it as the module fhirserver.interactions.reindex (a module of that name exists): it is the API when the package
     exports that name as something other than the module and every such import goes through the package."""
     package, _, name = imported.rpartition(".")
     api = importlib.import_module(package)

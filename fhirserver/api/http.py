@@ -11,8 +11,8 @@ import smart_auth
 from fhirserver.api.formats import OutputFormat, choose_output, header_map, parse_body, render, wants_pdf
 from fhirserver.errors import FhirError, Issue, info, outcome
 from fhirserver.interactions import (
-    WRITE_METHODS, BinaryBody, BundleBudget, Context, FhirRequest, FhirResponse, bundles, capabilities, client_fault,
-    dispatch, http_date, parse_path, transact,
+    WRITE_METHODS, BinaryBody, BundleBudget, Context, FhirRequest, FhirResponse, bundles,
+    capabilities_interaction as capabilities, client_fault, dispatch, http_date, parse_path, transact,
 )
 
 log = logging.getLogger("fhirserver.request")

@@ -7,11 +7,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from fhirserver.model.fhirpath import fhirpath
+# `schema` and `fhirpath` are also module names here: the package gives the functions other names.
+from fhirserver.model.fhirpath import fhirpath as fhirpath_adapter
 from fhirserver.model.integers import INT64_MAX, parse_count
 from fhirserver.model.jsonio import JsonFormatError, Raw, dumps, loads
 from fhirserver.model.references import iter_references, parse_reference, reference_id, referenced_ids
-from fhirserver.model.schema import schema
+from fhirserver.model.schema import schema as schema_table
 from fhirserver.model.summary import apply_summary
 from fhirserver.model.types import NOT_STORABLE, R4_ONLY_SHAPES, R4_RESOURCE_TYPES
 from fhirserver.model.validate import InvalidResource, is_valid_id, validate_resource
@@ -31,6 +32,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["INT64_MAX", "InvalidResource", "JsonFormatError", "NOT_STORABLE", "R4_ONLY_SHAPES", "R4_RESOURCE_TYPES",
-           "Raw", "XmlFormatError", "apply_summary", "dumps", "fhirpath", "is_valid_id", "iter_references", "loads",
-           "parse_count", "parse_reference", "reference_id", "referenced_ids", "resource_to_xml", "schema",
+           "Raw", "XmlFormatError", "apply_summary", "dumps", "fhirpath_adapter", "is_valid_id", "iter_references", "loads",
+           "parse_count", "parse_reference", "reference_id", "referenced_ids", "resource_to_xml", "schema_table",
            "validate_resource", "xml_to_resource"]
