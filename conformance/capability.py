@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from conformance.definitions import load_definition
-from fhirserver.model.types import NOT_STORABLE, R4_RESOURCE_TYPES
+from fhirserver.model import NOT_STORABLE, R4_RESOURCE_TYPES
 
 SOFTWARE_VERSION = "0.1.0"
 BULK_DATA_CAPABILITY = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"

@@ -174,7 +174,7 @@ def display_name(res: dict[str, Any] | None) -> str:
 
 def ref_id(value: Any, res_type: str) -> str | None:
     """The id of a local reference to `res_type` (the one reference parser), else None."""
-    from fhirserver.model.references import reference_id
+    from fhirserver.model import reference_id
 
     return reference_id(value, res_type, services().fhir_base())
 

@@ -15,7 +15,7 @@ from console.core import _, page
 from console.patient_form import FIELDS, GENDERS, age, form_of, is_alias, patient_body, validate
 from console.patients import CASE_SYSTEM, CASE_TYPES, DATE_RE
 from fhirserver.errors import FhirError
-from fhirserver.access.tables import lifecycle_account
+from fhirserver.access import lifecycle_account
 from fhirserver.operations import render as rnd
 from portal import report_view
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from portal.imaging import dicomweb
+from portal import dicomweb
 
 
 def blueprint() -> Blueprint:

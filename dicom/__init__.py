@@ -8,3 +8,22 @@ the index query `find`/`retrieve` (dicom.query),
 `update_studies` (dicom.bridge), the node registry (dicom.nodes), who a node acts as and which
 studies a caller may see (dicom.access, asking fhirserver.access), the AuditEvents of DIMSE and
 DICOMweb (dicom.audit), what erasing or merging a patient does to the index (dicom.records). Submodules are imported lazily so `import dicom` stays cheap."""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dicom.records import ImagingRecords
+
+_LAZY = {"ImagingRecords": "dicom.records"}
+
+
+def __getattr__(name: str) -> Any:
+    """The exported names, each imported from its module on first use (PEP 562)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+__all__ = ["ImagingRecords"]

@@ -19,7 +19,7 @@ def node_policy(repo: Any, settings: Any, ae_title: str) -> Any:
     registry is site-wide only when the operator started the node with `--accept-unknown` (the
     open, single-site configuration); otherwise (removed while its association was open) it
     sees nothing."""
-    from smart_auth.fhir import build_policy
+    from smart_auth import build_policy
 
     ae = (ae_title or "").strip()
     node = get_node(repo.engine, ae) if ae else None

@@ -20,8 +20,7 @@ from dicom.fhir import has_identifier, ref_id, search
 from dicom.index import study_summary
 from dicom.tables import dicom_study
 from fhirserver.access import organization_of
-from fhirserver.model.jsonio import loads
-from fhirserver.model.validate import validate_resource
+from fhirserver.model import loads, validate_resource
 from fhirserver.storage import Repository, Tx, now_utc
 
 log = logging.getLogger("fhirserver.dicom")
@@ -328,7 +327,7 @@ def update_study(repo: Repository, study_uid: str, dicomweb_base: str, policy: A
         is_id = study.imaging_study_id
         existing = tx.current("ImagingStudy", is_id, for_update=True) if is_id else None
         if existing is not None and not existing.deleted:
-            from fhirserver.model.jsonio import loads
+            from fhirserver.model import loads
 
             old = loads(existing.body)
             # keep what staff changed on the FHIR side: the subject after a merge, notes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from fhirserver.model.jsonio import loads
+from fhirserver.model import loads
 from fhirserver.search import SearchError, compile_search
 from fhirserver.storage import Tx
 

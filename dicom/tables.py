@@ -10,7 +10,7 @@ from sqlalchemy import (
     Column, DateTime, Index, Integer, String, Table, Text, UniqueConstraint,
 )
 
-from fhirserver.storage.tables import PK, metadata
+from fhirserver.storage import PK, metadata
 
 dicom_study = Table(
     "dicom_study", metadata,

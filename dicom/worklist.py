@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from dicom.bridge import DCM, V2_0203
 from dicom.fhir import ref_id, search
 from dicom.query import match_dataset, response_for
-from fhirserver.model.jsonio import loads
+from fhirserver.model import loads
 from fhirserver.storage import Repository, Tx
 
 AE_SYSTEM = "urn:dicom:ae"

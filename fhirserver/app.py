@@ -8,12 +8,10 @@ from flask import Flask, jsonify
 import console
 import portal
 import smart_auth
-from dicom import web as dicomweb
-from dicom.records import ImagingRecords
-from fhirserver.api import blueprint, install_error_handlers
-from fhirserver.api import health, openapi
-from fhirserver.api.lean import LeanReads
-from fhirserver.api.telemetry import install_telemetry, metrics_blueprint
+from dicom import ImagingRecords, web as dicomweb
+from fhirserver.api import (
+    LeanReads, blueprint, health, install_error_handlers, install_telemetry, metrics_blueprint, openapi,
+)
 from fhirserver import notify, subscriptions
 from fhirserver.config import Settings, settings_from_env
 from fhirserver.operations import Ports, build_registry, export
@@ -21,7 +19,7 @@ from fhirserver.services import Services, build_services
 from viewer import register as register_viewer
 from fhirserver.access import SystemJob
 from fhirserver.storage import ReadStatements
-from smart_auth.fhir import INSECURE_NO_AUTH, build_policy
+from smart_auth import INSECURE_NO_AUTH, build_policy
 
 
 def install_jobs(services: Services) -> None:

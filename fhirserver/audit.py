@@ -27,8 +27,7 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import and_, or_, select
 
 from fhirserver import requestid
-from fhirserver.storage import Repository
-from fhirserver.storage.tables import resource, resource_compartment
+from fhirserver.storage import Repository, resource, resource_compartment
 
 log = logging.getLogger("fhirserver.audit")
 MAX_ENTITIES = 100

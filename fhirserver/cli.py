@@ -28,7 +28,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "log_level", "blob_url")
     defaults: dict[str, Any] = {}
     if getattr(args, "dev", False):  # demo clinic + /portal/dev/mail: a portal to try without a mail server
-        from portal.demo import DEV_CLINIC
+        from portal import DEV_CLINIC
 
         # the demo clinic's name, time zone, address and tax id, unless the operator set their own
         defaults = {**DEV_CLINIC, "dev_mode": True}
@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fhirserver.app import close_app, create_app, start_jobs
 
     if settings.dev_mode:  # seed the demo clinic (idempotent: every restart keeps one copy)
-        from portal.demo import STAFF_LOGIN, seed
+        from portal import STAFF_LOGIN, seed_demo as seed
 
         seed_app = create_app(settings)
         try:
@@ -161,8 +161,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_db(args: argparse.Namespace) -> int:
     from fhirserver.preflight import database_label
-    from fhirserver.storage import make_engine, upgrade
-    from fhirserver.storage.migrate import current_heads, downgrade, script_heads
+    from fhirserver.storage import current_heads, downgrade, make_engine, script_heads, upgrade
 
     settings = _settings(args)
     where = database_label(settings.effective_database_url)

@@ -9,7 +9,7 @@ import dataclasses
 from datetime import datetime, timezone
 from typing import Any
 
-from conformance.capability import capability_statement
+from conformance import capability_statement
 from fhirserver.audit import AuditTrail
 from fhirserver.blobs import BlobStore, open_store
 from fhirserver.broadcast import Broadcast
@@ -17,8 +17,7 @@ from fhirserver.config import Settings
 from fhirserver.interactions import Context, OperationRegistry
 from fhirserver.jobs import Jobs
 from fhirserver.search import SearchEngine
-from fhirserver.storage import Repository, make_engine, upgrade
-from fhirserver.storage.budget import install_budget
+from fhirserver.storage import Repository, install_budget, make_engine, upgrade
 from fhirserver.subscriptions import advertise as advertise_topics, install as install_subscriptions
 
 

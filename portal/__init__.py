@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from portal.core import Fhir
+from portal.demo import DEV_CLINIC, STAFF_LOGIN, seed as seed_demo
 from portal.i18n import LANGS, translate
+from portal.imaging import dicomweb
 from portal.shares import ShareLinks
 
 
@@ -20,3 +22,5 @@ def blueprint() -> Any:
 
 
 __all__ = ["Fhir", "LANGS", "ShareLinks", "blueprint", "translate"]
+# The DICOMweb proxy view (the console serves the viewer through it) and the `--dev` demo clinic.
+__all__ += ["DEV_CLINIC", "STAFF_LOGIN", "dicomweb", "seed_demo"]

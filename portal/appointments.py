@@ -58,7 +58,7 @@ def book_slot(policy: Any, patient_id: str, slot_id: str, reason: str = "") -> d
     (its primary key is the slot), the Appointment (through the patient's policy) and the Slot
     marked busy (by the booking job). A second booking of the same slot fails at the database:
     SlotTaken. The Slot is locked only if the patient may see it."""
-    from fhirserver.model.references import reference_id
+    from fhirserver.model import reference_id
     from portal.tables import portal_slot_booking as booking
 
     services = core.services()

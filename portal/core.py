@@ -14,8 +14,7 @@ from flask import current_app, g, request
 from sqlalchemy.exc import IntegrityError
 
 from fhirserver.access import Principal, job_policy, parse_scopes
-from fhirserver.interactions import transact
-from fhirserver.interactions import FhirRequest, dispatch
+from fhirserver.interactions import FhirRequest, dispatch, transact
 from fhirserver.errors import FhirError
 from portal import webparts
 from portal.webparts import engine, services
@@ -60,7 +59,7 @@ def load_session() -> None:
     user = store.get_user(engine(), sess["user_pk"])
     if user is None or not user["active"]:
         return
-    from smart_auth.links import live_patients
+    from smart_auth import live_patients
 
     with engine().connect() as conn:  # the links in force now (a removed guardian link ends access)
         user = {**user, "patients": live_patients(conn, user, services().fhir_base())}

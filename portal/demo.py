@@ -101,9 +101,8 @@ def seed(app: Any, users: bool = True) -> dict[str, Any]:
     from sqlalchemy import insert, select
 
     from fhirserver.interactions import FhirRequest, dispatch
-    from fhirserver.access.tables import lifecycle_account, lifecycle_email
-    from smart_auth import store
-    from smart_auth.tables import auth_user
+    from fhirserver.access import lifecycle_account, lifecycle_email
+    from smart_auth import auth_user, store
 
     services = app.extensions["fhirserver"]
     with app.test_request_context("/"):

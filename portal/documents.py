@@ -66,7 +66,7 @@ def document_file(did: str) -> Response:
     if att.get("data"):
         data = base64.b64decode(att["data"])
     else:
-        from fhirserver.model.references import reference_id
+        from fhirserver.model import reference_id
 
         # the Binary is read with the patient's own policy too: a DocumentReference the patient
         # wrote pointing at another patient's Binary opens nothing

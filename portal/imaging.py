@@ -5,7 +5,7 @@ import re
 
 from flask import Blueprint, Response, abort, current_app, g, request, url_for
 
-from fhirserver.model.integers import parse_count
+from fhirserver.model import parse_count
 from portal import core
 from portal.web import page, pid
 from viewer import built as viewer_built

@@ -18,7 +18,7 @@ MOBILE_RE = re.compile(r"^\+?[0-9][0-9 ()-]{6,19}$")
 
 
 def _account() -> dict[str, Any]:
-    from fhirserver.access.tables import lifecycle_account as acct
+    from fhirserver.access import lifecycle_account as acct
 
     with core.engine().connect() as conn:
         row = conn.execute(select(acct).where(acct.c.user_pk == g.user["pk"])).mappings().first()
@@ -26,7 +26,7 @@ def _account() -> dict[str, Any]:
 
 
 def profile() -> Response:
-    from fhirserver.access.tables import lifecycle_account as acct
+    from fhirserver.access import lifecycle_account as acct
     from smart_auth import store
 
     account = _account()

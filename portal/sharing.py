@@ -37,7 +37,7 @@ def sharing() -> Response:
 
 
 def grant() -> Response:
-    from fhirserver.operations.sharing import _consent
+    from fhirserver.operations import sharing_consent as _consent
 
     org = request.form.get("organization", "")
     state = _share_state()

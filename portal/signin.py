@@ -34,7 +34,7 @@ def login() -> Response:
     resp = redirect(nxt if nxt.startswith("/portal/") and "//" not in nxt else url_for("portal.home"), 303)
     resp.set_cookie(core.SESSION_COOKIE, sid, httponly=True, samesite="Lax", path="/portal",
                     secure=request.scheme == "https")
-    from smart_auth.activation import must_change_password
+    from smart_auth import must_change_password
 
     if must_change_password(core.engine(), user["pk"]):
         resp.headers["Location"] = url_for("portal.password")
@@ -55,7 +55,7 @@ def _reset_serializer() -> Any:
 
 def forgot() -> Response:
     from fhirserver.notify import send_email
-    from fhirserver.access.tables import lifecycle_account as acct
+    from fhirserver.access import lifecycle_account as acct
     from smart_auth import store
 
     if request.method == "GET":
@@ -87,7 +87,7 @@ def forgot() -> Response:
 def reset() -> Response:
     from itsdangerous import BadSignature
 
-    from fhirserver.access.tables import lifecycle_account as acct
+    from fhirserver.access import lifecycle_account as acct
     from smart_auth import store
 
     token = request.values.get("token", "")
@@ -121,7 +121,7 @@ def reset() -> Response:
 
 
 def password() -> Response:
-    from fhirserver.access.tables import lifecycle_account as acct
+    from fhirserver.access import lifecycle_account as acct
     from smart_auth import store
 
     if request.method == "GET":

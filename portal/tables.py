@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, String, Table
 
-from fhirserver.storage.tables import metadata
+from fhirserver.storage import metadata
 
 # one row per booked Slot: the primary key makes double booking impossible (checked by the
 # database in the same transaction that creates the Appointment and marks the Slot busy)

@@ -85,7 +85,7 @@ def before() -> Response | None:
 
 def ref_id(value: Any, res_type: str) -> str | None:
     """The id of a local reference to `res_type` (the one reference parser), else None."""
-    from fhirserver.model.references import reference_id
+    from fhirserver.model import reference_id
 
     return reference_id(value, res_type, core.services().fhir_base())
 

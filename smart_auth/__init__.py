@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from smart_auth.fhir import access_for_request, after_fhir_request, before_fhir_request, lean_access, policy_for
+from smart_auth.fhir import (
+    INSECURE_NO_AUTH, access_for_request, after_fhir_request, before_fhir_request, build_policy, lean_access, policy_for,
+)
 from smart_auth import revocation_signal, store
+from smart_auth.activation import must_change_password
 from smart_auth.bearer import token_checks
+from smart_auth.links import live_patients
 from smart_auth.logins import LoginDirectory
 from smart_auth.store import add_client, add_initial_token, add_user, mint_launch, rotate_key
+from smart_auth.tables import auth_user
 from smart_auth.views import install_routes
 
 
@@ -46,3 +51,4 @@ def install(app: Any) -> None:
 __all__ = ["LoginDirectory", "access_for_request", "add_client", "add_initial_token", "add_user",
            "after_fhir_request", "before_fhir_request", "install", "lean_access", "mint_launch", "policy_for",
            "rotate_key"]
+__all__ += ["INSECURE_NO_AUTH", "auth_user", "build_policy", "live_patients", "must_change_password"]

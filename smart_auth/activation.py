@@ -51,7 +51,7 @@ def _form(token: str, error: str | None = None, form: Any = None) -> Response:
 
 
 def _invitation(conn: Any, token: str) -> dict[str, Any] | None:
-    from fhirserver.access.tables import lifecycle_invitation as inv
+    from fhirserver.access import lifecycle_invitation as inv
 
     row = conn.execute(select(inv).where(inv.c.token_hash == store.digest(token))).mappings().first()
     if row is None or row["used"] or row["superseded"] or row["expires_at"] <= store.now():
@@ -60,7 +60,7 @@ def _invitation(conn: Any, token: str) -> dict[str, Any] | None:
 
 
 def activate() -> Response:
-    from fhirserver.access.tables import lifecycle_account as acct, lifecycle_invitation as inv
+    from fhirserver.access import lifecycle_account as acct, lifecycle_invitation as inv
 
     token = (request.values.get("token") or "").strip()
     with _engine().connect() as conn:
@@ -106,7 +106,7 @@ def _portal_link() -> str:
 
 
 def must_change_password(engine: Any, user_pk: int) -> bool:
-    from fhirserver.access.tables import lifecycle_account as acct
+    from fhirserver.access import lifecycle_account as acct
 
     with engine.connect() as conn:
         return bool(conn.execute(select(acct.c.must_change_password).where(acct.c.user_pk == user_pk)).scalar())
@@ -122,7 +122,7 @@ def password_page(error: str | None = None, username: str = "", status: int = 20
 
 
 def change_password() -> Response:
-    from fhirserver.access.tables import lifecycle_account as acct
+    from fhirserver.access import lifecycle_account as acct
 
     if request.method == "GET":
         return password_page()

@@ -13,7 +13,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import AccessDeniedError
 from flask import Response, make_response, render_template, request
 
-from fhirserver.access.scopes import describe, split
+from fhirserver.access import describe_scopes as describe, split_scopes as split
 from smart_auth.authz import check, refuse
 from smart_auth.context import context_error, patient_choices, user_context
 from smart_auth.launch import MINTED_BY

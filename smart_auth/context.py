@@ -7,8 +7,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidGrantError
 
-from fhirserver.access import Principal
-from fhirserver.access.scopes import parse_scope
+from fhirserver.access import Principal, parse_scope
 from smart_auth import store
 from smart_auth.fhir import build_policy
 from smart_auth.launch import context_error as _launch_context_error

@@ -7,8 +7,7 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6750 import InvalidTokenError
 from flask import Response, current_app, g, make_response, request
 
-from fhirserver.access import DenyPolicy, Principal, SmartPolicy, SystemJob
-from fhirserver.access.consent import depends_on_live_data
+from fhirserver.access import DenyPolicy, Principal, SmartPolicy, SystemJob, depends_on_live_data
 from smart_auth import store
 from smart_auth.bearer import token_checks
 from smart_auth.launch import principal_still_allowed

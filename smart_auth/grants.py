@@ -16,7 +16,7 @@ from authlib.oauth2.rfc6749 import (
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode, OpenIDToken
 
-from fhirserver.access.scopes import split
+from fhirserver.access import split_scopes as split
 from smart_auth import store
 from smart_auth.context import live_grant_context
 from smart_auth.models import AuthorizationCode, Token

@@ -17,15 +17,15 @@ from typing import Any, Iterable, Mapping
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from fhirserver.model.references import reference_id
+from fhirserver.model import reference_id
 from smart_auth.store import user_on
 
 
 def guardian_links(conn: Connection, user: Mapping[str, Any]) -> set[str]:
     """Ids of the RelatedPerson resources that make this login a guardian: its fhirUser, those it
     was invited for, and those carrying its login email."""
-    from fhirserver.access.tables import lifecycle_account, lifecycle_invitation
-    from fhirserver.storage.tables import idx_token, resource
+    from fhirserver.access import lifecycle_account, lifecycle_invitation
+    from fhirserver.storage import idx_token, resource
 
     ids: set[str] = set()
     fu = user.get("fhir_user") or ""
@@ -50,7 +50,7 @@ def _named_patient(body: Any, base: str | None) -> str | None:
 
 def live_patients(conn: Connection, user: Mapping[str, Any], base: str | None = None) -> list[str]:
     """The patients the login acts for now ([] for an inactive login)."""
-    from fhirserver.storage.tables import resource, resource_history
+    from fhirserver.storage import resource, resource_history
 
     if not user.get("active"):
         return []
@@ -100,7 +100,7 @@ def _named_by_email_history(conn: Connection, user: Mapping[str, Any], base: str
     RelatedPerson has no index rows left, only its history."""
     from sqlalchemy import Text, cast
 
-    from fhirserver.storage.tables import resource_history
+    from fhirserver.storage import resource_history
 
     email = (user.get("username") or "").strip().lower()
     if "@" not in email:
@@ -123,7 +123,7 @@ def _existing_children(conn: Connection, listed: list[str], base: str | None) ->
     """The listed children whose record still exists, each followed by the record it was merged
     into (`replaced-by`: `$merge` repoints the RelatedPerson there). A deleted or erased record
     ends the link, so an id used again later never opens someone else's record."""
-    from fhirserver.storage.tables import resource
+    from fhirserver.storage import resource
 
     if not listed:
         return []

@@ -11,7 +11,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
 from authlib.oidc.core import AuthorizationCodeMixin
 
-from fhirserver.access.scopes import NON_RESOURCE, narrow, parse_scope, split
+from fhirserver.access import NON_RESOURCE_SCOPES as NON_RESOURCE, narrow_scopes as narrow, parse_scope, split_scopes as split
 from smart_auth import store
 
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")

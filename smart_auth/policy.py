@@ -9,9 +9,8 @@ from typing import Any, Sequence
 
 from sqlalchemy import select
 
-from fhirserver.access import Principal, SmartPolicy
-from fhirserver.access.consent import email_owners_fn, with_live_shares
-from fhirserver.storage.tables import idx_reference, resource
+from fhirserver.access import Principal, SmartPolicy, email_owners_fn, with_live_shares
+from fhirserver.storage import idx_reference, resource
 
 
 def _org_patients_fn(engine: Any):  # noqa: ANN202

@@ -11,7 +11,7 @@ import time
 from sqlalchemy import BigInteger, Column, Index, String, Table, delete, func, insert, select
 from sqlalchemy.engine import Engine
 
-from fhirserver.storage.tables import PK, metadata
+from fhirserver.storage import PK, metadata
 
 LIMIT = 20
 WINDOW = 600

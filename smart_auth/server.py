@@ -16,7 +16,7 @@ from authlib.oauth2.rfc6749 import InvalidClientError, OAuth2Request, Unsupporte
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from flask import Flask, current_app, request as flask_request
 
-from fhirserver.access.scopes import split
+from fhirserver.access import split_scopes as split
 from smart_auth import store
 from smart_auth.audit import audit_token
 from smart_auth.client_auth import PrivateKeyJWT, authenticate_access_token

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text
 
-from fhirserver.storage.tables import PK, metadata
+from fhirserver.storage import PK, metadata
 
 oauth_client = Table(
     "oauth_client", metadata,

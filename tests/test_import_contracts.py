@@ -2,9 +2,14 @@
 
 The contracts themselves are in pyproject.toml ([tool.importlinter]); the cycle check counts the
 imports inside functions too, so a cycle cannot be hidden by moving an import into a function.
+
+Each package's `__init__.py` is its API: another package imports its names from there, never from
+one of its modules (the units are the top-level packages and fhirserver's subpackages).
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 from pathlib import Path
 
 import grimp
@@ -12,6 +17,94 @@ from importlinter.cli import lint_imports
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("fhirserver", "smart_auth", "portal", "dicom", "console", "conformance")
+
+
+NESTED = frozenset({"fhirserver"})  # its subpackages are the units; the other top-level packages are units
+
+# Imports of a module of another unit that are allowed, (importer, imported module), each with why.
+WIRING = {
+    # The app factory wires each package's blueprint or job module into the app.
+    ("fhirserver.app", "dicom.web"),
+    ("fhirserver.app", "fhirserver.api.health"),
+    ("fhirserver.app", "fhirserver.api.openapi"),
+    ("fhirserver.app", "fhirserver.operations.export"),
+    # The operations registry wires the Subscriptions package's $status/$events handlers the same way.
+    ("fhirserver.operations", "fhirserver.subscriptions.operations"),
+    # CLI entry points: each package adds its own commands, imported when the CLI runs so that neither
+    # `fhirserver --help` nor `import dicom` loads the other package.
+    ("fhirserver.cli", "dicom.cli"),
+    ("fhirserver.cli", "smart_auth.cli"),
+}
+# Modules used as a namespace (`store.get_user(...)`, `rnd.human_name(...)`): importing their names
+# from the package instead changes every call site, so these wait for a change that edits those
+# lines. The list may only shrink (the test fails on an entry that no longer imports the module).
+NAMESPACES = {
+    ("console.auth", "smart_auth.ratelimit"),
+    ("console.auth", "smart_auth.store"),
+    ("console.core", "smart_auth.store"),
+    ("console.detail", "smart_auth.store"),
+    ("console.new_patient", "smart_auth.store"),
+    ("portal.core", "smart_auth.store"),
+    ("portal.demo", "smart_auth.store"),
+    ("portal.profile", "smart_auth.store"),
+    ("portal.shares", "smart_auth.store"),
+    ("portal.signin", "smart_auth.store"),
+    ("portal.web", "smart_auth.store"),
+    ("console.core", "fhirserver.operations.render"),
+    ("console.detail", "fhirserver.operations.render"),
+    ("console.reports", "fhirserver.operations.render"),
+    ("portal.access_log", "fhirserver.operations.render"),
+    ("portal.billing", "fhirserver.operations.render"),
+    ("portal.messages", "fhirserver.operations.render"),
+    ("portal.reports", "fhirserver.operations.render"),
+    ("portal.sharing", "fhirserver.operations.render"),
+    ("portal.web", "fhirserver.operations.render"),
+    ("fhirserver.api.export", "fhirserver.operations.export"),
+    ("fhirserver.api.http", "fhirserver.interactions.bundles"),
+    ("fhirserver.api.http", "fhirserver.interactions.transact"),
+    ("fhirserver.load.targets", "fhirserver.interactions.bundles"),
+    ("portal.core", "fhirserver.interactions.transact"),
+    ("fhirserver.interactions.bundles", "fhirserver.storage.batches"),
+    ("fhirserver.interactions.patch", "fhirserver.model.patch"),
+    ("fhirserver.notify", "fhirserver.jobs.queue"),
+}
+
+
+def _unit(module: str, nested: frozenset[str] = NESTED) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] in nested else parts[0]
+
+
+def _is_exported_name(graph: grimp.ImportGraph, importer: str, imported: str) -> bool:
+    """`from fhirserver.interactions import reindex` names the package's `reindex` function, but grimp reads
+    it as the module fhirserver.interactions.reindex (a module of that name exists): it is the API when the package
+    exports that name as something other than the module and every such import goes through the package."""
+    package, _, name = imported.rpartition(".")
+    api = importlib.import_module(package)
+    if name not in getattr(api, "__all__", ()) or inspect.ismodule(getattr(api, name, None)):
+        return False
+    details = graph.get_import_details(importer=importer, imported=imported)
+    return bool(details) and all(d["line_contents"].strip().startswith(f"from {package} import ") for d in details)
+
+
+def _cross_unit_imports(graph: grimp.ImportGraph, nested: frozenset[str] = NESTED) -> set[tuple[str, str]]:
+    """(importer, imported) where the importer imports a module inside another unit (not its package)."""
+    found = set()
+    for importer in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(importer):
+            unit = _unit(imported, nested)
+            if _unit(importer, nested) == unit or imported == unit:
+                continue
+            if imported.rpartition(".")[0] == unit and _is_exported_name(graph, importer, imported):
+                continue
+            found.add((importer, imported))
+    return found
+
+
+def _describe_imports(graph: grimp.ImportGraph, pairs: set[tuple[str, str]]) -> str:
+    return "\n".join(f"  {importer}:{d['line_number']}  {d['line_contents']}"
+                     for importer, imported in sorted(pairs)
+                     for d in graph.get_import_details(importer=importer, imported=imported))
 
 
 def _graph() -> grimp.ImportGraph:
@@ -106,3 +199,38 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
     assert _cycles(Graph()) == [["a", "b", "c"]]  # type: ignore[arg-type]
 
+
+
+def test_other_packages_import_only_a_package_api() -> None:
+    """A name another unit uses is exported by its package's `__init__.py` (explicit import and
+    `__all__`) and imported from there, so a module can be split or renamed without touching its callers."""
+    graph = _graph()
+    found = _cross_unit_imports(graph)
+    new = found - WIRING - NAMESPACES
+    assert not new, ("import the name from the package (add it to the package's __init__.py and __all__), "
+                     "not from its module:\n" + _describe_imports(graph, new))
+    stale = (WIRING | NAMESPACES) - found
+    assert not stale, f"allowed imports that no longer happen (remove them from the lists): {sorted(stale)}"
+
+
+def test_the_package_api_check_sees_a_module_import_even_inside_a_function(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A module of another unit imported inside a function, or as a namespace, is found; its package's
+    exported names (even one named like a module, `from shop.model import prices`) are not."""
+    def write(path: str, text: str = "") -> None:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+
+    write("shop/__init__.py")
+    write("shop/model/__init__.py", "from shop.model.prices import prices\nfrom shop.model.tax import rate\n"
+                                    "__all__ = ['prices', 'rate']\n")
+    write("shop/model/prices.py", "def prices():\n    return {}\n")
+    write("shop/model/tax.py", "rate = 0.2\n")
+    write("shop/api/__init__.py")
+    write("shop/api/views.py", "from shop.model import prices, rate\n\n"
+                               "def total():\n    from shop.model.tax import rate\n    return rate\n")
+    write("till/__init__.py")
+    write("till/scan.py", "from shop.model import tax\nfrom shop.model.prices import prices\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    graph = grimp.build_graph("shop", "till", cache_dir=None)
+    assert _cross_unit_imports(graph, frozenset({"shop"})) == {
+        ("shop.api.views", "shop.model.tax"), ("till.scan", "shop.model.tax"), ("till.scan", "shop.model.prices")}

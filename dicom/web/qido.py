@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 
 from dicom import query as cfind
 from dicom.web.common import DICOM_JSON, audit, base_url, check, error, services
-from fhirserver.model.integers import parse_count
+from fhirserver.model import parse_count
 from dicom.web.multipart import parse_accept
 
 MAX_RESULTS = 1000

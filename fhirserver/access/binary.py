@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 from sqlalchemy import and_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from fhirserver.search.security_context import PARAM
-from fhirserver.storage.tables import idx_reference, resource
+from fhirserver.search import SECURITY_CONTEXT_PARAM as PARAM
+from fhirserver.storage import idx_reference, resource
 
 # resource types a Binary may take its access rules from, besides Patient (kept small: each adds
 # that type's filter to every Binary query)

@@ -26,9 +26,9 @@ from typing import Any, Callable, Sequence
 
 from sqlalchemy import and_, or_, select
 
-from fhirserver.model.references import reference_id
+from fhirserver.model import reference_id
 from fhirserver.access.tables import lifecycle_email
-from fhirserver.storage.tables import idx_reference, idx_token, resource
+from fhirserver.storage import idx_reference, idx_token, resource
 
 PLATFORM_IMAGING = "platform-imaging"
 IMAGING_TYPES = ("ImagingStudy", "Media")  # what an imaging-only Consent shares (with the Patient)

@@ -20,7 +20,7 @@ from sqlalchemy.sql import FromClause, Select
 
 from fhirserver.access.scopes import parse_scopes
 from fhirserver.access.smart import Principal
-from fhirserver.storage.tables import resource
+from fhirserver.storage import resource
 
 # What a node does: query and retrieve (read, search) and send scans (create, update); never delete.
 NODE_SCOPES = ("system/*.crus",)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhirserver.model.references import parse_reference
+from fhirserver.model import parse_reference
 
 PLATFORM_CATEGORY = ("urn:fhirserver:sharing", "platform-imaging")
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from fhirserver.access.tables import lifecycle_account as acct, lifecycle_email as em
 from fhirserver.errors import FhirError
-from fhirserver.model.references import reference_id
+from fhirserver.model import reference_id
 
 OWNED_STATUSES = ("active", "closed")  # the patient activated the account (closed ones can come back)
 

@@ -23,13 +23,12 @@ from sqlalchemy.sql.elements import ColumnElement
 from fhirserver.access.grants import audit_write_error, consent_write_error
 from fhirserver.access.binary import PATIENT_LINKED_TYPES, with_security_context
 from fhirserver.access.scopes import INTERACTION_PERM, Scope
-from fhirserver.model.references import reference_id, referenced_ids
+from fhirserver.model import reference_id, referenced_ids
 from fhirserver.access.lifecycle import check_delete as lifecycle_check_delete
 from fhirserver.access.operations import check_operation as operation_check
 from fhirserver.errors import FhirError
-from fhirserver.search import SearchError, compile_search, date_range
-from fhirserver.search.registry import patient_compartment_types
-from fhirserver.storage.tables import idx_date, idx_reference, idx_token, resource, resource_compartment
+from fhirserver.search import SearchError, compile_search, date_range, patient_compartment_types
+from fhirserver.storage import idx_date, idx_reference, idx_token, resource, resource_compartment
 
 # Types outside the Patient compartment that hold patient data anyway: only a full-access
 # principal sees them until they are linked to a patient (e.g. Binary via securityContext).

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, String, Table, Text
 
-from fhirserver.storage.tables import PK, metadata
+from fhirserver.storage import PK, metadata
 
 # single-use, expiring activation links; a new invitation supersedes the older ones
 lifecycle_invitation = Table(

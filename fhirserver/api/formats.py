@@ -7,8 +7,7 @@ from typing import Any, Mapping
 import orjson
 
 from fhirserver.errors import FhirError
-from fhirserver.model.jsonio import JsonFormatError, Raw, dumps, loads
-from fhirserver.model.summary import apply_summary
+from fhirserver.model import JsonFormatError, Raw, apply_summary, dumps, loads
 
 JSON_MIMES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
 XML_MIMES = ("application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml")
@@ -103,7 +102,7 @@ def parse_body(content_type: str | None, data: bytes) -> tuple[Any, str]:
         except JsonFormatError as exc:
             raise FhirError(400, str(exc), "structure") from None
     if kind == "xml":
-        from fhirserver.model.xml import XmlFormatError, xml_to_resource
+        from fhirserver.model import XmlFormatError, xml_to_resource
 
         try:
             return xml_to_resource(data), "resource"
@@ -145,7 +144,7 @@ def render(body: Any, fmt: OutputFormat) -> bytes:
         body = loads(body)
     prepared = _prepare(body, fmt, True)
     if fmt.kind == "xml":
-        from fhirserver.model.xml import XmlFormatError, resource_to_xml
+        from fhirserver.model import XmlFormatError, resource_to_xml
 
         try:
             return resource_to_xml(_materialize(prepared), pretty=fmt.pretty)

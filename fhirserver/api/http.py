@@ -11,11 +11,9 @@ import smart_auth
 from fhirserver.api.formats import OutputFormat, choose_output, header_map, parse_body, render, wants_pdf
 from fhirserver.errors import FhirError, Issue, info, outcome
 from fhirserver.interactions import (
-    WRITE_METHODS, Context, FhirRequest, FhirResponse, bundles, dispatch, http_date, parse_path, transact,
+    WRITE_METHODS, BinaryBody, BundleBudget, Context, FhirRequest, FhirResponse, bundles,
+    capabilities_interaction as capabilities, client_fault, dispatch, http_date, parse_path, transact,
 )
-from fhirserver.interactions.capabilities import capabilities
-from fhirserver.interactions.context import BinaryBody
-from fhirserver.interactions.limits import BundleBudget, client_fault
 
 log = logging.getLogger("fhirserver.request")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]

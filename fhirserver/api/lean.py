@@ -31,8 +31,7 @@ from fhirserver import requestid
 from fhirserver.api.formats import choose_output
 from fhirserver.api.telemetry import RequestLog, fhir_route
 from fhirserver.errors import FhirError
-from fhirserver.interactions import http_date
-from fhirserver.interactions.direct_read import direct_read
+from fhirserver.interactions import direct_read_version as direct_read, http_date
 from fhirserver.storage import ReadStatements
 
 log = logging.getLogger("fhirserver.request")

@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 
 from fhirserver import requestid
 from fhirserver.metrics import exposition, metrics, watch_pool
-from fhirserver.model.types import R4_RESOURCE_TYPES
+from fhirserver.model import R4_RESOURCE_TYPES
 
 log = logging.getLogger("fhirserver.request")
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, String, Table, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from fhirserver.storage.tables import metadata
+from fhirserver.storage import metadata
 
 PG_CHANNEL = "fhirserver_broadcast"  # the one LISTEN channel; the payload names the stamp
 

@@ -18,16 +18,14 @@ import uuid
 from typing import Any, Iterator
 from urllib.parse import parse_qsl
 
-from fhirserver.errors import FhirError, outcome
+from fhirserver.errors import FhirError, Issue, outcome
 from fhirserver.interactions import transact
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse, http_date
 from fhirserver.interactions.conditional import find_matches
 from fhirserver.interactions.limits import BundleBudget, client_fault
 from fhirserver.interactions.requests import parse_url
 from fhirserver.interactions.router import dispatch
-from fhirserver.model.jsonio import Raw, loads
-from fhirserver.model.types import R4_RESOURCE_TYPES
-from fhirserver.model.validate import Issue, is_valid_id
+from fhirserver.model import R4_RESOURCE_TYPES, Raw, is_valid_id, loads
 from fhirserver.storage import Repository, Tx, batches
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}

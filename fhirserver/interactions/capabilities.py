@@ -3,7 +3,7 @@ as its Services build it (search parameters, the operation registry, subscriptio
 the SMART security section when auth is on."""
 from __future__ import annotations
 
-from conformance.capability import with_smart_security
+from conformance import with_smart_security
 from fhirserver.interactions.context import Context, FhirResponse
 
 

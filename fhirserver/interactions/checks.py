@@ -8,9 +8,9 @@ from typing import Any
 
 from fhirserver.errors import FhirError, bad_request
 from fhirserver.interactions.context import Context
-from fhirserver.model.integers import parse_count
-from fhirserver.model.types import NOT_STORABLE, R4_RESOURCE_TYPES
-from fhirserver.model.validate import InvalidResource, is_valid_id, validate_resource
+from fhirserver.model import (
+    NOT_STORABLE, R4_RESOURCE_TYPES, InvalidResource, is_valid_id, parse_count, validate_resource,
+)
 from fhirserver.storage import Stored, Tx
 
 _ETAG_RE = re.compile(r'^(?:W/)?"?([^"]+)"?$')

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from fhirserver.access import DenyPolicy, Policy
 from fhirserver.errors import bad_request
-from fhirserver.model.integers import parse_count
+from fhirserver.model import parse_count
 
 
 @dataclasses.dataclass

@@ -6,7 +6,7 @@ from fhirserver.errors import FhirError, info
 from fhirserver.interactions.checks import check_id, check_type, parse_etag, visible
 from fhirserver.interactions.conditional import find_matches
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse
-from fhirserver.model.jsonio import loads
+from fhirserver.model import loads
 from fhirserver.storage import Tx, VersionConflict
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhirserver.access import read_conditions
-from fhirserver.model.types import R4_RESOURCE_TYPES
+from fhirserver.model import R4_RESOURCE_TYPES
 from fhirserver.storage import ReadStatements, Stored
 
 

@@ -8,9 +8,8 @@ from fhirserver.errors import bad_request, not_found
 from fhirserver.interactions.checks import check_id, check_type, visible
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse
 from fhirserver.interactions.search import page_url
-from fhirserver.model.jsonio import Raw
-from fhirserver.search import date_range
-from fhirserver.search.dates import split_prefix
+from fhirserver.model import Raw
+from fhirserver.search import date_range, split_prefix
 from fhirserver.storage import Tx
 
 

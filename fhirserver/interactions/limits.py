@@ -10,7 +10,7 @@ import time
 
 from fhirserver.blobs import BlobStoreUnavailable
 from fhirserver.errors import FhirError
-from fhirserver.storage.budget import is_cancelled
+from fhirserver.storage import is_cancelled
 
 
 def client_fault(exc: BaseException) -> FhirError | None:

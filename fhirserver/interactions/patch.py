@@ -10,8 +10,7 @@ from fhirserver.interactions.checks import check_id, check_type, visible, writab
 from fhirserver.interactions.conditional import find_matches
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse
 from fhirserver.interactions.versions import write_version
-from fhirserver.model import patch as patching
-from fhirserver.model.jsonio import loads
+from fhirserver.model import loads, patch as patching
 from fhirserver.storage import Tx
 
 

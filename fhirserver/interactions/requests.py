@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from fhirserver.errors import FhirError
 from fhirserver.interactions.context import FhirRequest
-from fhirserver.model.types import R4_RESOURCE_TYPES
+from fhirserver.model import R4_RESOURCE_TYPES
 
 _SPECIAL = ("_history", "_search")
 

@@ -11,12 +11,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fhirserver.errors import FhirError, bad_request, printable
-from fhirserver.model.jsonio import Raw
-from fhirserver.model.validate import is_valid_id
-from fhirserver.search import SearchError
-from fhirserver.search.compiler import Compiler
-from fhirserver.search.includes import MAX_INCLUDED, included
-from fhirserver.search.paging import cursor_kinds, decode_cursor, encode_cursor
+from fhirserver.model import Raw, is_valid_id
+from fhirserver.search import Compiler, MAX_INCLUDED, SearchError, cursor_kinds, decode_cursor, encode_cursor, included
 from fhirserver.storage import Stored, Tx
 
 

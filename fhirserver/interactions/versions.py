@@ -5,7 +5,7 @@ from __future__ import annotations
 from fhirserver.errors import FhirError
 from fhirserver.interactions.checks import parse_etag, visible
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse
-from fhirserver.model.jsonio import loads
+from fhirserver.model import loads
 from fhirserver.storage import Stored, Tx, VersionConflict
 
 

@@ -6,7 +6,7 @@ from fhirserver.errors import FhirError, not_found
 from fhirserver.interactions.checks import check_id, check_type, visible
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse
 from fhirserver.interactions.read import conditional_read
-from fhirserver.model.integers import parse_count
+from fhirserver.model import parse_count
 from fhirserver.storage import Tx
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text, text
 
-from fhirserver.storage.tables import PK, metadata
+from fhirserver.storage import PK, metadata
 
 # Times are epoch milliseconds (BigInteger): the same comparison on SQLite and PostgreSQL, no
 # time zone to lose on the way.

@@ -22,8 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-from fhirserver.storage import now_utc
-from fhirserver.storage.tables import metadata
+from fhirserver.storage import metadata, now_utc
 
 load_journal = Table(
     "load_journal", metadata,

@@ -30,8 +30,8 @@ from fhirserver.load.journal import FileState, Journal
 from fhirserver.load.targets import (
     DirectTarget, FatalLoadError, Failure, HttpTarget, Target, open_database,
 )
-from fhirserver.model.jsonio import JsonFormatError, loads
-from fhirserver.storage.batches import BATCH_ID_SYSTEM
+from fhirserver.model import JsonFormatError, loads
+from fhirserver.storage import BATCH_ID_SYSTEM
 
 _BUNDLE_SUFFIXES = (".json", ".json.gz")
 _NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")

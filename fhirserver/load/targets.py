@@ -17,10 +17,9 @@ from fhirserver.access import SystemJob
 from fhirserver.config import Settings
 from fhirserver.errors import FhirError, outcome
 from fhirserver.interactions import Context, bundles
-from fhirserver.model.jsonio import dumps
+from fhirserver.model import dumps
 from fhirserver.search import SearchEngine
-from fhirserver.storage import Repository, make_engine, upgrade
-from fhirserver.storage.batches import BATCH_ID_SYSTEM
+from fhirserver.storage import BATCH_ID_SYSTEM, Repository, make_engine, upgrade
 from fhirserver.jobs import Jobs
 from fhirserver.subscriptions import install as install_subscriptions
 

@@ -88,7 +88,7 @@ def outbox(engine: Any, limit: int = 100) -> list[dict[str, Any]]:
         return [dict(r) for r in rows]
 
 
-__all__ = ["EMAIL_JOB", "deliver_job", "outbox", "send_email"]
+__all__ = ["EMAIL_JOB", "deliver_job", "notify_outbox", "outbox", "send_email"]
 
 
 def pending_count(engine: Any) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, String, Table, Text
 
-from fhirserver.storage.tables import PK, metadata
+from fhirserver.storage import PK, metadata
 
 notify_outbox = Table(
     "notify_outbox", metadata,

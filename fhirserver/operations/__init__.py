@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from fhirserver.access.operations import guard_all
+from fhirserver.access import guard_all
 from fhirserver.interactions import OperationRegistry, reindex
 from fhirserver.operations import apps, erase, everything, invite, merge, render, sharing, unlink
 from fhirserver.operations.ports import Imaging, Logins, Ports, Shares
+from fhirserver.operations.sharing import _consent as sharing_consent  # the Consent a clinic's access grant writes
 from fhirserver.subscriptions import operations as subscriptions
 
 
@@ -77,4 +78,5 @@ def build_registry() -> OperationRegistry:
                              definitions=dict(OPERATION_DEFINITIONS))
 
 
-__all__ = ["OPERATION_DEFINITIONS", "WRITING", "Imaging", "Logins", "Ports", "Shares", "build_registry", "registry"]
+__all__ = ["OPERATION_DEFINITIONS", "WRITING", "Imaging", "Logins", "Ports", "Shares", "build_registry", "registry",
+           "sharing_consent"]

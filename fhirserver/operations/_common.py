@@ -8,12 +8,11 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from fhirserver.errors import FhirError
-from fhirserver.model.validate import is_valid_id
+from fhirserver.model import is_valid_id, reference_id
 from fhirserver.audit import AuditTrail
 from fhirserver.interactions import check_id
 from fhirserver.operations import ports
-from fhirserver.model.references import reference_id
-from fhirserver.storage.tables import resource
+from fhirserver.storage import resource
 
 EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")

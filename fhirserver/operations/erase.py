@@ -29,18 +29,17 @@ from typing import Any
 from sqlalchemy import Text, and_, cast, delete, or_, select, update
 
 from fhirserver.interactions import FhirResponse, check_id
-from fhirserver.access.tables import (
+from fhirserver.access import (
     lifecycle_access_request, lifecycle_account, lifecycle_email, lifecycle_invitation,
 )
 from fhirserver.errors import FhirError
-from fhirserver.model.references import iter_references, parse_reference
-from fhirserver.model.validate import InvalidResource, validate_resource
+from fhirserver.model import InvalidResource, iter_references, parse_reference, validate_resource
 from fhirserver.operations import _common as c
 from fhirserver.operations.merge import referencing
-from fhirserver.storage.tables import (
+from fhirserver.storage import (
     INDEX_TABLES, idx_reference, resource, resource_compartment, resource_history,
 )
-from fhirserver.notify.tables import notify_outbox
+from fhirserver.notify import notify_outbox
 
 ERASED = "erased patient"  # the display a shared reference keeps when it cannot be removed
 

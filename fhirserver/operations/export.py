@@ -24,12 +24,10 @@ from fhirserver.access import SystemJob
 from fhirserver.errors import FhirError
 from fhirserver.blobs import BlobStore
 from fhirserver.jobs import Cancelled, Permanent
-from fhirserver.model.references import reference_id
-from fhirserver.model.types import R4_RESOURCE_TYPES
+from fhirserver.model import R4_RESOURCE_TYPES, reference_id
 from fhirserver.operations.export_tables import bulk_export
-from fhirserver.search import SearchError
-from fhirserver.search.registry import compartment_params
-from fhirserver.storage.tables import resource, resource_compartment
+from fhirserver.search import SearchError, compartment_params
+from fhirserver.storage import resource, resource_compartment
 
 EXPORT_JOB = "bulk.export"
 EXPIRE_JOB = "bulk.expire"

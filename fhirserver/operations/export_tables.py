@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, String, Table, Text
 
-from fhirserver.storage.tables import metadata
+from fhirserver.storage import metadata
 
 bulk_export = Table(
     "bulk_export", metadata,

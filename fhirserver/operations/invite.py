@@ -18,7 +18,7 @@ from fhirserver.interactions import FhirResponse
 from fhirserver.errors import FhirError
 from fhirserver.notify import send_email
 from fhirserver.operations import _common as c
-from fhirserver.access.tables import lifecycle_account, lifecycle_email, lifecycle_invitation
+from fhirserver.access import lifecycle_account, lifecycle_email, lifecycle_invitation
 
 INVITATION_SECONDS = 72 * 3600
 

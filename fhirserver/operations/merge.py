@@ -16,11 +16,10 @@ from sqlalchemy import or_, select, update
 
 from fhirserver.interactions import FhirResponse
 from fhirserver.errors import FhirError
-from fhirserver.model.references import parse_reference
-from fhirserver.model.validate import InvalidResource, validate_resource
+from fhirserver.model import InvalidResource, parse_reference, validate_resource
 from fhirserver.operations import _common as c
-from fhirserver.storage.tables import idx_reference, resource, resource_compartment
-from fhirserver.access.tables import lifecycle_account
+from fhirserver.storage import idx_reference, resource, resource_compartment
+from fhirserver.access import lifecycle_account
 
 KEEP = frozenset({"AuditEvent", "Provenance"})
 

@@ -17,9 +17,8 @@ import io
 import json
 from typing import Any
 
-from fhirserver.interactions import FhirRequest, FhirResponse, dispatch
-from fhirserver.interactions.context import BinaryBody
-from fhirserver.model.references import parse_reference
+from fhirserver.interactions import BinaryBody, FhirRequest, FhirResponse, dispatch
+from fhirserver.model import parse_reference
 from fhirserver.operations import _common as c, ports
 from fhirserver.errors import FhirError
 

@@ -27,18 +27,17 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from fhirserver.model.integers import parse_count
+from fhirserver.model import parse_count
 # The sharing rules themselves (Consent grants, the guardian's age limit, reserved emails) are
-# access rules and live in fhirserver.access.consent; the names stay importable from here.
-from fhirserver.access.consent import (  # noqa: F401
-    PLATFORM_IMAGING, _consent_grants, _guardian_age_limit, email_owners_fn, platform_imaging_allowed,
-    with_live_shares,
+# access rules and live in fhirserver.access.consent; the public names stay importable from here.
+from fhirserver.access import (  # noqa: F401
+    PLATFORM_IMAGING, email_owners_fn, platform_imaging_allowed, with_live_shares,
 )
 from fhirserver.interactions import FhirResponse
 from fhirserver.errors import FhirError
 from fhirserver.operations import _common as c
-from fhirserver.access.tables import lifecycle_access_request, lifecycle_email
-from fhirserver.storage.tables import idx_reference, idx_token, resource
+from fhirserver.access import lifecycle_access_request, lifecycle_email
+from fhirserver.storage import idx_reference, idx_token, resource
 from fhirserver.notify import send_email
 
 
@@ -120,7 +119,7 @@ def _consent(pid: str, org: str, imaging: bool, note: str = "") -> dict[str, Any
 
 
 def _own_patient(ctx: Any, tx: Any, pid: str, body: dict[str, Any]) -> None:
-    from fhirserver.access.lifecycle import check_answers_access
+    from fhirserver.access import check_answers_access
 
     check_answers_access(tx.conn, c.principal(ctx), {**body, "id": pid}, ctx.base)
 

@@ -11,12 +11,11 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from fhirserver.access.lifecycle import check_reactivate
+from fhirserver.access import check_reactivate, lifecycle_account, lifecycle_email
 from fhirserver.interactions import FhirResponse, check_id
 from fhirserver.errors import FhirError
 from fhirserver.operations import _common as c
-from fhirserver.access.tables import lifecycle_account, lifecycle_email
-from fhirserver.storage.tables import idx_reference, resource
+from fhirserver.storage import idx_reference, resource
 
 
 def _reserve_all(conn, body: dict, pid: str, status: str) -> None:  # noqa: ANN001

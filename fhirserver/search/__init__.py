@@ -5,10 +5,15 @@ from fhirserver.search.compiler import (
 from fhirserver.search.dates import date_range, split_prefix
 from fhirserver.search.engine import SearchEngine
 from fhirserver.search.extract import normalize, split_reference
-from fhirserver.search.registry import base_registry
+from fhirserver.search.includes import MAX_INCLUDED, included
+from fhirserver.search.paging import cursor_kinds, decode_cursor, encode_cursor
+from fhirserver.search.registry import base_registry, compartment_params, patient_compartment_types
+from fhirserver.search.security_context import PARAM as SECURITY_CONTEXT_PARAM
 
 __all__ = ["RESULT_PARAMS", "CompiledSearch", "Compiler", "Include", "SearchEngine", "SearchError",
            "SortKey", "date_range", "normalize", "split_prefix", "split_reference", "split_values"]
+__all__ += ["MAX_INCLUDED", "SECURITY_CONTEXT_PARAM", "compartment_params", "cursor_kinds", "decode_cursor",
+            "encode_cursor", "included", "patient_compartment_types"]
 
 
 def compile_search(res_type: str | None, params: list[tuple[str, str]], *, postgres: bool,

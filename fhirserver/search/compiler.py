@@ -16,15 +16,13 @@ from sqlalchemy import and_, exists, func, literal, not_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter  # re-targets access conditions onto aliases
 
-from fhirserver.model.references import parse_reference
-from fhirserver.model.types import R4_RESOURCE_TYPES
-from fhirserver.model.validate import is_valid_id
+from fhirserver.model import R4_RESOURCE_TYPES, is_valid_id, parse_reference
 from fhirserver.search import planner
 from fhirserver.search.dates import date_range, shift, split_prefix
 from fhirserver.search.extract import normalize, split_reference
 from fhirserver.search.limits import search_limit_problem
 from fhirserver.search.registry import Registry, SearchParam, compartment_params
-from fhirserver.storage.tables import (
+from fhirserver.storage import (
     idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_text, idx_token, idx_uri,
     resource, resource_compartment,
 )

@@ -11,11 +11,11 @@ from typing import Any, Sequence
 
 from sqlalchemy import func, select
 
-from fhirserver.model.jsonio import loads
+from fhirserver.model import loads
 from fhirserver.search.compiler import AccessFilter, CompiledSearch, Compiler
 from fhirserver.search.extract import Extractor
 from fhirserver.search.registry import Registry, base_registry
-from fhirserver.storage.tables import resource
+from fhirserver.storage import resource
 
 REFRESH_SECONDS = 2.0
 

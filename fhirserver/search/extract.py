@@ -11,7 +11,7 @@ import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
 
-from fhirserver.model.references import parse_reference
+from fhirserver.model import parse_reference
 from fhirserver.search.dates import date_range
 from fhirserver.search.paths import compile_path
 from fhirserver.search.registry import Registry, SearchParam, compartment_params

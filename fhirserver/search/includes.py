@@ -12,8 +12,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhirserver.search.compiler import Include
-from fhirserver.storage import Stored, Tx
-from fhirserver.storage.tables import idx_reference, resource
+from fhirserver.storage import Stored, Tx, idx_reference, resource
 
 MAX_INCLUDED = 1000
 MAX_ITERATIONS = 4

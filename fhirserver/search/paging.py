@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from fhirserver.errors import bad_request
-from fhirserver.model.integers import INT64_MAX, parse_count
+from fhirserver.model import INT64_MAX, parse_count
 
 
 def encode_cursor(values: list[Any]) -> str:

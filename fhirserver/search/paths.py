@@ -10,8 +10,7 @@ import re
 from functools import lru_cache
 from typing import Any, Callable
 
-from fhirserver.model.fhirpath import fhirpath
-from fhirserver.model.references import parse_reference
+from fhirserver.model import fhirpath_adapter as fhirpath, parse_reference
 from fhirserver.search.registry import _split_top
 
 Extractor = Callable[[dict[str, Any]], list[Any]]
@@ -137,8 +136,7 @@ def _resolve_children(root: str, steps: list[tuple[str, Any]]) -> list[tuple[str
     nodes. Anything not resolved (R4-only shapes the models do not validate, contained
     resources, choice elements, unknown names) keeps the scan.
     """
-    from fhirserver.model.schema import schema
-    from fhirserver.model.types import R4_ONLY_SHAPES, R4_RESOURCE_TYPES
+    from fhirserver.model import R4_ONLY_SHAPES, R4_RESOURCE_TYPES, schema_table as schema
 
     if root not in R4_RESOURCE_TYPES or root in R4_ONLY_SHAPES:
         return steps

@@ -20,7 +20,7 @@ from sqlalchemy import DateTime, and_, case, cast, func, literal, literal_column
 from sqlalchemy.dialects.postgresql import TSTZRANGE
 from sqlalchemy.sql.elements import ColumnElement
 
-from fhirserver.model.schema import schema
+from fhirserver.model import schema_table as schema
 from fhirserver.search.dates import date_range, shift, split_prefix
 from fhirserver.search.registry import SearchParam, _split_top
 

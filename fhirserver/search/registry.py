@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any, Iterable
 
 from conformance import load_definition
-from fhirserver.model.types import R4_RESOURCE_TYPES
+from fhirserver.model import R4_RESOURCE_TYPES
 
 # Parameters whose value lives in columns of the `resource` table, not in index tables.
 COLUMN_PARAMS = {"_id": "token", "_lastUpdated": "date"}

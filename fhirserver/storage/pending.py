@@ -16,7 +16,7 @@ from sqlalchemy import Table, delete, insert
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from fhirserver.model.jsonio import dumps
+from fhirserver.model import dumps
 from fhirserver.storage.tables import (
     idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_text, idx_token, idx_uri,
     resource_compartment, resource_history,

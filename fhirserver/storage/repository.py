@@ -17,9 +17,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from fhirserver.model.jsonio import dumps, loads
-from fhirserver.storage import statistics
-from fhirserver.storage import locks
+from fhirserver.model import dumps, loads
+from fhirserver.storage import locks, statistics
 from fhirserver.storage.pending import INDEX_TABLES, PendingWrites, Shape
 from fhirserver.storage.tables import resource, resource_compartment, resource_history
 

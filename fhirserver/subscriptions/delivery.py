@@ -24,7 +24,7 @@ from typing import Any
 import requests
 from sqlalchemy import and_, insert, or_, select, update
 
-from fhirserver.model.jsonio import dumps, loads
+from fhirserver.model import dumps, loads
 from fhirserver.storage import Repository, VersionConflict
 from fhirserver.subscriptions.notification import Event, bundle, status_parameters
 from fhirserver.subscriptions.outbox import LIVE, ms

@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from fhirserver.model.jsonio import loads
+from fhirserver.model import loads
 from fhirserver.subscriptions.spec import EXT
 
 STATUS_PROFILE = EXT + "backport-subscription-status-r4"

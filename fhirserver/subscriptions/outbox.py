@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from sqlalchemy import delete, insert, select, update
 
-from fhirserver.model.jsonio import loads
+from fhirserver.model import loads
 from fhirserver.subscriptions.owner import is_own_job, owner_json
 from fhirserver.subscriptions.queueing import enqueue_delivery, enqueue_dispatch
 from fhirserver.subscriptions.spec import is_topic_based, parse_spec

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fhirserver.access import DenyPolicy, Principal, SmartPolicy, SystemJob, parse_scopes
-from fhirserver.access.consent import with_live_shares
+from fhirserver.access import DenyPolicy, Principal, SmartPolicy, SystemJob, parse_scopes, with_live_shares
 from fhirserver.errors import FhirError
 
 JOB = "subscriptions"  # the named job that writes a Subscription's status

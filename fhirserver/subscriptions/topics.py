@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from fhirserver.model.references import parse_reference
+from fhirserver.model import parse_reference
 
 TOPIC_BASE = "http://fhirserver.local/SubscriptionTopic/"
 
