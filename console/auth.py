@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, redirect, request, url_for
 
 from console import core
-from portal import webparts
+from portal import sign_out
 from console.core import _, page
 
 PUBLIC = {"console.login", "console.static", "console.set_lang"}
@@ -58,7 +58,7 @@ def login() -> Response:
 
 
 def logout() -> Response:
-    return webparts.sign_out(core.SITE, "console.login")
+    return sign_out(core.SITE, "console.login")
 
 
 def set_lang() -> Response:

@@ -16,8 +16,10 @@ from fhirserver.access import Principal, parse_scopes
 from fhirserver.interactions import FhirRequest
 from fhirserver.errors import FhirError
 from fhirserver.operations import render as rnd
-from portal import Fhir, webparts
-from portal.webparts import engine, services
+from portal import (
+    Fhir, WebSite, csrf_ok as site_csrf_ok, redirect_back, render_page, settle_lang, web_engine as engine,
+    web_services as services,
+)
 from console.i18n import LANGS, translate
 
 CONSOLE_CLIENT = "fhirserver-console"
@@ -28,7 +30,7 @@ FLASH_COOKIE = "fs_console_flash"
 STAFF_SCOPES = "openid fhirUser user/*.cruds"
 STAFF_ROLES = ("staff", "admin")
 PATH = "/console"
-SITE = webparts.Site(path=PATH, session_cookie=SESSION_COOKIE, anon_csrf_cookie=ANON_CSRF_COOKIE,
+SITE = WebSite(path=PATH, session_cookie=SESSION_COOKIE, anon_csrf_cookie=ANON_CSRF_COOKIE,
                      flash_cookie=FLASH_COOKIE, flash_purpose="console-flash")
 
 
@@ -57,7 +59,7 @@ def load_session() -> None:
 
 
 def csrf_ok() -> bool:
-    return webparts.csrf_ok(SITE)
+    return site_csrf_ok(SITE)
 
 
 # -- FHIR with the staff member's policy -------------------------------------------------------------
@@ -138,7 +140,7 @@ def lang() -> str:
     """The language asked for in the link, else the cookie's, else the browser's."""
     if g.get("lang"):
         return g.lang
-    return webparts.settle_lang(request.args.get("lang") or request.cookies.get(LANG_COOKIE))
+    return settle_lang(request.args.get("lang") or request.cookies.get(LANG_COOKIE))
 
 
 def _(text: str, **kw: Any) -> str:
@@ -146,13 +148,13 @@ def _(text: str, **kw: Any) -> str:
 
 
 def page(template: str, status: int = 200, **kw: Any) -> Response:
-    return webparts.render(SITE, f"console/{template}", status, _=_, lang=lang(), user=g.get("user"),
+    return render_page(SITE, f"console/{template}", status, _=_, lang=lang(), user=g.get("user"),
                            name=display_name, concept=rnd.concept_text, **kw)
 
 
 def back(endpoint: str, msg: str | None = None, **kw: Any) -> Response:
     """Redirect (303) to a page that shows `msg` once, carried in a signed cookie."""
-    return webparts.back(SITE, endpoint, msg, **kw)
+    return redirect_back(SITE, endpoint, msg, **kw)
 
 
 def write_then_back(write: Callable[[], Any], endpoint: str, done: str | None, **kw: Any) -> Response:

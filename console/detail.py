@@ -17,7 +17,7 @@ from console.patients import CASE_SYSTEM, CASE_TYPES, DATE_RE
 from fhirserver.errors import FhirError
 from fhirserver.access import lifecycle_account
 from fhirserver.operations import render as rnd
-from portal import report_view
+from portal import report_details, report_or_404, report_page_details
 
 SYSTEM_TAGS = ("urn:fhirserver:owner",)
 AUDIT_ACTIONS = {"C": "created", "R": "read", "U": "changed", "D": "deleted", "E": "searched or ran"}
@@ -251,8 +251,8 @@ def tag(pid: str) -> Response:
 
 def report(rid: str) -> Response:
     f = core.fhir()
-    rep = report_view.report_or_404(f, rid)
-    d = report_view.page_details(f, rep)
+    rep = report_or_404(f, rid)
+    d = report_page_details(f, rep)
     pid = core.ref_id(rep.get("subject"), "Patient")
     return page("report.html", rep=rep, d=d, pid=pid, qr=report_qr(rid, pid))
 
@@ -273,7 +273,7 @@ def report_qr(rid: str, pid: str | None) -> dict[str, Any] | None:
 
 def report_pdf(rid: str) -> Response:
     f = core.fhir()
-    d = report_view.details(f, report_view.report_or_404(f, rid))
+    d = report_details(f, report_or_404(f, rid))
     resp = make_response(rnd.report_pdf(d, None, core.lang()))
     resp.headers["Content-Type"] = "application/pdf"
     resp.headers["Content-Disposition"] = f'inline; filename="report-{rid}.pdf"'

@@ -2,7 +2,7 @@
 already say is here: the rest (Email, Reports, Save...) comes from the portal's one dictionary."""
 from __future__ import annotations
 
-from portal.i18n import ES as PORTAL_ES, LANGS, translate_in
+from portal import LANGS, PORTAL_ES, translate_in
 
 ES = {
     "Staff console": "Consola del personal", "Patients": "Pacientes", "Unmatched studies": "Estudios sin asignar", "Search patients": "Buscar pacientes",

@@ -7,6 +7,8 @@ from typing import Any
 
 from flask import abort
 
+from fhirserver.operations import report_details
+
 
 def report_or_404(f: Any, rid: str) -> dict[str, Any]:
     """The report as `f` (a `portal.core.Fhir`) may read it, else 404."""
@@ -18,10 +20,8 @@ def report_or_404(f: Any, rid: str) -> dict[str, Any]:
 
 def details(f: Any, rep: dict[str, Any]) -> dict[str, Any]:
     """Results, conclusion and images of `rep`, as the report PDF renders them."""
-    from fhirserver.operations import render as rnd
-
     with f.repo.transaction() as tx:
-        return rnd.report_details(f.ctx, tx, rep)
+        return report_details(f.ctx, tx, rep)
 
 
 def page_details(f: Any, rep: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,10 @@ from typing import Any
 
 from flask import Response, current_app, g, make_response, redirect, render_template, request, url_for
 
+from itsdangerous import URLSafeTimedSerializer
+
 from portal.i18n import LANGS
+from smart_auth import end_session, server_secret
 
 FLASH_SECONDS = 300
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
@@ -61,11 +64,7 @@ def settle_lang(choice: str | None) -> str:
 
 
 def _flash_serializer(site: Site) -> Any:
-    from itsdangerous import URLSafeTimedSerializer
-
-    from smart_auth import store
-
-    return URLSafeTimedSerializer(store.server_secret(engine(), site.flash_purpose), salt=site.flash_purpose)
+    return URLSafeTimedSerializer(server_secret(engine(), site.flash_purpose), salt=site.flash_purpose)
 
 
 def take_flash(site: Site) -> str | None:
@@ -115,11 +114,9 @@ def render(site: Site, template: str, status: int, **context: Any) -> Response:
 
 def sign_out(site: Site, login_endpoint: str, *also_clear: str) -> Response:
     """End the session server-side (a copied cookie stops working too) and back to the sign-in page."""
-    from smart_auth import store
-
     sid = request.cookies.get(site.session_cookie)
     if sid:
-        store.end_session(engine(), sid)
+        end_session(engine(), sid)
     resp = redirect(url_for(login_endpoint), 303)
     for cookie in (site.session_cookie, *also_clear):
         resp.delete_cookie(cookie, path=site.path)

@@ -49,7 +49,6 @@ NAMESPACES = {
     ("portal.profile", "smart_auth.store"),
     ("portal.shares", "smart_auth.store"),
     ("portal.signin", "smart_auth.store"),
-    ("portal.web", "smart_auth.store"),
     ("console.core", "fhirserver.operations.render"),
     ("console.detail", "fhirserver.operations.render"),
     ("console.reports", "fhirserver.operations.render"),

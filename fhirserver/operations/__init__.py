@@ -19,6 +19,7 @@ from fhirserver.access import guard_all
 from fhirserver.interactions import OperationRegistry, reindex
 from fhirserver.operations import apps, erase, everything, invite, merge, render, sharing, unlink
 from fhirserver.operations.ports import Imaging, Logins, Ports, Shares
+from fhirserver.operations.render import report_details
 from fhirserver.operations.sharing import _consent as sharing_consent  # the Consent a clinic's access grant writes
 from fhirserver.subscriptions import operations as subscriptions
 
@@ -79,4 +80,4 @@ def build_registry() -> OperationRegistry:
 
 
 __all__ = ["OPERATION_DEFINITIONS", "WRITING", "Imaging", "Logins", "Ports", "Shares", "build_registry", "registry",
-           "sharing_consent"]
+           "report_details", "sharing_consent"]
