@@ -133,7 +133,7 @@ def process(ctx: Context, repo: Repository, bundle: Any, headers: dict[str, str]
         out = _batch(ctx, repo, raw_entries, prefer, batch_id, budget)
     if len(raw_entries) >= BULK_ENTRIES:
         # bulk ingest (`fhirserver load`, Synthea): keep the planner's statistics in step
-        repo.analyze(only_stale=True)
+        repo.analyze(only_stale=True, written=len(raw_entries))
     return out
 
 

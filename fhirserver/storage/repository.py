@@ -7,6 +7,7 @@ whole. Versions of one resource serialize on the row lock (`SELECT ... FOR UPDAT
 from __future__ import annotations
 
 import dataclasses
+import threading
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -475,13 +476,27 @@ class Repository:
         self._statements: dict[Shape, str] = {}  # flush statements by shape (storage.pending)
         # called with the written resource types after each commit (e.g. auth caches to drop)
         self.after_commit: list[Callable[[set[str]], None]] = []
+        # resources written by bulk writes since this process last analyzed (see `analyze`)
+        self._bulk_written = 0
+        self._bulk_lock = threading.Lock()
 
-    def analyze(self, only_stale: bool = False) -> list[str]:
+    def analyze(self, only_stale: bool = False, written: int = 0) -> list[str]:
         """Refresh the planner statistics of the search tables (all, or those gone stale) after
-        a bulk write; returns the tables analyzed (see fhirserver.storage.statistics)."""
+        a bulk write of `written` resources; returns the tables analyzed (see
+        fhirserver.storage.statistics). The stale check adds what this process wrote since it
+        last analyzed, which the database's counters may not show yet."""
         if only_stale:
-            return statistics.analyze_if_stale(self.engine)
+            with self._bulk_lock:
+                self._bulk_written += written
+                unreported = self._bulk_written
+            done = statistics.analyze_if_stale(self.engine, unreported)
+            if done:
+                with self._bulk_lock:
+                    self._bulk_written = max(0, self._bulk_written - unreported)
+            return done
         statistics.analyze(self.engine)
+        with self._bulk_lock:
+            self._bulk_written = 0
         return list(statistics.SEARCH_TABLES)
 
     @contextmanager

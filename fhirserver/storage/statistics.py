@@ -32,21 +32,26 @@ def analyze(engine: Engine, tables: Sequence[str] = SEARCH_TABLES) -> None:
             conn.exec_driver_sql("ANALYZE")
 
 
-def stale_tables(engine: Engine) -> list[str]:
-    """Search tables whose rows changed enough since their last ANALYZE (PostgreSQL; [] elsewhere)."""
+def stale_tables(engine: Engine, unreported: int = 0) -> list[str]:
+    """Search tables whose rows changed enough since their last ANALYZE (PostgreSQL; [] elsewhere).
+
+    `unreported`: rows the caller wrote that the counters may not show yet. A backend reports
+    its counts to the statistics system at most once a second (PostgreSQL 15), so a quick run of
+    bulk Bundles would otherwise look fresh until long after it ended."""
     if engine.dialect.name != "postgresql":
         return []
     with engine.connect() as conn:
         rows = conn.execute(text(
             "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(:names) "
-            "AND n_mod_since_analyze > :rows + :share * GREATEST(n_live_tup, 0)"),
-            {"names": list(SEARCH_TABLES), "rows": STALE_ROWS, "share": STALE_SHARE}).scalars().all()
+            "AND n_mod_since_analyze + :unreported > :rows + :share * GREATEST(n_live_tup, 0)"),
+            {"names": list(SEARCH_TABLES), "rows": STALE_ROWS, "share": STALE_SHARE,
+             "unreported": unreported}).scalars().all()
     return list(rows)
 
 
-def analyze_if_stale(engine: Engine) -> list[str]:
+def analyze_if_stale(engine: Engine, unreported: int = 0) -> list[str]:
     """ANALYZE the search tables that went stale; returns their names."""
-    stale = stale_tables(engine)
+    stale = stale_tables(engine, unreported)
     if stale:
         analyze(engine, stale)
     return stale
