@@ -40,12 +40,14 @@ _CHOICE_PREFIX = re.compile(r"[a-z]+(?:Value)?")
 class Element:
     """One element of a type. `model` is the type of a COMPLEX element: an R4B model class or a
     path in the R4-only table; `choice` the group of a choice element (``deceased`` for
-    ``deceasedBoolean``); `codes` the values a required binding allows (None: any)."""
+    ``deceasedBoolean``); `codes` the values a required binding allows (None: any); `prim` the
+    FHIR primitive type of a PRIM element (``dateTime``, ``id`` ...: what its value must match)."""
 
-    __slots__ = ("name", "kind", "jtype", "is_list", "model", "choice", "codes")
+    __slots__ = ("name", "kind", "jtype", "is_list", "model", "choice", "codes", "prim")
 
     def __init__(self, name: str, kind: int, jtype: int, is_list: bool, model: Any,
-                 choice: str | None = None, codes: frozenset[str] | None = None) -> None:
+                 choice: str | None = None, codes: frozenset[str] | None = None,
+                 prim: str | None = None) -> None:
         self.name = name
         self.kind = kind
         self.jtype = jtype
@@ -53,6 +55,7 @@ class Element:
         self.model = model
         self.choice = choice
         self.codes = codes
+        self.prim = prim
 
     @property
     def primitive(self) -> bool:
@@ -157,7 +160,7 @@ class Schema:
 
     # -- building ------------------------------------------------------------------------------
     def _resolve(self, finfo: Any) -> tuple[int, int, bool, Any]:
-        """(kind, json type, is_list, model class) of one pydantic field."""
+        """(kind, json type, is_list, model class or primitive name) of one pydantic field."""
         prim_map = self._prim
         is_list = False
 
@@ -195,8 +198,8 @@ class Schema:
         what, val = found
         if what == "P":
             if val == "xhtml":
-                return XHTML, J_STR, is_list, None
-            return PRIM, _PRIMITIVE_JSON.get(val, J_STR), is_list, None
+                return XHTML, J_STR, is_list, val
+            return PRIM, _PRIMITIVE_JSON.get(val, J_STR), is_list, val
         if val is self._resource_cls:
             return RESOURCE, J_STR, is_list, None
         return COMPLEX, J_STR, is_list, val
@@ -204,9 +207,9 @@ class Schema:
     def _for_code(self, name: str, code: str, is_list: bool, choice: str | None = None) -> Element:
         """An element from an R4 type code (primitive name, datatype, table path)."""
         if code == "xhtml":
-            return Element(name, XHTML, J_STR, is_list, None, choice)
+            return Element(name, XHTML, J_STR, is_list, None, choice, prim=code)
         if code[:1].islower():
-            return Element(name, PRIM, _PRIMITIVE_JSON.get(code, J_STR), is_list, None, choice)
+            return Element(name, PRIM, _PRIMITIVE_JSON.get(code, J_STR), is_list, None, choice, prim=code)
         if code == "Resource":
             return Element(name, RESOURCE, J_STR, is_list, None, choice)
         model = code if code in self.r4_only else self.model_class(code)
@@ -223,9 +226,10 @@ class Schema:
                 continue
             name = finfo.alias or fname
             kind, jtype, is_list, model = self._resolve(finfo)
+            prim = model if kind in (PRIM, XHTML) else None
             choice = extra.get("one_of_many")
-            elements[name] = Element(name, kind, jtype, is_list, model,
-                                     choice if isinstance(choice, str) else None, _codes(extra))
+            elements[name] = Element(name, kind, jtype, is_list, None if prim else model,
+                                     choice if isinstance(choice, str) else None, _codes(extra), prim)
         order = [n for n in cls.elements_sequence() if n in elements]
         order += [n for n in elements if n not in order]
         patch = self._patches.get(cls.__name__)
