@@ -1,0 +1,280 @@
+"""The quick walk (model.prevalidate) against the R4B models it lets writes skip: over the HL7
+examples, the Synthea resources and systematic mutations of both, whenever the walk vouches for
+a body the models must accept it (a false "clean" would store what the server refuses today),
+and it must vouch for nearly every valid body (else it saves nothing).
+
+Mutations are applied in place and undone, and each body gets a seeded sample of them (all of
+them with FHIRSERVER_FAST_VALIDATION_FULL=1, which takes many minutes)."""
+from __future__ import annotations
+
+import copy
+import glob
+import os
+import random
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from fhirserver.model.jsonio import loads
+from fhirserver.model.prevalidate import surely_valid
+from fhirserver.model.schema import COMPLEX, PRIM, RESOURCE, schema
+from fhirserver.model.types import R4_ONLY_SHAPES, R4_RESOURCE_TYPES
+from fhirserver.model.validate import _model
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+FULL = os.environ.get("FHIRSERVER_FAST_VALIDATION_FULL") == "1"
+PER_BODY = 120  # mutations tried per body (a seeded sample)
+SYNTHEA_PER_TYPE = 12  # Synthea resources of each type that get mutated (they are alike)
+_DELETE = object()
+
+# values each primitive type must refuse (the walk must not vouch for them)
+_BAD: dict[str, list[Any]] = {
+    "date": ["2020-13-01", "2020-02-30", "2021-02-29", "2020-1-01", "20200101", "2020-02-03T10:00:00Z",
+             "0000", "2020-00", "2020-01-01 ", "2020-01-01\n"],
+    "dateTime": ["2020-02-30", "2020-02-03T10:00", "2020-02-03T10:00:00", "2020-02-03T24:00:00Z",
+                 "2020-02-03T10:00:60Z", "2021-02-29T10:00:00Z", "2020-04-31T10:00:00+01:00",
+                 "2020-02-03T10:00:00+15:00", "2020-02-03T10:00:00.Z", "2020-02-03t10:00:00Z",
+                 "2020-02-03T10:00:00Z\n", "2020-13"],
+    "instant": ["2020-02-03", "2020-02-03T10:00:00", "2020", "2020-02-30T10:00:00Z",
+                "2016-12-31T23:59:60Z", "2020-02-03T10:00:00Z\n"],
+    "time": ["10:00", "24:00:00", "10:00:60", "10:00:00Z", "10:00:00\n", "1:00:00"],
+    "id": ["a b", "a_b", "x" * 256, "é", "a\n", " a"],
+    "code": ["a  b", " a", "a ", "a\n", "a\tb", "\u00a0"],
+    "oid": ["urn:oid:1.2.", "1.2.3", "urn:oid:3.1", "urn:oid:1.02", "urn:oid:1.2\n"],
+    "uuid": ["urn:uuid:zzz", "c757873d-ec9a-4326-a141-556f43239520"],
+    "base64Binary": ["aGVsbG8", "a", "aGVsbG8=x", "====", "aGVsbG8=\n="],
+    "decimal": [Decimal("NaN"), Decimal("Infinity"), "1.5", True, Decimal("1E+5000000")],
+    "integer": [2 ** 31, -2 ** 31 - 1, Decimal("1.5"), Decimal("1.0"), True, "1"],
+    "positiveInt": [0, -1, 2 ** 31, True],
+    "unsignedInt": [-1, 2 ** 31, False],
+    "boolean": ["true", 1, 0, None],
+    "string": ["\u00a0", "\u3000\u2028", 1, True],
+}
+# odd values tried on every primitive: right for some types, wrong for others
+_ANY = ["a  b", " x", "x\n", "\u00a0x", "", 1, True, Decimal("1.5"), [], {}, ["x"], {"value": "x"}]
+_COMPANIONS = [{}, {"id": "x"}, {"extension": []}, {"extension": [{"url": "http://e.org", "valueString": "v"}]},
+               {"extension": [{"valueString": "v"}]}, {"extension": [{"url": "http://e.org", "valueString": ""}]},
+               {"foo": 1}, {"id": 1}, {"id": ""}, {"fhir_comments": "c"}, "x", [], None,
+               {"extension": {"url": "http://e.org", "valueString": "v"}},
+               {"id": "x", "extension": [{"url": "http://e.org", "valueBoolean": "yes"}]}]
+
+
+def _examples() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in sorted(glob.glob(str(DATA / "fhir-r4-examples" / "*.json"))):
+        body = loads(Path(path).read_bytes())
+        if isinstance(body, dict) and body.get("resourceType") in R4_RESOURCE_TYPES:
+            out.append((Path(path).name, body))
+    return out
+
+
+def _synthea() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in sorted(glob.glob(str(DATA / "synthea" / "*.json"))):
+        bundle = loads(Path(path).read_bytes())
+        for i, entry in enumerate(bundle.get("entry", [])):
+            out.append((f"{Path(path).name}#{i}", entry["resource"]))
+    return out
+
+
+def _models_accept(body: dict[str, Any]) -> bool:
+    try:
+        _model(body["resourceType"]).model_validate(body)
+    except Exception:  # noqa: BLE001 - any refusal counts
+        return False
+    return True
+
+
+def _vouched(body: Any) -> bool:
+    rt = body.get("resourceType") if isinstance(body, dict) else None
+    return isinstance(rt, str) and rt in R4_RESOURCE_TYPES and surely_valid(body, rt)
+
+
+# -- mutations: (dict, key, new value or _DELETE), applied in place and undone ---------------------
+def _mutations(body: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str, Any]]:
+    table = schema()
+    yield from _node_mutations(body, table.resource(body["resourceType"]), table, top=True)
+
+
+def _node_mutations(node: dict[str, Any], ti: Any, table: Any, top: bool = False) -> Iterator[tuple]:
+    elements = ti.elements if ti is not None else {}
+    yield node, "bogusElement", "x"
+    yield node, "_bogus", {"id": "x"}
+    yield node, "fhir_comments", "x"
+    if "resourceType" in node:
+        for rt in ("Patient", "Observation", "Bogus", 1):
+            if rt != node["resourceType"]:
+                yield node, "resourceType", rt
+    elif not top:
+        yield node, "resourceType", "Patient"
+    for key, value in list(node.items()):
+        yield node, key, _DELETE
+        el = elements.get(key)
+        if isinstance(value, list):
+            yield node, key, value[0] if value else "x"
+            yield node, key, []
+            yield node, key, value + [None]
+            yield node, key, [None] + value
+            yield node, key, value + [{}]
+            yield node, key, value + ["x"]
+        else:
+            yield node, key, [value]
+        if isinstance(value, dict):
+            yield node, key, {}
+            yield node, key, "x"
+        if el is not None and el.kind == PRIM:
+            yield from _primitive_mutations(node, key, value, el)
+        elif el is not None and el.kind in (COMPLEX, RESOURCE):
+            yield node, "_" + key, {"id": "x"}
+        if el is not None and el.choice:
+            for other in (n for n, e in elements.items() if e.choice == el.choice and n != key):
+                sibling = elements[other]
+                yield node, other, "x" if sibling.kind == PRIM else {"id": "x"}
+                break
+        if key.startswith("_") and key[1:] in elements:
+            yield from ((node, key, c) for c in _COMPANIONS)
+        # into the children
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, dict):
+                continue
+            if el is not None and (el.kind == RESOURCE or "resourceType" in item):
+                rt = item.get("resourceType")
+                child = table.resource(rt) if rt not in R4_ONLY_SHAPES else None
+            elif el is not None:
+                child = table.child(el)
+            else:
+                child = None
+            yield from _node_mutations(item, child, table)
+
+
+def _primitive_mutations(node: dict[str, Any], key: str, value: Any, el: Any) -> Iterator[tuple]:
+    values = _BAD.get(el.prim or "", []) + _ANY
+    if isinstance(value, str):
+        values = values + [" " + value, value + "\n", value + " ", value.replace(" ", "  ")]
+    for bad in values:
+        yield node, key, [bad] if el.is_list else bad
+    if el.is_list and isinstance(value, list):
+        yield node, key, value + [value[0]] if value else ["x"]
+        yield node, key, [None, *value]
+        n = len(value)
+        yield node, "_" + key, [None] * n
+        yield node, "_" + key, [None] * n + [{"id": "x"}]
+        yield node, "_" + key, [{"id": "x"}] * max(n - 1, 1)
+        yield node, "_" + key, [{}] * n
+        yield node, "_" + key, {"id": "x"}
+        yield node, "_" + key, [{"extension": [{"valueString": "v"}]}] * n
+    else:
+        yield from ((node, "_" + key, c) for c in _COMPANIONS)
+        yield node, "_" + key, [{"id": "x"}]
+
+
+def _apply(node: dict[str, Any], key: str, new: Any) -> Any:
+    old = node.get(key, _DELETE)
+    if new is _DELETE:
+        node.pop(key, None)
+    else:
+        node[key] = new
+    return old
+
+
+def _differential(bodies: list[tuple[str, dict[str, Any]]], per_body: int | None) -> tuple[int, int, list[str]]:
+    """Mutate each body; (mutations tried, mutations vouched for, false cleans)."""
+    tried = vouched = 0
+    false_clean: list[str] = []
+    for name, body in bodies:
+        muts = list(_mutations(body))
+        if per_body is not None and len(muts) > per_body:
+            muts = random.Random(name).sample(muts, per_body)
+        for node, key, new in muts:
+            old = _apply(node, key, new)
+            try:
+                tried += 1
+                if _vouched(body):
+                    vouched += 1
+                    if not _models_accept(body):
+                        false_clean.append(f"{name}: {key} = {new!r:.80}")
+            finally:
+                _apply(node, key, old)
+    return tried, vouched, false_clean
+
+
+# -- the tests -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def examples() -> list[tuple[str, dict[str, Any]]]:
+    return _examples()
+
+
+@pytest.fixture(scope="module")
+def synthea() -> list[tuple[str, dict[str, Any]]]:
+    return _synthea()
+
+
+@pytest.mark.parametrize("corpus", ["examples", "synthea"])
+def test_vouches_only_for_accepted_bodies_and_for_nearly_all_of_them(corpus: str, request: Any) -> None:
+    bodies = request.getfixturevalue(corpus)
+    accepted = vouched = 0
+    false_clean, missed = [], []
+    for name, body in bodies:
+        before = copy.deepcopy(body) if not FULL else None
+        fast = _vouched(body)
+        if before is not None:
+            assert body == before, f"{name}: the walk changed the body"
+        ok = _models_accept(body) if body["resourceType"] not in R4_ONLY_SHAPES else False
+        accepted += ok
+        vouched += fast
+        if fast and not ok:
+            false_clean.append(name)
+        elif ok and not fast:
+            missed.append(name)
+    print(f"\n{corpus}: {len(bodies)} bodies, models accept {accepted}, walk vouches for {vouched}"
+          f" ({vouched / max(accepted, 1):.1%} of the accepted); not vouched: {missed[:10]}")
+    assert not false_clean, false_clean
+    assert vouched >= 0.97 * accepted
+
+
+def test_mutated_examples(examples: list[tuple[str, dict[str, Any]]]) -> None:
+    tried, vouched, false_clean = _differential(examples, None if FULL else PER_BODY)
+    print(f"\nexamples: {tried} mutations, the walk vouched for {vouched}")
+    assert not false_clean, false_clean[:20]
+    assert tried > 50_000 or FULL
+
+
+def test_mutated_synthea(synthea: list[tuple[str, dict[str, Any]]]) -> None:
+    picked: dict[str, int] = {}
+    sample = []
+    for name, body in synthea:
+        n = picked.get(body["resourceType"], 0)
+        if FULL or n < SYNTHEA_PER_TYPE:
+            picked[body["resourceType"]] = n + 1
+            sample.append((name, body))
+    tried, vouched, false_clean = _differential(sample, None if FULL else PER_BODY * 2)
+    print(f"\nsynthea: {len(sample)} resources, {tried} mutations, the walk vouched for {vouched}")
+    assert not false_clean, false_clean[:20]
+
+
+def test_targeted_shapes() -> None:
+    """The shapes the brief names, each on a small valid body: refused or accepted by both."""
+    base = {"resourceType": "Patient", "id": "p1", "active": True,
+            "name": [{"family": "Doe", "given": ["Jo", "Ann"]}], "birthDate": "1970-01-01",
+            "extension": [{"url": "http://e.org/x", "valueString": "v"}]}
+    assert _vouched(base) and _models_accept(base)
+    cases = [
+        {"name": [{"given": "Jo"}]}, {"active": "true"}, {"active": 1}, {"birthDate": "1970-02-30"},
+        {"id": "a b"}, {"extension": [{"valueString": "v"}]},
+        {"extension": [{"url": "http://e.org/x", "valueString": "v", "valueBoolean": True}]},
+        {"deceasedBoolean": True, "deceasedDateTime": "2020"}, {"name": [{}]}, {"name": []},
+        {"name": [None]}, {"name": [{"given": ["Jo", None]}]}, {"name": [{"_given": [None, {"id": "x"}]}]},
+        {"name": [{"given": ["Jo"], "_given": [{"id": "x"}, {"id": "y"}]}]}, {"_active": {}},
+        {"_active": {"extension": [{"url": "u", "valueCode": "a  b"}]}}, {"multipleBirthInteger": True},
+        {"contained": [{"resourceType": "Patient", "id": "c", "gender": "female"}]},
+        {"contained": [{"id": "c"}]}, {"contained": [{"resourceType": "Observation", "status": "final"}]},
+        {"contained": [{"resourceType": "Observation", "status": "final", "code": {"text": "x"}}]},
+        {"photo": [{"size": -1}]}, {"photo": [{"size": 0}]}, {"photo": [{"data": "aGVsbG8"}]},
+        {"communication": [{"language": {"text": "en"}, "preferred": True}]}, {"communication": [{}]},
+    ]
+    for change in cases:
+        body = {**copy.deepcopy(base), **change}
+        if _vouched(body):
+            assert _models_accept(body), change
