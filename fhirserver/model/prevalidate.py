@@ -7,8 +7,8 @@ from them. It therefore accepts only the plain shapes it fully understands and s
 to everything else: unknown or aliased keys, a value of the wrong JSON type (``1`` for a
 boolean, ``true`` for an integer), nulls in lists, ``fhir_comments``, a ``_x`` companion of
 anything but a known primitive, contained resources without a known R4B ``resourceType``, leap
-seconds, ``uuid`` values, and types whose R4 shape the table patches in (the models do not know
-those elements). What it checks mirrors fhir_core (``types.py``: the primitive patterns, ranges
+seconds and ``uuid`` values. It follows the elements the models know (the table's
+``model_elements``: R4B, before the R4 differences are patched in). What it checks mirrors fhir_core (``types.py``: the primitive patterns, ranges
 and date parsing; ``fhirabstractmodel.py``: ``extra="forbid"``, ``reject_null_complex_elements``,
 ``_validate_required_primitive_elements``, ``_validate_one_of_many``) and the R4B
 ``FHIRPrimitiveExtension`` validator; tests/model/test_fast_validation.py compares it with the
@@ -48,7 +48,8 @@ class _Spec:
 
 
 def surely_valid(data: dict[str, Any], resource_type: str) -> bool:
-    """True only when the R4B model of `resource_type` surely accepts `data`."""
+    """True only when the R4B model of `resource_type` surely accepts `data` (a body whose
+    strings and numbers `text.value_issues` passed: no lone surrogates, no endless decimals)."""
     if resource_type in R4_ONLY_SHAPES:
         return False
     try:
@@ -149,10 +150,10 @@ def _fill(spec: _Spec, cls: Any, ti: Any) -> None:
         for name in names:
             finfo = model_fields[name]
             choices[finfo.alias or name] = group
-    for name, el in ti.elements.items():
+    for name, el in (ti.model_elements or {}).items():
         found = by_alias.get(name)
         if found is None:
-            continue  # an element the table adds for R4: unknown to the models
+            continue
         fname, finfo = found
         extra = finfo.json_schema_extra if isinstance(finfo.json_schema_extra, dict) else {}
         if not extra.get("element_property"):

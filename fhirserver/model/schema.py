@@ -64,9 +64,12 @@ class Element:
 
 class TypeInfo:
     """A type's elements by JSON name and in the order R4 serialises them; `summary` the
-    elements of its `_summary=true` form (None: not known), `required` those with min 1."""
+    elements of its `_summary=true` form (None: not known), `required` those with min 1;
+    `model_elements` those its R4B model class validates (`elements` before the R4 differences
+    are patched in; None for the R4-only table's types)."""
 
-    __slots__ = ("name", "is_resource", "elements", "order", "summary", "required", "memo")
+    __slots__ = ("name", "is_resource", "elements", "order", "summary", "required", "memo",
+                 "model_elements")
 
     def __init__(self, name: str, is_resource: bool, elements: dict[str, Element], order: list[str],
                  summary: frozenset[str] | None = None, required: frozenset[str] = frozenset()) -> None:
@@ -76,6 +79,7 @@ class TypeInfo:
         self.order = tuple(order)
         self.summary = summary
         self.required = required
+        self.model_elements: dict[str, Element] | None = None
         self.memo: dict[str, Any] = {}  # what a consumer derives from the type once (its XML tags ...)
 
     def is_choice(self, base: str) -> bool:
@@ -232,9 +236,11 @@ class Schema:
                                      choice if isinstance(choice, str) else None, _codes(extra), prim)
         order = [n for n in cls.elements_sequence() if n in elements]
         order += [n for n in elements if n not in order]
+        model_elements = elements
         patch = self._patches.get(cls.__name__)
         if patch is not None and cls.__module__.startswith("fhir.resources.R4B."):
             removed, added = patch
+            elements = dict(elements)
             order = [n for n in order if n not in removed]
             for n in removed:
                 elements.pop(n, None)
@@ -244,8 +250,10 @@ class Schema:
                 pos = max(i for i, o in enumerate(order) if o.startswith(prefix)) + 1
                 order.insert(pos, n)
                 elements[n] = self._for_code(n, code, False, prefix)
-        return TypeInfo(cls.__name__, issubclass(cls, self._resource_cls), elements, order,
-                        frozenset(cls.summary_elements_sequence()), frozenset(required))
+        ti = TypeInfo(cls.__name__, issubclass(cls, self._resource_cls), elements, order,
+                      frozenset(cls.summary_elements_sequence()), frozenset(required))
+        ti.model_elements = model_elements
+        return ti
 
     def _table_type(self, path: str) -> TypeInfo:
         base, *items = self.r4_only[path].split()

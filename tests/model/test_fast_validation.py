@@ -52,6 +52,26 @@ _BAD: dict[str, list[Any]] = {
     "boolean": ["true", 1, 0, None],
     "string": ["\u00a0", "\u3000\u2028", 1, True],
 }
+# values at the edges of what each type allows: the walk may vouch for them, the models must agree
+_EDGE: dict[str, list[Any]] = {
+    "date": ["0001-01-01", "0001", "9999-12-31", "2020-02-29", "2020-02", "1900-02-28"],
+    "dateTime": ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59+14:00", "2020-02-29T10:00:00.123456789012Z",
+                 "2020-02-03T23:59:59-13:59", "2020-02-03T10:00:00-00:00", "2020-02-03", "2020", "2020-12"],
+    "instant": ["0001-01-01T00:00:00Z", "2020-02-29T10:00:00.1234567890Z", "2020-02-03T00:00:00+14:00"],
+    "time": ["00:00:00", "23:59:59.999999999", "12:00:00.5"],
+    "id": ["x" * 64, "A-b.9", "-", "."],
+    "code": ["a b", "é", "a-b_c/d"],
+    "base64Binary": ["aGVsbG8=", "aGVs\nbG8=", "aGVsbG8h", "aA==", "+/+/"],
+    "decimal": [0, -0, Decimal("-0.0"), Decimal("1E+3"), Decimal("1.5e-7"), 2 ** 40, 1.5],
+    "integer": [0, -2 ** 31, 2 ** 31 - 1],
+    "positiveInt": [1, 2 ** 31 - 1],
+    "unsignedInt": [0, 2 ** 31 - 1],
+    "oid": ["urn:oid:1.2.840.10008", "urn:oid:2.0"],
+    "string": ["\u00a0x", " x ", "\n", "x\u3000"],
+    "uri": ["x y", " ", "urn:uuid:c757873d-ec9a-4326-a141-556f43239520"],
+    "url": ["not a url", "/relative"],
+    "markdown": ["\n\n", "*x*"],
+}
 # odd values tried on every primitive: right for some types, wrong for others
 _ANY = ["a  b", " x", "x\n", "\u00a0x", "", 1, True, Decimal("1.5"), [], {}, ["x"], {"value": "x"}]
 _COMPANIONS = [{}, {"id": "x"}, {"extension": []}, {"extension": [{"url": "http://e.org", "valueString": "v"}]},
@@ -150,7 +170,7 @@ def _node_mutations(node: dict[str, Any], ti: Any, table: Any, top: bool = False
 
 
 def _primitive_mutations(node: dict[str, Any], key: str, value: Any, el: Any) -> Iterator[tuple]:
-    values = _BAD.get(el.prim or "", []) + _ANY
+    values = _BAD.get(el.prim or "", []) + _EDGE.get(el.prim or "", []) + _ANY
     if isinstance(value, str):
         values = values + [" " + value, value + "\n", value + " ", value.replace(" ", "  ")]
     for bad in values:
@@ -252,6 +272,17 @@ def test_mutated_synthea(synthea: list[tuple[str, dict[str, Any]]]) -> None:
     tried, vouched, false_clean = _differential(sample, None if FULL else PER_BODY * 2)
     print(f"\nsynthea: {len(sample)} resources, {tried} mutations, the walk vouched for {vouched}")
     assert not false_clean, false_clean[:20]
+
+
+def test_contained_resources_resolve_as_the_models_do() -> None:
+    """The walk finds a contained resource's model by name; the models by their type map."""
+    from fhir.resources.R4B.fhirtypes import ResourceType
+    from fhir_core.constraints import FHIR_TYPES_MAPS
+    from pydantic._internal._validators import import_string
+
+    prefix = ResourceType._prefix
+    for rt in sorted(R4_RESOURCE_TYPES - R4_ONLY_SHAPES):
+        assert import_string(FHIR_TYPES_MAPS[f"{prefix}{rt}Type"]) is schema().model_class(rt), rt
 
 
 def test_targeted_shapes() -> None:
