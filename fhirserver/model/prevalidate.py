@@ -8,8 +8,9 @@ to everything else: unknown or aliased keys, a value of the wrong JSON type (``1
 boolean, ``true`` for an integer), nulls in lists, ``fhir_comments``, a ``_x`` companion of
 anything but a known primitive, contained resources without a known R4B ``resourceType``, leap
 seconds and ``uuid`` values. It follows the elements the models know (the table's
-``model_elements``: R4B, before the R4 differences are patched in). What it checks mirrors fhir_core (``types.py``: the primitive patterns, ranges
-and date parsing; ``fhirabstractmodel.py``: ``extra="forbid"``, ``reject_null_complex_elements``,
+``model_elements``: R4B, before the R4 differences are patched in). What it checks mirrors
+fhir_core (``types.py``: the primitive patterns, ranges and date parsing;
+``fhirabstractmodel.py``: ``extra="forbid"``, ``reject_null_complex_elements``,
 ``_validate_required_primitive_elements``, ``_validate_one_of_many``) and the R4B
 ``FHIRPrimitiveExtension`` validator; tests/model/test_fast_validation.py compares it with the
 models over the HL7 examples, Synthea and systematic mutations of both.
@@ -50,8 +51,8 @@ class _Spec:
 def surely_valid(data: dict[str, Any], resource_type: str) -> bool:
     """True only when the R4B model of `resource_type` surely accepts `data` (a body whose
     strings and numbers `text.value_issues` passed: no lone surrogates, no endless decimals);
-    True also says what the other checks of a write would find nothing in `data`: no nulls or
-    empty values, no code outside a required binding."""
+    True also says the other checks of a write find nothing in `data`: no nulls or empty
+    values, no code outside a required binding."""
     if resource_type in R4_ONLY_SHAPES:
         return False
     try:
@@ -185,7 +186,6 @@ def _fill(spec: _Spec, cls: Any, ti: Any) -> None:
             fields[name] = (_K_RESOURCE, el.is_list, None, group)
     if cls.has_resource_base():
         fields["resourceType"] = (_K_RESOURCE_TYPE, False, cls.get_resource_type(), None)
-    spec.fields = fields
     required = set()
     for fname, finfo in model_fields.items():
         extra = finfo.json_schema_extra if isinstance(finfo.json_schema_extra, dict) else {}
@@ -200,6 +200,7 @@ def _fill(spec: _Spec, cls: Any, ti: Any) -> None:
         if isinstance(extra, dict) and extra.get("one_of_many_required"):
             groups.add(group)
     spec.required_choices = tuple(sorted(groups))
+    spec.fields = fields  # last: a build cut short leaves a spec that accepts nothing
 
 
 def _primitive_extension_spec() -> _Spec:
