@@ -40,12 +40,14 @@ _CHOICE_PREFIX = re.compile(r"[a-z]+(?:Value)?")
 class Element:
     """One element of a type. `model` is the type of a COMPLEX element: an R4B model class or a
     path in the R4-only table; `choice` the group of a choice element (``deceased`` for
-    ``deceasedBoolean``); `codes` the values a required binding allows (None: any)."""
+    ``deceasedBoolean``); `codes` the values a required binding allows (None: any); `prim` the
+    FHIR primitive type of a PRIM element (``dateTime``, ``id`` ...: what its value must match)."""
 
-    __slots__ = ("name", "kind", "jtype", "is_list", "model", "choice", "codes")
+    __slots__ = ("name", "kind", "jtype", "is_list", "model", "choice", "codes", "prim")
 
     def __init__(self, name: str, kind: int, jtype: int, is_list: bool, model: Any,
-                 choice: str | None = None, codes: frozenset[str] | None = None) -> None:
+                 choice: str | None = None, codes: frozenset[str] | None = None,
+                 prim: str | None = None) -> None:
         self.name = name
         self.kind = kind
         self.jtype = jtype
@@ -53,6 +55,7 @@ class Element:
         self.model = model
         self.choice = choice
         self.codes = codes
+        self.prim = prim
 
     @property
     def primitive(self) -> bool:
@@ -61,9 +64,12 @@ class Element:
 
 class TypeInfo:
     """A type's elements by JSON name and in the order R4 serialises them; `summary` the
-    elements of its `_summary=true` form (None: not known), `required` those with min 1."""
+    elements of its `_summary=true` form (None: not known), `required` those with min 1;
+    `model_elements` those its R4B model class validates (`elements` before the R4 differences
+    are patched in; None for the R4-only table's types)."""
 
-    __slots__ = ("name", "is_resource", "elements", "order", "summary", "required", "memo")
+    __slots__ = ("name", "is_resource", "elements", "order", "summary", "required", "memo",
+                 "model_elements")
 
     def __init__(self, name: str, is_resource: bool, elements: dict[str, Element], order: list[str],
                  summary: frozenset[str] | None = None, required: frozenset[str] = frozenset()) -> None:
@@ -73,6 +79,7 @@ class TypeInfo:
         self.order = tuple(order)
         self.summary = summary
         self.required = required
+        self.model_elements: dict[str, Element] | None = None
         self.memo: dict[str, Any] = {}  # what a consumer derives from the type once (its XML tags ...)
 
     def is_choice(self, base: str) -> bool:
@@ -160,7 +167,7 @@ class Schema:
 
     # -- building ------------------------------------------------------------------------------
     def _resolve(self, finfo: Any) -> tuple[int, int, bool, Any]:
-        """(kind, json type, is_list, model class) of one pydantic field."""
+        """(kind, json type, is_list, model class or primitive name) of one pydantic field."""
         prim_map = self._prim
         is_list = False
 
@@ -198,8 +205,8 @@ class Schema:
         what, val = found
         if what == "P":
             if val == "xhtml":
-                return XHTML, J_STR, is_list, None
-            return PRIM, _PRIMITIVE_JSON.get(val, J_STR), is_list, None
+                return XHTML, J_STR, is_list, val
+            return PRIM, _PRIMITIVE_JSON.get(val, J_STR), is_list, val
         if val is self._resource_cls:
             return RESOURCE, J_STR, is_list, None
         return COMPLEX, J_STR, is_list, val
@@ -207,9 +214,9 @@ class Schema:
     def _for_code(self, name: str, code: str, is_list: bool, choice: str | None = None) -> Element:
         """An element from an R4 type code (primitive name, datatype, table path)."""
         if code == "xhtml":
-            return Element(name, XHTML, J_STR, is_list, None, choice)
+            return Element(name, XHTML, J_STR, is_list, None, choice, prim=code)
         if code[:1].islower():
-            return Element(name, PRIM, _PRIMITIVE_JSON.get(code, J_STR), is_list, None, choice)
+            return Element(name, PRIM, _PRIMITIVE_JSON.get(code, J_STR), is_list, None, choice, prim=code)
         if code == "Resource":
             return Element(name, RESOURCE, J_STR, is_list, None, choice)
         model = code if code in self.r4_only else self.model_class(code)
@@ -226,14 +233,17 @@ class Schema:
                 continue
             name = finfo.alias or fname
             kind, jtype, is_list, model = self._resolve(finfo)
+            prim = model if kind in (PRIM, XHTML) else None
             choice = extra.get("one_of_many")
-            elements[name] = Element(name, kind, jtype, is_list, model,
-                                     choice if isinstance(choice, str) else None, _codes(extra))
+            elements[name] = Element(name, kind, jtype, is_list, None if prim else model,
+                                     choice if isinstance(choice, str) else None, _codes(extra), prim)
         order = [n for n in cls.elements_sequence() if n in elements]
         order += [n for n in elements if n not in order]
+        model_elements = elements
         patch = self._patches.get(cls.__name__)
         if patch is not None and cls.__module__.startswith("fhir.resources.R4B."):
             removed, added = patch
+            elements = dict(elements)
             order = [n for n in order if n not in removed]
             for n in removed:
                 elements.pop(n, None)
@@ -243,8 +253,10 @@ class Schema:
                 pos = max(i for i, o in enumerate(order) if o.startswith(prefix)) + 1
                 order.insert(pos, n)
                 elements[n] = self._for_code(n, code, False, prefix)
-        return TypeInfo(cls.__name__, issubclass(cls, self._resource_cls), elements, order,
-                        frozenset(cls.summary_elements_sequence()), frozenset(required))
+        ti = TypeInfo(cls.__name__, issubclass(cls, self._resource_cls), elements, order,
+                      frozenset(cls.summary_elements_sequence()), frozenset(required))
+        ti.model_elements = model_elements
+        return ti
 
     def _table_type(self, path: str) -> TypeInfo:
         base, *items = self.r4_only[path].split()
