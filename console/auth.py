@@ -27,7 +27,7 @@ def _safe_next(nxt: str) -> str:
 
 def login() -> Response:
     """The server's user store checks the password (with its lockout); only staff logins pass."""
-    from smart_auth import ratelimit, store
+    from smart_auth import SESSION_SECONDS, LoginError, blocked_for, check_login, new_session, record_failure
 
     if request.method == "GET":
         if g.user is not None:
@@ -36,7 +36,7 @@ def login() -> Response:
     form = request.form
     if not core.csrf_ok():
         return page("login.html", 400, form=form, errors={"form": _("The form expired; try again.")})
-    wait = ratelimit.blocked_for(core.engine(), request.remote_addr)
+    wait = blocked_for(core.engine(), request.remote_addr)
     if wait:
         return page("login.html", 429, form=form,
                     errors={"form": _("Too many failed attempts: the account is locked for a while")})
@@ -44,16 +44,16 @@ def login() -> Response:
     if not username:
         return page("login.html", 400, form=form, errors={"username": _("Enter your email address.")})
     try:
-        user = store.check_login(core.engine(), username, form.get("password", ""))
-    except store.LoginError as exc:
-        ratelimit.record_failure(core.engine(), request.remote_addr, "login")
+        user = check_login(core.engine(), username, form.get("password", ""))
+    except LoginError as exc:
+        record_failure(core.engine(), request.remote_addr, "login")
         return page("login.html", 401, form=form, errors={"form": _(str(exc))})
     if user["role"] not in core.STAFF_ROLES:
         return page("login.html", 403, form=form, errors={"form": _("This login is not a staff login.")})
-    sid, _csrf = store.new_session(core.engine(), user["pk"])
+    sid, _csrf = new_session(core.engine(), user["pk"])
     resp = redirect(_safe_next(form.get("next") or ""), 303)
     resp.set_cookie(core.SESSION_COOKIE, sid, httponly=True, samesite="Lax", path=core.PATH,
-                    secure=request.scheme == "https", max_age=store.SESSION_SECONDS)
+                    secure=request.scheme == "https", max_age=SESSION_SECONDS)
     return resp
 
 

@@ -15,7 +15,7 @@ from flask import Response, abort, current_app, g, request
 from fhirserver.access import Principal, parse_scopes
 from fhirserver.interactions import FhirRequest
 from fhirserver.errors import FhirError
-from fhirserver.operations import render as rnd
+from fhirserver.operations import concept_text, human_name
 from portal import (
     Fhir, WebSite, csrf_ok as site_csrf_ok, redirect_back, render_page, settle_lang, web_engine as engine,
     web_services as services,
@@ -44,13 +44,13 @@ def principal_for(user: dict[str, Any]) -> Principal:
 
 def load_session() -> None:
     """Sets g.user, g.session (its csrf), g.principal and g.policy of the signed-in staff member."""
-    from smart_auth import policy_for, store
+    from smart_auth import get_session, get_user, policy_for
 
     g.user = g.session = g.principal = g.policy = None
-    sess = store.get_session(engine(), request.cookies.get(SESSION_COOKIE))
+    sess = get_session(engine(), request.cookies.get(SESSION_COOKIE))
     if sess is None:
         return
-    user = store.get_user(engine(), sess["user_pk"])
+    user = get_user(engine(), sess["user_pk"])
     if user is None or not user["active"] or user["role"] not in STAFF_ROLES:
         return
     g.user, g.session = user, sess
@@ -149,7 +149,7 @@ def _(text: str, **kw: Any) -> str:
 
 def page(template: str, status: int = 200, **kw: Any) -> Response:
     return render_page(SITE, f"console/{template}", status, _=_, lang=lang(), user=g.get("user"),
-                           name=display_name, concept=rnd.concept_text, **kw)
+                           name=display_name, concept=concept_text, **kw)
 
 
 def back(endpoint: str, msg: str | None = None, **kw: Any) -> Response:
@@ -170,7 +170,7 @@ def display_name(res: dict[str, Any] | None) -> str:
     """A person's name for lists; an alias profile shows its alias."""
     if not res:
         return ""
-    return rnd.human_name(res) or next((n.get("text") for n in res.get("name") or [] if n.get("text")), "") \
+    return human_name(res) or next((n.get("text") for n in res.get("name") or [] if n.get("text")), "") \
         or res.get("id", "")
 
 

@@ -16,7 +16,7 @@ from console.patient_form import FIELDS, GENDERS, age, form_of, is_alias, patien
 from console.patients import CASE_SYSTEM, CASE_TYPES, DATE_RE
 from fhirserver.errors import FhirError
 from fhirserver.access import lifecycle_account
-from fhirserver.operations import render as rnd
+from fhirserver.operations import concept_text, report_pdf as render_report_pdf, share_url_for
 from portal import report_details, report_or_404, report_page_details
 
 SYSTEM_TAGS = ("urn:fhirserver:owner",)
@@ -54,8 +54,8 @@ def _title(res: dict[str, Any]) -> str:
     if t == "Communication":
         return (res.get("topic") or {}).get("text", "")
     if t == "Appointment":
-        return res.get("description") or rnd.concept_text(next(iter(res.get("serviceType") or []), None))
-    return rnd.concept_text(res.get("code") or next(iter(res.get("type") or []), None)) or t
+        return res.get("description") or concept_text(next(iter(res.get("serviceType") or []), None))
+    return concept_text(res.get("code") or next(iter(res.get("type") or []), None)) or t
 
 
 def describe(ref: str) -> str:
@@ -164,7 +164,7 @@ def observation_value(o: dict[str, Any]) -> str:
     for k in ("valueString", "valueInteger", "valueBoolean"):
         if k in o:
             return str(o[k])
-    return rnd.concept_text(o.get("valueCodeableConcept")) if o.get("valueCodeableConcept") else ""
+    return concept_text(o.get("valueCodeableConcept")) if o.get("valueCodeableConcept") else ""
 
 
 def edit(pid: str) -> Response:
@@ -223,10 +223,10 @@ def unlinked(pid: str) -> Response:
 
 
 def invite(pid: str) -> Response:
-    from smart_auth import store
+    from smart_auth import verify_hash
 
     patient_or_404(pid)
-    if not store.verify_hash(g.user["password_hash"], request.form.get("password", "")):
+    if not verify_hash(g.user["password_hash"], request.form.get("password", "")):
         return core.back("console.detail.show", _("Enter your password to confirm the invitation."), pid=pid)
     return _lifecycle(pid, "$invite", _("The invitation was sent."), [("password", request.form.get("password", ""))])
 
@@ -264,7 +264,7 @@ def report_qr(rid: str, pid: str | None) -> dict[str, Any] | None:
     import segno
     from markupsafe import Markup
 
-    url = rnd.share_url_for(core.services(), rid, pid, g.user["pk"])
+    url = share_url_for(core.services(), rid, pid, g.user["pk"])
     if url is None:
         return None
     svg = segno.make(url, error="m").svg_inline(scale=4, title=_("QR code of the report's share link"))
@@ -274,7 +274,7 @@ def report_qr(rid: str, pid: str | None) -> dict[str, Any] | None:
 def report_pdf(rid: str) -> Response:
     f = core.fhir()
     d = report_details(f, report_or_404(f, rid))
-    resp = make_response(rnd.report_pdf(d, None, core.lang()))
+    resp = make_response(render_report_pdf(d, None, core.lang()))
     resp.headers["Content-Type"] = "application/pdf"
     resp.headers["Content-Disposition"] = f'inline; filename="report-{rid}.pdf"'
     resp.headers["Cache-Control"] = "no-store"

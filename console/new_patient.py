@@ -35,7 +35,7 @@ def email_exists(email: str) -> bool:
 def new() -> Response:
     if request.method == "GET":
         return _form_page()
-    from smart_auth import store
+    from smart_auth import verify_hash
 
     form = request.form
     alias = form.get("alias") == "on"
@@ -45,7 +45,7 @@ def new() -> Response:
     org = form.get("organization") or (orgs[0] if orgs else "")
     if org not in orgs:
         errors["organization"] = _("Choose an organization.")
-    if invite and not store.verify_hash(g.user["password_hash"], form.get("password", "")):
+    if invite and not verify_hash(g.user["password_hash"], form.get("password", "")):
         errors["password"] = _("Enter your password to confirm the invitation.")
     exists = False
     if not errors.get("email") and v["email"]:

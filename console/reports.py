@@ -10,14 +10,14 @@ from console import core
 from console.core import _, page
 from console.pick import candidates
 from fhirserver.errors import FhirError
-from fhirserver.operations import render as rnd
+from fhirserver.operations import concept_text
 
 
 def _text_of(r: dict[str, Any]) -> str:
-    parts = [rnd.concept_text(r.get("code")), r.get("conclusion") or "",
-             *(rnd.concept_text(c) for c in r.get("category") or []),
+    parts = [concept_text(r.get("code")), r.get("conclusion") or "",
+             *(concept_text(c) for c in r.get("category") or []),
              *(i.get("value", "") for i in r.get("identifier") or []),
-             *(rnd.concept_text(c) for c in r.get("conclusionCode") or [])]
+             *(concept_text(c) for c in r.get("conclusionCode") or [])]
     return " ".join(p for p in parts if p).lower()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from fhirserver.operations import render as rnd
+from fhirserver.operations import human_name
 
 ACTIONS = {"R": "%(who)s viewed %(what)s", "E": "%(who)s looked through %(what)s",
            "C": "%(who)s added %(what)s", "U": "%(who)s changed %(what)s", "D": "%(who)s deleted %(what)s",
@@ -52,7 +52,7 @@ def readable(bundle: dict[str, Any], own: set[str], read_name: Callable[[str], d
         if ref and "/" in ref:
             if ref not in names:
                 res = read_name(ref)
-                names[ref] = rnd.human_name(res) if res else ""
+                names[ref] = human_name(res) if res else ""
             if names[ref]:
                 return names[ref]
             kind = ref.split("/", 1)[0]

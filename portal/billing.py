@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, abort, g
 
-from fhirserver.operations import render as rnd
+from fhirserver.operations import human_name, invoice_pdf as render_invoice_pdf
 from portal import core
 from portal.clinic import invoice_number
 from portal.web import clinic, download, lang, money, page, pid, ref_id, status_word, when
@@ -22,7 +22,7 @@ def invoice_pdf(iid: str) -> Response:
     issuer_id = ref_id(inv.get("issuer"), "Organization")
     issuer = f.read("Organization", issuer_id) if issuer_id else None
     c = clinic()
-    data = rnd.invoice_pdf(inv, rnd.human_name(g.patient_res), c.name or rnd.human_name(issuer), lang(),
+    data = render_invoice_pdf(inv, human_name(g.patient_res), c.name or human_name(issuer), lang(),
                            address=c.address, tax_id=c.tax_id, number=invoice_number(inv),
                            date=when(inv.get("date"), date_only=True), status=status_word(inv.get("status")),
                            money=money)

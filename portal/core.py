@@ -14,7 +14,7 @@ from flask import current_app, g, request
 from sqlalchemy.exc import IntegrityError
 
 from fhirserver.access import Principal, job_policy, parse_scopes
-from fhirserver.interactions import FhirRequest, dispatch, transact
+from fhirserver.interactions import FhirRequest, dispatch, request_writes, run_in_transaction
 from fhirserver.errors import FhirError
 from portal import webparts
 from portal.webparts import engine, services
@@ -33,14 +33,14 @@ STAFF_SCOPES = "openid fhirUser user/*.cruds"
 
 def ensure_client() -> None:
     """The portal is a first-party SMART client of this server: registered once."""
-    from smart_auth import store
+    from smart_auth import add_client, get_client
 
     ext = current_app.extensions.setdefault("portal", {})
     if ext.get("client"):
         return
-    if store.get_client(engine(), PORTAL_CLIENT) is None:
+    if get_client(engine(), PORTAL_CLIENT) is None:
         try:
-            store.add_client(engine(), name="Patient portal (first party)", client_id=PORTAL_CLIENT,
+            add_client(engine(), name="Patient portal (first party)", client_id=PORTAL_CLIENT,
                              redirect_uris=[services().root_url() + "/portal/"],
                              scope=PATIENT_SCOPES, auth_method="none")
         except IntegrityError:  # another worker registered it first
@@ -50,13 +50,13 @@ def ensure_client() -> None:
 
 def load_session() -> None:
     """Sets g.user, g.session (csrf), g.patient (the patient acted for), g.principal, g.policy."""
-    from smart_auth import store
+    from smart_auth import get_session, get_user
 
     g.user = g.session = g.principal = g.policy = g.patient = None
-    sess = store.get_session(engine(), request.cookies.get(SESSION_COOKIE))
+    sess = get_session(engine(), request.cookies.get(SESSION_COOKIE))
     if sess is None:
         return
-    user = store.get_user(engine(), sess["user_pk"])
+    user = get_user(engine(), sess["user_pk"])
     if user is None or not user["active"]:
         return
     from smart_auth import live_patients
@@ -123,7 +123,7 @@ class Fhir:
     def call(self, req: FhirRequest, tx: Any = None) -> Any:
         if tx is not None:
             return dispatch(self.ctx, tx, req)
-        return transact.run(self.repo, lambda t: dispatch(self.ctx, t, req), write=transact.writes(req, self.ctx.operations))
+        return run_in_transaction(self.repo, lambda t: dispatch(self.ctx, t, req), write=request_writes(req, self.ctx.operations))
 
     def read(self, res_type: str, res_id: str, tx: Any = None) -> dict[str, Any] | None:
         try:
@@ -193,11 +193,11 @@ def booking_fhir() -> Fhir:
 def sharer_policy(user_pk: Any, patient: str | None) -> Any:
     """The policy of the user who made a share link, as of now; None when their account is gone
     or closed, or the patient is no longer one they act for (the link stops working)."""
-    from smart_auth import policy_for, store
+    from smart_auth import get_user, policy_for
 
     if not isinstance(user_pk, int):
         return None
-    user = store.get_user(engine(), user_pk)
+    user = get_user(engine(), user_pk)
     if user is None or not user["active"]:
         return None
     if user["role"] in ("patient", "guardian") and patient not in user["patients"]:

@@ -102,7 +102,7 @@ def seed(app: Any, users: bool = True) -> dict[str, Any]:
 
     from fhirserver.interactions import FhirRequest, dispatch
     from fhirserver.access import lifecycle_account, lifecycle_email
-    from smart_auth import auth_user, store
+    from smart_auth import add_client, add_user, auth_user, epoch_seconds, get_client, hash_password
 
     services = app.extensions["fhirserver"]
     with app.test_request_context("/"):
@@ -119,21 +119,21 @@ def seed(app: Any, users: bool = True) -> dict[str, Any]:
             with eng.connect() as c:
                 if c.execute(select(auth_user.c.pk).where(auth_user.c.username == email)).first():
                     continue
-            u = store.add_user(eng, username=email, password=DEMO_PASSWORD, role=role, fhir_user=fu, patients=pats)
+            u = add_user(eng, username=email, password=DEMO_PASSWORD, role=role, fhir_user=fu, patients=pats)
             with eng.begin() as c:
                 rt, rid = fu.split("/")
                 c.execute(insert(lifecycle_account).values(
                     user_pk=u["id"], res_type=rt, res_id=rid, email=email, mobile="+34 600 000 000",
-                    security_question="First pet's name?", security_answer_hash=store.hash_password("rex"),
-                    must_change_password=False, activated=store.now(), status="active"))
+                    security_question="First pet's name?", security_answer_hash=hash_password("rex"),
+                    must_change_password=False, activated=epoch_seconds(), status="active"))
                 if not c.execute(select(lifecycle_email).where(lifecycle_email.c.email == email)).first():
                     c.execute(insert(lifecycle_email).values(email=email, res_type=rt, res_id=rid, status="owned"))
         with eng.connect() as c:
             staff_exists = c.execute(select(auth_user.c.pk).where(auth_user.c.username == STAFF_LOGIN)).first()
         if not staff_exists:
-            store.add_user(eng, username=STAFF_LOGIN, password=DEMO_PASSWORD, role="staff",
+            add_user(eng, username=STAFF_LOGIN, password=DEMO_PASSWORD, role="staff",
                            fhir_user="Practitioner/demo-dr", organizations=["demo-clinic"])
-        if store.get_client(eng, STAFF_APP) is None:
-            store.add_client(eng, name="Demo staff app", client_id=STAFF_APP, redirect_uris=[STAFF_APP_REDIRECT],
+        if get_client(eng, STAFF_APP) is None:
+            add_client(eng, name="Demo staff app", client_id=STAFF_APP, redirect_uris=[STAFF_APP_REDIRECT],
                              scope=STAFF_SCOPE, auth_method="none")
     return {"password": DEMO_PASSWORD, "logins": {**logins, STAFF_LOGIN: ("staff", "Practitioner/demo-dr", [])}}

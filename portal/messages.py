@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, request
 
-from fhirserver.operations import render as rnd
+from fhirserver.operations import human_name
 from portal import core
 from portal.web import _, back, now_iso, page, pid, ref_id
 
@@ -56,7 +56,7 @@ def _messages_page(status: int = 200, **kw: Any) -> Response:
     rows = core.user_fhir().search("Communication", [("subject", f"Patient/{pid()}"), ("_sort", "-sent"),
                                                       ("_count", "100")])
     docs = _clinicians()
-    names = {f"Practitioner/{c['id']}": rnd.human_name(c) for c in docs}
+    names = {f"Practitioner/{c['id']}": human_name(c) for c in docs}
     return page("messages.html", status, msgs=_threads(rows), clinicians=docs,
                 sender=lambda ref: _sender_name(ref, names), **kw)
 

@@ -27,7 +27,7 @@ def _account() -> dict[str, Any]:
 
 def profile() -> Response:
     from fhirserver.access import lifecycle_account as acct
-    from smart_auth import store
+    from smart_auth import hash_password
 
     account = _account()
     if request.method == "GET":
@@ -49,7 +49,7 @@ def profile() -> Response:
         values["mobile"] = mobile
     if form.get("question", "").strip() and form.get("answer", "").strip():
         values["security_question"] = form["question"].strip()[:300]
-        values["security_answer_hash"] = store.hash_password(form["answer"].strip().lower())
+        values["security_answer_hash"] = hash_password(form["answer"].strip().lower())
     if values and account:
         with core.engine().begin() as conn:
             conn.execute(update(acct).where(acct.c.user_pk == g.user["pk"]).values(**values))

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, g, request
 
-from fhirserver.operations import render as rnd
+from fhirserver.operations import report_details, report_pdf as render_report_pdf, share_url_for
 from portal import core, report_view, shares
 from portal.appointments import upcoming_and_past
 from portal.web import _, back, download, lang, page, pid
@@ -35,7 +35,7 @@ def report(rid: str) -> Response:
     details = report_view.page_details(core.user_fhir(), rep)
     share = None
     if request.args.get("share"):
-        share = rnd.share_url_for(core.services(), rid, g.patient, g.user["pk"])
+        share = share_url_for(core.services(), rid, g.patient, g.user["pk"])
     forms = [(i, x.get("title") or x.get("contentType")) for i, x in enumerate(rep.get("presentedForm") or [])]
     return page("report.html", rep=rep, d=details, share=share, forms=forms)
 
@@ -43,7 +43,7 @@ def report(rid: str) -> Response:
 def report_pdf(rid: str) -> Response:
     rep = _report_or_404(rid)
     details = report_view.details(core.user_fhir(), rep)
-    data = rnd.report_pdf(details, rnd.share_url_for(core.services(), rid, g.patient, g.user["pk"]), lang())
+    data = render_report_pdf(details, share_url_for(core.services(), rid, g.patient, g.user["pk"]), lang())
     return download(data, "application/pdf", f"report-{rid}.pdf")
 
 
@@ -76,12 +76,12 @@ def share(token: str) -> Response:
         if rep is None:
             return page("message.html", 410, title=_("Share link"),
                         text=_("This link is not valid or has expired."))
-        details = rnd.report_details(f.ctx, tx, rep)
+        details = report_details(f.ctx, tx, rep)
     core.services().audit.record(who={"reference": "share-link", "client_id": core.PORTAL_CLIENT}, action="R",
                                  interaction="read", references=[f"DiagnosticReport/{data['r']}",
                                                                  f"Patient/{data.get('p')}"],
                                  remote=request.remote_addr)
-    return download(rnd.report_pdf(details, None, lang()), "application/pdf", f"report-{data['r']}.pdf",
+    return download(render_report_pdf(details, None, lang()), "application/pdf", f"report-{data['r']}.pdf",
                      inline=True)
 
 

@@ -13,14 +13,14 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import delete, insert, select
 
 from portal.tables import portal_share_revocation as rev
-from smart_auth import store
+from smart_auth import server_secret
 
 SHARE_SALT = "portal-share"
 SHARE_SECONDS = 7 * 24 * 3600
 
 
 def _serializer(engine: Any) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(store.server_secret(engine, "portal-share"), salt=SHARE_SALT)
+    return URLSafeTimedSerializer(server_secret(engine, "portal-share"), salt=SHARE_SALT)
 
 
 def share_token(engine: Any, report_id: str, patient_id: str | None, user_pk: int) -> str:

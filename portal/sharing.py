@@ -6,7 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, g, request
 
 from fhirserver.errors import FhirError
-from fhirserver.operations import render as rnd
+from fhirserver.operations import human_name
 from portal import core
 from portal.access_log import readable
 from portal.web import _, back, page, pid, ref_id, when
@@ -18,7 +18,7 @@ def _share_state() -> dict[str, Any]:
     orgs = {o["id"]: o for o in f.search("Organization", [("_count", "100")])}
     for c in consents:
         actor = ((c.get("provision") or {}).get("actor") or [{}])[0].get("reference", {}).get("reference", "")
-        c["_org"] = rnd.human_name(orgs.get(ref_id(actor, "Organization") or "")) or actor
+        c["_org"] = human_name(orgs.get(ref_id(actor, "Organization") or "")) or actor
         c["_imaging"] = any(k.get("code") == "ImagingStudy" for k in (c.get("provision") or {}).get("class") or [])
     try:
         reqs = f.operation("Patient", pid(), "$access-requests")
@@ -28,7 +28,7 @@ def _share_state() -> dict[str, Any]:
         pending = []
     for r in pending:
         oid = ref_id(r.get("organization"), "Organization") or ""
-        r["_org"] = rnd.human_name(orgs.get(oid)) or oid
+        r["_org"] = human_name(orgs.get(oid)) or oid
     return {"consents": consents, "orgs": list(orgs.values()), "pending": pending}
 
 

@@ -12,7 +12,7 @@ from portal.web import _, back, clinic, page
 
 
 def login() -> Response:
-    from smart_auth import store
+    from smart_auth import LoginError, check_login, new_session
 
     if request.method == "GET":
         return page("login.html", next=request.args.get("next", ""))
@@ -26,10 +26,10 @@ def login() -> Response:
     if errors:
         return page("login.html", 400, form=form, errors=errors)
     try:
-        user = store.check_login(core.engine(), username, form.get("password", ""))
-    except store.LoginError as exc:
+        user = check_login(core.engine(), username, form.get("password", ""))
+    except LoginError as exc:
         return page("login.html", 401, form=form, errors={"form": _login_error(str(exc))})
-    sid, _csrf = store.new_session(core.engine(), user["pk"])
+    sid, _csrf = new_session(core.engine(), user["pk"])
     nxt = form.get("next") or ""
     resp = redirect(nxt if nxt.startswith("/portal/") and "//" not in nxt else url_for("portal.home"), 303)
     resp.set_cookie(core.SESSION_COOKIE, sid, httponly=True, samesite="Lax", path="/portal",
@@ -48,15 +48,15 @@ def logout() -> Response:
 def _reset_serializer() -> Any:
     from itsdangerous import URLSafeTimedSerializer
 
-    from smart_auth import store
+    from smart_auth import server_secret
 
-    return URLSafeTimedSerializer(store.server_secret(core.engine(), "portal-reset"), salt="portal-reset")
+    return URLSafeTimedSerializer(server_secret(core.engine(), "portal-reset"), salt="portal-reset")
 
 
 def forgot() -> Response:
     from fhirserver.notify import send_email
     from fhirserver.access import lifecycle_account as acct
-    from smart_auth import store
+    from smart_auth import user_named
 
     if request.method == "GET":
         return page("forgot.html")
@@ -68,7 +68,7 @@ def forgot() -> Response:
         return page("forgot.html", 400, form=form, errors={"email": _("Enter your email address.")})
     serializer = _reset_serializer()
     with core.engine().connect() as conn:
-        user = store.user_named(conn, email)
+        user = user_named(conn, email)
         answer = conn.execute(select(acct.c.security_answer_hash).where(
             acct.c.user_pk == user["pk"])).scalar() if user else None
     row = (user["pk"], user["password_hash"]) if user else None
@@ -88,7 +88,7 @@ def reset() -> Response:
     from itsdangerous import BadSignature
 
     from fhirserver.access import lifecycle_account as acct
-    from smart_auth import store
+    from smart_auth import set_password, user_on, verify_hash
 
     token = request.values.get("token", "")
     try:
@@ -98,7 +98,7 @@ def reset() -> Response:
     row = None
     if data:
         with core.engine().connect() as conn:
-            user = store.user_on(conn, int(data["u"])) if isinstance(data.get("u"), int) else None
+            user = user_on(conn, int(data["u"])) if isinstance(data.get("u"), int) else None
             sec = conn.execute(select(acct.c.security_question, acct.c.security_answer_hash).where(
                 acct.c.user_pk == user["pk"])).first() if user else None
         row = (user["pk"], user["password_hash"], sec[0], sec[1]) if user and sec else None
@@ -109,27 +109,27 @@ def reset() -> Response:
     form, errors = request.form, {}
     if not core.csrf_ok():
         errors["form"] = _("The form expired; try again.")
-    elif not store.verify_hash(row[3], form.get("answer", "").strip().lower()):
+    elif not verify_hash(row[3], form.get("answer", "").strip().lower()):
         errors["answer"] = _("The security answer is not right.")
     elif len(form.get("new_password", "")) < 8:
         errors["new_password"] = _("Choose a new password of 8 characters or more, different from the current one.")
     if errors:
         return page("reset.html", 400, token=token, question=row[2], form=form, errors=errors)
     with core.engine().begin() as conn:
-        store.set_password(conn, row[0], form["new_password"], unlock=True)
+        set_password(conn, row[0], form["new_password"], unlock=True)
     return back("portal.login", _("Your password was reset; sign in."))
 
 
 def password() -> Response:
     from fhirserver.access import lifecycle_account as acct
-    from smart_auth import store
+    from smart_auth import LoginError, check_login, set_password
 
     if request.method == "GET":
         return page("password.html")
     form, errors = request.form, {}
     try:
-        store.check_login(core.engine(), g.user["username"], form.get("password", ""))
-    except store.LoginError as exc:
+        check_login(core.engine(), g.user["username"], form.get("password", ""))
+    except LoginError as exc:
         errors["password"] = _(str(exc))
     new = form.get("new_password", "")
     if not errors and (len(new) < 8 or new == form.get("password")):
@@ -137,7 +137,7 @@ def password() -> Response:
     if errors:
         return page("password.html", 400, form=form, errors=errors)
     with core.engine().begin() as conn:
-        store.set_password(conn, g.user["pk"], new)
+        set_password(conn, g.user["pk"], new)
         conn.execute(update(acct).where(acct.c.user_pk == g.user["pk"]).values(must_change_password=False))
     return back("portal.profile", _("Your password was changed."))
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response, abort, g, redirect, request, url_for
 
-from fhirserver.operations import render as rnd
+from fhirserver.operations import concept_text, human_name
 from portal import core, webparts
 from portal.clinic import Clinic, clinic_of, format_money, format_when, invoice_number, status_text
 from portal.i18n import LANGS, translate
@@ -53,7 +53,7 @@ def status_word(code: str | None) -> str:
 def page(template: str, status: int = 200, **kw: Any) -> Response:
     return webparts.render(core.SITE, template, status, _=_, lang=lang(), user=g.get("user"),
                            patient_id=g.get("patient"), patient_res=g.get("patient_res"),
-                           children=g.get("children") or [], name=rnd.human_name, concept=rnd.concept_text,
+                           children=g.get("children") or [], name=human_name, concept=concept_text,
                            dev=bool(getattr(core.services().settings, "dev_mode", False)), clinic=clinic(),
                            when=when, money=money, status_text=status_word, invoice_number=invoice_number,
                            **kw)
@@ -73,7 +73,7 @@ def before() -> Response | None:
         g.patient_res = f.read("Patient", g.patient)
         if g.user["role"] == "guardian":
             names = core.guardian_fhir()  # every child the guardian acts for now
-            g.children = [(pid, rnd.human_name(names.read("Patient", pid)) or pid) for pid in g.patients]
+            g.children = [(pid, human_name(names.read("Patient", pid)) or pid) for pid in g.patients]
     if request.endpoint in PUBLIC:
         return None
     if g.user is None:

@@ -16,7 +16,12 @@ from smart_auth.activation import must_change_password
 from smart_auth.bearer import token_checks
 from smart_auth.links import live_patients
 from smart_auth.logins import LoginDirectory
-from smart_auth.store import add_client, add_initial_token, add_user, end_session, mint_launch, rotate_key, server_secret
+from smart_auth.ratelimit import blocked_for, record_failure
+from smart_auth.store import (
+    SESSION_SECONDS, LoginError, add_client, add_initial_token, add_user, check_login, end_session, get_client,
+    get_session, get_user, hash_password, mint_launch, new_session, now as epoch_seconds, rotate_key, server_secret,
+    set_password, user_named, user_on, verify_hash,
+)
 from smart_auth.tables import auth_user
 from smart_auth.views import install_routes
 
@@ -52,4 +57,7 @@ __all__ = ["LoginDirectory", "access_for_request", "add_client", "add_initial_to
            "after_fhir_request", "before_fhir_request", "install", "lean_access", "mint_launch", "policy_for",
            "rotate_key"]
 __all__ += ["INSECURE_NO_AUTH", "auth_user", "build_policy", "live_patients", "must_change_password"]
-__all__ += ["end_session", "server_secret"]  # the portal's and the console's sessions and signed banners
+# The portal's and the console's sign-in, sessions, signed links and banners, and login rate limits.
+__all__ += ["SESSION_SECONDS", "LoginError", "blocked_for", "check_login", "end_session", "epoch_seconds",
+            "get_client", "get_session", "get_user", "hash_password", "new_session", "record_failure",
+            "server_secret", "set_password", "user_named", "user_on", "verify_hash"]

@@ -11,8 +11,8 @@ import smart_auth
 from fhirserver.api.formats import OutputFormat, choose_output, header_map, parse_body, render, wants_pdf
 from fhirserver.errors import FhirError, Issue, info, outcome
 from fhirserver.interactions import (
-    WRITE_METHODS, BinaryBody, BundleBudget, Context, FhirRequest, FhirResponse, bundles,
-    capabilities_interaction as capabilities, client_fault, dispatch, http_date, parse_path, transact,
+    WRITE_METHODS, BinaryBody, BundleBudget, Context, FhirRequest, FhirResponse,
+    capabilities_interaction as capabilities, client_fault, dispatch, http_date, parse_path, process_bundle, request_writes, run_in_transaction,
 )
 
 log = logging.getLogger("fhirserver.request")
@@ -111,7 +111,7 @@ def _handle(path: str = "") -> Response:
             services.search.refresh(conn)  # custom SearchParameters (cheap; at most every 2 s)
     if not segments and req.method == "POST":
         budget = BundleBudget(services.settings.max_bundle_entries, services.settings.bundle_seconds)
-        result = bundles.process(ctx, services.repo, req.body, req.headers, budget)
+        result = process_bundle(ctx, services.repo, req.body, req.headers, budget)
         _audit(req, result)
         return _respond(200, result, g.fhir_output)
     single = req.method in ("GET", "HEAD") and req.res_id is not None and req.compartment is None and (
@@ -121,8 +121,8 @@ def _handle(path: str = "") -> Response:
     # round trips and no consistency
     single = single or (req.method in ("GET", "HEAD") and req.operation is None
                         and (req.res_id is None or req.compartment is not None))
-    resp = transact.run(services.repo, lambda tx: dispatch(ctx, tx, req),
-                        write=transact.writes(req, ctx.operations), single_read=single)
+    resp = run_in_transaction(services.repo, lambda tx: dispatch(ctx, tx, req),
+                        write=request_writes(req, ctx.operations), single_read=single)
     _audit(req, resp.body if resp.stored is None else None, resp)
     if isinstance(resp.body, BinaryBody):
         return Response(bytes(resp.body), status=resp.status, mimetype=resp.body.mime)

@@ -8,6 +8,7 @@ from fhirserver.interactions.context import (
     WRITE_METHODS, BinaryBody, Context, FhirRequest, FhirResponse, Handler, OperationRegistry, http_date,
 )
 # Named apart from their modules, so that `fhirserver.interactions.capabilities` stays the module.
+from fhirserver.interactions.bundles import process as process_bundle
 from fhirserver.interactions.capabilities import capabilities as capabilities_interaction
 from fhirserver.interactions.checks import check_id, check_type
 from fhirserver.interactions.conditional import find_matches
@@ -17,8 +18,11 @@ from fhirserver.interactions.reindex import reindex
 from fhirserver.interactions.requests import parse_path, parse_url
 from fhirserver.interactions.router import dispatch, route
 from fhirserver.interactions.search import run_search
+from fhirserver.interactions.transact import run as run_in_transaction, writes as request_writes
 
 __all__ = ["Context", "FhirRequest", "FhirResponse", "Handler", "OperationRegistry", "WRITE_METHODS",
            "check_id", "check_type", "dispatch", "find_matches", "http_date", "parse_path", "parse_url",
            "reindex", "route", "run_search"]
 __all__ += ["BinaryBody", "BundleBudget", "capabilities_interaction", "client_fault", "direct_read_version"]
+# batch/transaction Bundles, and one interaction in a transaction with its conflict retries
+__all__ += ["process_bundle", "request_writes", "run_in_transaction"]

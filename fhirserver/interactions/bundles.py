@@ -26,7 +26,7 @@ from fhirserver.interactions.limits import BundleBudget, client_fault
 from fhirserver.interactions.requests import parse_url
 from fhirserver.interactions.router import dispatch
 from fhirserver.model import R4_RESOURCE_TYPES, Raw, is_valid_id, loads
-from fhirserver.storage import Repository, Tx, batches
+from fhirserver.storage import BATCH_ID_SYSTEM, MAX_BATCH_KEY, Repository, Tx, claim_batch
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
@@ -143,22 +143,22 @@ BULK_ENTRIES = 200
 
 def _batch_id(identifier: Any) -> str | None:
     """The at-most-once key of a Bundle, if its identifier is in BATCH_ID_SYSTEM."""
-    if not isinstance(identifier, dict) or identifier.get("system") != batches.BATCH_ID_SYSTEM:
+    if not isinstance(identifier, dict) or identifier.get("system") != BATCH_ID_SYSTEM:
         return None
     value = identifier.get("value")
     if not isinstance(value, str) or not value.strip():
-        raise FhirError(400, f"Bundle.identifier in {batches.BATCH_ID_SYSTEM} needs a value", "required")
-    if len(value) > batches.MAX_KEY - 12:  # room for "#<entry index>"
-        raise FhirError(400, f"Bundle.identifier.value in {batches.BATCH_ID_SYSTEM} is longer than "
-                        f"{batches.MAX_KEY - 12} characters", "too-long")
+        raise FhirError(400, f"Bundle.identifier in {BATCH_ID_SYSTEM} needs a value", "required")
+    if len(value) > MAX_BATCH_KEY - 12:  # room for "#<entry index>"
+        raise FhirError(400, f"Bundle.identifier.value in {BATCH_ID_SYSTEM} is longer than "
+                        f"{MAX_BATCH_KEY - 12} characters", "too-long")
     return value
 
 
 def _claim(tx: Tx, key: str, what: str) -> None:
     """Record the key in this transaction, or refuse: the same work was committed before."""
-    when = batches.claim(tx, key)
+    when = claim_batch(tx, key)
     if when is not None:
-        raise FhirError(409, f"{what} ({batches.BATCH_ID_SYSTEM}|{key}) was already committed at "
+        raise FhirError(409, f"{what} ({BATCH_ID_SYSTEM}|{key}) was already committed at "
                         f"{when.isoformat(timespec='seconds')}; it was not applied again", "duplicate")
 
 

@@ -10,7 +10,7 @@ from fhirserver.interactions.checks import check_id, check_type, visible, writab
 from fhirserver.interactions.conditional import find_matches
 from fhirserver.interactions.context import Context, FhirRequest, FhirResponse
 from fhirserver.interactions.versions import write_version
-from fhirserver.model import loads, patch as patching
+from fhirserver.model import PatchError, apply_fhirpath_patch, apply_json_patch, loads
 from fhirserver.storage import Tx
 
 
@@ -36,7 +36,7 @@ def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
         if req.body_kind == "json-patch":
             if not isinstance(req.body, list):
                 raise bad_request("A JSON Patch document must be a JSON array of operations")
-            patched = patching.apply_json_patch(current, req.body)
+            patched = apply_json_patch(current, req.body)
         elif req.body_kind == "merge-patch" or (
                 isinstance(req.body, dict) and req.body.get("resourceType") != "Parameters"
                 and (req.header("content-type") or "").split(";")[0].strip() in ("application/json", "application/fhir+json")):
@@ -46,8 +46,8 @@ def patch(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
             if not (isinstance(req.body, dict) and req.body.get("resourceType") == "Parameters"):
                 raise FhirError(415, "PATCH takes application/json-patch+json, or a FHIRPath Patch "
                                 "Parameters resource as application/fhir+json or +xml", "not-supported")
-            patched = patching.apply_fhirpath_patch(current, req.body)
-    except patching.PatchError as exc:
+            patched = apply_fhirpath_patch(current, req.body)
+    except PatchError as exc:
         raise FhirError(exc.status, str(exc), "invalid" if exc.status == 400 else "processing") from None
     if not isinstance(patched, dict):
         raise FhirError(422, "The patch does not leave a resource", "processing")

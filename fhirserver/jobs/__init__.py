@@ -18,7 +18,7 @@ from typing import Any
 
 from fhirserver.access import Principal, SystemJob
 from fhirserver.jobs import queue
-from fhirserver.jobs.queue import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
+from fhirserver.jobs.queue import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, insert_job, now_ms
 from fhirserver.jobs.tables import JOB_TABLES, job
 from fhirserver.jobs.worker import (
     Cancelled, JobContext, Kind, Permanent, Registry, Worker, actor_of, principal_from_actor,
@@ -82,3 +82,4 @@ class Jobs:
 __all__ = ["CANCELLED", "DONE", "FAILED", "JOB_TABLES", "QUEUED", "RUNNING", "Cancelled", "Job",
            "JobContext", "Jobs", "Kind", "Permanent", "Registry", "Worker", "actor_of", "job",
            "principal_from_actor", "queue"]
+__all__ += ["insert_job", "now_ms"]  # a job queued inside the caller's own transaction

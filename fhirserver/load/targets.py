@@ -16,7 +16,7 @@ import orjson
 from fhirserver.access import SystemJob
 from fhirserver.config import Settings
 from fhirserver.errors import FhirError, outcome
-from fhirserver.interactions import Context, bundles
+from fhirserver.interactions import Context, process_bundle
 from fhirserver.model import dumps
 from fhirserver.search import SearchEngine
 from fhirserver.storage import BATCH_ID_SYSTEM, Repository, make_engine, upgrade
@@ -202,7 +202,7 @@ class DirectTarget:
 
         batch_id = batch_id_of(bundle)
         try:
-            response = bundles.process(self.ctx, self.repo, bundle, {"prefer": "return=minimal"})
+            response = process_bundle(self.ctx, self.repo, bundle, {"prefer": "return=minimal"})
         except FhirError as exc:
             if is_replay(exc.status, outcome(exc.issues), batch_id):
                 return Result(replayed=True)

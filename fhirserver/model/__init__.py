@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fhirserver.model.fhirpath import fhirpath as fhirpath_adapter
 from fhirserver.model.integers import INT64_MAX, parse_count
 from fhirserver.model.jsonio import JsonFormatError, Raw, dumps, loads
+from fhirserver.model.patch import PatchError, apply_fhirpath_patch, apply_json_patch
 from fhirserver.model.references import iter_references, parse_reference, reference_id, referenced_ids
 from fhirserver.model.schema import schema as schema_table
 from fhirserver.model.summary import apply_summary
@@ -31,7 +32,8 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(_LAZY[name]), name)
 
 
-__all__ = ["INT64_MAX", "InvalidResource", "JsonFormatError", "NOT_STORABLE", "R4_ONLY_SHAPES", "R4_RESOURCE_TYPES",
+__all__ = ["INT64_MAX", "InvalidResource", "JsonFormatError", "NOT_STORABLE", "PatchError", "apply_fhirpath_patch",
+           "apply_json_patch", "R4_ONLY_SHAPES", "R4_RESOURCE_TYPES",
            "Raw", "XmlFormatError", "apply_summary", "dumps", "fhirpath_adapter", "is_valid_id", "iter_references", "loads",
            "parse_count", "parse_reference", "reference_id", "referenced_ids", "resource_to_xml", "schema_table",
            "validate_resource", "xml_to_resource"]

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import func, insert, select, update
 
-from fhirserver.jobs import queue as job_queue
+from fhirserver.jobs import insert_job, now_ms
 from fhirserver.notify.tables import notify_outbox
 
 log = logging.getLogger("fhirserver.notify")
@@ -55,8 +55,8 @@ def send_email(conn: Any, smtp_url: str, to: str, subject: str, body: str,
         except (OSError, smtplib.SMTPException) as exc:
             log.warning("could not send email %s: %s", pk, exc)
             conn.execute(update(notify_outbox).where(notify_outbox.c.pk == pk).values(error=str(exc)[:500]))
-            job_queue.insert_job(conn, EMAIL_JOB, {"outbox": pk}, {"system": "email"},
-                                 run_at_ms=job_queue.now_ms() + 30_000, dedupe_key=f"email:{pk}", max_attempts=8)
+            insert_job(conn, EMAIL_JOB, {"outbox": pk}, {"system": "email"},
+                                 run_at_ms=now_ms() + 30_000, dedupe_key=f"email:{pk}", max_attempts=8)
     return pk
 
 

@@ -19,7 +19,7 @@ from fhirserver.access import guard_all
 from fhirserver.interactions import OperationRegistry, reindex
 from fhirserver.operations import apps, erase, everything, invite, merge, render, sharing, unlink
 from fhirserver.operations.ports import Imaging, Logins, Ports, Shares
-from fhirserver.operations.render import report_details
+from fhirserver.operations.render import concept_text, human_name, invoice_pdf, report_details, report_pdf, share_url_for
 from fhirserver.operations.sharing import _consent as sharing_consent  # the Consent a clinic's access grant writes
 from fhirserver.subscriptions import operations as subscriptions
 
@@ -81,3 +81,5 @@ def build_registry() -> OperationRegistry:
 
 __all__ = ["OPERATION_DEFINITIONS", "WRITING", "Imaging", "Logins", "Ports", "Shares", "build_registry", "registry",
            "report_details", "sharing_consent"]
+# What the portal and the console show and print: names, coded text, report and invoice PDFs, share links.
+__all__ += ["concept_text", "human_name", "invoice_pdf", "report_pdf", "share_url_for"]

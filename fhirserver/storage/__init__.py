@@ -9,8 +9,8 @@ from fhirserver.storage.tables import (
     INDEX_TABLES, PK, idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_text, idx_token, idx_uri,
     metadata, resource, resource_compartment, resource_history,
 )
+from fhirserver.storage.batches import BATCH_ID_SYSTEM, MAX_KEY as MAX_BATCH_KEY, claim as claim_batch
 from fhirserver.storage.conflicts import TransactionConflict, run as run_transaction
-from fhirserver.storage.batches import BATCH_ID_SYSTEM
 from fhirserver.storage.budget import install_budget, is_cancelled
 
 __all__ = ["Repository", "StorageError", "Stored", "Tx", "VersionConflict", "format_instant",
@@ -20,4 +20,4 @@ __all__ += ["ReadStatements", "TransactionConflict", "run_transaction", "ping", 
 # the load-batch identifier system, the statement budget and the migrations the CLI reports on.
 __all__ += ["INDEX_TABLES", "PK", "idx_date", "idx_number", "idx_quantity", "idx_reference", "idx_string", "idx_text",
             "idx_token", "idx_uri", "metadata", "resource_compartment"]
-__all__ += ["BATCH_ID_SYSTEM", "current_heads", "downgrade", "install_budget", "is_cancelled", "script_heads"]
+__all__ += ["BATCH_ID_SYSTEM", "MAX_BATCH_KEY", "claim_batch", "current_heads", "downgrade", "install_budget", "is_cancelled", "script_heads"]
