@@ -15,7 +15,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+def wait_for(fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
     """The first true value of `fn()`, polled until `timeout` seconds have passed (then the test
     fails): background work (a delivery, a stored scan) is seen when it is done, not after a
     fixed sleep."""
@@ -26,4 +26,4 @@ def wait_for(fn: Callable[[], Any], timeout: float = 30.0) -> Any:
             return value
         if time.time() > deadline:
             raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
+        time.sleep(interval)

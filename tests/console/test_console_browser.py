@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from sqlalchemy import create_engine, text
 
 from console_dicom import Scanners, ct, free_port
 from console_helpers import HARBOR_STAFF, put, seed_two_orgs
+from live_helpers import wait_for
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -89,6 +91,7 @@ def server(console_session_app, database_url, console_smtp, tmp_path_factory):  
                     break
             except requests.RequestException:  # not listening yet
                 time.sleep(0.3)
+        wait_for(lambda: _listening(dport), 60, interval=0.3)  # the DICOM node starts apart from HTTP
         yield {"root": root, "scanners": Scanners(dport, tmp / "dcm"), "smtp": console_smtp}
     finally:
         proc.terminate()
@@ -129,19 +132,21 @@ def sign_in(page: Any, root: str, email: str, path: str = "/console/") -> None:
     page.wait_for_selector("nav")
 
 
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ART / f"{name}.png"), full_page=True)
 
 
 def poll(fn: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.time() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.3)
+    """`wait_for` at a browser's pace (each try may load a page)."""
+    return wait_for(fn, timeout, interval=0.3)
 
 
 def nav(page: Any, name: str) -> None:
