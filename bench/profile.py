@@ -1,6 +1,6 @@
 """Where a request's CPU goes: the server app in-process under cProfile, on a scratch PostgreSQL DB.
 
-    .venv/bin/python -m bench.profile read [N]        # or create, update, ingest, bearer-read
+    .venv/bin/python -m bench.profile read [N]        # or search, create, update, ingest, bearer-read
     BENCH_PROFILE_SORT=tottime .venv/bin/python -m bench.profile create
 
 The Flask test client replaces gunicorn and the network (both identical for the bare-Flask
@@ -84,10 +84,13 @@ def main(argv: list[str]) -> int:
                 elif op == "update":
                     rid = ids[i % len(ids)]
                     r = c.put(f"/fhir/Patient/{rid}", data=dumps({**patient(i), "id": rid}), headers=HDR)
+                elif op == "search":  # one match: the search path's fixed cost
+                    r = c.get(f"/fhir/Patient?identifier=http://hospital.example.org/mrn|MRN-{100000 + i % 64}",
+                              headers=HDR)
                 elif op == "ingest":
                     r = c.post("/fhir", data=bundles[i % len(bundles)], headers={**HDR, "Prefer": "return=minimal"})
                 else:
-                    raise SystemExit(f"unknown operation {op} (read, create, update, ingest, bearer-read)")
+                    raise SystemExit(f"unknown operation {op} (read, search, create, update, ingest, bearer-read)")
                 if r.status_code >= 300:
                     raise RuntimeError(f"{op}: HTTP {r.status_code} {r.data[:300]!r}")
 
@@ -104,6 +107,8 @@ def main(argv: list[str]) -> int:
         prof.enable()
         run(n)
         prof.disable()
+        if os.environ.get("BENCH_PROFILE_DUMP"):  # for pstats' callers/callees views
+            prof.dump_stats(os.environ["BENCH_PROFILE_DUMP"])
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats(sort).print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "40")))
         print(out.getvalue().replace(sysconfig.get_paths()["purelib"] + "/", ""))

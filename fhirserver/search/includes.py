@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import exists
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhirserver.search.compiler import Include
@@ -50,43 +50,35 @@ def included(tx: Tx, rows: list[Stored], includes: list[Include],
 
 
 def _forward(tx: Tx, frontier: list[Stored], inc: Include, access: AccessFilter) -> list[Stored]:
-    ref = idx_reference
-    conds = [ref.c.res_pk.in_([r.pk for r in frontier if inc.source_type in (None, r.res_type)])]
+    """The resources the frontier's references of `inc.param` point to: one statement (the
+    reference rows, the targets' current rows and the caller's access conditions)."""
+    ref, r = idx_reference, resource
+    conds = [ref.c.res_pk.in_([x.pk for x in frontier if inc.source_type in (None, x.res_type)]),
+             ref.c.target_type == r.c.res_type, ref.c.target_id == r.c.res_id]
     if inc.source_type:
         conds.append(ref.c.res_type == inc.source_type)
     if inc.param != "*":
         conds.append(ref.c.param == inc.param)
+    where = [exists().where(*conds), r.c.deleted.is_(False), *access(inc.target_type)]
     if inc.target_type:
-        conds.append(ref.c.target_type == inc.target_type)
-    return _fetch(tx, select(ref.c.target_type, ref.c.target_id).where(*conds), inc.target_type, access)
+        where.insert(0, r.c.res_type == inc.target_type)
+    return tx.current_where(where, MAX_INCLUDED + 1)
 
 
 def _reverse(tx: Tx, frontier: list[Stored], inc: Include, access: AccessFilter) -> list[Stored]:
-    ref = idx_reference
-    pairs = {(r.res_type, r.res_id) for r in frontier}
-    conds = [ref.c.target_id.in_({i for _t, i in pairs}), ref.c.target_type.in_({t for t, _i in pairs})]
+    """The resources whose `inc.param` references point at the frontier: one statement."""
+    ref, r = idx_reference, resource
+    pairs = {(x.res_type, x.res_id) for x in frontier}
+    conds = [ref.c.res_pk == r.c.pk, ref.c.target_id.in_({i for _t, i in pairs}),
+             ref.c.target_type.in_({t for t, _i in pairs})]
     if inc.source_type:
         conds.append(ref.c.res_type == inc.source_type)
     if inc.param != "*":
         conds.append(ref.c.param == inc.param)
-    r = resource
-    q = select(r.c.pk).join(ref, ref.c.res_pk == r.c.pk).where(
-        *conds, r.c.deleted.is_(False), *access(inc.source_type)).distinct().limit(MAX_INCLUDED + 1)
-    pks = [pk for (pk,) in tx.conn.execute(q)]
-    return tx.by_pks(pks)
-
-
-def _fetch(tx: Tx, targets_q: Any, target_type: str | None, access: AccessFilter) -> list[Stored]:
-    targets = {(t, i) for t, i in tx.conn.execute(targets_q) if t and i}
-    if not targets:
-        return []
-    r = resource
-    by_type: dict[str, list[str]] = {}
-    for t, i in targets:
-        by_type.setdefault(t, []).append(i)
-    alts = [and_(r.c.res_type == t, r.c.res_id.in_(ids)) for t, ids in by_type.items()]
-    q = select(r.c.pk).where(or_(*alts), r.c.deleted.is_(False), *access(target_type)).limit(MAX_INCLUDED + 1)
-    return tx.by_pks([pk for (pk,) in tx.conn.execute(q)])
+    where = [exists().where(*conds), r.c.deleted.is_(False), *access(inc.source_type)]
+    if inc.source_type:
+        where.insert(0, r.c.res_type == inc.source_type)
+    return tx.current_where(where, MAX_INCLUDED + 1)
 
 
 __all__ = ["MAX_INCLUDED", "MAX_ITERATIONS", "included"]

@@ -184,6 +184,13 @@ class Tx:
         rows = {r.pk: _row(r) for r in self.conn.execute(select(*_CURRENT_COLS).where(resource.c.pk.in_(list(pks))))}
         return [rows[pk] for pk in pks if pk in rows]
 
+    def current_where(self, where: Sequence[ColumnElement[bool]], limit: int) -> list[Stored]:
+        """Current rows meeting `where` (conditions on `resource`), by storage key, at most
+        `limit`: one statement where finding keys first and fetching bodies after took two."""
+        self.flush()
+        q = select(*_CURRENT_COLS).where(*where).order_by(resource.c.pk).limit(limit)
+        return [_row(r) for r in self.conn.execute(q)]
+
     # -- writes --------------------------------------------------------------------------
     def create(self, res_type: str, body: dict[str, Any], res_id: str | None = None) -> Stored:
         """Insert version 1 under a new server id (or the given id, which must be free)."""
