@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 import smart_auth
 from fhirserver.api.formats import OutputFormat, choose_output, header_map, parse_body, render, wants_pdf
 from fhirserver.errors import FhirError, Issue, info, outcome
+from fhirserver.storage import reading
 from fhirserver.interactions import (
     WRITE_METHODS, BinaryBody, BundleBudget, Context, FhirRequest, FhirResponse,
     capabilities_interaction as capabilities, client_fault, dispatch, http_date, parse_path, process_bundle, request_writes, run_in_transaction,
@@ -107,7 +108,7 @@ def _handle(path: str = "") -> Response:
     if pdf:
         req.operation = "$render"
     if services.search.due():
-        with services.repo.engine.connect() as conn:
+        with reading(services.repo.engine) as conn:
             services.search.refresh(conn)  # custom SearchParameters (cheap; at most every 2 s)
     if not segments and req.method == "POST":
         budget = BundleBudget(services.settings.max_bundle_entries, services.settings.bundle_seconds)

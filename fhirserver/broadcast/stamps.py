@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, String, Table, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from fhirserver.storage import metadata
+from fhirserver.storage import metadata, reading
 
 PG_CHANNEL = "fhirserver_broadcast"  # the one LISTEN channel; the payload names the stamp
 
@@ -50,7 +50,7 @@ def read_stamp(engine: Engine, channel: str) -> int:
     """The committed stamp of `channel` (0: never published; -1: the database did not answer,
     so nothing cached may be trusted)."""
     try:
-        with engine.connect() as conn:
+        with reading(engine) as conn:
             val = conn.execute(select(broadcast_stamp.c.stamp)
                                .where(broadcast_stamp.c.channel == channel)).scalar()
     except Exception:  # noqa: BLE001 - any failure means "unknown", which callers treat as stale

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from fhirserver.jobs.tables import job
+from fhirserver.storage import reading
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 CHANNEL = "fhirserver_jobs"  # PostgreSQL LISTEN/NOTIFY channel of new jobs
@@ -105,7 +106,7 @@ def claim(engine: Engine, kinds: Sequence[str], worker: str, lease_seconds: floa
     postgres = engine.dialect.name == "postgresql"
     while True:
         t = now_ms()
-        with engine.connect() as probe:  # idle polls take no lock (on SQLite, no write lock)
+        with reading(engine) as probe:  # idle polls take no lock (on SQLite, no write lock)
             if probe.execute(_claimable(kinds, t)).scalar() is None:
                 return None
         with engine.connect() as conn:

@@ -8,6 +8,7 @@ and carry the caller's access conditions into every table they touch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Sequence
@@ -140,6 +141,15 @@ def _precision_range(d: Decimal) -> tuple[Decimal, Decimal]:
     half = Decimal(5) * (Decimal(10) ** (int(exp) - 1)) if isinstance(exp, int) else Decimal(0)
     return d - half, d + half
 
+
+
+@functools.lru_cache(maxsize=None)
+def _top_alias(table: Any) -> Any:
+    """The alias of an index table in an EXISTS right under the searched `resource` table: one
+    per table, built once (an alias builds its column proxies, a large share of compiling a
+    search). Sibling EXISTS may share it: each is its own scope. Subqueries under a chain's or
+    `_has`'s resource alias take fresh aliases, so no alias ever nests inside itself."""
+    return table.alias()
 
 class Compiler:
     """Compiles searches for one registry; `access` gives the caller's conditions per type."""
@@ -291,7 +301,7 @@ class Compiler:
     def _rows(self, r: Any, table: Any, param: SearchParam,
               build: Callable[[Any], list[ColumnElement[bool]]] | None = None) -> ColumnElement[bool]:
         """EXISTS over `table` rows of `param` for the resource `r`; `build(alias)` adds conditions."""
-        t = table.alias()
+        t = _top_alias(table) if r is resource else table.alias()
         extra = build(t) if build else []
         # the constant type lets the planner use the (res_type, param, value) indexes
         typed = [t.c.res_type == param.base] if param.base in R4_RESOURCE_TYPES and \

@@ -6,7 +6,7 @@ cut).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from sqlalchemy import exists
 from sqlalchemy.sql.elements import ColumnElement

@@ -1,5 +1,5 @@
 """Storage: SQLAlchemy tables and the versioned repository (never looks at HTTP)."""
-from fhirserver.storage.db import is_postgres, make_engine, ping, readable_tables
+from fhirserver.storage.db import is_postgres, make_engine, ping, readable_tables, reading
 from fhirserver.storage.migrate import current_heads, downgrade, script_heads, upgrade
 from fhirserver.storage.repository import (
     Repository, StorageError, Stored, Tx, VersionConflict, format_instant, now_utc,
@@ -15,7 +15,7 @@ from fhirserver.storage.budget import install_budget, is_cancelled
 
 __all__ = ["Repository", "StorageError", "Stored", "Tx", "VersionConflict", "format_instant",
            "is_postgres", "make_engine", "now_utc", "resource", "resource_history", "upgrade"]
-__all__ += ["ReadStatements", "TransactionConflict", "run_transaction", "ping", "readable_tables"]
+__all__ += ["ReadStatements", "TransactionConflict", "run_transaction", "ping", "readable_tables", "reading"]
 # The tables other packages join or extend (their own tables go on the same `metadata`, with `PK` keys),
 # the load-batch identifier system, the statement budget and the migrations the CLI reports on.
 __all__ += ["INDEX_TABLES", "PK", "idx_date", "idx_number", "idx_quantity", "idx_reference", "idx_string", "idx_text",

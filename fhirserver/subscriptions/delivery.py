@@ -25,7 +25,7 @@ import requests
 from sqlalchemy import and_, insert, or_, select, update
 
 from fhirserver.model import dumps, loads
-from fhirserver.storage import Repository, VersionConflict
+from fhirserver.storage import Repository, VersionConflict, reading
 from fhirserver.subscriptions.notification import Event, bundle, status_parameters
 from fhirserver.subscriptions.outbox import LIVE, ms
 from fhirserver.subscriptions.owner import may_read, owner_policy
@@ -41,7 +41,7 @@ S, E, D = subscription_state, subscription_event, subscription_delivery
 # -- dispatch ------------------------------------------------------------------------------------
 def dispatch_events(repo: Repository, settings: Any, jobs: Any, limit: int = 200) -> int:
     """Number the new events for the subscriptions they concern; returns how many were taken."""
-    with repo.engine.connect() as c:  # a read first: the write lock only when there is work
+    with reading(repo.engine) as c:  # a read first: the write lock only when there is work
         if c.execute(select(E.c.pk).where(E.c.dispatched.is_(False)).limit(1)).first() is None:
             return 0
     with repo.transaction(write=True) as tx:
