@@ -26,7 +26,7 @@ from typing import Any
 from bench import loadgen
 from bench.harness import (
     BALANCE, CLIENTS, DEFAULT_PG, THREADS, WORKERS, CpuMeter, Phase, Proc, Scratch, backend_pids, dumps, log,
-    patient,
+    patient, pg_settings,
 )
 
 TARGET = 0.85
@@ -97,6 +97,8 @@ def main() -> int:
         stack.callback(scratch.drop_all)
         dbname = f"fhirbench_auth_{os.getpid()}"
         url = scratch.create(dbname)
+        settings = pg_settings(url)
+        log("PostgreSQL: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         open_proc, open_port = _serve("open", url, tmp, env, auth=False)
         stack.callback(open_proc.stop)
@@ -165,7 +167,7 @@ def main() -> int:
             print(f"{ph.name:14} {ph.rps:8.0f} {summ.get('p50_ms', 0):8.2f} {summ.get('p99_ms', 0):8.2f} "
                   f"{cpu[key]['app']:>7.3f}+{cpu[key]['db']:<6.3f}")
         print(json.dumps({"auth_read_ratio": round(ratio, 3), "target": TARGET, "met": ratio >= TARGET,
-                          "cpu_ms_per_req": cpu, "cpu_ratio": cpu_ratio,
+                          "cpu_ms_per_req": cpu, "cpu_ratio": cpu_ratio, "postgres": settings,
                           "no_auth_rps": round(opened.rps), "bearer_rps": round(tokened.rps), "tokens": n_tok,
                           "patients": N_PATIENTS, "warmup_requests": len(warm), "warmup_seconds": round(warm_s, 2), "errors": errors,
                           "statuses": {"no_auth": opened.res.statuses, "bearer": tokened.res.statuses}}))

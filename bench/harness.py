@@ -328,3 +328,19 @@ def idle_share(seconds: float = 1.0) -> float:
     time.sleep(seconds)
     return (machine_busy() - m0) / ((time.perf_counter() - t0) * loadgen.cpu_count())
 
+
+PG_SETTINGS = ("server_version", "autovacuum", "fsync", "synchronous_commit", "shared_buffers", "work_mem",
+               "effective_cache_size", "random_page_cost", "max_parallel_workers_per_gather")
+
+
+def pg_settings(url: str) -> dict[str, str]:
+    """The PostgreSQL settings that decide plans and write costs, printed with every figure (a
+    figure means little without them: this server runs with autovacuum off)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as c:
+            return {k: c.execute(text(f"SHOW {k}")).scalar_one() for k in PG_SETTINGS}
+    finally:
+        engine.dispose()

@@ -42,7 +42,7 @@ from bench import loadgen
 
 from bench.harness import (
     BALANCE, CLIENTS, DEFAULT_PG, SYNTHEA_DIR, THREADS, WORKERS, CpuMeter, Phase, Proc, Scratch, backend_pids,
-    dumps, http_phase, idle_share, log, log_phase, merge, patient,
+    dumps, http_phase, idle_share, log, log_phase, merge, patient, pg_settings,
 )
 from bench.ingest import INGEST_CLIENTS, synthea_ingest
 from bench.raw_pg import RawClients, dependent_rows
@@ -122,6 +122,8 @@ def main() -> int:
             return 2
         from fhirserver.storage import make_engine, upgrade
 
+        settings = pg_settings(srv_url)
+        log("PostgreSQL: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
         engine = make_engine(raw_url)
         upgrade(engine)  # the server's own DDL for the raw reference
         engine.dispose()
@@ -260,6 +262,7 @@ def main() -> int:
             "synthea": {**ingest, "failed": len(ingest["failed"])},
             "errors": errors,
             "machine_busy_before": round(busy_before, 3),
+            "postgres": settings,
             "config": {"clients": CLIENTS, "workers": WORKERS, "threads": THREADS, "seconds": seconds,
                        "rounds": rounds, "balanced_connections": BALANCE,
                        "warmup": warmup, "cpus": loadgen.cpu_count(), "ingest_clients": INGEST_CLIENTS,

@@ -31,6 +31,8 @@ from urllib.parse import urlencode
 
 from sqlalchemy import create_engine, text
 
+from bench.harness import pg_settings
+
 SEED = 20261121
 FAMILIES = ["Garcia", "Smith", "Müller", "Rossi", "Dubois", "Kowalski", "Novak", "Silva", "Jensen", "Ivanova",
             "Nakamura", "Okafor", "Haddad", "Andersson", "Murphy", "Costa", "Yilmaz", "Chen", "Kumar", "Lopez"]
@@ -138,19 +140,6 @@ def index_cost(services: Any, n: int = 3000) -> float:
 
 
 TARGET = 2.0  # server p95 at most twice the reference's
-SETTINGS = ("server_version", "autovacuum", "shared_buffers", "work_mem", "effective_cache_size",
-            "random_page_cost", "max_parallel_workers_per_gather")
-
-
-def pg_settings(url: str) -> dict[str, str]:
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with engine.connect() as c:
-            return {k: c.execute(text(f"SHOW {k}")).scalar_one() for k in SETTINGS}
-    finally:
-        engine.dispose()
-
-
 def patients_in(url: str) -> int:
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
