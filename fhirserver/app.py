@@ -82,6 +82,10 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
             app.wsgi_app, ReadStatements(services.repo.engine), report, services.audit,
             open_policy=SystemJob(INSECURE_NO_AUTH) if settings.insecure_no_auth else None,
             bearer_access=None if settings.insecure_no_auth else smart_auth.lean_access(services))
+        app.wsgi_app = dicomweb.lean_layer(  # type: ignore[method-assign]  # WADO-RS instances, likewise
+            app, app.wsgi_app, services, report,
+            open_policy=SystemJob(INSECURE_NO_AUTH) if settings.insecure_no_auth else None,
+            bearer_access=None if settings.insecure_no_auth else smart_auth.lean_access(services))
 
     @app.get("/")
     def _root():  # noqa: ANN202

@@ -6,12 +6,11 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-import weakref
 from typing import Any, Iterable
 
 from flask import current_app, g, request
 from sqlalchemy import bindparam, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from dicom import audit as dicom_audit
 from dicom.access import restricted, visible_only
@@ -65,27 +64,30 @@ def rows_for(pol: Any, study: str, series: str | None = None, sop: str | None = 
     to add) takes the driver's way: the statement of the path's shape compiled once, run in
     autocommit on a pooled connection (`ReadStatements.rows`), which costs a fraction of a
     SQLAlchemy Connection and execute."""
-    engine = services().repo.engine
+    return path_rows(current_app.extensions[READS], pol, study, series, sop)
+
+
+READS = "fhirserver.dicomweb.reads"  # the app's extension: its ReadStatements (`install_reads`)
+
+
+def install_reads(app: Any) -> None:
+    """Give `app` the compiled statements of the WADO paths (one per app, as its engine)."""
+    app.extensions.setdefault(READS, ReadStatements(app.extensions["fhirserver"].repo.engine))
+
+
+def path_rows(reads: ReadStatements, pol: Any, study: str, series: str | None = None,
+              sop: str | None = None) -> list[Any]:
+    """`rows_for` through `reads` (no request context needed: the lean path's)."""
     if restricted(pol):
-        with engine.connect() as conn:
+        with reads.engine.connect() as conn:
             return instance_rows(conn, pol, study, series, sop)
     by_series, by_sop = series is not None, sop is not None
-    rows = [PathRow._make(r) for r in _statements(engine).rows(
+    rows = [PathRow._make(r) for r in reads.rows(
         ("dicomweb-path", by_series, by_sop), lambda: _path_statement(by_series, by_sop),
         {"study": study, "series": series or "", "sop": sop or ""})]
     if not rows:
         raise _not_found(study, series, sop)
     return rows
-
-
-_READS: "weakref.WeakKeyDictionary[Engine, ReadStatements]" = weakref.WeakKeyDictionary()
-
-
-def _statements(engine: Engine) -> ReadStatements:
-    got = _READS.get(engine)
-    if got is None:
-        got = _READS.setdefault(engine, ReadStatements(engine))
-    return got
 
 
 def _not_found(study: str, series: str | None, sop: str | None) -> FhirError:
