@@ -2,6 +2,7 @@
 code as C-FIND (dicom.query), filtered by the caller's access, answered as DICOM JSON."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -43,12 +44,19 @@ def _keyword(key: str) -> str:
     return k
 
 
+@functools.lru_cache(maxsize=1024)
 def _vr(kw: str) -> str:
+    """The dictionary VR of a keyword (a memo of the dictionary: a pure function)."""
     tag = tag_for_keyword(kw)
     try:
         return dictionary_VR(tag)
     except KeyError:
         return "LO"
+
+
+@functools.lru_cache(maxsize=1024)
+def _tag(kw: str) -> int:
+    return tag_for_keyword(kw)
 
 
 def _int_param(name: str, default: int | None) -> int | None:
@@ -70,6 +78,14 @@ def _accept_json() -> None:
 
 def build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool]:
     """The C-FIND identifier for the request's parameters at `level` (STUDY/SERIES/IMAGE)."""
+    q, fuzzy, _elems = _build_query(level, fixed)
+    return q, fuzzy
+
+
+def _build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool, list[tuple[int, str, str]]]:
+    """`build_query`, and the (tag, VR, keyword) of every element it added (so the answer's
+    template and the matching keys need not walk the Dataset again)."""
+    elems: list[tuple[int, str, str]] = []
     fuzzy = (request.args.get("fuzzymatching") or "").strip().lower() == "true"
     q = Dataset()
     matches: dict[str, list[str]] = {}
@@ -100,7 +116,9 @@ def build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool]:
                 returns.append(_keyword(item))
     for kw in dict.fromkeys(returns):
         if kw not in matches:
-            q.add_new(tag_for_keyword(kw), _vr(kw), None)
+            tag, vr = _tag(kw), _vr(kw)
+            q.add_new(tag, vr, None)
+            elems.append((tag, vr, kw))
     for kw, values in matches.items():
         vr = _vr(kw)
         if vr == "SQ":
@@ -111,11 +129,12 @@ def build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool]:
         if vr == "PN" and fuzzy and text and not any(c in text for c in "*?"):
             text = "*" + text + "*"  # fuzzy: any name containing the text, any case
         try:
-            q.add_new(tag_for_keyword(kw), vr, text.split("\\") if "\\" in text and vr in ("UI", "CS") else text)
+            q.add_new(_tag(kw), vr, text.split("\\") if "\\" in text and vr in ("UI", "CS") else text)
         except Exception as exc:  # noqa: BLE001
             raise error(400, f"Invalid value for {kw}: {exc}") from None
+        elems.append((_tag(kw), vr, kw))
     q.QueryRetrieveLevel = level
-    return q, fuzzy
+    return q, fuzzy, elems
 
 
 def _sort_key(level: str, item: dict[str, Any]) -> tuple:
@@ -132,11 +151,15 @@ def search(level: str, fixed: dict[str, str]) -> Response:
     _accept_json()
     limit = _int_param("limit", None)
     offset = _int_param("offset", 0) or 0
-    q, _fuzzy = build_query(level, fixed)
+    q, _fuzzy, elems = _build_query(level, fixed)
+    # the matching keys' values as the Dataset holds them (converted by pydicom), taken once
+    keys = cfind.matching_keys((kw, vr, None if kw == "QueryRetrieveLevel" else q[tag].value)
+                               for tag, vr, kw in elems if kw in q)
     repo = services().repo
     with repo.engine.connect() as conn:
         try:
-            items = [it for it in cfind.candidates(conn, level, q, policy=pol) if cfind.match_dataset(it, q)]
+            items = [it for it in cfind.candidates(conn, level, q, policy=pol)
+                     if (cfind.match_keys(it, keys) if keys is not None else cfind.match_dataset(it, q))]
         except cfind.QueryError as exc:
             raise error(400, str(exc)) from None
     if fixed.get("StudyInstanceUID") and not items and level != "STUDY":
@@ -150,7 +173,7 @@ def search(level: str, fixed: dict[str, str]) -> Response:
     page = items[offset:offset + cap]
     base = base_url()
     out = []
-    template = _json_template(q)
+    template = _json_template_of(q, elems)
     for it in page:
         url = f"{base}/studies/{it['StudyInstanceUID']}"
         if level in ("SERIES", "IMAGE"):
@@ -198,6 +221,20 @@ def _json_template(q: Dataset) -> list[tuple[str, str, str, Any]] | None:
         if elem.VR not in _TEXT_VRS and elem.VR not in _INT_VRS and elem.VR != "PN":
             return None
         out.append((f"{elem.tag:08X}", elem.VR, kw, elem.value))
+    return out
+
+
+def _json_template_of(q: Dataset, elems: list[tuple[int, str, str]]) -> list[tuple[str, str, str, Any]] | None:
+    """`_json_template(q)` from the elements `_build_query` added (the same list: each tag once,
+    in tag order), without walking the Dataset; only SpecificCharacterSet's query value is
+    used by `dicom_json`, the others are not read from the Dataset."""
+    out = []
+    for tag, vr, kw in sorted(elems):
+        if kw == "QueryRetrieveLevel":
+            continue
+        if vr not in _TEXT_VRS and vr not in _INT_VRS and vr != "PN":
+            return None
+        out.append((f"{tag:08X}", vr, kw, q[tag].value if kw == "SpecificCharacterSet" else None))
     return out
 
 
