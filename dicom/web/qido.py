@@ -82,10 +82,10 @@ def build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool]:
     return q, fuzzy
 
 
-def _build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool, list[tuple[int, str, str]]]:
-    """`build_query`, and the (tag, VR, keyword) of every element it added (so the answer's
-    template and the matching keys need not walk the Dataset again)."""
-    elems: list[tuple[int, str, str]] = []
+def _build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool, list[tuple[int, str, str, bool]]]:
+    """`build_query`, and the (tag, VR, keyword, is a matching key) of every element it added
+    (so the answer's template and the matching keys need not walk the Dataset again)."""
+    elems: list[tuple[int, str, str, bool]] = []
     fuzzy = (request.args.get("fuzzymatching") or "").strip().lower() == "true"
     q = Dataset()
     matches: dict[str, list[str]] = {}
@@ -118,7 +118,7 @@ def _build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool, list
         if kw not in matches:
             tag, vr = _tag(kw), _vr(kw)
             q.add_new(tag, vr, None)
-            elems.append((tag, vr, kw))
+            elems.append((tag, vr, kw, False))
     for kw, values in matches.items():
         vr = _vr(kw)
         if vr == "SQ":
@@ -132,7 +132,7 @@ def _build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool, list
             q.add_new(_tag(kw), vr, text.split("\\") if "\\" in text and vr in ("UI", "CS") else text)
         except Exception as exc:  # noqa: BLE001
             raise error(400, f"Invalid value for {kw}: {exc}") from None
-        elems.append((_tag(kw), vr, kw))
+        elems.append((_tag(kw), vr, kw, True))
     q.QueryRetrieveLevel = level
     return q, fuzzy, elems
 
@@ -153,8 +153,8 @@ def search(level: str, fixed: dict[str, str]) -> Response:
     offset = _int_param("offset", 0) or 0
     q, _fuzzy, elems = _build_query(level, fixed)
     # the matching keys' values as the Dataset holds them (converted by pydicom), taken once
-    keys = cfind.matching_keys((kw, vr, None if kw == "QueryRetrieveLevel" else q[tag].value)
-                               for tag, vr, kw in elems if kw in q)
+    keys = cfind.matching_keys((kw, vr, q[tag].value if match and kw != "QueryRetrieveLevel" else None)
+                               for tag, vr, kw, match in elems)
     repo = services().repo
     with repo.engine.connect() as conn:
         try:
@@ -224,12 +224,12 @@ def _json_template(q: Dataset) -> list[tuple[str, str, str, Any]] | None:
     return out
 
 
-def _json_template_of(q: Dataset, elems: list[tuple[int, str, str]]) -> list[tuple[str, str, str, Any]] | None:
+def _json_template_of(q: Dataset, elems: list[tuple[int, str, str, bool]]) -> list[tuple[str, str, str, Any]] | None:
     """`_json_template(q)` from the elements `_build_query` added (the same list: each tag once,
     in tag order), without walking the Dataset; only SpecificCharacterSet's query value is
     used by `dicom_json`, the others are not read from the Dataset."""
     out = []
-    for tag, vr, kw in sorted(elems):
+    for tag, vr, kw, _match in sorted(elems):
         if kw == "QueryRetrieveLevel":
             continue
         if vr not in _TEXT_VRS and vr not in _INT_VRS and vr != "PN":
