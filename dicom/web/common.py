@@ -148,12 +148,17 @@ def instance_url(row: Any) -> str:
 def audit(kind: str, study_uids: Iterable[str], detail: str, outcome: str = "0") -> None:
     """One AuditEvent for this request, through the process's one audit writer (queued: a
     retrieval does not wait for a database write; flushed at exit)."""
-    p = principal()
+    audit_request(services(), request, principal(), kind, study_uids, detail, outcome)
+
+
+def audit_request(svc: Any, req: Any, who: Any, kind: str, study_uids: Iterable[str], detail: str,
+                  outcome: str = "0") -> None:
+    """`audit` of request `req` (a werkzeug request) by `who` (a Principal or None)."""
     info = dicom_audit.event_info(
         kind, study_uids, detail, outcome=outcome, channel="dicomweb",
-        client=getattr(p, "client_id", None), user=getattr(p, "fhir_user", None),
-        remote=request.remote_addr or "unknown", what=f"{request.method} {request.path}")
-    dicom_audit.queue(services().audit, info)
+        client=getattr(who, "client_id", None), user=getattr(who, "fhir_user", None),
+        remote=req.remote_addr or "unknown", what=f"{req.method} {req.path}")
+    dicom_audit.queue(svc.audit, info)
 
 
 def flush_audits(*apps: Any) -> None:

@@ -1,5 +1,7 @@
 """The lean path for WADO-RS instance retrieval, `GET /dicomweb/studies/{s}/series/{se}/instances/{sop}`
-as multipart/related, answered without Flask's request machinery, in front of the Flask app.
+as multipart/related, and for QIDO-RS searches (`GET /dicomweb/studies?...`, `.../series`,
+`.../instances` at every level), answered without Flask's request machinery, in front of the
+Flask app.
 
 Retrieving one instance is most of a viewer's DICOMweb traffic, and Flask's request (context, URL
 adapter, before/after hooks, a Response object) cost more CPU than the retrieval. As with the FHIR
@@ -16,7 +18,11 @@ is already known, and passes anything else to the Flask app unchanged:
 - the access gate's query (`common.path_rows`: the policy's condition in the same statement)
   finds the instance.
 
-The answer is the Flask handler's (same framing, headers Content-Type, Content-Length,
+A search runs the Flask handler's own code (`qido.answer`) on a plain werkzeug request of the
+same environ (same query parsing), declining on any error it raises (400, 404, 406...) before
+anything is audited, so the Flask app words those.
+
+The answer is the Flask handler's (same framing, headers Content-Type, Content-Length, Warning,
 X-Request-ID), counted and logged by the same `RequestLog`, and audited by the same AuditEvent.
 """
 from __future__ import annotations
@@ -26,8 +32,11 @@ import re
 import time
 from typing import Any, Callable, Iterable, Iterator
 
+from werkzeug.wrappers import Request
+
 from dicom import audit as dicom_audit
-from dicom.web.common import path_rows
+from dicom.web import qido
+from dicom.web.common import DICOM_JSON, path_rows
 from dicom.web.multipart import new_boundary
 from dicom.web.wado import CHUNK, accept_plan
 from fhirserver import requestid
@@ -35,6 +44,9 @@ from fhirserver import requestid
 log = logging.getLogger("fhirserver.dicomweb")
 _INSTANCE = re.compile(r"^/dicomweb/studies/([0-9.]{1,64})/series/([0-9.]{1,64})/instances/([0-9.]{1,64})$")
 ROUTE = "/dicomweb/studies/<study>/series/<series>/instances/<sop>"  # the Flask rule, for the metrics
+_SEARCH = re.compile(r"^/dicomweb/(?:(studies|series|instances)|studies/([0-9.]{1,64})/(series|instances)"
+                     r"|studies/([0-9.]{1,64})/series/([0-9.]{1,64})/instances)$")
+_LEVELS = {"studies": "STUDY", "series": "SERIES", "instances": "IMAGE"}
 # Accept values viewers and the bench send for instances; each is negotiated once, at start
 _ACCEPTS = ('multipart/related; type="application/dicom"', "multipart/related; type=application/dicom",
             'multipart/related;type="application/dicom"', 'multipart/related; type="application/dicom"; '
@@ -75,27 +87,33 @@ class LeanRetrieve:
         start_response("200 OK", headers)
         return body
 
+    def _caller(self, environ: dict[str, Any]) -> tuple[Any, Any] | None:
+        """(principal or None, policy) of the request, None for the full path to decide."""
+        if self.open_policy is not None:
+            return None, self.open_policy
+        auth = environ.get("HTTP_AUTHORIZATION")
+        if not auth or self.bearer_access is None:
+            return None
+        return self.bearer_access(auth)
+
     def _try(self, environ: dict[str, Any]) -> tuple[list[tuple[str, str]], Iterable[bytes]] | None:
-        if environ.get("REQUEST_METHOD") != "GET" or environ.get("QUERY_STRING") or "HTTP_ORIGIN" in environ:
+        if environ.get("REQUEST_METHOD") != "GET" or "HTTP_ORIGIN" in environ:
             return None
         path = environ.get("PATH_INFO") or ""
-        if not path.startswith("/dicomweb/studies/"):
+        if not path.startswith("/dicomweb/"):
             return None
+        if environ.get("QUERY_STRING"):
+            return self._search(environ, path)
         m = _INSTANCE.match(path)
-        if m is None or environ.get("HTTP_ACCEPT") not in self.accepts:
+        if m is None:
+            return self._search(environ, path)
+        if environ.get("HTTP_ACCEPT") not in self.accepts:
             return None
         t0 = time.perf_counter()
-        principal = None
-        if self.open_policy is not None:
-            policy = self.open_policy
-        else:
-            auth = environ.get("HTTP_AUTHORIZATION")
-            if not auth or self.bearer_access is None:
-                return None
-            got = self.bearer_access(auth)
-            if got is None:
-                return None
-            principal, policy = got
+        caller = self._caller(environ)
+        if caller is None:
+            return None
+        principal, policy = caller
         study, series, sop = m.group(1), m.group(2), m.group(3)
         try:
             policy.check_interaction("read", "ImagingStudy")
@@ -130,6 +148,41 @@ class LeanRetrieve:
         self.report.done(environ, ROUTE, 200, time.perf_counter() - t0, rid, length,
                          getattr(principal, "client_id", None))
         return headers, body
+
+
+    def _search(self, environ: dict[str, Any], path: str) -> tuple[list[tuple[str, str]], Iterable[bytes]] | None:
+        """A QIDO-RS search by `qido.answer`, or None (not a search URL, or any error)."""
+        m = _SEARCH.match(path)
+        if m is None:
+            return None
+        t0 = time.perf_counter()
+        caller = self._caller(environ)
+        if caller is None:
+            return None
+        principal, policy = caller
+        if m.group(1):
+            level, fixed, route = _LEVELS[m.group(1)], {}, f"/dicomweb/{m.group(1)}"
+        elif m.group(2):
+            level, fixed = _LEVELS[m.group(3)], {"StudyInstanceUID": m.group(2)}
+            route = f"/dicomweb/studies/<study>/{m.group(3)}"
+        else:
+            level, fixed = "IMAGE", {"StudyInstanceUID": m.group(4), "SeriesInstanceUID": m.group(5)}
+            route = "/dicomweb/studies/<study>/series/<series>/instances"
+        rid = requestid.accept_or_new(environ.get("HTTP_X_REQUEST_ID"))
+        token = requestid.bind(rid)
+        try:
+            policy.check_interaction("search", "ImagingStudy")
+            body, extra = qido.answer(level, fixed, Request(environ), self.services, policy, principal)
+        except Exception:  # noqa: BLE001 - 400, 403, 404, 406...: the full path answers it
+            log.debug("lean QIDO-RS of %s deferred to the full path", path, exc_info=True)
+            return None
+        finally:
+            requestid.unbind(token)
+        headers = [("Content-Type", DICOM_JSON), ("Content-Length", str(len(body))), *extra,
+                   (requestid.HEADER, rid)]
+        self.report.done(environ, route, 200, time.perf_counter() - t0, rid, len(body),
+                         getattr(principal, "client_id", None))
+        return headers, [body]
 
 
 def _whole(store: Any, key: str, size: int) -> bytes | None:

@@ -11,7 +11,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from dicom import query as cfind
-from dicom.web.common import DICOM_JSON, audit, base_url, check, error, services
+from dicom.web.common import DICOM_JSON, audit_request, check, error, principal, services
 from fhirserver.model import parse_count
 from dicom.web.multipart import parse_accept
 
@@ -59,8 +59,8 @@ def _tag(kw: str) -> int:
     return tag_for_keyword(kw)
 
 
-def _int_param(name: str, default: int | None) -> int | None:
-    raw = request.args.get(name)
+def _int_param(name: str, default: int | None, args: Any = None) -> int | None:
+    raw = (request.args if args is None else args).get(name)
     if raw in (None, ""):
         return default
     value = parse_count(raw)  # ASCII digits within 64 bits: the database's range
@@ -69,8 +69,8 @@ def _int_param(name: str, default: int | None) -> int | None:
     return value
 
 
-def _accept_json() -> None:
-    for m in parse_accept(request.headers.get("Accept")):
+def _accept_json(accept: Any = False) -> None:
+    for m in parse_accept(request.headers.get("Accept") if accept is False else accept):
         if m.mime in ("application/dicom+json", "application/json", "*/*", "application/*"):
             return
     raise error(406, "QIDO-RS answers application/dicom+json only (application/dicom+xml is not supported)")
@@ -82,14 +82,16 @@ def build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool]:
     return q, fuzzy
 
 
-def _build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool, list[tuple[int, str, str, bool]]]:
+def _build_query(level: str, fixed: dict[str, str],
+                 args: Any = None) -> tuple[Dataset, bool, list[tuple[int, str, str, bool]]]:
     """`build_query`, and the (tag, VR, keyword, is a matching key) of every element it added
     (so the answer's template and the matching keys need not walk the Dataset again)."""
     elems: list[tuple[int, str, str, bool]] = []
-    fuzzy = (request.args.get("fuzzymatching") or "").strip().lower() == "true"
+    args = request.args if args is None else args
+    fuzzy = (args.get("fuzzymatching") or "").strip().lower() == "true"
     q = Dataset()
     matches: dict[str, list[str]] = {}
-    for key, value in request.args.items(multi=True):
+    for key, value in args.items(multi=True):
         if key in _CONTROL:
             continue
         kw = _keyword(key)
@@ -101,7 +103,7 @@ def _build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool, list
         returns += SERIES_DEFAULTS
     if level == "IMAGE":
         returns += INSTANCE_DEFAULTS
-    for raw in request.args.getlist("includefield"):
+    for raw in args.getlist("includefield"):
         for item in raw.split(","):
             item = item.strip()
             if not item:
@@ -148,14 +150,28 @@ def _sort_key(level: str, item: dict[str, Any]) -> tuple:
 
 def search(level: str, fixed: dict[str, str]) -> Response:
     pol = check("search")
-    _accept_json()
-    limit = _int_param("limit", None)
-    offset = _int_param("offset", 0) or 0
-    q, _fuzzy, elems = _build_query(level, fixed)
+    body, headers = answer(level, fixed, request, services(), pol, principal())
+    resp = Response(body, status=200, content_type=DICOM_JSON)
+    for name, value in headers:
+        resp.headers[name] = value
+    return resp
+
+
+def answer(level: str, fixed: dict[str, str], req: Any, svc: Any, pol: Any,
+           who: Any) -> tuple[bytes, list[tuple[str, str]]]:
+    """The QIDO-RS answer (DICOM JSON, and a Warning header when there is one) to `req` (a
+    werkzeug request: Flask's, or the lean path's) by caller `who` under policy `pol`, which
+    may search ImagingStudy; queues its AuditEvent. Errors are raised (FhirError), before
+    anything is audited."""
+    _accept_json(req.headers.get("Accept"))
+    args = req.args
+    limit = _int_param("limit", None, args)
+    offset = _int_param("offset", 0, args) or 0
+    q, _fuzzy, elems = _build_query(level, fixed, args)
     # the matching keys' values as the Dataset holds them (converted by pydicom), taken once
     keys = cfind.matching_keys((kw, vr, q[tag].value if match and kw != "QueryRetrieveLevel" else None)
                                for tag, vr, kw, match in elems)
-    repo = services().repo
+    repo = svc.repo
     with repo.engine.connect() as conn:
         try:
             items = [it for it in cfind.candidates(conn, level, q, policy=pol)
@@ -171,7 +187,7 @@ def search(level: str, fixed: dict[str, str]) -> Response:
     total = len(items)
     cap = MAX_RESULTS if limit is None else min(limit, MAX_RESULTS)
     page = items[offset:offset + cap]
-    base = base_url()
+    base = svc.root_url() + "/dicomweb"
     out = []
     template = _json_template_of(q, elems)
     for it in page:
@@ -189,9 +205,10 @@ def search(level: str, fixed: dict[str, str]) -> Response:
             del ds.QueryRetrieveLevel
         ds.RetrieveURL = url
         out.append(ds.to_json_dict())
-    audit("query", {it["StudyInstanceUID"] for it in page},
-          f"QIDO-RS {level.lower()} query {request.query_string.decode(errors='replace')[:500]}: {len(page)} results")
-    resp = Response(orjson.dumps(out), status=200, content_type=DICOM_JSON)
+    audit_request(svc, req, who, "query", {it["StudyInstanceUID"] for it in page},
+                  f"QIDO-RS {level.lower()} query {req.query_string.decode(errors='replace')[:500]}: "
+                  f"{len(page)} results")
+    body = orjson.dumps(out)
     warnings = []
     if _fuzzy:
         warnings.append('299 fhirserver: "fuzzymatching applies to person names only '
@@ -199,9 +216,7 @@ def search(level: str, fixed: dict[str, str]) -> Response:
     remaining = total - offset - len(page)
     if remaining > 0:
         warnings.append(f'299 fhirserver: "There are {remaining} additional results that can be requested"')
-    if warnings:
-        resp.headers["Warning"] = ", ".join(warnings)
-    return resp
+    return body, [("Warning", ", ".join(warnings))] if warnings else []
 
 
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
