@@ -103,7 +103,6 @@ def instance_rows(conn: Connection, pol: Any, study: str, series: str | None = N
     (`dicom.access.visible_only`) in the same query, so a retrieval costs one round trip and
     nothing is cached between requests (a revoked Consent counts at once)."""
     params = {"study": study, "series": series, "sop": sop}
-    params = {k: v or "" for k, v in params.items()}
     rows = conn.execute(_rows_query(pol, series is not None, sop is not None), params).all()
     if not rows:
         raise _not_found(study, series, sop)
