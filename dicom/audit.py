@@ -6,11 +6,10 @@ Study Instance UID stands for (ImagingStudy, Patient) and writes the event, so a
 WADO retrieval never waits for a database write."""
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from dicom.tables import dicom_study
 
@@ -43,8 +42,9 @@ def event_info(kind: str, study_uids: Iterable[str], detail: str, *, channel: st
 
 
 def queue(trail: Any, info: dict[str, Any]) -> None:
-    """Hand the record to the audit writer (`AuditTrail.defer`)."""
-    trail.defer(functools.partial(build_events, info))
+    """Hand the record to the audit writer (`AuditTrail.defer_batch`: the study lookups of
+    all the records of one flush are one statement)."""
+    trail.defer_batch(build_many, info)
 
 
 def _chunks(seq: Sequence[str], n: int = 500) -> Iterable[Sequence[str]]:
@@ -52,15 +52,29 @@ def _chunks(seq: Sequence[str], n: int = 500) -> Iterable[Sequence[str]]:
         yield seq[i:i + n]
 
 
+def _studies(tx: Any, uids: set[str]) -> dict[str, tuple[str, str | None, str | None]]:
+    """(UID, ImagingStudy id, Patient id) of the stored studies among `uids`."""
+    refs: dict[str, tuple[str, str | None, str | None]] = {}
+    for chunk in _chunks(sorted(uids)):
+        for r in tx.conn.execute(_STUDIES, {"uids": list(chunk)}):
+            refs[r[0]] = (r[0], r[1], r[2])
+    return refs
+
+
+# built once (a memo): the writer's lookup of a batch's studies
+_STUDIES = select(dicom_study.c.study_uid, dicom_study.c.imaging_study_id, dicom_study.c.patient_res_id).where(
+    dicom_study.c.study_uid.in_(bindparam("uids", expanding=True)))
+
+
 def build_events(info: dict[str, Any], tx: Any) -> list[dict[str, Any]]:
     """Runs in the audit writer's transaction: resolve study UIDs, then build the event."""
-    refs: dict[str, tuple[str, str | None, str | None]] = {}
-    for chunk in _chunks(sorted(set(info["uids"]))):
-        for r in tx.conn.execute(select(dicom_study.c.study_uid, dicom_study.c.imaging_study_id,
-                                        dicom_study.c.patient_res_id)
-                                 .where(dicom_study.c.study_uid.in_(list(chunk)))):
-            refs[r[0]] = (r[0], r[1], r[2])
-    return [event(info, [refs.get(u, (u, None, None)) for u in info["uids"]])]
+    return build_many([info], tx)[0]
+
+
+def build_many(infos: list[dict[str, Any]], tx: Any) -> list[list[dict[str, Any]]]:
+    """`build_events` of several records, with one lookup of all their studies."""
+    refs = _studies(tx, {u for info in infos for u in info["uids"]})
+    return [[event(info, [refs.get(u, (u, None, None)) for u in info["uids"]])] for info in infos]
 
 
 def _patient_entity(pat: str) -> dict[str, Any]:
@@ -115,4 +129,4 @@ def event(info: dict[str, Any], studies: list[tuple[str, str | None, str | None]
     }
 
 
-__all__ = ["EVENTS", "build_events", "event", "event_info", "queue"]
+__all__ = ["EVENTS", "build_events", "build_many", "event", "event_info", "queue"]

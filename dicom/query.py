@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -134,6 +134,34 @@ def match_dataset(item: dict[str, Any], query: Dataset) -> bool:
         if kw not in item:
             continue  # unsupported matching key: treated as a return key (PS3.4 C.2.2.1.1)
         if not match_value(item.get(kw), elem.value, elem.VR):
+            return False
+    return True
+
+
+def matching_keys(elems: Iterable[tuple[str, str, Any]]) -> list[tuple[str, str, Any]] | None:
+    """The (keyword, VR, value) of the query elements `match_dataset` would match on, for
+    `match_keys`; None when one is a sequence with an item (only `match_dataset` matches those).
+    Taken once per query, so matching each candidate does not walk the Dataset again."""
+    out = []
+    for kw, vr, value in elems:
+        if not kw or kw in _SKIP:
+            continue
+        if vr == "SQ":
+            if not value:
+                continue
+            return None
+        if value in (None, "") or (isinstance(value, (list, tuple)) and not value):
+            continue
+        out.append((kw, vr, value))
+    return out
+
+
+def match_keys(item: dict[str, Any], keys: list[tuple[str, str, Any]]) -> bool:
+    """`match_dataset` with the query's `matching_keys`."""
+    for kw, vr, value in keys:
+        if kw not in item:
+            continue  # unsupported matching key: treated as a return key (PS3.4 C.2.2.1.1)
+        if not match_value(item.get(kw), value, vr):
             return False
     return True
 
@@ -367,5 +395,5 @@ def retrieve(conn: Connection, query: Dataset, *, policy: Any) -> list[dict[str,
     return [item for item in candidates(conn, "IMAGE", keys, policy=policy) if match_dataset(item, keys)]
 
 
-__all__ = ["QueryError", "find", "match_dataset", "match_value", "response_for", "retrieve",
+__all__ = ["QueryError", "find", "match_dataset", "match_keys", "matching_keys", "match_value", "response_for", "retrieve",
            "candidates"]

@@ -78,10 +78,13 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     install_error_handlers(app)
     report = install_telemetry(app)
     if settings.lean_reads:  # plain reads by id answered before Flask (everything else passes through)
+        open_policy = SystemJob(INSECURE_NO_AUTH) if settings.insecure_no_auth else None
+        bearer = None if settings.insecure_no_auth else smart_auth.lean_access(services)
+        dicom_lean = dicomweb.lean_layer(  # WADO-RS instances and QIDO-RS searches, likewise
+            app, app.wsgi_app, services, report, open_policy=open_policy, bearer_access=bearer)
         app.wsgi_app = LeanReads(  # type: ignore[method-assign]
-            app.wsgi_app, ReadStatements(services.repo.engine), report, services.audit,
-            open_policy=SystemJob(INSECURE_NO_AUTH) if settings.insecure_no_auth else None,
-            bearer_access=None if settings.insecure_no_auth else smart_auth.lean_access(services))
+            dicom_lean, ReadStatements(services.repo.engine), report, services.audit,
+            open_policy=open_policy, bearer_access=bearer)
 
     @app.get("/")
     def _root():  # noqa: ANN202

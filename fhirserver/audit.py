@@ -95,6 +95,14 @@ class AuditTrail:
         self._queue.append({"build": build, "request_id": requestid.current()})
         self._ensure_writer()
 
+    def defer_batch(self, build_many: Callable[[list[Any], Any], list[list[dict[str, Any]]]], info: Any) -> None:
+        """Queue `info`, built later with every other record queued with the same `build_many`:
+        `build_many(infos, tx)` returns one list of AuditEvent bodies per info, in order. One
+        call per flush, so the lookups of a whole batch (e.g. DICOMweb's study UIDs) are one
+        statement instead of one per request."""
+        self._queue.append({"batch": build_many, "info": info, "request_id": requestid.current()})
+        self._ensure_writer()
+
     @staticmethod
     def write(tx: Any, bodies: Iterable[dict[str, Any]]) -> None:
         """Write AuditEvents now, inside the caller's transaction (an operation's record of what
@@ -160,16 +168,34 @@ class AuditTrail:
             if not items:
                 return 0
             with self.repo.transaction(write=True) as tx:
-                plain = [it for it in items if "build" not in it]
+                plain = [it for it in items if "build" not in it and "batch" not in it]
                 owners = self._patients(tx.conn, {r for it in plain for r in it["refs"]})
+                built = self._build_batches(items, tx)
                 events = []
-                for it in items:
-                    bodies = it["build"](tx) if "build" in it else [_event(it, owners)]
+                for n, it in enumerate(items):
+                    if "batch" in it:
+                        bodies = built[n]
+                    else:
+                        bodies = it["build"](tx) if "build" in it else [_event(it, owners)]
                     # the writer thread serves no request: the id queued with it
                     events.extend(tag_request(body, it.get("request_id")) for body in bodies)
                 for start in range(0, len(events), _BATCH):
                     tx.create_many("AuditEvent", events[start:start + _BATCH])
             return len(events)
+
+    @staticmethod
+    def _build_batches(items: list[dict[str, Any]], tx: Any) -> dict[int, list[dict[str, Any]]]:
+        """The bodies of the `defer_batch` records, by position in `items`: one `build_many`
+        call per builder."""
+        groups: dict[Any, list[int]] = {}
+        for n, it in enumerate(items):
+            if "batch" in it:
+                groups.setdefault(it["batch"], []).append(n)
+        out: dict[int, list[dict[str, Any]]] = {}
+        for build_many, positions in groups.items():
+            for n, bodies in zip(positions, build_many([items[n]["info"] for n in positions], tx), strict=True):
+                out[n] = bodies
+        return out
 
     @staticmethod
     def _patients(conn: Any, refs: set[str]) -> dict[str, set[str]]:

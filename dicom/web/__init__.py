@@ -6,6 +6,7 @@ bearer token -> Principal -> SmartPolicy, or OpenPolicy with --insecure-no-auth)
 visible when its ImagingStudy is visible under the policy; every request writes one AuditEvent.
 
 Public API: `blueprint()` (registered by `fhirserver.app.create_app` at `/dicomweb`),
+`lean_layer()` (the WSGI layer answering plain instance retrievals before Flask, `dicom.web.lean`),
 `flush_audits()` (wait for the queued AuditEvents to be written).
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from dicom.web.common import error, flush_audits
+from dicom.web.common import READS, error, flush_audits, install_reads
 
 RS = ["GET", "HEAD"]
 
@@ -26,6 +27,7 @@ def blueprint() -> Blueprint:
     from dicom.web import qido, stow, wado
 
     bp = Blueprint("dicomweb", __name__)
+    bp.record_once(lambda state: install_reads(state.app))
     bp.before_request(before_fhir_request)  # the FHIR API's authentication: same 401/403
     bp.after_request(after_fhir_request)
 
@@ -119,4 +121,12 @@ def blueprint() -> Blueprint:
     return bp
 
 
-__all__ = ["blueprint", "flush_audits"]
+def lean_layer(flask_app: Any, app: Any, services: Any, report: Any, open_policy: Any = None, bearer_access: Any = None) -> Any:
+    """`app` (the WSGI callable of `flask_app`, with this blueprint) behind
+    `dicom.web.lean.LeanRetrieve` (imported here, not at import time)."""
+    from dicom.web.lean import LeanRetrieve
+
+    return LeanRetrieve(app, services, report, flask_app.extensions[READS], open_policy=open_policy, bearer_access=bearer_access)
+
+
+__all__ = ["blueprint", "flush_audits", "lean_layer"]

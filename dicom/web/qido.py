@@ -2,6 +2,7 @@
 code as C-FIND (dicom.query), filtered by the caller's access, answered as DICOM JSON."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -10,7 +11,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from dicom import query as cfind
-from dicom.web.common import DICOM_JSON, audit, base_url, check, error, services
+from dicom.web.common import DICOM_JSON, audit_request, check, error, principal, services
 from fhirserver.model import parse_count
 from dicom.web.multipart import parse_accept
 
@@ -43,7 +44,9 @@ def _keyword(key: str) -> str:
     return k
 
 
+@functools.lru_cache(maxsize=1024)
 def _vr(kw: str) -> str:
+    """The dictionary VR of a keyword (a memo of the dictionary: a pure function)."""
     tag = tag_for_keyword(kw)
     try:
         return dictionary_VR(tag)
@@ -51,8 +54,13 @@ def _vr(kw: str) -> str:
         return "LO"
 
 
-def _int_param(name: str, default: int | None) -> int | None:
-    raw = request.args.get(name)
+@functools.lru_cache(maxsize=1024)
+def _tag(kw: str) -> int:
+    return tag_for_keyword(kw)
+
+
+def _int_param(name: str, default: int | None, args: Any = None) -> int | None:
+    raw = (request.args if args is None else args).get(name)
     if raw in (None, ""):
         return default
     value = parse_count(raw)  # ASCII digits within 64 bits: the database's range
@@ -61,8 +69,8 @@ def _int_param(name: str, default: int | None) -> int | None:
     return value
 
 
-def _accept_json() -> None:
-    for m in parse_accept(request.headers.get("Accept")):
+def _accept_json(accept: Any = False) -> None:
+    for m in parse_accept(request.headers.get("Accept") if accept is False else accept):
         if m.mime in ("application/dicom+json", "application/json", "*/*", "application/*"):
             return
     raise error(406, "QIDO-RS answers application/dicom+json only (application/dicom+xml is not supported)")
@@ -70,10 +78,20 @@ def _accept_json() -> None:
 
 def build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool]:
     """The C-FIND identifier for the request's parameters at `level` (STUDY/SERIES/IMAGE)."""
-    fuzzy = (request.args.get("fuzzymatching") or "").strip().lower() == "true"
+    q, fuzzy, _elems = _build_query(level, fixed)
+    return q, fuzzy
+
+
+def _build_query(level: str, fixed: dict[str, str],
+                 args: Any = None) -> tuple[Dataset, bool, list[tuple[int, str, str, bool]]]:
+    """`build_query`, and the (tag, VR, keyword, is a matching key) of every element it added
+    (so the answer's template and the matching keys need not walk the Dataset again)."""
+    elems: list[tuple[int, str, str, bool]] = []
+    args = request.args if args is None else args
+    fuzzy = (args.get("fuzzymatching") or "").strip().lower() == "true"
     q = Dataset()
     matches: dict[str, list[str]] = {}
-    for key, value in request.args.items(multi=True):
+    for key, value in args.items(multi=True):
         if key in _CONTROL:
             continue
         kw = _keyword(key)
@@ -85,7 +103,7 @@ def build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool]:
         returns += SERIES_DEFAULTS
     if level == "IMAGE":
         returns += INSTANCE_DEFAULTS
-    for raw in request.args.getlist("includefield"):
+    for raw in args.getlist("includefield"):
         for item in raw.split(","):
             item = item.strip()
             if not item:
@@ -100,7 +118,9 @@ def build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool]:
                 returns.append(_keyword(item))
     for kw in dict.fromkeys(returns):
         if kw not in matches:
-            q.add_new(tag_for_keyword(kw), _vr(kw), None)
+            tag, vr = _tag(kw), _vr(kw)
+            q.add_new(tag, vr, None)
+            elems.append((tag, vr, kw, False))
     for kw, values in matches.items():
         vr = _vr(kw)
         if vr == "SQ":
@@ -111,11 +131,12 @@ def build_query(level: str, fixed: dict[str, str]) -> tuple[Dataset, bool]:
         if vr == "PN" and fuzzy and text and not any(c in text for c in "*?"):
             text = "*" + text + "*"  # fuzzy: any name containing the text, any case
         try:
-            q.add_new(tag_for_keyword(kw), vr, text.split("\\") if "\\" in text and vr in ("UI", "CS") else text)
+            q.add_new(_tag(kw), vr, text.split("\\") if "\\" in text and vr in ("UI", "CS") else text)
         except Exception as exc:  # noqa: BLE001
             raise error(400, f"Invalid value for {kw}: {exc}") from None
+        elems.append((_tag(kw), vr, kw, True))
     q.QueryRetrieveLevel = level
-    return q, fuzzy
+    return q, fuzzy, elems
 
 
 def _sort_key(level: str, item: dict[str, Any]) -> tuple:
@@ -129,14 +150,32 @@ def _sort_key(level: str, item: dict[str, Any]) -> tuple:
 
 def search(level: str, fixed: dict[str, str]) -> Response:
     pol = check("search")
-    _accept_json()
-    limit = _int_param("limit", None)
-    offset = _int_param("offset", 0) or 0
-    q, _fuzzy = build_query(level, fixed)
-    repo = services().repo
+    body, headers = answer(level, fixed, request, services(), pol, principal())
+    resp = Response(body, status=200, content_type=DICOM_JSON)
+    for name, value in headers:
+        resp.headers[name] = value
+    return resp
+
+
+def answer(level: str, fixed: dict[str, str], req: Any, svc: Any, pol: Any,
+           who: Any) -> tuple[bytes, list[tuple[str, str]]]:
+    """The QIDO-RS answer (DICOM JSON, and a Warning header when there is one) to `req` (a
+    werkzeug request: Flask's, or the lean path's) by caller `who` under policy `pol`, which
+    may search ImagingStudy; queues its AuditEvent. Errors are raised (FhirError), before
+    anything is audited."""
+    _accept_json(req.headers.get("Accept"))
+    args = req.args
+    limit = _int_param("limit", None, args)
+    offset = _int_param("offset", 0, args) or 0
+    q, _fuzzy, elems = _build_query(level, fixed, args)
+    # the matching keys' values as the Dataset holds them (converted by pydicom), taken once
+    keys = cfind.matching_keys((kw, vr, q[tag].value if match and kw != "QueryRetrieveLevel" else None)
+                               for tag, vr, kw, match in elems)
+    repo = svc.repo
     with repo.engine.connect() as conn:
         try:
-            items = [it for it in cfind.candidates(conn, level, q, policy=pol) if cfind.match_dataset(it, q)]
+            items = [it for it in cfind.candidates(conn, level, q, policy=pol)
+                     if (cfind.match_keys(it, keys) if keys is not None else cfind.match_dataset(it, q))]
         except cfind.QueryError as exc:
             raise error(400, str(exc)) from None
     if fixed.get("StudyInstanceUID") and not items and level != "STUDY":
@@ -148,9 +187,9 @@ def search(level: str, fixed: dict[str, str]) -> Response:
     total = len(items)
     cap = MAX_RESULTS if limit is None else min(limit, MAX_RESULTS)
     page = items[offset:offset + cap]
-    base = base_url()
+    base = svc.root_url() + "/dicomweb"
     out = []
-    template = _json_template(q)
+    template = _json_template_of(q, elems)
     for it in page:
         url = f"{base}/studies/{it['StudyInstanceUID']}"
         if level in ("SERIES", "IMAGE"):
@@ -166,9 +205,10 @@ def search(level: str, fixed: dict[str, str]) -> Response:
             del ds.QueryRetrieveLevel
         ds.RetrieveURL = url
         out.append(ds.to_json_dict())
-    audit("query", {it["StudyInstanceUID"] for it in page},
-          f"QIDO-RS {level.lower()} query {request.query_string.decode(errors='replace')[:500]}: {len(page)} results")
-    resp = Response(orjson.dumps(out), status=200, content_type=DICOM_JSON)
+    audit_request(svc, req, who, "query", {it["StudyInstanceUID"] for it in page},
+                  f"QIDO-RS {level.lower()} query {req.query_string.decode(errors='replace')[:500]}: "
+                  f"{len(page)} results")
+    body = orjson.dumps(out)
     warnings = []
     if _fuzzy:
         warnings.append('299 fhirserver: "fuzzymatching applies to person names only '
@@ -176,9 +216,7 @@ def search(level: str, fixed: dict[str, str]) -> Response:
     remaining = total - offset - len(page)
     if remaining > 0:
         warnings.append(f'299 fhirserver: "There are {remaining} additional results that can be requested"')
-    if warnings:
-        resp.headers["Warning"] = ", ".join(warnings)
-    return resp
+    return body, [("Warning", ", ".join(warnings))] if warnings else []
 
 
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
@@ -198,6 +236,20 @@ def _json_template(q: Dataset) -> list[tuple[str, str, str, Any]] | None:
         if elem.VR not in _TEXT_VRS and elem.VR not in _INT_VRS and elem.VR != "PN":
             return None
         out.append((f"{elem.tag:08X}", elem.VR, kw, elem.value))
+    return out
+
+
+def _json_template_of(q: Dataset, elems: list[tuple[int, str, str, bool]]) -> list[tuple[str, str, str, Any]] | None:
+    """`_json_template(q)` from the elements `_build_query` added (the same list: each tag once,
+    in tag order), without walking the Dataset; only SpecificCharacterSet's query value is
+    used by `dicom_json`, the others are not read from the Dataset."""
+    out = []
+    for tag, vr, kw, _match in sorted(elems):
+        if kw == "QueryRetrieveLevel":
+            continue
+        if vr not in _TEXT_VRS and vr not in _INT_VRS and vr != "PN":
+            return None
+        out.append((f"{tag:08X}", vr, kw, q[tag].value if kw == "SpecificCharacterSet" else None))
     return out
 
 

@@ -57,7 +57,12 @@ def _transcode(key: str, target: str, store: Any = None) -> bytes:
 # -- retrieve instances --------------------------------------------------------------------
 def _dicom_accept() -> tuple[bool, set[str] | None]:
     """(single-part allowed, acceptable transfer syntaxes; None = as stored)."""
-    accepted = parse_accept(request.headers.get("Accept"))
+    return accept_plan(request.headers.get("Accept"))
+
+
+def accept_plan(header: str | None) -> tuple[bool, set[str] | None]:
+    """`_dicom_accept` of an Accept header value; 406 when no instance media type fits."""
+    accepted = parse_accept(header)
     syntaxes: set[str] = set()
     any_ok = False
     single = False
@@ -79,7 +84,7 @@ def _dicom_accept() -> tuple[bool, set[str] | None]:
             syntaxes.add("*")
     if not any_ok:
         raise error(406, "Instances are returned as multipart/related; type=\"application/dicom\"; "
-                         f"cannot answer Accept: {request.headers.get('Accept')}")
+                         f"cannot answer Accept: {header}")
     only_single = single and all(m.mime == "application/dicom" for m in accepted)
     return only_single, (None if "*" in syntaxes else syntaxes)
 
@@ -404,4 +409,4 @@ def wado_uri() -> Response:
                             viewport=viewport, quality=args.get("imageQuality"), study=study)
 
 
-__all__ = ["MediaType", "bulkdata", "frames", "metadata", "rendered", "retrieve", "wado_uri"]
+__all__ = ["MediaType", "accept_plan", "bulkdata", "frames", "metadata", "rendered", "retrieve", "wado_uri"]

@@ -20,6 +20,7 @@ from fhirserver.search.security_context import security_context_rows
 MAX = 255
 _TAG = re.compile(r"<[^>]+>")
 _WS = re.compile(r"\s+")
+_NOT_TEXT = frozenset(("div", "reference", "system", "url", "data", "id", "versionId", "lastUpdated"))  # not words
 
 
 def normalize(text: str) -> str:
@@ -220,19 +221,29 @@ class Extractor:
         div = (resource.get("text") or {}).get("div") if isinstance(resource.get("text"), dict) else None
         narrative = normalize(_WS.sub(" ", html.unescape(_TAG.sub(" ", div)))) if isinstance(div, str) else None
         words: list[str] = []
+        append = words.append
 
-        def walk(node: Any, key: str = "") -> None:
-            if isinstance(node, str):
-                if key not in ("div", "reference", "system", "url", "data", "id", "versionId", "lastUpdated"):
-                    words.append(node)
-            elif isinstance(node, dict):
-                for k, v in node.items():
-                    walk(v, k)
-            elif isinstance(node, list):
-                for v in node:
-                    walk(v, key)
+        # one call per container, not per value (this walk is a large share of indexing a write,
+        # e.g. of every AuditEvent); words in document order, as a per-value recursion gives them
+        def walk(items: Iterable[tuple[str, Any]]) -> None:
+            for key, node in items:
+                t = type(node)
+                if t is str:
+                    if key not in _NOT_TEXT:
+                        append(node)
+                elif t is dict:
+                    walk(node.items())
+                elif t is list:
+                    walk([(key, v) for v in node])
+                elif isinstance(node, str):
+                    if key not in _NOT_TEXT:
+                        append(node)
+                elif isinstance(node, dict):
+                    walk(node.items())
+                elif isinstance(node, list):
+                    walk([(key, v) for v in node])
 
-        walk({k: v for k, v in resource.items() if k not in ("text", "meta", "contained")})
+        walk((k, v) for k, v in resource.items() if k not in ("text", "meta", "contained"))
         content = normalize(" ".join(words))[:20000]
         return {"narrative": narrative, "content": content}
 

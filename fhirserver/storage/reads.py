@@ -66,13 +66,23 @@ class ReadStatements:
         return got
 
     def _fetch(self, compiled: _Compiled, values: dict[str, Any]) -> tuple | None:
+        return self._run(compiled, values, one=True)
+
+    def rows(self, key: Hashable, build: Any, values: dict[str, Any]) -> list[tuple]:
+        """Every row of the SELECT `build()` (compiled once per `key`, which must name the
+        statement's shape and any values fixed in it) with the per-call bind `values`, at the
+        driver's speed. Its bind parameters need default values (e.g. `bindparam("x", "")`)."""
+        return self._run(self._compiled(key, build), values, one=False)
+
+    def _run(self, compiled: _Compiled, values: dict[str, Any], one: bool) -> Any:
         raw = self.engine.raw_connection()
         try:
             driver = raw.driver_connection
             if self.postgres:
                 driver.autocommit = True  # one SELECT: no BEGIN / COMMIT round trips
                 try:
-                    return driver.execute(compiled.sql, compiled.bind(values)).fetchone()
+                    cur = driver.execute(compiled.sql, compiled.bind(values))
+                    return cur.fetchone() if one else cur.fetchall()
                 finally:
                     driver.autocommit = False  # the pool hands it out in its usual mode
             deadline = raw.info.get("fhir_deadline")  # SQLite's statement budget (storage.budget)
@@ -81,7 +91,7 @@ class ReadStatements:
             cur = raw.cursor()
             try:
                 cur.execute(compiled.sql, compiled.bind(values))
-                return cur.fetchone()
+                return cur.fetchone() if one else cur.fetchall()
             finally:
                 cur.close()
         finally:
