@@ -16,7 +16,7 @@ from dicom import audit as dicom_audit
 from dicom.access import restricted, visible_only
 from dicom.tables import dicom_instance, dicom_series, dicom_study
 from fhirserver.errors import FhirError
-from fhirserver.storage import ReadStatements
+from fhirserver.storage import ReadStatements, reading
 
 log = logging.getLogger("fhirserver.dicomweb")
 
@@ -79,7 +79,7 @@ def path_rows(reads: ReadStatements, pol: Any, study: str, series: str | None = 
               sop: str | None = None) -> list[Any]:
     """`rows_for` through `reads` (no request context needed: the lean path's)."""
     if restricted(pol):
-        with reads.engine.connect() as conn:
+        with reading(reads.engine) as conn:
             return instance_rows(conn, pol, study, series, sop)
     by_series, by_sop = series is not None, sop is not None
     rows = [PathRow._make(r) for r in reads.rows(

@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from dicom import query as cfind
 from dicom.web.common import DICOM_JSON, audit_request, check, error, principal, services
 from fhirserver.model import parse_count
+from fhirserver.storage import reading
 from dicom.web.multipart import parse_accept
 
 MAX_RESULTS = 1000
@@ -172,14 +173,14 @@ def answer(level: str, fixed: dict[str, str], req: Any, svc: Any, pol: Any,
     keys = cfind.matching_keys((kw, vr, q[tag].value if match and kw != "QueryRetrieveLevel" else None)
                                for tag, vr, kw, match in elems)
     repo = svc.repo
-    with repo.engine.connect() as conn:
+    with reading(repo.engine) as conn:
         try:
             items = [it for it in cfind.candidates(conn, level, q, policy=pol)
                      if (cfind.match_keys(it, keys) if keys is not None else cfind.match_dataset(it, q))]
         except cfind.QueryError as exc:
             raise error(400, str(exc)) from None
     if fixed.get("StudyInstanceUID") and not items and level != "STUDY":
-        with repo.engine.connect() as conn:
+        with reading(repo.engine) as conn:
             if not any(True for _ in cfind.candidates(conn, "STUDY", _study_only(fixed["StudyInstanceUID"]),
                                                       policy=pol)):
                 raise error(404, f"No study with that UID ({fixed['StudyInstanceUID']})")
