@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
             app, app.wsgi_app, services, report, open_policy=open_policy, bearer_access=bearer)
         app.wsgi_app = LeanReads(  # type: ignore[method-assign]
             dicom_lean, ReadStatements(services.repo.engine), report, services.audit,
-            open_policy=open_policy, bearer_access=bearer)
+            open_policy=open_policy, bearer_access=bearer, services=services)
 
     @app.get("/")
     def _root():  # noqa: ANN202

@@ -136,8 +136,31 @@ _ACTIONS = {"GET": "R", "HEAD": "R", "POST": "C", "PUT": "U", "PATCH": "U", "DEL
 def _audit(req: FhirRequest, bundle: Any, resp: FhirResponse | None = None) -> None:
     """Queue an AuditEvent for an authenticated access (see fhirserver.audit)."""
     principal = getattr(g, "fhir_principal", None)
-    if principal is None or req.res_type == "AuditEvent":
+    if principal is None:
         return
+    record = access_record(req, bundle, resp, request.query_string.decode())
+    if record is not None:
+        _services().audit.record(who={"reference": principal.fhir_user, "client_id": principal.client_id},
+                                 remote=request.remote_addr, **record)
+
+
+def plain_search(services: Any, policy: Any, req: FhirRequest) -> FhirResponse:
+    """A type-level search under `policy`, as `_handle` runs it (custom SearchParameters picked
+    up, one autocommit read): for the lean path, which answers plain searches before Flask."""
+    ctx = services.context(policy)
+    if services.search.due():
+        with reading(services.repo.engine) as conn:
+            services.search.refresh(conn)
+    return run_in_transaction(services.repo, lambda tx: dispatch(ctx, tx, req), write=False, single_read=True)
+
+
+def access_record(req: FhirRequest, bundle: Any, resp: FhirResponse | None, query_string: str,
+                  ) -> dict[str, Any] | None:
+    """What the audit trail records of one answered interaction (action, interaction, the
+    resources it touched, a search's query), or None when nothing is to be recorded: shared by
+    the Flask path and the lean path (`fhirserver.api.lean`), so both are audited alike."""
+    if req.res_type == "AuditEvent":
+        return None
     refs: list[str] = []
     if resp is not None and resp.stored is not None:
         refs.append(f"{resp.stored.res_type}/{resp.stored.res_id}")
@@ -147,16 +170,14 @@ def _audit(req: FhirRequest, bundle: Any, resp: FhirResponse | None = None) -> N
             if "/fhir/" in url:
                 refs.append("/".join(url.split("/fhir/", 1)[1].split("/")[:2]))
     if not refs and resp is not None and resp.status >= 300:
-        return
+        return None
     searching = isinstance(bundle, dict) and bundle.get("type") == "searchset"
     action = "E" if searching or (isinstance(bundle, dict) and req.res_type is None) else _ACTIONS.get(req.method, "E")
     interaction = ("search-type" if searching else "history-instance" if req.operation == "_history"
                    else "vread" if req.version_id else {"R": "read", "C": "create", "U": "update",
                                                          "D": "delete"}.get(action, "transaction"))
-    who = {"reference": principal.fhir_user, "client_id": principal.client_id}
-    query = request.query_string.decode()[:1000] if searching else None
-    _services().audit.record(who=who, action=action, interaction=interaction, references=refs,
-                             query=query, remote=request.remote_addr)
+    return {"action": action, "interaction": interaction, "references": refs,
+            "query": query_string[:1000] if searching else None}
 
 
 def _metadata() -> Response:
