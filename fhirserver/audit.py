@@ -168,17 +168,22 @@ class AuditTrail:
                 owners = self._patients(tx.conn, {r for it in plain for r in it["refs"]})
                 fast = tx.indexer is not None and self.search is not None and \
                     audit_rows.standard(self.search.registry)
-                events = []  # (body, whether it has the trail's own shape)
-                for it in items:
-                    own = "build" not in it
-                    bodies = [_event(it, owners)] if own else it["build"](tx)
-                    # the writer thread serves no request: the id queued with it
-                    events.extend((tag_request(body, it.get("request_id")), own and fast) for body in bodies)
-                for start in range(0, len(events), _BATCH):
-                    when = now_utc()
-                    tx.insert_built("AuditEvent", when, [_built(tx, body, when, quick)
-                                                         for body, quick in events[start:start + _BATCH]])
-            return len(events)
+                written = 0
+                # built and written a batch at a time: one batch's objects die before the next is
+                # built (a backlog never holds every event's rows at once, nor feeds the GC them)
+                for start in range(0, len(items), _BATCH):
+                    events = []  # (body, whether it has the trail's own shape)
+                    for it in items[start:start + _BATCH]:
+                        own = "build" not in it
+                        bodies = [_event(it, owners)] if own else it["build"](tx)
+                        # the writer thread serves no request: the id queued with it
+                        events.extend((tag_request(body, it.get("request_id")), own and fast) for body in bodies)
+                    for first in range(0, len(events), _BATCH):
+                        when = now_utc()
+                        tx.insert_built("AuditEvent", when, [_built(tx, body, when, quick)
+                                                             for body, quick in events[first:first + _BATCH]])
+                    written += len(events)
+            return written
 
     @staticmethod
     def _patients(conn: Any, refs: set[str]) -> dict[str, set[str]]:

@@ -129,22 +129,29 @@ def rows(body: dict[str, Any]) -> dict[str, list[dict[str, Any]]] | None:
 def _content(body: dict[str, Any]) -> str:
     """The full-text words (`Extractor._text`): every string outside the skipped keys, in order."""
     words: list[str] = []
-
-    def walk(node: Any, key: str) -> None:
-        if isinstance(node, str):
-            if key not in _SKIPPED_WORDS:
-                words.append(node)
-        elif isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, k)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v, key)
-
-    for k, v in body.items():
-        if k not in ("text", "meta", "contained"):
-            walk(v, k)
+    _walk({k: v for k, v in body.items() if k not in ("text", "meta", "contained")}, words)
     return normalize(" ".join(words))[:20000]
+
+
+def _walk(node: dict[str, Any], words: list[str]) -> None:
+    """`Extractor._text`'s walk, with one call per object rather than per value (the same
+    strings in the same order: a list's strings count under the list's key)."""
+    for k, v in node.items():
+        kind = type(v)
+        if kind is str:
+            if k not in _SKIPPED_WORDS:
+                words.append(v)
+        elif kind is dict:
+            _walk(v, words)
+        elif kind is list:
+            for x in v:
+                if type(x) is str:
+                    if k not in _SKIPPED_WORDS:
+                        words.append(x)
+                elif type(x) is dict:
+                    _walk(x, words)
+                elif type(x) is list:
+                    _walk({k: x}, words)
 
 
 __all__ = ["rows", "standard"]
