@@ -21,6 +21,7 @@ from fhirserver.search import base_registry, date_range, normalize
 
 MAX = 255  # the index's value length (fhirserver.search.extract.MAX)
 _SKIPPED_WORDS = frozenset({"div", "reference", "system", "url", "data", "id", "versionId", "lastUpdated"})
+_OUTSIDE_WORDS = frozenset({"text", "meta", "contained"})  # top-level keys the full text leaves out
 _COMPARTMENTS = (("Device", "agent"), ("Patient", "patient"), ("Practitioner", "agent"))  # of AuditEvent
 
 
@@ -129,14 +130,16 @@ def rows(body: dict[str, Any]) -> dict[str, list[dict[str, Any]]] | None:
 def _content(body: dict[str, Any]) -> str:
     """The full-text words (`Extractor._text`): every string outside the skipped keys, in order."""
     words: list[str] = []
-    _walk({k: v for k, v in body.items() if k not in ("text", "meta", "contained")}, words)
+    _walk(body, words, _OUTSIDE_WORDS)
     return normalize(" ".join(words))[:20000]
 
 
-def _walk(node: dict[str, Any], words: list[str]) -> None:
+def _walk(node: dict[str, Any], words: list[str], outside: frozenset[str] = frozenset()) -> None:
     """`Extractor._text`'s walk, with one call per object rather than per value (the same
     strings in the same order: a list's strings count under the list's key)."""
     for k, v in node.items():
+        if k in outside:
+            continue
         kind = type(v)
         if kind is str:
             if k not in _SKIPPED_WORDS:
