@@ -1,9 +1,11 @@
 """The access audit trail: one AuditEvent per authenticated request that touched resources.
 
 Requests only queue a small record; a writer thread of each process turns the queue into
-AuditEvent resources in one transaction every half second, inserted in multi-row batches (so a
-read stays a read-only statement, costs no extra round trip, and the writes cost a few
-statements per batch instead of one round trip per event). The buffer is bounded (see
+AuditEvent resources in one transaction every half second, written in batches (so a read stays
+a read-only statement, costs no extra round trip, and the writes cost a few statements per batch
+instead of one round trip per event: on PostgreSQL one COPY per table, `Tx.insert_built`). The
+index rows of the trail's own events are read off their fixed shape (`fhirserver.audit_rows`)
+rather than by the generic extraction, while the AuditEvent parameters are the HL7 ones. The buffer is bounded (see
 `_bound`). Each event names the patients whose compartment the accessed resources belong to,
 so a patient's access log is `AuditEvent?patient=Patient/x`.
 
