@@ -107,5 +107,5 @@ def build_services(settings: Settings, *, upgrade_schema: bool = False,
     jobs = Jobs(engine)
     install_subscriptions(repo, settings, jobs)  # the outbox: events recorded in the writer's transaction
     return Services(settings, repo, search, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    AuditTrail(repo), operations or OperationRegistry(), jobs, ports,
+                    AuditTrail(repo, search=search), operations or OperationRegistry(), jobs, ports,
                     broadcast=Broadcast(engine), blobs=open_store(settings))

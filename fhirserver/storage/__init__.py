@@ -2,7 +2,7 @@
 from fhirserver.storage.db import is_postgres, make_engine, ping, readable_tables, reading
 from fhirserver.storage.migrate import current_heads, downgrade, script_heads, upgrade
 from fhirserver.storage.repository import (
-    Repository, StorageError, Stored, Tx, VersionConflict, format_instant, now_utc,
+    Built, Repository, StorageError, Stored, Tx, VersionConflict, format_instant, new_id, now_utc, stamp,
 )
 from fhirserver.storage.reads import ReadStatements
 from fhirserver.storage.tables import (
@@ -15,6 +15,7 @@ from fhirserver.storage.budget import install_budget, is_cancelled
 
 __all__ = ["Repository", "StorageError", "Stored", "Tx", "VersionConflict", "format_instant",
            "is_postgres", "make_engine", "now_utc", "resource", "resource_history", "upgrade"]
+__all__ += ["Built", "new_id", "stamp"]  # the audit writer builds its AuditEvents itself (Tx.insert_built)
 __all__ += ["ReadStatements", "TransactionConflict", "run_transaction", "ping", "readable_tables", "reading"]
 # The tables other packages join or extend (their own tables go on the same `metadata`, with `PK` keys),
 # the load-batch identifier system, the statement budget and the migrations the CLI reports on.
