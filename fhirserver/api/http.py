@@ -10,11 +10,11 @@ from werkzeug.exceptions import HTTPException
 import smart_auth
 from fhirserver.api.formats import OutputFormat, choose_output, header_map, parse_body, render, wants_pdf
 from fhirserver.errors import FhirError, Issue, info, outcome
-from fhirserver.storage import reading
 from fhirserver.interactions import (
     WRITE_METHODS, BinaryBody, BundleBudget, Context, FhirRequest, FhirResponse,
     capabilities_interaction as capabilities, client_fault, dispatch, http_date, parse_path, process_bundle, request_writes, run_in_transaction,
 )
+from fhirserver.storage import reading
 
 log = logging.getLogger("fhirserver.request")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]

@@ -32,9 +32,9 @@ import re
 import time
 from typing import Any, Callable, Iterable
 
-from fhirserver import requestid
 from werkzeug.wrappers import Request
 
+from fhirserver import requestid
 from fhirserver.api.formats import OutputFormat, choose_output, header_map, render
 from fhirserver.api.http import access_record, plain_search
 from fhirserver.api.telemetry import RequestLog, fhir_route
