@@ -95,3 +95,35 @@ def test_lean_reads_are_audited(sapp, engine, open_client):  # noqa: ANN001
         assert ev["subtype"][0]["code"] == "read" and ev["action"] == "R"
         assert {"reference": "Patient/pa"} in [e["what"] for e in ev["entity"]]
         assert ev["agent"][0]["altId"] == "app"
+
+
+def test_lean_searches_keep_to_the_callers_data(sapp, engine, open_client):  # noqa: ANN001
+    """Searches answered before Flask: a patient's token finds its own data, never another
+    patient's; another organization's staff token finds nothing of this clinic."""
+    from smart_helpers import ids, standard_data
+
+    seed(open_client, standard_data())
+    c = sapp.test_client()
+    seen = _spy(sapp)
+    try:
+        pa = bearer(_token(engine, "patient/*.rs", {"role": "patient", "patient": "a", "patients": ["a"]}))
+        c.get("/fhir/Patient/a", headers=pa)  # the token's first check is in the database
+        seen.clear()
+        assert ids(c.get("/fhir/Observation?status=final", headers=pa).get_json()) == \
+            {"obs-a-laboratory", "obs-a-vital-signs"}
+        assert ids(c.get("/fhir/Observation?subject=Patient/b", headers=pa).get_json()) == set()
+        assert ids(c.get("/fhir/Patient?family=Doe", headers=pa).get_json()) == {"a"}
+        got = c.get("/fhir/Observation?subject=Patient/a&_include=Observation:subject", headers=pa).get_json()
+        assert ids(got) == {"obs-a-laboratory", "obs-a-vital-signs", "a"}
+        assert all(seen) and len(seen) == 4  # all four answered by the lean layer
+
+        staff1 = bearer(_token(engine, "user/*.rs", {"role": "staff", "organizations": ["org1"], "patients": [],
+                                                      "fhirUser": "Practitioner/doc1"}))
+        staff2 = bearer(_token(engine, "user/*.rs", {"role": "staff", "organizations": ["org2"], "patients": [],
+                                                      "fhirUser": "Practitioner/doc1"}))
+        assert ids(c.get("/fhir/Patient?family=Doe", headers=staff1).get_json()) == {"a", "b"}
+        assert ids(c.get("/fhir/Patient?family=Doe", headers=staff2).get_json()) == {"c"}
+        assert ids(c.get("/fhir/Observation?subject=Patient/a", headers=staff2).get_json()) == set()
+        assert c.get("/fhir/Patient?family=Doe", headers=bearer("not-a-token")).status_code == 401
+    finally:
+        del sapp.wsgi_app._try
