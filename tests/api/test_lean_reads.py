@@ -2,29 +2,7 @@
 and every answer that is not a plain 200 still comes from the full path."""
 from __future__ import annotations
 
-import pytest
-
-from fhirserver.api.lean import LeanReads
-
 FHIR = {"Content-Type": "application/fhir+json"}
-
-
-@pytest.fixture()
-def served(app):  # noqa: ANN001, ANN201
-    """Which requests the lean path answered (True) or passed on (False)."""
-    lean = app.wsgi_app
-    assert isinstance(lean, LeanReads)
-    seen: list[bool] = []
-    orig = lean._try
-
-    def spy(environ):  # noqa: ANN001, ANN202
-        got = orig(environ)
-        seen.append(got is not None)
-        return got
-
-    lean._try = spy
-    yield seen
-    del lean._try
 
 
 def _headers(r) -> dict[str, str]:  # noqa: ANN001

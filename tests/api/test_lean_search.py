@@ -4,28 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fhirserver.api.lean import LeanReads
-
 FHIR = {"Content-Type": "application/fhir+json"}
 FULL = {"Prefer": "handling=lenient"}  # the server's default handling: a Prefer takes the full path
-
-
-@pytest.fixture()
-def served(app):  # noqa: ANN001, ANN201
-    """Which requests the lean layer answered (True) or passed on (False)."""
-    lean = app.wsgi_app
-    assert isinstance(lean, LeanReads)
-    seen: list[bool] = []
-    orig = lean._try
-
-    def spy(environ):  # noqa: ANN001, ANN202
-        got = orig(environ)
-        seen.append(got is not None)
-        return got
-
-    lean._try = spy
-    yield seen
-    del lean._try
 
 
 def _headers(r) -> dict[str, str]:  # noqa: ANN001
