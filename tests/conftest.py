@@ -18,6 +18,7 @@ from flask import Flask
 
 from fhirserver.app import close_app, create_app
 from fhirserver.config import Settings, settings_from_env
+from fhirserver.storage import INDEX_TABLES
 from live_helpers import free_port
 
 DATA = Path(__file__).parent / "data"
@@ -131,6 +132,8 @@ def app(session_app, open_apps):  # noqa: ANN001, ANN201
     those of every other open app) queued are written, before the next test empties it."""
     repo = session_app.extensions["fhirserver"].repo
     with repo.engine.begin() as conn:
+        for table in INDEX_TABLES:  # derived rows: no foreign key cascades them away
+            conn.execute(table.delete())
         conn.execute(text("DELETE FROM resource_history"))
         conn.execute(text("DELETE FROM resource"))
         conn.execute(text("DELETE FROM auth_failure"))  # per-address rate limits of the auth server
