@@ -42,6 +42,7 @@ def main(argv: list[str]) -> int:
     from sqlalchemy import text
 
     from fhirserver.config import Settings
+    from fhirserver.heap import settle
     from fhirserver.services import build_services
 
     scratch = Scratch(os.environ.get("FHIRSERVER_BENCH_DATABASE_URL") or DEFAULT_PG)
@@ -49,6 +50,7 @@ def main(argv: list[str]) -> int:
         url = scratch.create(f"fhirbench_trail_{os.getpid()}")
         services = build_services(Settings(database_url=url), upgrade_schema=True)
         repo, audit = services.repo, services.audit
+        settle()  # as a started server process does (fhirserver.heap)
         audit.interval = 3600.0  # flushed below, in this thread
         audit._bound = lambda: None  # a full batch must not wake the writer thread mid-measurement
         with repo.transaction(write=True) as tx:

@@ -56,6 +56,7 @@ def _engine(settings: Any) -> Any:
 
 def cmd_dicom(args: argparse.Namespace, settings: Any) -> int:
     from dicom.scp import DicomNode, LoadBoard
+    from fhirserver.heap import settle
     from fhirserver.services import build_services
 
     if args.accept_unknown:
@@ -106,6 +107,7 @@ def cmd_dicom(args: argparse.Namespace, settings: Any) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         load = LoadBoard(args.load_board, args.load_slot) if args.load_board else None
+        settle()  # the started services, out of the collector's full passes (fhirserver.heap)
         node.start(block=True, listen_fd=args.listen_fd, load=load)
     except KeyboardInterrupt:
         pass
@@ -187,6 +189,7 @@ def _supervise(args: argparse.Namespace, settings: Any, processes: int) -> int:
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait()  # reaped before the supervisor exits: nothing outlives the node
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:

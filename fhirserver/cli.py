@@ -66,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from fhirserver.app import close_app, create_app, start_jobs
+    from fhirserver.heap import settle
 
     if settings.dev_mode:  # seed the demo clinic (idempotent: every restart keeps one copy)
         from portal import STAFF_LOGIN, seed_demo as seed
@@ -81,6 +82,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"fhirserver --dev: demo clinic {settings.clinic_name!r} seeded; staff console {root}/console/ "
               f"(staff login {STAFF_LOGIN}); portal {root}/portal/ (logins {', '.join(info['logins'])}); "
               f"password {info['password']}; outbox at /portal/dev/mail", file=sys.stderr, flush=True)
+
+    def _worker_ready(worker: Any) -> None:
+        start_jobs(worker.wsgi)
+        settle()  # the loaded app, out of the collector's full passes (fhirserver.heap)
 
     class _Server(BaseApplication):  # gunicorn's documented embedding API
         def load_config(self) -> None:
@@ -99,7 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("loglevel", settings.log_level.lower())
             self.cfg.set("child_exit", lambda _arbiter, worker: process_exited(worker.pid))
             # each HTTP worker process also runs job threads (a fork carries no threads over)
-            self.cfg.set("post_worker_init", lambda worker: start_jobs(worker.wsgi))
+            self.cfg.set("post_worker_init", _worker_ready)
             # jobs, the audit writer's last batch, the listener, the pool: a clean stop loses nothing
             self.cfg.set("worker_exit", lambda _arbiter, worker: close_app(getattr(worker, "wsgi", None)))
 
@@ -128,6 +133,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.threads is not None:
         settings = settings.replace(job_threads=args.threads)
     from fhirserver.app import close_app, create_app
+    from fhirserver.heap import settle
     from fhirserver.logs import configure
 
     configure(settings.log_level)
@@ -151,6 +157,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: done.set())
         worker.start()
+        settle()
         print(f"fhirserver worker: {worker.threads} threads, kinds {', '.join(sorted(services.jobs.registry.kinds))}",
               file=sys.stderr, flush=True)
         done.wait()

@@ -10,6 +10,7 @@ AuditEvent (21 index rows) and a large share of every create, update and bulk lo
 Revision ID: 0017_index_rows
 Revises: 0016_search
 """
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0017_index_rows"
@@ -29,9 +30,16 @@ def upgrade() -> None:
         for table in TABLES:
             op.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_res_pk_fkey")
         return
+    inspector = sa.inspect(bind)
     for table in TABLES:
+        # unnamed as 0002 made them, or named as this revision's downgrade does
+        names = [fk["name"] or f"fk_{table}_res_pk_resource" for fk in inspector.get_foreign_keys(table)
+                 if fk["referred_table"] == "resource"]
+        if not names:
+            continue
         with op.batch_alter_table(table, naming_convention=_SQLITE_FK) as batch:
-            batch.drop_constraint(f"fk_{table}_res_pk_resource", type_="foreignkey")
+            for name in names:
+                batch.drop_constraint(name, type_="foreignkey")
 
 
 def downgrade() -> None:
