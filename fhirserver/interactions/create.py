@@ -23,7 +23,7 @@ def create(ctx: Context, tx: Tx, req: FhirRequest) -> FhirResponse:
             return FhirResponse(200, matches[0].body, matches[0],
                                 outcome=info(f"{res_type}/{matches[0].res_id} already exists; nothing created"))
     body = {k: v for k, v in body.items() if k != "id"}  # the server assigns ids on create
-    stored = tx.create(res_type, body, req.assigned_id)
+    stored = tx.create(res_type, body, req.assigned_id, fresh=True)  # a Bundle assigns uuid4 ids
     return stored_response(201, stored, ctx.base, with_location=True)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from fhirserver.model import dumps
 from fhirserver.storage.tables import (
     idx_date, idx_number, idx_quantity, idx_reference, idx_string, idx_text, idx_token, idx_uri,
-    resource_compartment, resource_history,
+    resource, resource_compartment, resource_history,
 )
 
 INDEX_TABLES: dict[str, Table] = {
@@ -39,12 +39,16 @@ class PendingWrites:
     """The held-back rows of one transaction (see the module docstring)."""
 
     def __init__(self) -> None:
+        self.resources: list[dict[str, Any]] = []  # new `resource` rows, pk drawn (Tx.create)
         self.history: list[dict[str, Any]] = []
         self.index: dict[int, tuple[str, dict[str, list[dict[str, Any]]]]] = {}  # pk -> (type, rows)
         self.stale: dict[int, bool] = {}  # pk -> True when its compartment rows stay
 
     def __bool__(self) -> bool:
-        return bool(self.history or self.index or self.stale)
+        return bool(self.resources or self.history or self.index or self.stale)
+
+    def add_resource(self, row: dict[str, Any]) -> None:
+        self.resources.append(row)
 
     def add_history(self, row: dict[str, Any]) -> None:
         self.history.append(row)
@@ -82,19 +86,24 @@ class PendingWrites:
         rows = self._rows()
         full = [pk for pk, keep in self.stale.items() if not keep]
         kept = [pk for pk, keep in self.stale.items() if keep]
-        history = self.history
-        self.history, self.index, self.stale = [], {}, {}
+        history, resources = self.history, self.resources
+        self.history, self.index, self.stale, self.resources = [], {}, {}, []
         if postgres:
-            names = tuple(n for n in ("history", *INDEX_TABLES) if (history if n == "history" else rows.get(n)))
+            held = {"resource": resources, "history": history}
+            names = tuple(n for n in ("resource", "history", *INDEX_TABLES) if held.get(n) or rows.get(n))
             shape: Shape = (names, bool(full), bool(kept))
             sql = statements.get(shape)
             if sql is None:
                 sql = statements[shape] = _pg_statement(shape)
             if history:
                 rows["history"] = history
+            if resources:
+                rows["resource"] = resources
             texts = [row["res_pk"] for row in rows.get("text", ())]
             conn.exec_driver_sql(sql, {"rows": dumps(rows).decode(), "full": full, "kept": kept, "texts": texts})
             return
+        if resources:
+            conn.execute(insert(resource), resources)
         for name, table in INDEX_TABLES.items():
             gone = full + ([] if name in KEPT_ON_DELETE else kept)
             if gone:
@@ -106,7 +115,8 @@ class PendingWrites:
 
 
 def _columns(table: Table) -> list[tuple[str, str]]:
-    """(name, PostgreSQL type) of the columns a write fills (the history's own pk excluded)."""
+    """(name, PostgreSQL type) of the columns a write fills (the history's own pk excluded; a
+    resource row's pk is drawn ahead, so it is filled)."""
     dialect = postgresql.dialect()
     out = []
     for col in table.columns:
@@ -139,7 +149,7 @@ def _pg_statement(shape: Shape) -> str:
                 where = f"({where}) AND res_pk <> ALL(%(texts)s)"
             parts.append(f"d_{name} AS (DELETE FROM {table.name} WHERE {where})")
     for name in names:
-        table = resource_history if name == "history" else INDEX_TABLES[name]
+        table = resource if name == "resource" else resource_history if name == "history" else INDEX_TABLES[name]
         cols = _columns(table)
         select = ", ".join("CAST(x.body AS JSON)" if c == "body" else f"x.{c}" for c, _t in cols)
         record = ", ".join(f"{c} {t}" for c, t in cols)
