@@ -94,3 +94,56 @@ def test_deceased_is_extracted_as_fhirpath_evaluates_it() -> None:
                   {"deceasedDateTime": "2020-01-01"}):
         body = {"resourceType": "Patient", **extra}
         assert fast(body) == slow(body), extra
+
+
+# -- resource rows held back (PostgreSQL: a create under a server-made id) ------------------------
+
+def test_every_statement_of_the_transaction_sees_the_resources_it_created(repo) -> None:  # noqa: ANN001
+    """Created then read, searched, updated, deleted and counted in the same transaction, by
+    the repository's own reads and by a statement a caller sends on `tx.conn`."""
+    from sqlalchemy import func
+
+    from fhirserver.storage import resource
+
+    with repo.transaction(write=True) as tx:
+        a = tx.create("Patient", _patient("Heldback", "gp-1"))
+        b = tx.create("Patient", _patient("Heldtwo", "gp-1"))
+        n = tx.conn.execute(select(func.count()).select_from(resource).where(
+            resource.c.pk.in_([a.pk, b.pk]))).scalar_one()
+        assert n == 2
+        assert tx.current("Patient", a.res_id).pk == a.pk
+        body = _patient("Heldback", "gp-2")
+        updated, created = tx.update("Patient", a.res_id, {**body, "id": a.res_id})
+        assert (updated.version_id, created) == (2, False)
+        tx.delete("Patient", b.res_id)
+        c = tx.create("Patient", _patient("Heldthree", "gp-3"))
+    with repo.transaction() as tx:
+        assert tx.current("Patient", a.res_id).version_id == 2
+        assert tx.current("Patient", b.res_id).deleted
+        assert tx.current("Patient", c.res_id).pk == c.pk
+        assert [v.version_id for v in tx.history("Patient", a.res_id)[0]] == [2, 1]
+    ref, ref_id = _fresh(repo, body)
+    assert _without_ids(_rows(repo, a.pk), a.res_id) == _without_ids(ref, ref_id)  # the last version's rows only
+
+
+def test_a_rolled_back_transaction_writes_none_of_its_held_rows(repo) -> None:  # noqa: ANN001
+    created = []
+    try:
+        with repo.transaction(write=True) as tx:
+            created.append(tx.create("Patient", _patient("Neverstored", "gp-1")))
+            raise RuntimeError("the Bundle's next entry failed")
+    except RuntimeError:
+        pass
+    with repo.transaction() as tx:
+        assert tx.current("Patient", created[0].res_id) is None
+    assert _rows(repo, created[0].pk) == {}
+
+
+def test_a_bundle_sized_transaction_draws_distinct_keys_in_a_few_round_trips(repo) -> None:  # noqa: ANN001
+    with repo.transaction(write=True) as tx:
+        stored = [tx.create("Observation", {"resourceType": "Observation", "status": "final",
+                                            "code": {"text": f"held {i}"}}) for i in range(300)]
+    pks = [s.pk for s in stored]
+    assert len(set(pks)) == 300
+    with repo.transaction() as tx:
+        assert [s.res_id for s in tx.by_pks(pks)] == [s.res_id for s in stored]
