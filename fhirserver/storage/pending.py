@@ -1,7 +1,9 @@
 """History and index rows of one transaction, held back and written together.
 
-A write needs its `resource` row at once (its pk keys everything else), but its history row and
-its ~40 index rows are only read by searches and history, which flush first. Held back, the rows
+A write's history row and its ~40 index rows are only read by searches and history, which flush
+first. So is, on PostgreSQL, the `resource` row of a create under a server-made id: its pk (which
+keys everything else) is drawn ahead from the sequence, and the transaction's connection writes
+held rows before any statement it sends (`Tx.conn`). Held back, the rows
 of a whole transaction Bundle go to the database together: on PostgreSQL in ONE statement
 (data-modifying CTEs reading the rows of every table from one JSON parameter serialised by
 orjson), elsewhere in one executemany per table. An update that replaces a resource's index rows

@@ -218,7 +218,7 @@ class Tx:
     def create(self, res_type: str, body: dict[str, Any], res_id: str | None = None, *,
                fresh: bool = False) -> Stored:
         """Insert version 1 under a new server id (or the given id, which must be free; `fresh`:
-        the caller made it with `new_id`, so no row can hold it).
+        the caller made that id itself, a uuid4 as `new_id` makes, so no row can hold it).
 
         On PostgreSQL the row of a server-made id is held back with the history and index rows
         (its pk drawn ahead from the sequence) and written with them in one statement: a
