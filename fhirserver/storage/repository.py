@@ -119,6 +119,27 @@ def _row(row: Any) -> Stored:
                   bool(row.deleted), row.body, getattr(row, "method", ""))
 
 
+@contextmanager
+def _own_plans(conn: Connection, postgres: bool) -> Iterator[None]:
+    """Plan the statements sent inside for their own values, never by a generic plan.
+
+    psycopg prepares a statement once it has run five times on a connection, and PostgreSQL may
+    then answer it with a generic plan, made without the values. For a search the values decide
+    the plan: `Patient?name=garcia12` at 100,000 patients took 0.5 ms with its own plan and 159
+    ms with the generic one (a walk of every Patient in pk order), run after run, on whichever
+    connection had switched. Unprepared statements are always planned with their values."""
+    if not postgres:
+        yield
+        return
+    driver = conn.connection.driver_connection
+    before = driver.prepare_threshold
+    driver.prepare_threshold = None
+    try:
+        yield
+    finally:
+        driver.prepare_threshold = before
+
+
 class Tx:
     """Operations inside one database transaction."""
 
@@ -212,7 +233,8 @@ class Tx:
         `limit`: one statement where finding keys first and fetching bodies after took two."""
         self.flush()
         q = select(*_CURRENT_COLS).where(*where).order_by(resource.c.pk).limit(limit)
-        return [_row(r) for r in self.conn.execute(q)]
+        with _own_plans(self._conn, self.postgres):
+            return [_row(r) for r in self._conn.execute(q)]
 
     # -- writes --------------------------------------------------------------------------
     def create(self, res_type: str, body: dict[str, Any], res_id: str | None = None, *,
@@ -473,7 +495,8 @@ class Tx:
         for k, desc in keys:
             d = desc != backwards
             order.append(k.desc() if d else k.asc())
-        rows = list(self.conn.execute(q.order_by(*order).limit(count + 1)))
+        with _own_plans(self._conn, self.postgres):
+            rows = list(self._conn.execute(q.order_by(*order).limit(count + 1)))
         more = len(rows) > count
         rows = rows[:count]
         total = None
@@ -498,7 +521,8 @@ class Tx:
             if isinstance(plan, str):
                 plan = loads(plan)
             return max(0, int(round(plan[0]["Plan"]["Plan Rows"])))
-        return self.conn.execute(select(func.count()).select_from(resource).where(*conds)).scalar_one()
+        with _own_plans(self._conn, self.postgres):
+            return self._conn.execute(select(func.count()).select_from(resource).where(*conds)).scalar_one()
 
 
 _SORT_DEFAULT = {"str": "", "date": datetime(1, 1, 2, tzinfo=timezone.utc), "num": 0, "int": 0}
