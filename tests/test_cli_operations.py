@@ -96,12 +96,13 @@ def test_load_url_with_token_into_auth_on_server(auth_server, database_url, caps
     tok = requests.post(auth_server.root + "/auth/token", timeout=30,
                         data={"grant_type": "client_credentials", "scope": "system/*.cruds"},
                         auth=(client["client_id"], client["client_secret"])).json()["access_token"]
-    code, out, err = _run(capsys, "load", str(bundle), *common, "--token", tok)
+    # `--opt=value`: a token or secret may begin with "-", which argparse takes for an option
+    code, out, err = _run(capsys, "load", str(bundle), *common, f"--token={tok}")
     assert code == 0, err
     read = requests.get(f"{auth_server.base}/Patient/{patient_id}", timeout=30,
                         headers={"Authorization": f"Bearer {tok}"})
     assert read.status_code == 200 and read.json()["name"][0]["family"] == "Single"
     # the same with the client's credentials: the loader gets its own token
-    code, _, err = _run(capsys, "load", str(bundle), *common, "--client-id", client["client_id"],
-                        "--client-secret", client["client_secret"])
+    code, _, err = _run(capsys, "load", str(bundle), *common, f"--client-id={client['client_id']}",
+                        f"--client-secret={client['client_secret']}")
     assert code == 0, err
