@@ -29,11 +29,18 @@ _INDEX_COLUMNS = {name: tuple(c.name for c in table.columns if c.name not in ("r
                   for name, table in INDEX_TABLES.items()}
 
 
+def draw_pks(conn: Connection, n: int) -> list[int]:
+    """`n` new storage keys from the `resource` sequence (PostgreSQL), in one round trip."""
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        return [row[0] for row in cur.execute(_PKS, (n,)).fetchall()]
+
+
 def copy_new(conn: Connection, res_type: str, when: datetime, items: Sequence[Built]) -> list[int]:
     """Write the rows of `items` by COPY (PostgreSQL) in the connection's transaction; their pks."""
+    pks = draw_pks(conn, len(items))
     raw = conn.connection.driver_connection  # the psycopg connection, in this transaction
     with raw.cursor() as cur:
-        pks = [row[0] for row in cur.execute(_PKS, (len(items),)).fetchall()]
         with cur.copy(_RESOURCE_COPY) as copy:
             for pk, (rid, text, _rows) in zip(pks, items):
                 copy.write_row((pk, res_type, rid, 1, when, False, text))
@@ -54,4 +61,4 @@ def copy_new(conn: Connection, res_type: str, when: datetime, items: Sequence[Bu
     return pks
 
 
-__all__ = ["Built", "copy_new"]
+__all__ = ["Built", "copy_new", "draw_pks"]

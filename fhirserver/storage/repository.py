@@ -13,14 +13,14 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, or_, select, text as sql_text, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhirserver.model import dumps, loads
 from fhirserver.storage import locks, statistics
-from fhirserver.storage.bulk import Built, copy_new
+from fhirserver.storage.bulk import Built, copy_new, draw_pks
 from fhirserver.storage.pending import INDEX_TABLES, PendingWrites, Shape
 from fhirserver.storage.tables import resource, resource_compartment, resource_history
 
@@ -35,9 +35,7 @@ _INSERT_RESOURCE = insert(resource).returning(resource.c.pk)
 _UPDATE_RESOURCE = update(resource).where(resource.c.pk == bindparam("pk_")).values(
     version_id=bindparam("version_id"), last_updated=bindparam("last_updated"),
     deleted=bindparam("deleted"), body=bindparam("body"))
-# storage keys drawn ahead of the rows they key (PostgreSQL: see Tx.create)
-_NEXT_PKS = sql_text("SELECT nextval(pg_get_serial_sequence('resource', 'pk')) FROM generate_series(1, :n)")
-_PK_BLOCK_MAX = 256
+_PK_BLOCK_MAX = 256  # storage keys drawn ahead at most (PostgreSQL: see Tx.create)
 # several rows in one statement (SQLAlchemy's insertmanyvalues), pks in the order of the rows
 _INSERT_RESOURCE_MANY = insert(resource).returning(resource.c.pk, sort_by_parameter_order=True)
 
@@ -180,7 +178,7 @@ class Tx:
         if not self._pks:
             n = self._pk_block
             self._pk_block = min(n * 4, _PK_BLOCK_MAX)
-            self._pks = list(self._conn.execute(_NEXT_PKS, {"n": n}).scalars())[::-1]
+            self._pks = draw_pks(self._conn, n)[::-1]
         return self._pks.pop()
 
     # -- locks (see fhirserver.storage.locks) -------------------------------------------------
